@@ -1,0 +1,264 @@
+"""Wire types of the daemon's socket protocol (SPEC §11), shared by the daemon and every client.
+
+Framing: one JSON-RPC 2.0 object per line (UTF-8, ``\\n``), at most ``MAX_LINE_BYTES`` per line.
+Params structs forbid unknown fields (the daemon answers -32602); result and notification
+structs accept unknown fields so an older client keeps working when the daemon adds one.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
+class ErrorCode(enum.IntEnum):
+    PARSE_ERROR = -32700
+    INVALID_REQUEST = -32600
+    METHOD_NOT_FOUND = -32601
+    INVALID_PARAMS = -32602
+    INTERNAL = -32603
+    NOT_FOUND = -32001
+    ALREADY_EXISTS = -32002
+    INVALID_PROJECT = -32003
+    IMAGE_ERROR = -32004
+    ISOLATION_UNAVAILABLE = -32005
+    SCRIPT_FAILED = -32006
+    CONFLICT = -32007
+    INVALID_STATE = -32008
+    BUSY = -32009
+
+
+class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every request's params."""
+
+
+class Result(msgspec.Struct, kw_only=True):
+    """Base of every result and notification payload (unknown fields tolerated)."""
+
+
+WorkerName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+WorkerType = Literal["local", "oci", "binary", "config"]
+WorkerStatus = Literal[
+    "stopped", "preparing", "installing", "starting", "running", "stopping", "crashed", "backoff"
+]
+Isolation = Literal["libkrun", "namespace"]
+ProgressPhase = Literal["pull", "extract", "provision", "copy", "setup", "install", "start"]
+
+
+# ---- shared result pieces -------------------------------------------------------------------
+
+class Resources(Result):
+    memory: int
+    cpus: int
+
+
+class Scripts(Result):
+    setup: str
+    install: str
+    start: str
+
+
+class Worker(Result):
+    name: str
+    type: WorkerType
+    source: str | None = None
+    status: WorkerStatus = "stopped"
+    pid: int | None = None
+    isolation: Isolation | None = None
+    engine_registered: bool | None = None
+    restarts: int = 0
+    last_exit_code: int | None = None
+    started_at: float | None = None
+    deps_installed: bool = False
+    image: str | None = None
+    resources: Resources | None = None
+
+
+class ManifestView(Result):
+    kind: str
+    package_manager: str | None
+    entry: str | None
+    base_image: str
+    scripts: Scripts
+    env: dict[str, str]
+    resources: Resources
+
+
+class WorkerPaths(Result):
+    sandbox: str
+    logs: str
+
+
+class WorkerInspectResult(Worker):
+    manifest: ManifestView | None = None
+    warnings: list[str] = []
+    paths: WorkerPaths | None = None
+
+
+class BackendAvailability(Result):
+    available: bool
+    reason: str | None = None
+
+
+class IsolationInfo(Result):
+    default: str
+    backends: dict[str, BackendAvailability]
+
+
+class EngineInfo(Result):
+    url: str
+    reachable: bool
+
+
+# ---- daemon.* ---------------------------------------------------------------------------------
+
+class DaemonInfoResult(Result):
+    version: str
+    protocol: int
+    pid: int
+    home: str
+    config_path: str
+    socket: str
+    engine: EngineInfo
+    isolation: IsolationInfo
+
+
+class DaemonShutdownParams(Params):
+    stop_workers: bool = True
+
+
+class EmptyResult(Result):
+    pass
+
+
+# ---- worker.* ---------------------------------------------------------------------------------
+
+class WorkerAddParams(Params):
+    target: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    name: WorkerName | None = None
+    force: bool = False
+    reset_config: bool = False
+    progress: bool = False
+
+
+class WorkerAddResult(Result):
+    worker: Worker
+    warnings: list[str]
+    started: bool
+
+
+class WorkerStartParams(Params):
+    name: WorkerName
+    progress: bool = False
+
+
+WorkerRestartParams = WorkerStartParams
+
+
+class WorkerStopParams(Params):
+    name: WorkerName
+    timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+
+
+class WorkerNameParams(Params):
+    name: WorkerName
+
+
+WorkerRemoveParams = WorkerNameParams
+WorkerInspectParams = WorkerNameParams
+
+
+class WorkerRemoveResult(Result):
+    removed: bool
+    freed_bytes: int
+
+
+class WorkerListResult(Result):
+    workers: list[Worker]
+
+
+class WorkerLogsParams(Params):
+    name: WorkerName
+    tail: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 100
+    follow: bool = False
+
+
+class WorkerLogsResult(Result):
+    lines: list[str]
+
+
+# ---- image.* ----------------------------------------------------------------------------------
+
+class ImagePullParams(Params):
+    ref: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    refresh: bool = False
+    progress: bool = False
+
+
+class ImagePullResult(Result):
+    ref: str
+    digest: str
+    slug: str
+    path: str
+    size_bytes: int
+
+
+class ImageSummary(Result):
+    ref: str
+    digest: str
+    slug: str
+    size_bytes: int
+
+
+class ImageListResult(Result):
+    images: list[ImageSummary]
+
+
+class NoParams(Params):
+    pass
+
+
+# ---- notifications ----------------------------------------------------------------------------
+
+class ProgressNotification(Result):
+    id: Any
+    phase: ProgressPhase
+    message: str
+    current: int | None = None
+    total: int | None = None
+    unit: str | None = None
+
+
+class LogNotification(Result):
+    name: str
+    line: str
+
+
+class EventNotification(Result):
+    worker: str
+    status: str
+    time: float
+    detail: str | None = None
+
+
+# method name → (params type, result type)
+METHODS: dict[str, tuple[type[Params], type[Result]]] = {
+    "daemon.info": (NoParams, DaemonInfoResult),
+    "daemon.shutdown": (DaemonShutdownParams, EmptyResult),
+    "worker.add": (WorkerAddParams, WorkerAddResult),
+    "worker.start": (WorkerStartParams, Worker),
+    "worker.restart": (WorkerRestartParams, Worker),
+    "worker.stop": (WorkerStopParams, Worker),
+    "worker.remove": (WorkerRemoveParams, WorkerRemoveResult),
+    "worker.list": (NoParams, WorkerListResult),
+    "worker.inspect": (WorkerInspectParams, WorkerInspectResult),
+    "worker.logs": (WorkerLogsParams, WorkerLogsResult),
+    "image.pull": (ImagePullParams, ImagePullResult),
+    "image.list": (NoParams, ImageListResult),
+    "events.subscribe": (NoParams, EmptyResult),
+}

@@ -1,0 +1,1 @@
+"""Real services the tests start (registry, engine stand-in, daemon) and the libkrun test double."""
