@@ -18,7 +18,7 @@ _DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-fA-F0-9]{32,}$")
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?$")
 
 
-class ReferenceError(ValueError):
+class InvalidReference(ValueError):
     """Raised when a string is not a valid image reference; the message says why."""
 
 
@@ -51,28 +51,28 @@ class ImageReference:
 def parse_reference(text: str) -> ImageReference:
     """Parse ``[registry/]repository[:tag][@digest]``, applying Docker Hub's defaults.
 
-    Raises :class:`ReferenceError` naming the reference and the offending part.
+    Raises :class:`InvalidReference` naming the reference and the offending part.
     """
     raw = text.strip()
     if not raw or len(raw) > 1024 or any(c.isspace() for c in raw):
-        raise ReferenceError(f"invalid image reference {text!r}")
+        raise InvalidReference(f"invalid image reference {text!r}")
     name, digest = raw, None
     if "@" in raw:
         name, digest = raw.split("@", 1)
         if not _DIGEST_RE.match(digest):
-            raise ReferenceError(f"invalid digest {digest!r} in image reference {text!r}")
+            raise InvalidReference(f"invalid digest {digest!r} in image reference {text!r}")
     tag = None
     last_slash = name.rfind("/")
     colon = name.rfind(":")
     if colon > last_slash:
         name, tag = name[:colon], name[colon + 1 :]
         if not _TAG_RE.match(tag):
-            raise ReferenceError(f"invalid tag {tag!r} in image reference {text!r}")
+            raise InvalidReference(f"invalid tag {tag!r} in image reference {text!r}")
     first, _, rest = name.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         registry, repository = first, rest
         if not _HOST_RE.match(registry):
-            raise ReferenceError(f"invalid registry {registry!r} in image reference {text!r}")
+            raise InvalidReference(f"invalid registry {registry!r} in image reference {text!r}")
     else:
         registry, repository = DOCKER_HUB, name
     if registry in ("index.docker.io", "registry-1.docker.io"):
@@ -80,7 +80,7 @@ def parse_reference(text: str) -> ImageReference:
     if registry == DOCKER_HUB and "/" not in repository:
         repository = f"library/{repository}"
     if not _REPOSITORY_RE.match(repository):
-        raise ReferenceError(
+        raise InvalidReference(
             f"invalid repository {repository!r} in image reference {text!r} "
             "(lowercase letters, digits and . _ - separators only)"
         )
