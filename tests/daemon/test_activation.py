@@ -1,0 +1,220 @@
+"""Socket activation for real: a listening socket handed to a child as fd 3, the systemd way."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon.activation import inherited_listen_socket
+from daemon.errors import InvalidArgument
+
+# The child adopts fd 3, reports what it saw on stdout, then (if it got a socket) serves one line.
+CHILD = r"""
+import os, sys
+from daemon.activation import inherited_listen_socket
+from daemon.errors import InvalidArgument
+try:
+    sock = inherited_listen_socket()
+except InvalidArgument as exc:
+    print("error:", exc.message, flush=True)
+    sys.exit(3)
+leaked = sorted(k for k in os.environ if k.startswith("LISTEN_"))
+print("leaked:", ",".join(leaked) or "-", flush=True)
+if sock is None:
+    print("socket: none", flush=True)
+    sys.exit(0)
+print("socket:", sock.getsockname(), "inheritable:", sock.get_inheritable(), flush=True)
+conn, _ = sock.accept()
+conn.sendall(b"served by pid %d\n" % os.getpid())
+conn.close()
+"""
+
+# Like systemd: LISTEN_PID is the pid of the process that will use the fds, so a shell sets it to
+# its own pid ($$) and then execs Python in place (same pid).
+WRAPPER = 'LISTEN_PID=$$ exec "$@"'
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="iii-act-", dir="/tmp") as tmp:
+        yield Path(tmp)
+
+
+def spawn_with_fd3(fd: int | None, env: dict[str, str], *, set_pid: bool = True
+                   ) -> subprocess.Popen[str]:
+    """Start the child with ``fd`` duplicated onto fd 3 (or fd 3 closed when ``fd`` is None)."""
+
+    def put_on_fd3() -> None:
+        if fd is None:
+            try:
+                os.close(3)
+            except OSError:
+                pass
+        elif fd == 3:
+            os.set_inheritable(3, True)
+        else:
+            os.dup2(fd, 3)  # the copy is inheritable
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+    full_env.update(env)
+    argv = [sys.executable, "-c", CHILD]
+    if set_pid:
+        argv = ["sh", "-c", WRAPPER, "sh", *argv]
+    # close_fds=False: every other fd Python opened is already close-on-exec; only fd 3 crosses.
+    return subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, close_fds=False, preexec_fn=put_on_fd3)
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=30)
+    return proc.returncode, out, err
+
+
+def test_child_serves_on_the_inherited_socket(short_dir: Path) -> None:
+    path = str(short_dir / "iii.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(8)
+        # Connect before the child even exists: the backlog holds us, as with systemd.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(path)
+            proc = spawn_with_fd3(listener.fileno(),
+                                  {"LISTEN_FDS": "1", "LISTEN_FDNAMES": "iii-daemon.socket"})
+            client.settimeout(30)
+            line = client.makefile("rb").readline()
+        code, out, err = finish(proc)
+    assert code == 0, err
+    assert line == b"served by pid %d\n" % proc.pid
+    assert "leaked: -" in out  # LISTEN_* removed from the environment after use
+    assert f"socket: {path} inheritable: False" in out
+
+
+def test_listen_pid_of_another_process_is_ignored(short_dir: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(short_dir / "s"))
+        listener.listen(1)
+        proc = spawn_with_fd3(listener.fileno(), {"LISTEN_FDS": "1", "LISTEN_PID": "1"},
+                              set_pid=False)
+        code, out, err = finish(proc)
+    assert code == 0, err
+    assert "socket: none" in out
+    assert "leaked: -" in out
+
+
+def bad_fd3(kind: str, short_dir: Path) -> socket.socket | int | None:
+    if kind == "tcp":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        return sock
+    if kind == "dgram":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(short_dir / "d"))
+        return sock
+    if kind == "unlistened":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(short_dir / "u"))
+        return sock
+    if kind == "file":
+        return os.open(short_dir / "plain", os.O_RDWR | os.O_CREAT, 0o600)
+    return None  # "closed"
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("tcp", "inherited fd 3 is a AF_INET/SOCK_STREAM socket, expected an AF_UNIX stream"),
+        ("dgram", "inherited fd 3 is a AF_UNIX/SOCK_DGRAM socket, expected an AF_UNIX stream"),
+        ("unlistened", "inherited fd 3 is an AF_UNIX stream socket that is not listening"),
+        ("file", "inherited fd 3 is not a usable socket (Socket operation on non-socket)"),
+        ("closed", "inherited fd 3 is not a usable socket (Bad file descriptor)"),
+    ],
+    ids=["tcp", "datagram", "not-listening", "regular-file", "closed"],
+)
+def test_wrong_inherited_fd_is_one_clear_error(kind: str, expected: str, short_dir: Path
+                                               ) -> None:
+    obj = bad_fd3(kind, short_dir)
+    fd = obj.fileno() if isinstance(obj, socket.socket) else obj
+    try:
+        proc = spawn_with_fd3(fd, {"LISTEN_FDS": "1"})
+        code, out, err = finish(proc)
+    finally:
+        if isinstance(obj, socket.socket):
+            obj.close()
+        elif obj is not None:
+            os.close(obj)
+    assert code == 3, err
+    assert out.count("\n") == 1 and out.startswith("error: socket activation: ")
+    assert expected in out
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"LISTEN_PID": "{pid}", "LISTEN_FDS": "one"}, "LISTEN_FDS='one' is not a non-negative integer"),
+        ({"LISTEN_FDS": "1", "LISTEN_PID": "-5"}, "LISTEN_PID='-5' is not a non-negative"),
+        ({"LISTEN_FDS": "1"}, "LISTEN_FDS is set without LISTEN_PID"),
+        ({"LISTEN_PID": "{pid}"}, "LISTEN_PID is set without LISTEN_FDS"),
+        ({"LISTEN_PID": "{pid}", "LISTEN_FDS": "2"}, "LISTEN_FDS=2 but the daemon serves on one"),
+        ({"LISTEN_PID": "{pid}", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "a:b"},
+         "LISTEN_FDNAMES='a:b' names 2 fds but LISTEN_FDS=1"),
+    ],
+    ids=["fds-not-a-number", "negative-pid", "no-pid", "no-fds", "two-unnamed", "names-mismatch"],
+)
+def test_malformed_variables_are_rejected_and_removed(env: dict[str, str], expected: str) -> None:
+    environ = {k: v.format(pid=os.getpid()) for k, v in env.items()}
+    environ["OTHER"] = "kept"
+    with pytest.raises(InvalidArgument, match="^socket activation: ") as info:
+        inherited_listen_socket(environ)
+    assert expected in info.value.message
+    assert environ == {"OTHER": "kept"}
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"LISTEN_PID": "{pid}", "LISTEN_FDS": "0"}, {"LISTEN_PID": "1", "LISTEN_FDS": "1"}],
+    ids=["unset", "zero-fds", "other-pid"],
+)
+def test_nothing_to_take(env: dict[str, str]) -> None:
+    environ = {k: v.format(pid=os.getpid()) for k, v in env.items()}
+    assert inherited_listen_socket(environ) is None
+    assert environ == {}
+
+
+def test_named_fd_is_picked_among_several(short_dir: Path) -> None:
+    """With two fds, the one named after our socket unit (fd 4 here) is the one served on."""
+    path = str(short_dir / "named.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as ours:
+        other.bind(str(short_dir / "other.sock"))
+        other.listen(1)
+        ours.bind(path)
+        ours.listen(1)
+        a, b = other.fileno(), ours.fileno()
+
+        def put_on_fd3_and_4() -> None:
+            # Move both out of the way first, then onto 3 and 4.
+            ta, tb = os.dup(a), os.dup(b)
+            os.dup2(ta, 3)
+            os.dup2(tb, 4)
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+        env.update({"LISTEN_FDS": "2", "LISTEN_FDNAMES": "extra:iii-daemon.socket"})
+        proc = subprocess.Popen(["sh", "-c", WRAPPER, "sh", sys.executable, "-c", CHILD],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, close_fds=False, preexec_fn=put_on_fd3_and_4)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(30)
+            client.connect(path)
+            line = client.makefile("rb").readline()
+        rc, out, err = finish(proc)
+    assert rc == 0, err
+    assert line == b"served by pid %d\n" % proc.pid
+    assert f"socket: {path} " in out
