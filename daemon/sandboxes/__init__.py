@@ -1,0 +1,1 @@
+"""Per-worker sandboxes: layout on disk, provisioning, project sync, env, boot, launcher tasks."""

@@ -1,0 +1,201 @@
+"""Where a sandbox lives on the host: every path under ``$III_HOME/managed/<name>/``.
+
+The name becomes a path component, so it is validated once, here, before any path is built
+(``validate_sandbox_id``). Deletion renames the directory to a dot-name first so a loader that
+scans ``managed/`` never sees a half-deleted sandbox (loaders skip dot-directories).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import shutil
+import stat
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import InvalidArgument
+
+# SPEC §3: the worker name rule; it becomes a directory name.
+_SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+MARKER_RELPATH = "var/.iii-prepared"
+WORKSPACE_RELPATH = "workspace"
+
+
+def validate_sandbox_id(name: object) -> str:
+    """Return ``name`` if it is a valid sandbox id (SPEC §3 name rule), else raise.
+
+    Raises ``InvalidArgument`` naming the value and the rule. ``"."``/``".."`` and anything with a
+    slash or NUL can never pass (first char must be alphanumeric, no ``/`` in the alphabet).
+    """
+    if not isinstance(name, str) or not _SANDBOX_ID.fullmatch(name):
+        raise InvalidArgument(
+            f"invalid sandbox name {name!r}: use 1-63 characters from [A-Za-z0-9._-], "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+class RootMode(enum.Enum):
+    """How the sandbox root is made from the cached image rootfs."""
+
+    OVERLAY = "overlay"  # lower = image cache (shared, read-only), upper+work here
+    REFLINK = "reflink"  # copy-on-write clone into rootfs/
+    COPY = "copy"  # plain full copy into rootfs/ (last resort, logged)
+
+
+class SandboxLayout:
+    """Every host path of one sandbox. Building one validates the name; nothing touches disk.
+
+    >>> lay = SandboxLayout(Path("/home/u/.iii"), "calc")
+    >>> lay.upper
+    PosixPath('/home/u/.iii/managed/calc/upper')
+    """
+
+    def __init__(self, home: Path, name: str) -> None:
+        self.name = validate_sandbox_id(name)
+        self.home = Path(home)
+        self.managed = self.home / "managed"
+        self.dir = self.managed / self.name
+
+    def __repr__(self) -> str:
+        return f"SandboxLayout({str(self.home)!r}, {self.name!r})"
+
+    @property
+    def upper(self) -> Path:
+        return self.dir / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.dir / "work"
+
+    @property
+    def merged(self) -> Path:
+        return self.dir / "merged"
+
+    @property
+    def rootfs(self) -> Path:
+        """The full root in copy/reflink mode."""
+        return self.dir / "rootfs"
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def worker_log(self) -> Path:
+        return self.logs / "worker.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "launcher.pid"
+
+    @property
+    def bootstrap(self) -> Path:
+        return self.dir / "bootstrap.json"
+
+    @property
+    def exit_file(self) -> Path:
+        return self.dir / "exit.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.dir / ".lock"
+
+    def mode(self) -> RootMode | None:
+        """The provisioning mode recorded on disk, or None when not provisioned yet."""
+        try:
+            text = (self.dir / "root-mode").read_text().strip()
+        except FileNotFoundError:
+            return None
+        try:
+            return RootMode(text)
+        except ValueError:
+            return None
+
+    def writable_root(self) -> Path:
+        """Host path of the sandbox root's writable layer: ``upper/`` (overlay) or ``rootfs/``."""
+        mode = self.mode()
+        return self.upper if mode in (None, RootMode.OVERLAY) else self.rootfs
+
+    @property
+    def marker(self) -> Path:
+        return self.writable_root() / MARKER_RELPATH
+
+    @property
+    def workspace(self) -> Path:
+        return self.writable_root() / WORKSPACE_RELPATH
+
+    def exists(self) -> bool:
+        return self.dir.is_dir()
+
+    def remove(self) -> int:
+        """Delete the sandbox directory; return the bytes freed (0 when it did not exist).
+
+        Renames to ``managed/.<name>-<id>`` first (atomic; loaders skip dot-dirs), then removes.
+        Never follows symlinks (the workload may have planted some in its upper layer).
+        """
+        try:
+            st = os.lstat(self.dir)
+        except FileNotFoundError:
+            return 0
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(self.dir)
+            return 0
+        doomed = self.managed / f".{self.name}-{uuid.uuid4().hex[:12]}"
+        os.rename(self.dir, doomed)
+        freed = disk_usage(doomed)
+        remove_tree(doomed)
+        return freed
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes allocated under ``root`` (lstat, hardlinks counted once, symlinks not followed)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = [str(root)]
+    while stack:
+        path = stack.pop()
+        try:
+            it = os.scandir(path)
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    continue
+                seen.add(key)
+                total += st.st_blocks * 512
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(entry.path)
+    return total
+
+
+def _make_writable_and_retry(func: Callable[..., Any], path: str, _exc: object) -> None:
+    # overlayfs leaves ``work/work`` with mode 000; a non-root owner must chmod to remove it.
+    parent = os.path.dirname(path)
+    for p in (parent, path):
+        try:
+            if not os.path.islink(p):
+                os.chmod(p, 0o700)
+        except OSError:
+            pass
+    func(path)
+
+
+def remove_tree(path: Path) -> None:
+    """``rmtree`` that copes with overlay's mode-000 work dirs; never follows symlinks."""
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=_make_writable_and_retry)
+    else:
+        shutil.rmtree(path, onerror=_make_writable_and_retry)
