@@ -1,0 +1,48 @@
+"""The libkrun backend's sandbox process: configure libkrun, then ``krun_start_enter``.
+
+Runs in the launcher's forked child (already inside the launcher's user + mount namespace,
+with the root mounted at ``merged``). libkrun takes the process over and exits it when the VM
+stops, so the launcher above it is what records ``exit.json``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from vmm_ffi import syscalls as sc
+from vmm_ffi.errors import LauncherError
+from vmm_ffi.libkrun import Libkrun, configure, start_enter
+from vmm_ffi.params import EXIT_SETUP_FAILED, LaunchParams
+from vmm_ffi.sandbox_init import guard_parent_death, send
+
+
+def run_vmm(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
+            log_fd: int) -> None:
+    """Body of the VMM process. Never returns."""
+    try:
+        guard_parent_death(alive_r)
+        if os.read(go_r, 1) != b"1":
+            os._exit(EXIT_SETUP_FAILED)
+        sc.set_process_name("iii-vmm")
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        try:
+            krun = Libkrun.load()
+            ctx = configure(krun, root=params.merged, workdir=params.workdir, argv=params.argv,
+                            env=params.env, cpus=params.cpus, memory_mib=params.memory_mib,
+                            console=params.log_path)
+        except LauncherError as exc:
+            send(status_fd, {"error": str(exc)})
+            os._exit(EXIT_SETUP_FAILED)
+        send(status_fd, {"ready": True})
+        error = start_enter(krun, ctx)
+        send(status_fd, {"error": str(error)})
+        os.write(2, f"[iii-launcher] {error}\n".encode())
+    except BaseException as exc:
+        try:
+            os.write(2, f"[iii-launcher] vmm process failed: {exc!r}\n".encode())
+        finally:
+            os._exit(EXIT_SETUP_FAILED)
+    os._exit(EXIT_SETUP_FAILED)

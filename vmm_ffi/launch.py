@@ -1,0 +1,127 @@
+"""Starting a launcher from the daemon side (synchronous; wrap in ``asyncio.to_thread``).
+
+``spawn_launcher(params, state_dir)`` writes ``state_dir/bootstrap.json`` atomically, starts
+``python -m vmm_ffi.launcher bootstrap.json`` detached (own session, stdin /dev/null, stderr to
+the worker log), reads its one ``LaunchResult`` line and returns it. The launcher is our child:
+the caller reaps it (``os.waitpid(result.pid, ...)``) or, after a daemon restart, finds its end
+in ``exit.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import msgspec
+
+from vmm_ffi.errors import LaunchFailed
+from vmm_ffi.params import ExitStatus, LaunchParams, LaunchResult, decode_result, encode
+from vmm_ffi.statefiles import write_atomic
+
+LAUNCH_TIMEOUT_S = 30.0
+BOOTSTRAP_NAME = "bootstrap.json"
+LAUNCHER_MODULE = "vmm_ffi.launcher"
+STDERR_TAIL_LINES = 20
+
+
+def tail_lines(path: str, count: int = STDERR_TAIL_LINES) -> list[str]:
+    """The last ``count`` lines of a text file ([] when unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    return list(deque(data.splitlines(), maxlen=count))
+
+
+def spawn_launcher(params: LaunchParams, state_dir: str | os.PathLike[str], *,
+                   timeout: float = LAUNCH_TIMEOUT_S,
+                   python: str = sys.executable) -> LaunchResult:
+    """Start one launcher for ``params``; return its ``LaunchResult``.
+
+    Raises ``LaunchFailed`` (with the log's last lines) when the launcher exits before
+    answering, answers garbage, or does not answer within ``timeout`` (it is then killed).
+    """
+    bootstrap = Path(state_dir) / BOOTSTRAP_NAME
+    write_atomic(bootstrap, encode(params) + b"\n", mode=0o600)
+    log_fd = os.open(params.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                     0o640)
+    out_r, out_w = os.pipe()
+    try:
+        pid = os.posix_spawn(
+            python, [python, "-m", LAUNCHER_MODULE, str(bootstrap)], dict(os.environ),
+            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                          (os.POSIX_SPAWN_DUP2, out_w, 1),
+                          (os.POSIX_SPAWN_DUP2, log_fd, 2)],
+            setsid=True)
+    finally:
+        os.close(out_w)
+        os.close(log_fd)
+    try:
+        line = _read_line(out_r, timeout)
+    except TimeoutError:
+        _kill_and_reap(pid)
+        raise LaunchFailed(f"launcher for {params.name} did not answer within {timeout:g}s "
+                           "(LAUNCH_TIMEOUT_S)", None, tail_lines(params.log_path)) from None
+    finally:
+        os.close(out_r)
+    if not line:
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        raise LaunchFailed(f"launcher for {params.name} exited with code {code} before "
+                           "answering", code, tail_lines(params.log_path))
+    try:
+        return decode_result(line)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        _kill_and_reap(pid)
+        raise LaunchFailed(f"launcher for {params.name} answered an invalid LaunchResult: "
+                           f"{exc}", None, tail_lines(params.log_path)) from exc
+
+
+def _read_line(fd: int, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    buf = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise TimeoutError
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return b""
+            buf += chunk
+    return buf.split(b"\n", 1)[0]
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def read_exit(path: str | os.PathLike[str]) -> ExitStatus | None:
+    """The recorded ``exit.json``, or None while the sandbox has not ended (or none exists)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    return msgspec.json.decode(data, type=ExitStatus)
+
+
+def is_launcher(pid: int, bootstrap: str | os.PathLike[str]) -> bool:
+    """True when ``pid`` is alive and is our launcher for ``bootstrap`` (PIDs get reused)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return False
+    return LAUNCHER_MODULE.encode() in args and os.fsencode(str(bootstrap)) in args

@@ -1,0 +1,226 @@
+"""``python -m vmm_ffi.launcher [SPEC.json]``: one process per sandbox (params on stdin if no arg).
+
+1. Read and validate ``LaunchParams`` (one clear line on stderr and exit 2 when invalid).
+2. Apply cgroup v2 limits when delegated (else log "not enforced: <reason>").
+3. Enter a user + mount namespace (plus pid, uts, ipc for the namespace backend) and mount the
+   root at ``merged``.
+4. Fork the sandbox: the namespace backend's init (PID 1, see ``sandbox_init``), or the libkrun
+   VMM process that configures libkrun and calls ``krun_start_enter``. The child gets
+   PDEATHSIG=SIGKILL, so a SIGKILL of the launcher takes every sandbox process with it.
+5. Once the sandbox is built, print one ``LaunchResult`` line and close stdout.
+6. Forward SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the sandbox, wait for it, write
+   ``exit.json`` atomically and exit with the workload's code (128+N when killed by signal N).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import msgspec
+
+from vmm_ffi import namespace as ns
+from vmm_ffi import syscalls as sc
+from vmm_ffi.cgroups import CgroupPlan, apply_limits, remove_leaf
+from vmm_ffi.errors import InvalidParams, LauncherError, SetupFailed
+from vmm_ffi.params import (EXIT_INVALID_PARAMS, EXIT_SETUP_FAILED, PROTOCOL_VERSION,
+                            DirectoryRoot, ExitStatus, LaunchParams, LaunchResult,
+                            OverlayRoot, decode_params, encode)
+from vmm_ffi.sandbox_init import FORWARDED_SIGNALS, exit_code_of, run_init, send
+from vmm_ffi.statefiles import write_atomic
+
+LOG_PREFIX = "[iii-launcher]"
+
+
+def load_params(argv: list[str]) -> LaunchParams:
+    """Params from the file named in argv, or stdin; raises ``InvalidParams`` (one line)."""
+    source = argv[0] if argv else "<stdin>"
+    try:
+        if argv:
+            with open(argv[0], "rb") as f:
+                raw = f.read()
+        else:
+            raw = sys.stdin.buffer.read()
+    except OSError as exc:
+        raise InvalidParams(f"cannot read launch params {source}: {exc.strerror}") from exc
+    try:
+        params = decode_params(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidParams(f"invalid launch params in {source}: {exc}") from exc
+    check_params(params)
+    return params
+
+
+def check_params(params: LaunchParams) -> None:
+    """The meaning checks msgspec cannot do: paths exist, strings are exec-safe."""
+    def need_dir(path: str, field: str) -> None:
+        if not os.path.isdir(path):
+            raise InvalidParams(f"invalid launch params: {field} {path!r} is not a directory")
+    if not sys.platform.startswith("linux") and params.backend == "namespace":
+        raise InvalidParams("invalid launch params: backend 'namespace' needs Linux")
+    if isinstance(params.rootfs, OverlayRoot):
+        for i, lower in enumerate(params.rootfs.lower):
+            need_dir(lower, f"rootfs.lower[{i}]")
+    elif isinstance(params.rootfs, DirectoryRoot):
+        need_dir(params.rootfs.path, "rootfs.path")
+    need_dir(params.merged, "merged")
+    need_dir(os.path.dirname(params.log_path), "log_path's directory")
+    need_dir(os.path.dirname(params.exit_path), "exit_path's directory")
+    if not params.argv[0]:
+        raise InvalidParams("invalid launch params: argv[0] is empty")
+    for key, value in params.env.items():
+        if not key or "=" in key or "\0" in key + value:
+            raise InvalidParams(f"invalid launch params: env key {key!r} (must be non-empty, "
+                                "without '=' or NUL)")
+    if any("\0" in a for a in params.argv):
+        raise InvalidParams("invalid launch params: argv contains a NUL byte")
+    for bind in params.binds:
+        if not os.path.exists(bind.source):
+            raise InvalidParams(f"invalid launch params: bind source {bind.source!r} missing")
+
+
+class Launcher:
+    """The host-side parent of one sandbox: sets it up, forwards signals, records the exit."""
+
+    def __init__(self, params: LaunchParams) -> None:
+        self.params = params
+        self.log_fd = os.open(params.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                              | os.O_CLOEXEC, 0o640)
+        self.child = 0
+        self.cgroup = CgroupPlan(path=None, note="not enforced: not set up")
+
+    def log(self, message: str) -> None:
+        """A launcher line in the worker log (and on stderr when that is somewhere else)."""
+        line = f"{LOG_PREFIX} {message}\n".encode()
+        os.write(self.log_fd, line)
+        try:
+            err, log = os.fstat(2), os.fstat(self.log_fd)
+            if (err.st_dev, err.st_ino) != (log.st_dev, log.st_ino):
+                os.write(2, line)
+        except OSError:
+            pass
+
+    def record_exit(self, status: ExitStatus) -> None:
+        write_atomic(self.params.exit_path, encode(status) + b"\n")
+
+    def fail_setup(self, message: str) -> int:
+        self.log(f"sandbox setup failed: {message}")
+        self.record_exit(ExitStatus(exit_code=EXIT_SETUP_FAILED, finished_at=time.time(),
+                                    error=message))
+        return EXIT_SETUP_FAILED
+
+    def run(self) -> int:
+        p = self.params
+        self.cgroup = apply_limits(p.name, p.cpus, p.memory_mib, p.cgroup)
+        if self.cgroup.path is None:
+            self.log(f"resource limits (cpus={p.cpus}, memory={p.memory_mib} MiB) "
+                     f"{self.cgroup.note}")
+        flags = ns.NAMESPACE_FLAGS if p.backend == "namespace" \
+            else sc.CLONE_NEWUSER | sc.CLONE_NEWNS
+        try:
+            ns.unshare_with_id_map(flags)
+            root_mode = ns.mount_root(p)
+        except SetupFailed as exc:
+            return self.fail_setup(str(exc))
+        status_r, status_w = os.pipe()
+        alive_r, alive_w = os.pipe()
+        go_r, go_w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(status_r)
+            os.close(alive_w)
+            os.close(go_w)
+            if p.backend == "namespace":
+                run_init(p, status_w, alive_r, go_r, self.log_fd)
+            from vmm_ffi.krun_vmm import run_vmm
+            run_vmm(p, status_w, alive_r, go_r, self.log_fd)
+        self.child = child
+        for fd in (status_w, alive_r, go_r):
+            os.close(fd)
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, self._forward)
+        os.write(go_w, b"1")
+        os.close(go_w)
+        status_file = os.fdopen(status_r, "rb")
+        first = _read_message(status_file)
+        if not first.get("ready"):
+            _, wait_status = os.waitpid(child, 0)
+            message = str(first.get("error") or
+                          f"sandbox process exited early (code {exit_code_of(wait_status)})")
+            return self.fail_setup(message)
+        result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
+                              sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
+                              limits=self.cgroup.note)
+        self._answer(result)
+        _, wait_status = os.waitpid(child, 0)
+        last = _read_message(status_file)
+        status = self._exit_status(wait_status, last)
+        self.record_exit(status)
+        remove_leaf(self.cgroup)
+        return status.exit_code
+
+    def _answer(self, result: LaunchResult) -> None:
+        try:
+            os.write(1, encode(result) + b"\n")
+        except OSError:
+            pass  # the daemon went away; the sandbox still runs and records its exit
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        if self.child:
+            try:
+                os.kill(self.child, signum)
+            except ProcessLookupError:
+                pass
+
+    def _exit_status(self, child_status: int, last: dict[str, object]) -> ExitStatus:
+        now = time.time()
+        raw = last.get("status")
+        status = raw if isinstance(raw, int) else child_status
+        error = last.get("error") or last.get("exec_error")
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            return ExitStatus(exit_code=128 + sig, signal=sig, finished_at=now,
+                              error=str(error) if error else None)
+        return ExitStatus(exit_code=os.WEXITSTATUS(status), finished_at=now,
+                          error=str(error) if error else None)
+
+
+def _read_message(stream: object) -> dict[str, object]:
+    line = stream.readline()  # type: ignore[attr-defined]
+    if not line:
+        return {}
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        params = load_params(args)
+    except InvalidParams as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID_PARAMS
+    if not args:  # params came on stdin; the sandbox must not inherit it
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    sc.set_process_name(f"iii-launcher")
+    try:
+        return Launcher(params).run()
+    except LauncherError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

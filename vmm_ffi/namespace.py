@@ -1,0 +1,243 @@
+"""The namespace backend: user + mount (+ pid, uts, ipc) namespaces, the root, /proc, /dev, /tmp.
+
+Process model (see ``vmm_ffi.launcher``):
+
+    launcher (host pid, writes exit.json)          -- enter_namespaces(): user+mount ns, root at
+      └── sandbox init (PID 1 in its pid ns)           `merged`, binds; a pid ns for children
+            └── workload (exec of argv)             -- init: own mount ns, /proc, /dev, /tmp,
+                                                       hostname, pivot_root, then fork+exec
+
+The launcher keeps the host's view of the filesystem (it must write exit.json); only the init's
+private mount namespace is pivoted. Mounts made here never reach the host: the launcher's mount
+namespace is private (MS_REC|MS_PRIVATE) and owned by its user namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import stat
+
+from vmm_ffi import syscalls as sc
+from vmm_ffi.errors import SetupFailed
+from vmm_ffi.params import BindMount, DirectoryRoot, LaunchParams, OverlayRoot
+
+NAMESPACE_FLAGS = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS \
+    | sc.CLONE_NEWIPC
+# Root on the host maps a whole 16-bit range so images' own users (apt's _apt, nobody) and
+# chown work; the sandbox's root is host root only for file ownership, its capabilities stay
+# confined to namespaces it owns. An unprivileged host user maps only itself, as root.
+ROOT_ID_RANGE = 65536
+NOFILE_LIMIT = 65536
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+def id_maps(host_uid: int, host_gid: int) -> tuple[str, str, bool]:
+    """(uid_map, gid_map, deny_setgroups) for a sandbox created by ``host_uid``."""
+    if host_uid == 0:
+        line = f"0 0 {ROOT_ID_RANGE}\n"
+        return line, line, False
+    return f"0 {host_uid} 1\n", f"0 {host_gid} 1\n", True
+
+
+def write_id_maps(pid: int, host_uid: int, host_gid: int) -> None:
+    """Write /proc/<pid>/{uid,gid}_map from the parent user namespace."""
+    uid_map, gid_map, deny = id_maps(host_uid, host_gid)
+    if deny:
+        with open(f"/proc/{pid}/setgroups", "w") as f:
+            f.write("deny")
+    with open(f"/proc/{pid}/uid_map", "w") as f:
+        f.write(uid_map)
+    with open(f"/proc/{pid}/gid_map", "w") as f:
+        f.write(gid_map)
+
+
+def unshare_with_id_map(flags: int) -> None:
+    """Unshare ``flags`` (which include CLONE_NEWUSER) and become root inside.
+
+    The id maps must be written from the parent user namespace, so a short-lived forked helper
+    that stayed outside writes them while we wait.
+    """
+    uid, gid = os.geteuid(), os.getegid()
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    me = os.getpid()
+    helper = os.fork()
+    if helper == 0:  # helper: still in the host user namespace
+        code = 0
+        try:
+            os.close(ready_w)
+            os.close(done_r)
+            if os.read(ready_r, 1) == b"1":
+                write_id_maps(me, uid, gid)
+                os.write(done_w, b"ok")
+        except OSError as exc:
+            os.write(done_w, f"write id maps: {exc}".encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(ready_r)
+    os.close(done_w)
+    try:
+        try:
+            sc.unshare(flags)
+        except OSError as exc:
+            os.write(ready_w, b"0")
+            raise SetupFailed("unshare namespaces", str(exc)) from exc
+        os.write(ready_w, b"1")
+        answer = os.read(done_r, 4096).decode(errors="replace")
+    finally:
+        os.close(ready_w)
+        os.close(done_r)
+        os.waitpid(helper, 0)
+    if answer != "ok":
+        raise SetupFailed("user namespace", answer or "id map helper died")
+    if uid == 0:
+        os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def mount_root(params: LaunchParams) -> str:
+    """Mount the sandbox root at ``params.merged`` (in our private mount ns); returns the mode."""
+    try:
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    except OSError as exc:
+        raise SetupFailed("make mounts private", str(exc)) from exc
+    root = params.rootfs
+    try:
+        if isinstance(root, OverlayRoot):
+            for d in (root.upper, root.work):
+                os.makedirs(d, exist_ok=True)
+            opts = f"lowerdir={':'.join(root.lower)},upperdir={root.upper},workdir={root.work}"
+            sc.mount("overlay", params.merged, "overlay", 0, opts)
+            mode = "overlay"
+        else:
+            assert isinstance(root, DirectoryRoot)
+            sc.mount(root.path, params.merged, None, sc.MS_BIND | sc.MS_REC)
+            mode = "directory"
+    except OSError as exc:
+        raise SetupFailed("mount root", str(exc)) from exc
+    for bind in params.binds:
+        apply_bind(params.merged, bind)
+    return mode
+
+
+def inside(root: str, path: str) -> str:
+    """Host path of in-sandbox ``path`` under ``root`` (refusing `..` escapes)."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise SetupFailed("path", f"{path!r} must not contain '..'")
+    return os.path.join(root, *parts)
+
+
+def apply_bind(root: str, bind: BindMount) -> None:
+    """Bind ``bind.source`` at ``bind.target`` inside ``root`` (read-only unless asked)."""
+    target = inside(root, bind.target)
+    try:
+        if os.path.islink(target):
+            raise OSError(40, f"{bind.target} is a symlink in the image; refusing to follow")
+        if os.path.isdir(bind.source):
+            os.makedirs(target, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if not os.path.exists(target):
+                open(target, "a").close()
+        sc.mount(bind.source, target, None, sc.MS_BIND | sc.MS_REC)
+        if bind.readonly:
+            sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+    except OSError as exc:
+        raise SetupFailed(f"bind {bind.source} -> {bind.target}", str(exc)) from exc
+
+
+def _mount_dev(root: str) -> None:
+    dev = inside(root, "/dev")
+    os.makedirs(dev, exist_ok=True)
+    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=755,size=65536k")
+    for node in DEV_NODES:
+        host = f"/dev/{node}"
+        if not os.path.exists(host):
+            continue
+        target = os.path.join(dev, node)
+        open(target, "a").close()
+        try:
+            sc.mount(host, target, None, sc.MS_BIND)
+        except OSError:
+            os.unlink(target)  # e.g. no controlling tty for /dev/tty: leave it out
+    for name, dest in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                       ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(dest, os.path.join(dev, name))
+    os.makedirs(os.path.join(dev, "pts"))
+    try:
+        sc.mount("devpts", os.path.join(dev, "pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
+                 "newinstance,ptmxmode=0666,mode=620")
+        os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
+    except OSError:
+        pass  # ptys are a nicety; a worker without them still runs
+    os.makedirs(os.path.join(dev, "shm"))
+    sc.mount("tmpfs", os.path.join(dev, "shm"), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV,
+             "mode=1777")
+
+
+def enter_sandbox_root(params: LaunchParams) -> None:
+    """In the sandbox init (PID 1): private mount ns, /proc, /dev, /tmp, hostname, pivot_root.
+
+    Leaves the process in ``params.workdir`` (created when missing) with NOFILE raised.
+    """
+    root = params.merged
+    step = "unshare mount namespace"
+    try:
+        sc.unshare(sc.CLONE_NEWNS)
+        step = "mount /proc"
+        proc = inside(root, "/proc")
+        os.makedirs(proc, exist_ok=True)
+        sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        step = "mount /dev"
+        _mount_dev(root)
+        step = "mount /tmp"
+        tmp = inside(root, "/tmp")
+        if os.path.islink(tmp):
+            os.unlink(tmp)
+        os.makedirs(tmp, exist_ok=True)
+        sc.mount("tmpfs", tmp, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+        step = "set hostname"
+        sc.sethostname(params.hostname)
+        step = "pivot_root"
+        os.chdir(root)
+        sc.pivot_root(".", ".")
+        sc.umount2(".", sc.MNT_DETACH)
+        os.chdir("/")
+        step = f"workdir {params.workdir}"
+        os.makedirs(params.workdir, exist_ok=True)
+        os.chdir(params.workdir)
+    except OSError as exc:
+        raise SetupFailed(step, str(exc)) from exc
+    raise_nofile()
+
+
+def raise_nofile() -> None:
+    """Soft and hard NOFILE to 65536 where allowed (as libkrun's rlimits do for the VM)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), max(want, soft)))
+    except (ValueError, OSError):
+        pass  # keep the inherited limit; not worth failing a start over
+
+
+def resolve_program(argv0: str, env: dict[str, str]) -> str:
+    """The path execve will run for ``argv0``, searched in the sandbox's own PATH."""
+    if "/" in argv0:
+        return argv0
+    found = shutil.which(argv0, path=env.get("PATH", "/usr/local/bin:/usr/bin:/bin"))
+    return found or argv0
+
+
+def is_executable_file(path: str) -> bool:
+    """True when ``path`` is a regular file with an execute bit."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)

@@ -1,0 +1,96 @@
+"""The few Linux syscalls Python 3.11 lacks (unshare, mount, pivot_root, ...), through libc.
+
+Each wrapper raises ``OSError`` with the real errno and a message naming the call and its
+target, so a failing setup step reads "mount overlay on /x: [Errno 1] Operation not permitted".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWCGROUP = 0x02000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+
+# pivot_root has no glibc wrapper; syscall numbers per architecture.
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41, "riscv64": 41}
+
+_libc: ctypes.CDLL | None = None
+
+
+def _lib() -> ctypes.CDLL:
+    global _libc  # one CDLL handle per process; loading it is not free
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def unshare(flags: int) -> None:
+    """unshare(2)."""
+    _check(_lib().unshare(ctypes.c_int(flags)), "unshare")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None) -> None:
+    """mount(2); ``target`` must exist."""
+    def enc(s: str | None) -> bytes | None:
+        return None if s is None else os.fsencode(s)
+    res = _lib().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
+    _check(res, f"mount {fstype or source or ''} on {target}".replace("  ", " "))
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    """umount2(2)."""
+    _check(_lib().umount2(os.fsencode(target), ctypes.c_int(flags)), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2) through syscall(2)."""
+    nr = _SYS_PIVOT_ROOT.get(platform.machine())
+    if nr is None:
+        raise OSError(38, f"pivot_root: unsupported architecture {platform.machine()}")
+    _check(_lib().syscall(ctypes.c_long(nr), os.fsencode(new_root), os.fsencode(put_old)),
+           f"pivot_root {new_root}")
+
+
+def sethostname(name: str) -> None:
+    """sethostname(2) (needs a UTS namespace of our own)."""
+    raw = name.encode()
+    _check(_lib().sethostname(raw, ctypes.c_size_t(len(raw))), f"sethostname {name}")
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """prctl(PR_SET_PDEATHSIG): the kernel sends ``sig`` when our parent exits."""
+    _check(_lib().prctl(ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(sig), 0, 0, 0),
+           "prctl(PR_SET_PDEATHSIG)")
+
+
+def set_process_name(name: str) -> None:
+    """prctl(PR_SET_NAME): the ``comm`` shown by ps (best effort, 15 bytes)."""
+    _lib().prctl(ctypes.c_int(PR_SET_NAME), name.encode()[:15], 0, 0, 0)
