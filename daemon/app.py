@@ -1,0 +1,282 @@
+"""``iii daemon run``: builds every component explicitly and runs them (STYLE §1, §6).
+
+Construction order (closed in reverse by one ``AsyncExitStack``): listener (inherited from systemd
+or bound by us) → worker service (:func:`build_service`) → dispatcher → socket server.
+Signals only set an event; a second SIGINT forces exit; SIGUSR1 logs every task's stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from client.protocol import (
+    PROTOCOL_VERSION,
+    BackendAvailability,
+    DaemonInfoResult,
+    EmptyResult,
+    EngineInfo,
+    ImageListResult,
+    ImagePullParams,
+    ImagePullResult,
+    IsolationInfo,
+    Worker,
+    WorkerAddParams,
+    WorkerAddResult,
+    WorkerInspectResult,
+    WorkerListResult,
+    WorkerLogsParams,
+    WorkerLogsResult,
+    WorkerNameParams,
+    WorkerRemoveResult,
+    WorkerStartParams,
+    WorkerStopParams,
+)
+from daemon.errors import DaemonError, InvalidState
+from daemon.listener import Listener, ListenerError, adopt_listener, bind_listener
+from daemon.rpc import DaemonControl, Dispatcher
+from daemon.server import RpcServer, ServerLimits
+from daemon.service_api import Notify, WorkerService
+from daemon.settings import DaemonSettings, SettingsError, load_settings
+
+__all__ = ["ServiceFactory", "build_service", "daemon_version", "main", "serve_daemon"]
+
+log = logging.getLogger("iii.daemon")
+
+SHUTDOWN_CONNECTIONS_TIMEOUT_S = 5.0  # step 3 of the shutdown: in-flight requests finish
+ENGINE_PROBE_TIMEOUT_S = 0.2  # SPEC §10: reachable = TCP connect within 200 ms
+
+ServiceFactory = Callable[[DaemonSettings, AsyncExitStack], Awaitable[WorkerService]]
+
+
+class LifecyclePendingService:
+    """Stand-in :class:`WorkerService` until the worker lifecycle is wired in.
+
+    Every worker/image method raises ``InvalidState``; ``daemon.info`` and ``daemon.shutdown``
+    live in the daemon layer and work regardless.
+    """
+
+    def _pending(self) -> InvalidState:
+        return InvalidState("the worker lifecycle is not available in this daemon build yet")
+
+    async def add(self, params: WorkerAddParams, notify: Notify) -> WorkerAddResult:
+        raise self._pending()
+
+    async def start(self, params: WorkerStartParams, notify: Notify) -> Worker:
+        raise self._pending()
+
+    async def restart(self, params: WorkerStartParams, notify: Notify) -> Worker:
+        raise self._pending()
+
+    async def stop(self, params: WorkerStopParams) -> Worker:
+        raise self._pending()
+
+    async def remove(self, params: WorkerNameParams) -> WorkerRemoveResult:
+        raise self._pending()
+
+    async def list(self) -> WorkerListResult:
+        raise self._pending()
+
+    async def inspect(self, params: WorkerNameParams) -> WorkerInspectResult:
+        raise self._pending()
+
+    async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
+        raise self._pending()
+
+    async def image_pull(self, params: ImagePullParams, notify: Notify) -> ImagePullResult:
+        raise self._pending()
+
+    async def image_list(self) -> ImageListResult:
+        raise self._pending()
+
+    async def subscribe(self, notify: Notify) -> EmptyResult:
+        raise self._pending()
+
+    async def aclose(self, *, stop_workers: bool) -> None:
+        return None
+
+
+async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> WorkerService:
+    """THE seam where the worker lifecycle is built (config store, images, sandboxes, engine).
+
+    Register anything that must be closed on ``stack``; the service's own ``aclose`` is called
+    by :func:`serve_daemon` before the listener is closed.
+    """
+    return LifecyclePendingService()
+
+
+def daemon_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("iii-sandbox-workers")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+async def probe_engine(url: str) -> EngineInfo:
+    """SPEC §10 reachability: a TCP connect to the engine's host:port within 200 ms."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                           ENGINE_PROBE_TIMEOUT_S)
+    except (OSError, TimeoutError):
+        return EngineInfo(url=url, reachable=False)
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return EngineInfo(url=url, reachable=True)
+
+
+def isolation_info(settings: DaemonSettings) -> IsolationInfo:
+    """Which isolation backends work here and which one ``auto`` picks (SPEC §8)."""
+    try:
+        from vmm_ffi.availability import check_libkrun, check_namespace
+    except ImportError:
+        missing = BackendAvailability(available=False,
+                                      reason="availability checks are not installed")
+        return IsolationInfo(default=settings.isolation,
+                             backends={"libkrun": missing, "namespace": missing})
+    backends = {}
+    for name, check in (("libkrun", check_libkrun), ("namespace", check_namespace)):
+        status = check()
+        reason = status.reason
+        if getattr(status, "hint", None):
+            reason = f"{reason} ({status.hint})" if reason else status.hint
+        backends[name] = BackendAvailability(available=status.available, reason=reason)
+    default = settings.isolation
+    if default == "auto":
+        default = "libkrun" if backends["libkrun"].available else "namespace"
+    return IsolationInfo(default=default, backends=backends)
+
+
+def open_listener(settings: DaemonSettings) -> Listener:
+    """The systemd-activated socket when one was passed to us, else our own at socket_path."""
+    try:
+        from daemon.activation import inherited_listen_socket
+    except ImportError:  # service integration not installed
+        inherited: socket.socket | None = None
+    else:
+        inherited = inherited_listen_socket()
+    if inherited is not None:
+        log.info("serving on the socket passed by systemd")
+        return adopt_listener(inherited)
+    return bind_listener(settings.socket_path)
+
+
+def _sd_notify(state: str) -> None:
+    try:
+        from daemon import sdnotify
+    except ImportError:
+        return
+    sdnotify.notify(state)
+
+
+def _dump_tasks() -> None:
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(file=out)
+    log.warning("SIGUSR1: %d tasks\n%s", len(asyncio.all_tasks()), out.getvalue())
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_sigint() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            log.warning("second SIGINT: exiting now")
+            os._exit(130)
+        log.info("SIGINT: shutting down (press Ctrl-C again to force)")
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
+
+
+async def serve_daemon(settings: DaemonSettings, *, keep_workers: bool = False,
+                       service_factory: ServiceFactory = build_service,
+                       stop: asyncio.Event | None = None,
+                       limits: ServerLimits | None = None) -> None:
+    """Run the daemon until ``stop`` is set (signal or ``daemon.shutdown``), then shut down."""
+    stop = stop or asyncio.Event()
+    stop_workers = not keep_workers
+
+    def request_shutdown(stop_workers_requested: bool) -> None:
+        nonlocal stop_workers
+        stop_workers = stop_workers_requested and not keep_workers
+        stop.set()
+
+    async def info() -> DaemonInfoResult:
+        engine = await probe_engine(settings.engine_url)
+        isolation = await asyncio.to_thread(isolation_info, settings)
+        return DaemonInfoResult(
+            version=daemon_version(), protocol=PROTOCOL_VERSION, pid=os.getpid(),
+            home=str(settings.home), config_path=str(settings.config_path),
+            socket=str(settings.socket_path), engine=engine, isolation=isolation)
+
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    async with AsyncExitStack() as stack:
+        listener = open_listener(settings)
+        stack.callback(listener.close)
+        service = await service_factory(settings, stack)
+
+        async def close_service() -> None:
+            await service.aclose(stop_workers=stop_workers)
+
+        stack.push_async_callback(close_service)
+        dispatcher = Dispatcher(service, DaemonControl(info=info,
+                                                       request_shutdown=request_shutdown))
+        server = RpcServer(dispatcher, limits)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(server.serve(listener.sock))
+            await server.accepting.wait()
+            log.info("iii daemon %s (pid %d) listening on %s", daemon_version(), os.getpid(),
+                     settings.socket_path)
+            _sd_notify("READY=1")
+            await stop.wait()
+            log.info("shutting down (%s workers)", "stopping" if stop_workers else "keeping")
+            _sd_notify("STOPPING=1")
+            await server.shutdown(SHUTDOWN_CONNECTIONS_TIMEOUT_S)
+    log.info("daemon stopped")
+
+
+def main(config: Path | None = None, keep_workers: bool = False) -> int:
+    """Entry point of ``python -m daemon run``: returns the process exit code."""
+    import uvloop
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(config_path=config)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        _install_signals(stop)
+        await serve_daemon(settings, keep_workers=keep_workers, stop=stop)
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run())
+    except (ListenerError, DaemonError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

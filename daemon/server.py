@@ -1,0 +1,346 @@
+"""The daemon's socket server: newline-delimited JSON-RPC 2.0 over a Unix socket (SPEC §11).
+
+One task per connection, one task per request (requests of one connection run concurrently and
+may be answered in any order), one writer task per connection draining a bounded queue, so a
+client that never reads only ever fills its own queue, and is dropped when that queue is full.
+Peers of another uid are refused; over ``max_connections`` a client gets a busy error (-32009).
+
+    server = RpcServer(dispatcher)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(server.serve(listener.sock))
+        ...
+        await server.shutdown(timeout=5)   # close listener, finish, wait, cancel (STYLE §6)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import struct
+import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from client.protocol import MAX_LINE_BYTES, ErrorCode
+from daemon.rpc import Dispatcher, encode_error, encode_notification
+from daemon.service_api import ClientGone
+
+__all__ = ["RpcServer", "ServerLimits", "peer_uid"]
+
+log = logging.getLogger("iii.daemon.server")
+
+ACCEPT_ERROR_BACKOFF_S = 0.1  # after EMFILE and friends, before accepting again
+REFUSAL_SEND_TIMEOUT_S = 1.0  # a refused peer gets this long to take its error line
+CLOSE_TIMEOUT_S = 2.0  # waiting for a closed transport to finish
+NOTIFY_BACKPRESSURE_TIMEOUT_S = 30.0  # a notifier waits this long for queue room, then drops
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    max_connections: int = 512
+    max_line_bytes: int = MAX_LINE_BYTES
+    max_requests_per_connection: int = 256  # beyond: stop reading that connection for a while
+    write_queue_messages: int = 4096  # per connection; full → the connection is dropped
+    write_queue_bytes: int = 64 * 1024 * 1024
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED / LOCAL_PEERCRED)."""
+    if sys.platform.startswith("linux"):
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return int(struct.unpack("3i", creds)[1])
+    # BSD/macOS getpeereid(): struct xucred {u_int cr_version; uid_t cr_uid; ...}
+    sol_local, local_peercred = 0, 0x001
+    raw = sock.getsockopt(sol_local, local_peercred, 76)
+    return int(struct.unpack_from("Ii", raw)[1])
+
+
+_CLOSE = object()
+
+
+class _Notifier:
+    """The :class:`daemon.service_api.Notify` of one connection."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+
+    async def __call__(self, method: str, params: msgspec.Struct) -> None:
+        await self._conn.send_notification(encode_notification(method, params) + b"\n")
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._conn.spawn_stream(coro)
+
+
+class _Connection:
+    def __init__(self, sock: socket.socket, dispatcher: Dispatcher, limits: ServerLimits) -> None:
+        self._sock = sock
+        self._dispatcher = dispatcher
+        self._limits = limits
+        self._queue: asyncio.Queue[object] = asyncio.Queue(limits.write_queue_messages)
+        self._queued_bytes = 0
+        self._requests: set[asyncio.Task[None]] = set()
+        self._streams: set[asyncio.Task[None]] = set()
+        self._slot_free = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._read_task: asyncio.Task[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self.closed = False
+        self._closing = False
+        self.notify = _Notifier(self)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        reader, writer = await asyncio.open_unix_connection(
+            sock=self._sock, limit=self._limits.max_line_bytes)
+        self._writer = writer
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._write_loop(writer))
+                self._read_task = tg.create_task(self._read_loop(reader))
+                await asyncio.wait([self._read_task])
+                # Requests already read still get their answers (a client may half-close).
+                while self._requests:
+                    await asyncio.wait(set(self._requests))
+                for task in self._streams:
+                    task.cancel()
+                self._close_queue()
+        finally:
+            self.closed = True
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT_S)
+
+    def finish(self) -> None:
+        """Stop reading new requests; answer those in flight, then close (graceful shutdown)."""
+        if self._read_task is not None:
+            self._read_task.cancel()
+
+    def abort(self, why: str) -> None:
+        """Drop the connection now (client too slow, or gone)."""
+        if self.closed:
+            return
+        self.closed = True
+        log.warning("dropping client connection: %s", why)
+        if self._writer is not None:
+            self._writer.transport.abort()
+        for task in (self._read_task, *self._requests, *self._streams):
+            if task is not None:
+                task.cancel()
+        self._close_queue()
+
+    # -- reading -----------------------------------------------------------------------------
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        assert self._tg is not None
+        while not self.closed:
+            try:
+                line = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError:
+                return  # EOF; a trailing half-sent request is not a request
+            except (asyncio.LimitOverrunError, ValueError):
+                self._enqueue(encode_error(
+                    None, ErrorCode.INVALID_REQUEST,
+                    f"invalid request: line longer than {self._limits.max_line_bytes} bytes; "
+                    "closing the connection") + b"\n")
+                return
+            except ConnectionError:
+                return
+            if not line.strip():
+                continue
+            while len(self._requests) >= self._limits.max_requests_per_connection:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+            task = self._tg.create_task(self._run_request(line))
+            self._requests.add(task)
+            task.add_done_callback(self._request_done)
+
+    def _request_done(self, task: asyncio.Task[None]) -> None:
+        self._requests.discard(task)
+        self._slot_free.set()
+
+    async def _run_request(self, line: bytes) -> None:
+        try:
+            reply = await self._dispatcher.handle_line(line, self.notify)
+        except Exception:
+            log.exception("unexpected failure while handling a request")
+            reply = encode_error(None, ErrorCode.INTERNAL, "internal error")
+        if reply is not None:
+            self._enqueue(reply + b"\n")
+
+    # -- writing -----------------------------------------------------------------------------
+    def _enqueue(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self._queued_bytes + len(data) > self._limits.write_queue_bytes:
+            self.abort("its write queue exceeds the byte limit (the client does not read)")
+            return
+        try:
+            self._queue.put_nowait(data)
+        except asyncio.QueueFull:
+            self.abort("its write queue is full (the client does not read)")
+            return
+        self._queued_bytes += len(data)
+
+    async def send_notification(self, data: bytes) -> None:
+        if self.closed:
+            raise ClientGone("the client disconnected")
+        if self._queue.full():
+            # Streams (log follow) wait for a slow reader for a while instead of dropping it.
+            try:
+                await asyncio.wait_for(self._queue.put(data), NOTIFY_BACKPRESSURE_TIMEOUT_S)
+            except TimeoutError:
+                self.abort("it has not read its notifications for too long")
+                raise ClientGone("the client stopped reading") from None
+            self._queued_bytes += len(data)
+            return
+        self._enqueue(data)
+        if self.closed:
+            raise ClientGone("the client disconnected")
+
+    def _close_queue(self) -> None:
+        self._closing = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(_CLOSE)
+
+    async def _write_loop(self, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                item = await self._queue.get()
+                while True:
+                    if item is _CLOSE or self.closed:
+                        return
+                    assert isinstance(item, bytes)
+                    self._queued_bytes -= len(item)
+                    writer.write(item)
+                    if self._queue.empty():
+                        break
+                    item = self._queue.get_nowait()
+                await writer.drain()
+                if self._closing and self._queue.empty():
+                    return
+        except (ConnectionError, OSError):
+            self.abort("the client went away")
+
+    def spawn_stream(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self.closed or self._tg is None:
+            coro.close()
+            raise ClientGone("the client disconnected")
+        task = self._tg.create_task(self._run_stream(coro))
+        self._streams.add(task)
+        task.add_done_callback(self._streams.discard)
+
+    async def _run_stream(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except ClientGone:
+            pass
+        except Exception:
+            log.exception("a notification stream failed")
+
+
+class RpcServer:
+    """Accepts connections on a listening Unix socket and serves JSON-RPC on each."""
+
+    def __init__(self, dispatcher: Dispatcher, limits: ServerLimits | None = None) -> None:
+        self._dispatcher = dispatcher
+        self._limits = limits or ServerLimits()
+        self._connections: dict[_Connection, asyncio.Task[None]] = {}
+        self._accept_task: asyncio.Task[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._listen_sock: socket.socket | None = None
+        self._uid = os.geteuid()
+        self.accepting = asyncio.Event()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def serve(self, listen_sock: socket.socket) -> None:
+        """Serve until :meth:`shutdown` has finished every connection."""
+        self._listen_sock = listen_sock
+        listen_sock.setblocking(False)
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self._accept_task = tg.create_task(self._accept_loop(listen_sock))
+
+    async def _accept_loop(self, listen_sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self.accepting.set()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listen_sock)
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(ACCEPT_ERROR_BACKOFF_S)
+                continue
+            self._admit(sock)
+
+    def _admit(self, sock: socket.socket) -> None:
+        assert self._tg is not None
+        try:
+            uid = peer_uid(sock)
+        except OSError as exc:
+            log.warning("cannot read peer credentials: %s", exc)
+            sock.close()
+            return
+        if uid != self._uid:
+            log.warning("refused a connection from uid %d (the daemon runs as uid %d)",
+                        uid, self._uid)
+            self._tg.create_task(self._refuse(
+                sock, ErrorCode.INVALID_REQUEST,
+                f"permission denied: peer uid {uid} is not the daemon's uid {self._uid}"))
+            return
+        if len(self._connections) >= self._limits.max_connections:
+            self._tg.create_task(self._refuse(
+                sock, ErrorCode.BUSY,
+                f"daemon busy: {self._limits.max_connections} clients connected; retry"))
+            return
+        conn = _Connection(sock, self._dispatcher, self._limits)
+        task = self._tg.create_task(self._run_connection(conn))
+        self._connections[conn] = task
+
+    async def _run_connection(self, conn: _Connection) -> None:
+        try:
+            await conn.run()
+        except Exception:
+            log.exception("a client connection failed")
+        finally:
+            self._connections.pop(conn, None)
+
+    async def _refuse(self, sock: socket.socket, code: int, message: str) -> None:
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        try:
+            line = encode_error(None, code, message) + b"\n"
+            await asyncio.wait_for(loop.sock_sendall(sock, line), REFUSAL_SEND_TIMEOUT_S)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            sock.close()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Graceful stop: close the listener, finish connections, wait, cancel the rest."""
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+        if self._listen_sock is not None:
+            self._listen_sock.close()
+        self.accepting.clear()
+        for conn in list(self._connections):
+            conn.finish()
+        tasks = list(self._connections.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("cancelled %d connection(s) still busy after %.1fs",
+                            len(pending), timeout)
+                await asyncio.wait(pending)

@@ -1,0 +1,107 @@
+"""The interface between the socket server and the worker lifecycle (SPEC §11).
+
+The RPC layer (``daemon/rpc.py``) decodes a request's params into the ``client.protocol`` Params
+struct, calls one method of a :class:`WorkerService` and encodes what it returns. No logic lives
+in the dispatcher; everything a method means lives behind this Protocol.
+
+Notifications: methods that report progress or stream (``add``, ``start``, ``restart``, ``logs``,
+``image_pull``, ``subscribe``) get a :class:`Notify` bound to the calling client:
+
+    await notify("progress", ProgressNotification(id=1, phase="pull", message="layer 1/3"))
+
+Progress notifications sent before the method returns reach the client before the response.
+Streams that outlive the request (``logs`` with ``follow``, ``events.subscribe``) hand a coroutine
+to ``notify.spawn(...)``: the connection owns that task, starts it once the response is queued
+and cancels it when the client goes away. ``notify`` raises :class:`ClientGone` once the client
+has disconnected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+import msgspec
+
+from client.protocol import (
+    EmptyResult,
+    ImageListResult,
+    ImagePullParams,
+    ImagePullResult,
+    Worker,
+    WorkerAddParams,
+    WorkerAddResult,
+    WorkerInspectResult,
+    WorkerListResult,
+    WorkerLogsParams,
+    WorkerLogsResult,
+    WorkerNameParams,
+    WorkerRemoveResult,
+    WorkerStartParams,
+    WorkerStopParams,
+)
+
+__all__ = ["ClientGone", "Notify", "WorkerService"]
+
+
+class ClientGone(Exception):
+    """Raised by :class:`Notify` when the client it is bound to has disconnected."""
+
+
+class Notify(Protocol):
+    """Sends JSON-RPC notifications to one client."""
+
+    async def __call__(self, method: str, params: msgspec.Struct) -> None:
+        """Queue ``{"jsonrpc": "2.0", "method": method, "params": params}`` for the client.
+
+        Raises :class:`ClientGone` when the client has disconnected.
+        """
+        ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` for as long as the client stays connected (cancelled when it leaves).
+
+        Use it for ``worker.logs`` with ``follow`` and for ``events.subscribe``: the task starts
+        after the response to the current request has been queued.
+        """
+        ...
+
+
+class WorkerService(Protocol):
+    """What the daemon does for the ``worker.*``, ``image.*`` and ``events.*`` methods.
+
+    Every method raises ``daemon.errors.DaemonError`` subclasses for failures the client should
+    see; anything else is answered as a generic -32603 and logged with its traceback.
+    ``start`` of a running worker and ``stop`` of a stopped one succeed and return the worker
+    unchanged (the upstream engine CLI relies on that).
+    """
+
+    async def add(self, params: WorkerAddParams, notify: Notify) -> WorkerAddResult: ...
+
+    async def start(self, params: WorkerStartParams, notify: Notify) -> Worker: ...
+
+    async def restart(self, params: WorkerStartParams, notify: Notify) -> Worker: ...
+
+    async def stop(self, params: WorkerStopParams) -> Worker: ...
+
+    async def remove(self, params: WorkerNameParams) -> WorkerRemoveResult: ...
+
+    async def list(self) -> WorkerListResult: ...
+
+    async def inspect(self, params: WorkerNameParams) -> WorkerInspectResult: ...
+
+    async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult: ...
+
+    async def image_pull(self, params: ImagePullParams, notify: Notify) -> ImagePullResult: ...
+
+    async def image_list(self) -> ImageListResult: ...
+
+    async def subscribe(self, notify: Notify) -> EmptyResult: ...
+
+    async def aclose(self, *, stop_workers: bool) -> None:
+        """Called once at daemon shutdown, after the server stopped serving.
+
+        ``stop_workers=False`` (``--keep-workers``, upgrades) leaves sandboxes running for the
+        next daemon to reattach.
+        """
+        ...

@@ -1,0 +1,200 @@
+"""Daemon settings: ``$III_HOME/daemon.yaml`` (optional) overlaid by environment variables (SPEC §2).
+
+    settings = load_settings(os.environ, config_path=None)   # raises SettingsError
+    settings.socket_path, settings.engine_url, settings.isolation, ...
+
+Precedence, lowest first: built-in defaults, ``daemon.yaml``, environment (``III_URL``,
+``III_ISOLATION_BACKEND``, ``III_INSECURE_REGISTRIES``, ``III_REGISTRY_MIRROR``), then the
+``--config`` flag for the worker registry path. ``III_HOME``, ``III_CONFIG_PATH`` and
+``III_SOCKET`` only come from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = ["DEFAULT_ENGINE_URL", "DaemonSettings", "SettingsError", "load_settings"]
+
+DEFAULT_ENGINE_URL = "ws://127.0.0.1:49134"
+ISOLATION_CHOICES = ("auto", "libkrun", "namespace")
+SYSTEM_CA_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
+    "/etc/ssl/cert.pem",  # macOS, BSDs
+)
+MAX_DAEMON_YAML_BYTES = 64 * 1024
+
+
+class SettingsError(Exception):
+    """Raised when daemon.yaml or a settings environment variable is invalid (one line)."""
+
+
+class _DaemonYaml(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The keys ``daemon.yaml`` may hold (all optional)."""
+
+    isolation: Literal["auto", "libkrun", "namespace"] | None = None
+    engine_url: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    engine_down_grace_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    stop_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] | None = None
+    log_max_bytes: Annotated[int, msgspec.Meta(ge=4096)] | None = None
+    log_keep: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    insecure_registries: list[str] | None = None
+    registry_mirror: str | None = None
+    ca_bundle: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    """Everything the daemon's components are configured with, fully resolved."""
+
+    home: Path
+    config_path: Path  # the worker registry, config.yaml
+    socket_path: Path
+    settings_path: Path  # daemon.yaml (may not exist)
+    engine_url: str = DEFAULT_ENGINE_URL
+    isolation: str = "auto"
+    engine_down_grace_s: float = 30.0
+    stop_timeout_s: float = 10.0
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_keep: int = 3
+    insecure_registries: tuple[str, ...] = ()
+    registry_mirror: str | None = None
+    ca_bundle: Path | None = None  # None: do not give sandboxes a CA bundle
+
+    @property
+    def log_path(self) -> Path:
+        """Where an auto-started daemon writes its log."""
+        return self.home / "daemon.log"
+
+
+def default_ca_bundle() -> Path | None:
+    for candidate in SYSTEM_CA_BUNDLES:
+        if os.path.isfile(candidate):
+            return Path(candidate)
+    return None
+
+
+def _read_daemon_yaml(path: Path) -> dict[str, Any]:
+    """Parse daemon.yaml; errors name the file and, where known, line:column and key."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return {}
+    if size > MAX_DAEMON_YAML_BYTES:
+        raise SettingsError(f"{path}: file is larger than {MAX_DAEMON_YAML_BYTES} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read: {exc}") from exc
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        data = yaml.load(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SettingsError(f"{path}{where}: invalid YAML: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}:1:1: must be a mapping of settings, got {type(data).__name__}")
+    try:
+        msgspec.convert(dict(data), _DaemonYaml)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_locate(path, data, str(exc))) from exc
+    return dict(data)
+
+
+def _locate(path: Path, data: Any, message: str) -> str:
+    """Turn msgspec's ``... - at `$.key`` into ``file:line:col: key: ...``."""
+    key = None
+    if " - at `$." in message:
+        message, _, where = message.partition(" - at `$.")
+        key = where.rstrip("`").split(".")[0].split("[")[0]
+    elif message.startswith("Object contains unknown field `"):
+        key = message.split("`")[1]
+        known = ", ".join(f for f in _DaemonYaml.__struct_fields__)
+        message = f"unknown setting (known: {known})"
+    pos = ""
+    lc = getattr(data, "lc", None)
+    if key is not None and lc is not None:
+        with_pos = lc.data.get(key)
+        if with_pos:
+            pos = f":{with_pos[0] + 1}:{with_pos[1] + 1}"
+    label = f" {key}:" if key else ""
+    return f"{path}{pos}:{label} {message}"
+
+
+def _env_isolation(env: Mapping[str, str]) -> str | None:
+    value = env.get("III_ISOLATION_BACKEND")
+    if value is None or value == "":
+        return None
+    if value not in ISOLATION_CHOICES:
+        raise SettingsError(f"III_ISOLATION_BACKEND={value!r} is invalid; use one of "
+                            + ", ".join(ISOLATION_CHOICES))
+    return value
+
+
+def _pick(raw: dict[str, Any], key: str, defaults: DaemonSettings) -> Any:
+    value = raw.get(key)
+    return getattr(defaults, key) if value is None else value
+
+
+def load_settings(env: Mapping[str, str] | None = None, *,
+                  config_path: Path | None = None) -> DaemonSettings:
+    """Resolve the daemon's settings from ``env`` (default ``os.environ``) and daemon.yaml.
+
+    Raises :class:`SettingsError` with one line naming the file/key or variable at fault.
+    """
+    env = os.environ if env is None else env
+    home = Path(env.get("III_HOME") or Path.home() / ".iii").expanduser().absolute()
+    settings_path = home / "daemon.yaml"
+    raw = _read_daemon_yaml(settings_path)
+
+    if config_path is None and env.get("III_CONFIG_PATH"):
+        config_path = Path(env["III_CONFIG_PATH"])
+    config_path = (config_path or home / "config.yaml").expanduser().absolute()
+    socket_path = Path(env.get("III_SOCKET") or home / "iii.sock").expanduser().absolute()
+
+    insecure: list[str] = list(raw.get("insecure_registries") or [])
+    if env.get("III_INSECURE_REGISTRIES"):
+        insecure = [h.strip() for h in env["III_INSECURE_REGISTRIES"].split(",") if h.strip()]
+
+    ca_setting = raw.get("ca_bundle")
+    if ca_setting is None:
+        ca_bundle = default_ca_bundle()
+    elif str(ca_setting).lower() == "none":
+        ca_bundle = None
+    else:
+        ca_bundle = Path(str(ca_setting)).expanduser()
+        if not ca_bundle.is_file():
+            raise SettingsError(f"{settings_path}: ca_bundle: {ca_bundle} is not a file "
+                                "(use 'none' to give sandboxes no CA bundle)")
+
+    defaults = DaemonSettings(home=home, config_path=config_path, socket_path=socket_path,
+                              settings_path=settings_path)
+    return DaemonSettings(
+        home=home,
+        config_path=config_path,
+        socket_path=socket_path,
+        settings_path=settings_path,
+        engine_url=env.get("III_URL") or raw.get("engine_url") or DEFAULT_ENGINE_URL,
+        isolation=_env_isolation(env) or raw.get("isolation") or "auto",
+        engine_down_grace_s=float(_pick(raw, "engine_down_grace_s", defaults)),
+        stop_timeout_s=float(_pick(raw, "stop_timeout_s", defaults)),
+        log_max_bytes=int(_pick(raw, "log_max_bytes", defaults)),
+        log_keep=int(_pick(raw, "log_keep", defaults)),
+        insecure_registries=tuple(insecure),
+        registry_mirror=env.get("III_REGISTRY_MIRROR") or raw.get("registry_mirror") or None,
+        ca_bundle=ca_bundle,
+    )
