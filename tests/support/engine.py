@@ -1,0 +1,365 @@
+"""The stand-in iii engine of TESTING.md: a small aiohttp WebSocket server speaking enough of the
+real engine protocol for the real ``iii-sdk`` (checked against iii-sdk 0.25's ``iii/iii.py``).
+
+It is a real part the e2e tests run, not a mock of our code:
+
+- ``/`` (and any other path but ``/otel``): on connect it sends
+  ``{"type": "workerregistered", "worker_id": <uuid>}``; it stores ``registerfunction`` (and
+  honours ``unregisterfunction``); an ``invokefunction`` goes to the connection that registered
+  the function, and the ``invocationresult`` goes back to the caller (matched by
+  ``invocation_id``; an unknown function, or its worker disconnecting mid-call, is answered with
+  an ``error``). A call without ``invocation_id`` (the SDK's void action) gets no answer.
+- ``engine::workers::register`` (the SDK's void call at connect; data has ``name``, ``pid``,
+  ``runtime``, ...) registers the connection as a worker; ``engine::workers::list`` answers
+  ``{"workers": [{"name", "status": "connected", "pid", "runtime", "worker_id"}]}`` for the
+  registered, still connected ones.
+- ``/otel`` (the SDK's telemetry socket) is accepted and everything on it ignored.
+- WebSocket pings are answered (aiohttp autoping) and so is a JSON ``{"type": "ping"}``;
+  unknown message types and non-JSON frames are ignored.
+
+Three ways to run it:
+
+- in the test's event loop: ``async with StandInEngine() as engine: engine.url``;
+- as a process: ``python -m tests.support.engine --port N`` (prints ``listening on ws://...``),
+  through the :func:`engine_factory` fixture (start, stop, restart on the same port);
+- as a caller: :func:`invoke` sends one ``invokefunction`` and returns its result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+READY_PREFIX = "listening on "
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 10.0
+INVOKE_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Connection:
+    worker_id: str
+    ws: web.WebSocketResponse
+    registration: dict[str, Any] | None = None
+    functions: set[str] = field(default_factory=set)
+
+
+class StandInEngine:
+    """The stand-in engine inside the current event loop. ``port=0`` picks a free port."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host, self.port = host, port
+        self._connections: dict[str, _Connection] = {}
+        self._functions: dict[str, str] = {}  # function_id -> worker_id
+        self._pending: dict[str, tuple[str, str]] = {}  # invocation_id -> (caller, callee)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def registered_workers(self) -> list[dict[str, Any]]:
+        """What ``engine::workers::list`` answers right now."""
+        out = []
+        for conn in self._connections.values():
+            reg = conn.registration
+            if reg is not None:
+                out.append({"name": reg.get("name"), "status": "connected",
+                            "pid": reg.get("pid"), "runtime": reg.get("runtime"),
+                            "worker_id": conn.worker_id})
+        return out
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/otel", self._otel)
+        app.router.add_get("/{tail:.*}", self._engine)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        # reuse_address: a restarted engine binds the same port at once (TIME_WAIT).
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        for conn in list(self._connections.values()):
+            await conn.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> StandInEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _otel(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+        await ws.prepare(request)
+        async for _ in ws:
+            pass  # telemetry is accepted and dropped
+        return ws
+
+    async def _engine(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+        await ws.prepare(request)
+        conn = _Connection(str(uuid.uuid4()), ws)
+        self._connections[conn.worker_id] = conn
+        try:
+            await ws.send_json({"type": "workerregistered", "worker_id": conn.worker_id})
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if isinstance(data, dict):
+                    await self._handle(conn, data)
+        finally:
+            await self._disconnect(conn)
+        return ws
+
+    async def _send(self, worker_id: str, data: dict[str, Any]) -> None:
+        conn = self._connections.get(worker_id)
+        if conn is not None and not conn.ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await conn.ws.send_json(data)
+
+    async def _answer(self, conn: _Connection, data: dict[str, Any], *, result: Any = None,
+                      error: dict[str, str] | None = None) -> None:
+        invocation_id = data.get("invocation_id")
+        if not invocation_id:
+            return  # a void call expects nothing back
+        reply: dict[str, Any] = {"type": "invocationresult", "invocation_id": invocation_id,
+                                 "function_id": data.get("function_id", "")}
+        if error is not None:
+            reply["error"] = error
+        else:
+            reply["result"] = result
+        await self._send(conn.worker_id, reply)
+
+    async def _handle(self, conn: _Connection, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind == "ping":
+            await self._send(conn.worker_id, {"type": "pong"})
+        elif kind == "registerfunction" and isinstance(data.get("id"), str):
+            self._functions[data["id"]] = conn.worker_id
+            conn.functions.add(data["id"])
+        elif kind == "unregisterfunction" and isinstance(data.get("id"), str):
+            if self._functions.get(data["id"]) == conn.worker_id:
+                del self._functions[data["id"]]
+            conn.functions.discard(data["id"])
+        elif kind == "invokefunction":
+            await self._invoke(conn, data)
+        elif kind == "invocationresult":
+            pending = self._pending.pop(str(data.get("invocation_id")), None)
+            if pending is not None:
+                await self._send(pending[0], data)
+        # anything else (reattach, registertrigger, observe, ...) is ignored
+
+    async def _invoke(self, conn: _Connection, data: dict[str, Any]) -> None:
+        function_id = data.get("function_id")
+        if function_id == "engine::workers::register":
+            payload = data.get("data")
+            conn.registration = payload if isinstance(payload, dict) else {}
+            await self._answer(conn, data, result=None)
+        elif function_id == "engine::workers::list":
+            await self._answer(conn, data, result={"workers": self.registered_workers()})
+        elif isinstance(function_id, str) and function_id in self._functions:
+            callee = self._functions[function_id]
+            if data.get("invocation_id"):
+                self._pending[str(data["invocation_id"])] = (conn.worker_id, callee)
+            await self._send(callee, data)
+        else:
+            await self._answer(conn, data, error={
+                "code": "function_not_found", "message": f"Function '{function_id}' not found"})
+
+    async def _disconnect(self, conn: _Connection) -> None:
+        self._connections.pop(conn.worker_id, None)
+        for function_id in conn.functions:
+            if self._functions.get(function_id) == conn.worker_id:
+                del self._functions[function_id]
+        for invocation_id, (caller, callee) in list(self._pending.items()):
+            if callee == conn.worker_id:
+                del self._pending[invocation_id]
+                await self._send(caller, {
+                    "type": "invocationresult", "invocation_id": invocation_id,
+                    "function_id": "", "error": {"code": "worker_disconnected",
+                                                 "message": "the worker disconnected"}})
+            elif caller == conn.worker_id:
+                del self._pending[invocation_id]
+
+
+class InvocationFailed(Exception):
+    """An ``invokefunction`` answered with an ``error`` (``code``, ``message``)."""
+
+    def __init__(self, error: Any) -> None:
+        super().__init__(f"invocation failed: {error}")
+        self.error = error
+
+
+async def invoke(url: str, function_id: str, data: Any, *,
+                 timeout: float = INVOKE_TIMEOUT_S) -> Any:
+    """Call ``function_id`` through the engine at ``url`` as a caller connection; return its
+    ``result``. Raises InvocationFailed on an ``error`` answer, TimeoutError past ``timeout``."""
+    invocation_id = str(uuid.uuid4())
+    async with asyncio.timeout(timeout), aiohttp.ClientSession() as session, \
+            session.ws_connect(url) as ws:
+        await ws.send_json({"type": "invokefunction", "invocation_id": invocation_id,
+                            "function_id": function_id, "data": data})
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            reply = json.loads(msg.data)
+            if reply.get("type") == "invocationresult" and \
+                    reply.get("invocation_id") == invocation_id:
+                if reply.get("error"):
+                    raise InvocationFailed(reply["error"])
+                return reply.get("result")
+    raise ConnectionError(f"engine at {url} closed before answering {function_id}")
+
+
+def invoke_blocking(url: str, function_id: str, data: Any, *,
+                    timeout: float = INVOKE_TIMEOUT_S) -> Any:
+    """:func:`invoke` for code outside an event loop (sync tests, ``make demo``)."""
+    return asyncio.run(invoke(url, function_id, data, timeout=timeout))
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EngineProcess:
+    """``python -m tests.support.engine`` as a child process on a fixed port (restartable)."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> EngineProcess:
+        if self.running:
+            return self
+        root = Path(__file__).resolve().parents[2]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        stderr = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.engine", "--port", str(self.port)],
+                stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=root, env=env)
+        finally:
+            if self.log_path:
+                stderr.close()  # type: ignore[union-attr]
+        assert self.proc.stdout is not None
+        line = _readline_with_deadline(self.proc, START_TIMEOUT_S)
+        if not line.startswith(READY_PREFIX):
+            self.stop()
+            raise RuntimeError(f"stand-in engine did not start on port {self.port}: {line!r}")
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; always reaped."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def restart(self) -> EngineProcess:
+        self.stop()
+        return self.start()
+
+
+def _readline_with_deadline(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    result: list[str] = []
+
+    def read() -> None:
+        result.append(proc.stdout.readline() if proc.stdout else "")
+
+    import threading
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return result[0].strip() if result else ""
+
+
+@pytest.fixture
+def engine_factory(tmp_path: Path) -> Iterator[Any]:
+    """Factory fixture: ``engine_factory(port=None) -> EngineProcess`` (started); every engine it
+    made is stopped and reaped at teardown. Import it into a test module (or a conftest) to use."""
+    made: list[EngineProcess] = []
+
+    def make(port: int | None = None) -> EngineProcess:
+        engine = EngineProcess(port, log_path=tmp_path / f"engine-{len(made)}.log")
+        made.append(engine)
+        return engine.start()
+
+    yield make
+    for engine in made:
+        engine.stop()
+
+
+async def _serve(host: str, port: int) -> None:
+    engine = StandInEngine(host, port)
+    await engine.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"{READY_PREFIX}{engine.url}", flush=True)
+    await stop.wait()
+    await engine.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.support.engine",
+                                     description="The stand-in iii engine (TESTING.md).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=49134)
+    args = parser.parse_args(argv)
+    asyncio.run(_serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()
