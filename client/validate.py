@@ -1,0 +1,85 @@
+"""``iii worker validate PATH [--json]``: resolve a project's worker spec without a daemon.
+
+The JSON shape is a contract other tools rely on (issue 2):
+``{"name", "kind", "package_manager", "entry", "base_image", "scripts": {"setup", "install",
+"start"}, "env", "resources": {"memory", "cpus"}, "config", "warnings": [...]}``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+
+from manifests import ManifestError, WorkerSpec, load_worker
+
+
+def run_validate(path: Path, as_json: bool) -> int:
+    """Print the resolved spec of ``path`` (or one ``error: ...`` line); return the exit code."""
+    try:
+        spec = load_worker(path)
+    except ManifestError as exc:
+        print(f"error: {_located(path, exc)}", file=sys.stderr)
+        return 1
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(spec_document(spec)).decode() + "\n")
+        return 0
+    _print_human(spec, sys.stdout)
+    for warning in spec.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def spec_document(spec: WorkerSpec) -> dict[str, Any]:
+    """The ``--json`` document for ``spec`` (key order as documented)."""
+    return {
+        "name": spec.name,
+        "kind": spec.kind,
+        "package_manager": spec.package_manager,
+        "entry": spec.entry,
+        "base_image": spec.base_image,
+        "scripts": {
+            "setup": spec.scripts.setup,
+            "install": spec.scripts.install,
+            "start": spec.scripts.start,
+        },
+        "env": dict(spec.env),
+        "resources": {"memory": spec.resources.memory, "cpus": spec.resources.cpus},
+        "config": spec.config,
+        "warnings": list(spec.warnings),
+    }
+
+
+def _located(path: Path, exc: ManifestError) -> str:
+    # Show the file as the user can open it from where they ran the command.
+    if exc.file is None:
+        return str(exc)
+    shown = ManifestError(str(path / exc.file), exc.line, exc.column, exc.message)
+    return str(shown)
+
+
+def _print_human(spec: WorkerSpec, out: TextIO) -> None:
+    def row(label: str, value: str) -> None:
+        out.write(f"{label + ':':<17}{value}\n")
+
+    row("name", spec.name)
+    row("kind", spec.kind)
+    row("package manager", spec.package_manager or "-")
+    row("entry", spec.entry or "-")
+    row("base image", spec.base_image)
+    cpus = spec.resources.cpus
+    row("resources", f"{spec.resources.memory} MiB memory, {cpus} cpu{'s' if cpus != 1 else ''}")
+    row("project", spec.project_dir)
+    out.write("scripts:\n")
+    for script in ("setup", "install", "start"):
+        command = getattr(spec.scripts, script)
+        shown = command.replace("\n", "\n" + " " * 11) if command else "(none)"
+        out.write(f"  {script + ':':<9}{shown}\n")
+    out.write("env:" + ("\n" if spec.env else " (none)\n"))
+    for key, value in spec.env.items():
+        out.write(f"  {key}={value}\n")
+    out.write("config:" + ("\n" if spec.config else " (none)\n"))
+    for key, value in spec.config.items():
+        out.write(f"  {key}: {msgspec.json.encode(value).decode()}\n")

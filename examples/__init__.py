@@ -1,0 +1,1 @@
+"""Bundled example worker projects and the demo (`python -m examples.demo`)."""
