@@ -5,7 +5,8 @@
     ├── SetupFailed        a namespace/mount/cgroup step failed while building the sandbox
     ├── VmmError           a libkrun call returned a negative errno
     ├── LibraryNotFound    libkrun could not be loaded
-    └── LaunchFailed       spawn_launcher: the launcher died or timed out before its LaunchResult
+    ├── LaunchFailed       spawn_launcher: the launcher died or timed out before its LaunchResult
+    └── BackendUnavailable the requested isolation backend cannot run on this host
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ class VmmError(LauncherError):
 
 
 class LibraryNotFound(LauncherError):
-    """Raised when libkrun cannot be loaded; the message says how to install it."""
+    """Raised when libkrun cannot be loaded; ``hint`` says how to install it."""
+
+    def __init__(self, reason: str, hint: str) -> None:
+        super().__init__(f"{reason}; {hint}")
+        self.reason, self.hint = reason, hint
 
 
 class LaunchFailed(LauncherError):
@@ -65,3 +70,11 @@ class LaunchFailed(LauncherError):
         full = message if not tail else message + "\n" + "\n".join(tail)
         super().__init__(full)
         self.exit_code, self.stderr_tail = exit_code, tail
+
+
+class BackendUnavailable(LauncherError):
+    """Raised by ``select_backend`` when the requested backend cannot run here."""
+
+    def __init__(self, reason: str, hint: str | None = None) -> None:
+        super().__init__(reason if hint is None else f"{reason} ({hint})")
+        self.reason, self.hint = reason, hint

@@ -42,7 +42,8 @@ def tail_lines(path: str, count: int = STDERR_TAIL_LINES) -> list[str]:
 
 def spawn_launcher(params: LaunchParams, state_dir: str | os.PathLike[str], *,
                    timeout: float = LAUNCH_TIMEOUT_S,
-                   python: str = sys.executable) -> LaunchResult:
+                   python: str = sys.executable,
+                   extra_env: dict[str, str] | None = None) -> LaunchResult:
     """Start one launcher for ``params``; return its ``LaunchResult``.
 
     Raises ``LaunchFailed`` (with the log's last lines) when the launcher exits before
@@ -55,7 +56,8 @@ def spawn_launcher(params: LaunchParams, state_dir: str | os.PathLike[str], *,
     out_r, out_w = os.pipe()
     try:
         pid = os.posix_spawn(
-            python, [python, "-m", LAUNCHER_MODULE, str(bootstrap)], dict(os.environ),
+            python, [python, "-m", LAUNCHER_MODULE, str(bootstrap)],
+            {**os.environ, **(extra_env or {})},
             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                           (os.POSIX_SPAWN_DUP2, out_w, 1),
                           (os.POSIX_SPAWN_DUP2, log_fd, 2)],

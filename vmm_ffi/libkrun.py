@@ -65,13 +65,17 @@ class Libkrun:
         """dlopen libkrun; raises ``LibraryNotFound`` naming what was tried and how to fix it."""
         ffi = cffi.FFI()
         ffi.cdef(CDEF)
-        errors = []
-        for candidate in library_candidates():
+        candidates = library_candidates()
+        last = ""
+        for candidate in candidates:
             try:
                 return cls(ffi, ffi.dlopen(candidate), candidate)
             except OSError as exc:
-                errors.append(f"{candidate}: {exc}")
-        raise LibraryNotFound(f"libkrun not found ({'; '.join(errors)}); {INSTALL_HINT}")
+                last = str(exc).split(".  Additionally", 1)[0]
+        if os.environ.get(LIBRARY_ENV):
+            raise LibraryNotFound(f"libkrun could not be loaded from {LIBRARY_ENV}: {last}",
+                                  INSTALL_HINT)
+        raise LibraryNotFound(f"libkrun not found (tried {', '.join(candidates)})", INSTALL_HINT)
 
     def call(self, name: str, *args: object) -> int:
         """Call ``krun_<name>``; negative results raise ``VmmError`` naming the call."""
