@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.support.fixtures"]
+
 
 @pytest.fixture
 def iii_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

@@ -1,0 +1,43 @@
+"""Session fixtures for real registries and images (enabled by ``pytest_plugins`` in
+``tests/conftest.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.images import build_python_image, busybox_layers, push_image
+from tests.support.registry import RegistryServer
+
+AUTH_USER = "iii-test"
+AUTH_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[RegistryServer]:
+    """A real ``docker-registry`` on a free loopback port, anonymous access."""
+    with RegistryServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def auth_registry() -> Iterator[RegistryServer]:
+    """A second real registry that requires htpasswd (bcrypt) Basic credentials."""
+    with RegistryServer(username=AUTH_USER, password=AUTH_PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def busybox_image(registry: RegistryServer) -> str:
+    """Ref of a 4-layer busybox OCI image (see ``tests.support.images.busybox_layers``)."""
+    push_image(registry.access, "iii-test/busybox", "latest", busybox_layers())
+    return f"{registry.host}/iii-test/busybox:latest"
+
+
+@pytest.fixture(scope="session")
+def python_image(registry: RegistryServer) -> str:
+    """Ref of the debootstrap bookworm python3 image (built once per machine, then cached)."""
+    built = build_python_image()
+    push_image(registry.access, "iii-test/python", "bookworm", [built.layer], built.config)
+    return f"{registry.host}/iii-test/python:bookworm"
