@@ -114,8 +114,11 @@ class Launcher:
 
     def run(self) -> int:
         p = self.params
-        self.cgroup = apply_limits(p.name, p.cpus, p.memory_mib, p.cgroup)
-        if self.cgroup.path is None:
+        if p.backend == "libkrun":  # the VM itself has exactly cpus vCPUs and memory_mib RAM
+            self.cgroup = CgroupPlan(path=None, note="enforced")
+        else:
+            self.cgroup = apply_limits(p.name, p.cpus, p.memory_mib, p.cgroup)
+        if self.cgroup.path is None and self.cgroup.note != "enforced":
             self.log(f"resource limits (cpus={p.cpus}, memory={p.memory_mib} MiB) "
                      f"{self.cgroup.note}")
         flags = ns.NAMESPACE_FLAGS if p.backend == "namespace" \
