@@ -1,0 +1,151 @@
+"""Human output of the CLI: rich tables and progress bars on a TTY, plain lines otherwise.
+
+rich is imported only when a TTY needs it (start-up time matters; SPEC §12).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from client.errors import CliError
+
+__all__ = ["ProgressView", "print_error", "print_json_raw", "print_kv", "print_table",
+           "print_workers", "stdout_is_tty", "TYPE_LABELS"]
+
+TYPE_LABELS = {"local": "Local", "oci": "OCI", "binary": "Binary", "config": "Config"}
+WORKER_COLUMNS = ("NAME", "TYPE", "STATUS", "PID", "ISOLATION", "ENGINE")
+PLAIN_PROGRESS_MIN_INTERVAL_S = 1.0  # same-phase progress lines are rate-limited when not a TTY
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def print_json_raw(raw: bytes) -> None:
+    """Print the daemon's JSON result verbatim (``--json``)."""
+    sys.stdout.buffer.write(raw + b"\n")
+    sys.stdout.flush()
+
+
+def print_error(exc: CliError, stream: TextIO | None = None) -> None:
+    """``error: …`` and, when known, ``hint: …`` on stderr; script output tails indented."""
+    out = stream or sys.stderr
+    print(f"error: {exc.message}", file=out)
+    data = getattr(exc, "data", None)
+    if isinstance(data, dict) and isinstance(data.get("output_tail"), list):
+        for line in data["output_tail"]:
+            print(f"  | {line}", file=out)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=out)
+
+
+def _engine_label(value: Any) -> str:
+    return {True: "yes", False: "no"}.get(value, "-") if isinstance(value, bool) else "-"
+
+
+def worker_row(worker: dict[str, Any]) -> list[str]:
+    pid = worker.get("pid")
+    return [
+        str(worker.get("name", "")),
+        TYPE_LABELS.get(str(worker.get("type")), str(worker.get("type"))),
+        str(worker.get("status", "")),
+        "-" if pid is None else str(pid),
+        worker.get("isolation") or "-",
+        _engine_label(worker.get("engine_registered")),
+    ]
+
+
+def print_table(columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> None:
+    """A rich table on a TTY; aligned plain columns otherwise (easy to grep and cut)."""
+    if stdout_is_tty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for col in columns:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    for row in [list(columns), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def print_workers(workers: list[dict[str, Any]]) -> None:
+    if not workers:
+        print("no workers (add one with `iii worker add ./my-project`)")
+        return
+    print_table(WORKER_COLUMNS, [worker_row(w) for w in workers])
+
+
+def print_kv(pairs: list[tuple[str, Any]]) -> None:
+    width = max((len(k) for k, _ in pairs), default=0)
+    for key, value in pairs:
+        print(f"{key.ljust(width)}  {'-' if value is None else value}")
+
+
+class ProgressView:
+    """Renders ``progress`` notifications: bars on a TTY, one plain line per step otherwise.
+
+        with ProgressView() as view:
+            client.call("image.pull", {"ref": ref, "progress": True}, on_notification=view)
+    """
+
+    def __init__(self, tty: bool | None = None) -> None:
+        self._tty = stdout_is_tty() if tty is None else tty
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+        self._last_plain: dict[str, tuple[str, float]] = {}
+
+    def __enter__(self) -> ProgressView:
+        if self._tty:
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                      DownloadColumn(), TimeElapsedColumn(), transient=False)
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, method: str, params: Any) -> None:
+        if method != "progress" or not isinstance(params, dict):
+            return
+        phase = str(params.get("phase", ""))
+        message = str(params.get("message", ""))
+        current, total = params.get("current"), params.get("total")
+        if self._progress is not None:
+            self._render_bar(phase, message, current, total)
+        else:
+            self._render_plain(phase, message, current, total, params.get("unit"))
+
+    def _render_bar(self, phase: str, message: str, current: Any, total: Any) -> None:
+        description = f"{phase}: {message}" if message else phase
+        task = self._tasks.get(phase)
+        if task is None:
+            task = self._progress.add_task(description, total=total)
+            self._tasks[phase] = task
+        self._progress.update(task, description=description, completed=current or 0,
+                              total=total)
+
+    def _render_plain(self, phase: str, message: str, current: Any, total: Any,
+                      unit: Any) -> None:
+        now = time.monotonic()
+        last = self._last_plain.get(phase)
+        done = current is not None and total is not None and current >= total
+        if last is not None and last[0] == message and not done \
+                and now - last[1] < PLAIN_PROGRESS_MIN_INTERVAL_S:
+            return
+        self._last_plain[phase] = (message, now)
+        amount = ""
+        if current is not None:
+            amount = f" ({current}/{total} {unit or ''})".replace(" )", ")") if total \
+                else f" ({current} {unit or ''})".replace(" )", ")")
+        print(f"{phase}: {message}{amount}", flush=True)
