@@ -1,0 +1,220 @@
+"""The boot sequence: provision, sync the project, place trust files, setup/install, start.
+
+``prepare`` does everything up to (not including) ``start``; ``start_params`` turns its result
+into the launcher params of the long-running worker; ``boot`` does both under one lock and hands
+back the running ``SandboxTask``. Setup and install run as one-shot launcher runs (same root,
+same env, same backend as the worker), their output goes to ``logs/worker.log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from daemon.errors import Conflict, ScriptFailed
+from daemon.sandboxes.beneath import read_file_beneath, write_file_beneath
+from daemon.sandboxes.env import build_sandbox_env, place_host_files
+from daemon.sandboxes.fingerprint import (Fingerprint, compute_fingerprint, decode_marker,
+                                          encode_marker, explain_change)
+from daemon.sandboxes.layout import MARKER_RELPATH, SandboxLayout
+from daemon.sandboxes.provision import Provisioner, RootSpec
+from daemon.sandboxes.sync import SyncStats, sync_project
+from daemon.sandboxes.task import SandboxTask, sandbox_lock
+from vmm_ffi.params import Backend, LaunchParams
+
+SCRIPT_TIMEOUT_S = 3600.0  # one setup or install run, end to end
+OUTPUT_TAIL_LINES = 20
+WORKSPACE = "/workspace"
+_LAUNCHER_PREFIX = "[iii-launcher]"
+
+Progress = Callable[[str, str], None]  # (phase, message); phases: "preparing", "installing"
+
+
+class BootSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What one sandbox boot needs, already resolved by the daemon.
+
+    ``project`` None means a container worker (nothing synced into /workspace). ``ca_bundle`` is
+    the host bundle to place (``env.resolve_ca_bundle`` of the daemon setting), None = none.
+    ``start`` is a shell script; ``argv`` (when set) is exec'd instead (an image's
+    entrypoint+cmd).
+    """
+
+    name: str
+    image_rootfs: str
+    image_env: list[str] = []
+    project: str | None = None
+    setup: str = ""
+    install: str = ""
+    start: str = ""
+    argv: list[str] | None = None
+    workdir: str = WORKSPACE
+    manifest_env: dict[str, str] = {}
+    config_env: dict[str, str] = {}
+    engine_url: str = "ws://127.0.0.1:49134"
+    backend: Backend = "namespace"
+    cpus: int = 2
+    memory_mib: int = 2048
+    ca_bundle: str | None = None
+
+
+@dataclass
+class Prepared:
+    """The outcome of ``prepare``: the root for the launcher, the env, and what ran and why."""
+
+    root: RootSpec
+    env: dict[str, str]
+    ran_setup: bool
+    ran_install: bool
+    reason: str | None  # why install ran ("first start", "requirements.txt changed"), else None
+    sync: SyncStats | None
+
+
+def _note(progress: Progress | None, phase: str, message: str) -> None:
+    if progress is not None:
+        progress(phase, message)
+
+
+def _fingerprint(boot: BootSpec) -> Fingerprint:
+    if boot.project is None:
+        return Fingerprint(setup=_digest(boot.setup), install=_digest(boot.install), files={})
+    return compute_fingerprint(Path(boot.project), boot.setup, boot.install)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def prepare(layout: SandboxLayout, boot: BootSpec, provisioner: Provisioner,
+                  progress: Progress | None = None, *, locked: bool = False) -> Prepared:
+    """Provision, sync, place trust files, then setup/install as the marker says.
+
+    Raises ``ScriptFailed(script, exit_code, last 20 output lines)`` when setup or install fails
+    (no marker is written, so the next prepare retries), ``InvalidProject`` for an unreadable
+    project, ``Conflict`` when another start of this sandbox is in progress.
+    """
+    if not locked:
+        with sandbox_lock(layout):
+            return await prepare(layout, boot, provisioner, progress, locked=True)
+    running = await asyncio.to_thread(SandboxTask.reattach, layout)
+    if running is not None:
+        running.close()
+        raise Conflict(f"sandbox {layout.name!r} is running (launcher pid {running.pid}); "
+                       "stop it before preparing it again")
+    mode = await asyncio.to_thread(lambda: layout.mode() or provisioner.decision().mode)
+    _note(progress, "preparing", f"provisioning the sandbox root ({mode.value})")
+    root = await asyncio.to_thread(provisioner.provision, layout, Path(boot.image_rootfs))
+    writable = layout.writable_root()
+    stats = None
+    if boot.project is not None:
+        _note(progress, "preparing", f"syncing {boot.project} into {WORKSPACE}")
+        stats = await asyncio.to_thread(sync_project, Path(boot.project), layout.workspace)
+    ca = None if boot.ca_bundle is None else Path(boot.ca_bundle)
+    ca_placed = await asyncio.to_thread(place_host_files, writable, ca)
+    env = build_sandbox_env(boot.image_env, boot.manifest_env, boot.config_env, boot.engine_url,
+                            boot.name, boot.backend, ca_placed)
+
+    fp = await asyncio.to_thread(_fingerprint, boot)
+    marker = decode_marker(await asyncio.to_thread(read_file_beneath, writable, MARKER_RELPATH))
+    prepared = Prepared(root=root, env=env, ran_setup=False, ran_install=False, reason=None,
+                        sync=stats)
+    if marker is not None and marker.fingerprint == fp.digest:
+        _note(progress, "preparing", "dependencies up to date; skipping setup and install")
+        return prepared
+    if marker is None:
+        prepared.reason = "first start"
+        if boot.setup.strip():
+            _note(progress, "installing", "running setup (first start)")
+            await run_script(layout, boot, root, env, "setup", boot.setup)
+            prepared.ran_setup = True
+    else:
+        prepared.reason = explain_change(marker.parts, fp)
+    if boot.install.strip():
+        _note(progress, "installing", f"running install ({prepared.reason})")
+        await run_script(layout, boot, root, env, "install", boot.install)
+        prepared.ran_install = True
+    await asyncio.to_thread(write_file_beneath, writable, MARKER_RELPATH, encode_marker(fp))
+    return prepared
+
+
+def launch_params(layout: SandboxLayout, boot: BootSpec, root: RootSpec, env: dict[str, str],
+                  argv: list[str], workdir: str) -> LaunchParams:
+    """Launcher params for a run in this sandbox (paths filled in from the layout)."""
+    return LaunchParams(name=boot.name, backend=boot.backend, rootfs=root,
+                        merged=str(layout.merged), argv=argv, env=env, workdir=workdir,
+                        cpus=boot.cpus, memory_mib=boot.memory_mib,
+                        log_path=str(layout.worker_log), exit_path=str(layout.exit_file),
+                        hostname=boot.name[:63])
+
+
+def start_params(layout: SandboxLayout, boot: BootSpec, prepared: Prepared) -> LaunchParams:
+    """Launcher params of the long-running worker: ``argv`` if set, else ``sh -c start``."""
+    argv = boot.argv if boot.argv else ["/bin/sh", "-c", boot.start]
+    return launch_params(layout, boot, prepared.root, prepared.env, argv, boot.workdir)
+
+
+async def boot(layout: SandboxLayout, boot_spec: BootSpec, provisioner: Provisioner,
+               progress: Progress | None = None) -> tuple[SandboxTask, Prepared]:
+    """``prepare`` then start the worker, all under the sandbox lock; return the running task."""
+    with sandbox_lock(layout):
+        prepared = await prepare(layout, boot_spec, provisioner, progress, locked=True)
+        _note(progress, "starting", "starting the worker")
+        task = SandboxTask(layout)
+        await task.start(start_params(layout, boot_spec, prepared), locked=True)
+    return task, prepared
+
+
+def _append_log(layout: SandboxLayout, line: str) -> int:
+    """Append one line to worker.log; return the file size before it (where new output starts)."""
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.worker_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        start = os.fstat(fd).st_size
+        os.write(fd, line.encode() + b"\n")
+        return start + len(line.encode()) + 1
+    finally:
+        os.close(fd)
+
+
+def _output_since(layout: SandboxLayout, offset: int) -> list[str]:
+    try:
+        with open(layout.worker_log, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    return [ln for ln in lines if not ln.startswith(_LAUNCHER_PREFIX)][-OUTPUT_TAIL_LINES:]
+
+
+async def run_script(layout: SandboxLayout, boot: BootSpec, root: RootSpec,
+                     env: dict[str, str], script_name: str, script: str) -> None:
+    """Run one ``/bin/sh -c script`` in the sandbox (cwd /workspace) as a one-shot launcher.
+
+    The caller holds the sandbox lock. Raises ``ScriptFailed`` with the exit code and the last
+    20 lines of the script's output (a timeout counts as exit code 124).
+    """
+    offset = await asyncio.to_thread(_append_log, layout, f"[iii] running {script_name}: {script}")
+    params = launch_params(layout, boot, root, env, ["/bin/sh", "-c", script], WORKSPACE)
+    task = SandboxTask(layout)
+    await task.start(params, locked=True)
+    try:
+        status = await task.wait(SCRIPT_TIMEOUT_S)
+    except TimeoutError:
+        await task.stop()
+        await task.delete()
+        tail = await asyncio.to_thread(_output_since, layout, offset)
+        raise ScriptFailed(script_name, 124,
+                           tail + [f"{script_name} timed out after {SCRIPT_TIMEOUT_S:g}s"]) \
+            from None
+    await task.delete()
+    if status.exit_code != 0:
+        tail = await asyncio.to_thread(_output_since, layout, offset)
+        if status.error:
+            tail = (tail + [status.error])[-OUTPUT_TAIL_LINES:]
+        raise ScriptFailed(script_name, status.exit_code, tail)

@@ -1,0 +1,96 @@
+"""Identifying a launcher process across daemon restarts: the pid file and ``/proc`` checks.
+
+PIDs get reused, so a pid alone proves nothing. ``launcher.pid`` records the pid *and* the
+process start time (``/proc/<pid>/stat`` field 22, in clock ticks since boot); a process is our
+launcher only when both match and its cmdline is ``... -m vmm_ffi.launcher <bootstrap.json>``
+for this very sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from vmm_ffi.statefiles import write_atomic
+
+LAUNCHER_MODULE = "vmm_ffi.launcher"
+
+
+class PidRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``launcher.pid`` holds."""
+
+    pid: int
+    start_time: int  # /proc/<pid>/stat field 22
+    sandbox_pid: int | None = None
+    backend: str | None = None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode("ascii", "replace")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # comm (field 2) may contain spaces and parens: split after the last ')'.
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/<pid>/stat`` (start time in ticks), or None when gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[22 - 3])
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter (R, S, Z, ...) or None when the pid does not exist."""
+    fields = _stat_fields(pid)
+    return None if fields is None else fields[0]
+
+
+def parent_pid(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[4 - 3])
+
+
+def is_alive(pid: int, start_time: int | None = None) -> bool:
+    """True when ``pid`` runs (not a zombie) and, if given, started at ``start_time``."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return start_time is None or int(fields[22 - 3]) == start_time
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    return [os.fsdecode(a) for a in raw.split(b"\0") if a]
+
+
+def is_our_launcher(pid: int, bootstrap: Path) -> bool:
+    """Is ``pid`` running ``-m vmm_ffi.launcher <bootstrap>`` for exactly this sandbox?"""
+    args = cmdline(pid)
+    for i, arg in enumerate(args[:-1]):
+        if arg == "-m" and args[i + 1] == LAUNCHER_MODULE:
+            return args[-1] == str(bootstrap)
+    return False
+
+
+def write_pid_record(path: Path, record: PidRecord) -> None:
+    write_atomic(path, msgspec.json.encode(record) + b"\n", 0o644)
+
+
+def read_pid_record(path: Path) -> PidRecord | None:
+    """The pid file's record; None when absent or unreadable (a torn or foreign file)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return msgspec.json.decode(data, type=PidRecord)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
