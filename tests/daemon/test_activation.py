@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -218,3 +221,63 @@ def test_named_fd_is_picked_among_several(short_dir: Path) -> None:
     assert rc == 0, err
     assert line == b"served by pid %d\n" % proc.pid
     assert f"socket: {path} " in out
+
+
+def test_real_daemon_serves_on_the_inherited_socket_and_notifies(short_dir: Path) -> None:
+    """`python -m daemon run` started the way iii-daemon.socket/.service start it: the listening
+    socket on fd 3 with LISTEN_PID/LISTEN_FDS, NOTIFY_SOCKET set (Type=notify)."""
+    activated = str(short_dir / "activated.sock")
+    home = short_dir / "home"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LISTEN_", "III_", "NOTIFY_SOCKET"))}
+    env.update(III_HOME=str(home), III_NO_AUTOSTART="1", LISTEN_FDS="1",
+               LISTEN_FDNAMES="iii-daemon.socket", NOTIFY_SOCKET=str(short_dir / "notify"),
+               III_URL="ws://127.0.0.1:9")  # no engine: daemon.info must still answer
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify_sock:
+        listener.bind(activated)
+        listener.listen(16)
+        notify_sock.bind(env["NOTIFY_SOCKET"])
+        notify_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        notify_sock.settimeout(60)
+        fd = listener.fileno()
+
+        def put_on_fd3() -> None:
+            if fd == 3:
+                os.set_inheritable(3, True)
+            else:
+                os.dup2(fd, 3)
+
+        proc = subprocess.Popen(
+            ["sh", "-c", WRAPPER, "sh", sys.executable, "-m", "daemon", "run"], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, close_fds=False,
+            preexec_fn=put_on_fd3)
+        try:
+            ready, sender = receive_with_pid(notify_sock)
+            assert (ready, sender) == (b"READY=1", proc.pid)  # from the main process itself
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.settimeout(60)
+                client.connect(activated)
+                client.sendall(b'{"jsonrpc":"2.0","id":7,"method":"daemon.info"}\n')
+                reply = json.loads(client.makefile("rb").readline())
+            assert reply["id"] == 7 and reply["result"]["pid"] == proc.pid
+            assert reply["result"]["home"] == str(home)
+            # It served on systemd's socket instead of binding one of its own.
+            assert not (home / "iii.sock").exists()
+            proc.send_signal(signal.SIGTERM)
+            stopping, _ = receive_with_pid(notify_sock)
+            assert stopping == b"STOPPING=1"
+            _out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def receive_with_pid(sock: socket.socket) -> tuple[bytes, int]:
+    size = struct.calcsize("3i")
+    data, ancillary, _flags, _addr = sock.recvmsg(4096, socket.CMSG_SPACE(size))
+    pids = [struct.unpack("3i", payload[:size])[0] for level, kind, payload in ancillary
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS]
+    return data, pids[0]
