@@ -1,7 +1,7 @@
 """The boot sequence: provision, sync the project, place trust files, setup/install, start.
 
 ``prepare`` does everything up to (not including) ``start``; ``start_params`` turns its result
-into the launcher params of the long-running worker; ``boot`` does both under one lock and hands
+into the launcher params of the long-running worker; ``boot_sandbox`` does both under one lock and hands
 back the running ``SandboxTask``. Setup and install run as one-shot launcher runs (same root,
 same env, same backend as the worker), their output goes to ``logs/worker.log``.
 """
@@ -158,7 +158,7 @@ def start_params(layout: SandboxLayout, boot: BootSpec, prepared: Prepared) -> L
     return launch_params(layout, boot, prepared.root, prepared.env, argv, boot.workdir)
 
 
-async def boot(layout: SandboxLayout, boot_spec: BootSpec, provisioner: Provisioner,
+async def boot_sandbox(layout: SandboxLayout, boot_spec: BootSpec, provisioner: Provisioner,
                progress: Progress | None = None) -> tuple[SandboxTask, Prepared]:
     """``prepare`` then start the worker, all under the sandbox lock; return the running task."""
     with sandbox_lock(layout):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import Conflict, ScriptFailed
-from daemon.sandboxes.boot import BootSpec, boot, prepare
+from daemon.sandboxes.boot import BootSpec, boot_sandbox, prepare
 from daemon.sandboxes.layout import RootMode, SandboxLayout
 from daemon.sandboxes.provision import Provisioner
 from daemon.sandboxes.task import SandboxTask
@@ -118,7 +118,7 @@ async def test_boot_starts_the_worker_and_refuses_prepare_while_running(
         layout: SandboxLayout, busybox_image: Path, provisioner: Provisioner,
         project: Path) -> None:
     start = "echo started in $(pwd); cat worker.py; exec sleep 1000"
-    task, prepared = await boot(layout, spec(busybox_image, project, start=start), provisioner)
+    task, prepared = await boot_sandbox(layout, spec(busybox_image, project, start=start), provisioner)
     try:
         assert prepared.ran_install
         with pytest.raises(Conflict, match="running"):
