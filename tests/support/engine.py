@@ -50,6 +50,7 @@ READY_PREFIX = "listening on "
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 INVOKE_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -69,6 +70,7 @@ class StandInEngine:
         self._functions: dict[str, str] = {}  # function_id -> worker_id
         self._pending: dict[str, tuple[str, str]] = {}  # invocation_id -> (caller, callee)
         self._runner: web.AppRunner | None = None
+        self._sockets: set[web.WebSocketResponse] = set()  # engine and /otel, closed on stop
 
     @property
     def url(self) -> str:
@@ -99,8 +101,9 @@ class StandInEngine:
         self.port = server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        for conn in list(self._connections.values()):
-            await conn.ws.close()
+        """Close every connection (as an engine going away would), then the listener."""
+        await asyncio.gather(*(ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+                               for ws in list(self._sockets)), return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -112,16 +115,24 @@ class StandInEngine:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _otel(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+    async def _accept(self, request: web.Request) -> web.WebSocketResponse:
+        # timeout: how long close() waits for the peer's close frame when the engine stops.
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=0, timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
-        async for _ in ws:
-            pass  # telemetry is accepted and dropped
+        self._sockets.add(ws)
+        return ws
+
+    async def _otel(self, request: web.Request) -> web.WebSocketResponse:
+        ws = await self._accept(request)
+        try:
+            async for _ in ws:
+                pass  # telemetry is accepted and dropped
+        finally:
+            self._sockets.discard(ws)
         return ws
 
     async def _engine(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
-        await ws.prepare(request)
+        ws = await self._accept(request)
         conn = _Connection(str(uuid.uuid4()), ws)
         self._connections[conn.worker_id] = conn
         try:
@@ -136,6 +147,7 @@ class StandInEngine:
                 if isinstance(data, dict):
                     await self._handle(conn, data)
         finally:
+            self._sockets.discard(ws)
             await self._disconnect(conn)
         return ws
 
