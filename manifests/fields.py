@@ -131,7 +131,12 @@ def value_position(mapping: Any, key: Any) -> Position | None:
     lc = getattr(mapping, "lc", None)
     if lc is None:
         return None
-    for getter in (lc.value, lc.key):
+    # An empty value (`key:`) has no token of its own: ruamel marks where the next one starts.
+    try:
+        empty = mapping[key] is None
+    except (KeyError, TypeError):
+        empty = True
+    for getter in (lc.key, lc.value) if empty else (lc.value, lc.key):
         try:
             line, column = getter(key)
         except (KeyError, TypeError, AttributeError):

@@ -101,9 +101,9 @@ def invalid_name_message(field: str, value: object) -> str:
 def sanitize_worker_name(text: str) -> str:
     """Turn a directory basename into a valid worker name (used when there is no manifest).
 
-    Characters outside ``[A-Za-z0-9._-]`` become ``-``; leading separators are dropped; the
-    result is cut to 63 characters; an empty result becomes ``worker``.
+    Characters outside ``[A-Za-z0-9._-]`` become ``-``; leading separators and trailing ``-`` are
+    dropped; the result is cut to 63 characters; an empty result becomes ``worker``.
     """
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
-    cleaned = re.sub(r"^[._-]+", "", cleaned)[:63]
+    cleaned = re.sub(r"^[._-]+", "", cleaned)[:63].rstrip("-")
     return cleaned if _NAME_RE.match(cleaned) else "worker"

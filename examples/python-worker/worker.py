@@ -21,10 +21,19 @@ def greet(data: Any) -> dict[str, str]:
 
 def main() -> None:
     stop = threading.Event()
-    # Signals only set the event: the SDK runs its own thread, the main thread just waits.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    connected = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        # register_worker() may block for up to 30 s while the engine is unreachable; a stop
+        # request in that window must not wait for it (nothing is registered yet).
+        if not connected:
+            os._exit(0)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     iii = register_worker(os.environ["III_URL"])
+    connected = True
     iii.register_function("examples::greet", greet)
     print("python-worker: registered examples::greet", flush=True)
     stop.wait()
