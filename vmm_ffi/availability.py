@@ -16,7 +16,7 @@ from typing import Literal
 
 import msgspec
 
-from vmm_ffi.errors import BackendUnavailable, LibraryNotFound
+from vmm_ffi.errors import BackendUnavailable, LauncherError, LibraryNotFound
 
 Setting = Literal["auto", "libkrun", "namespace"]
 KVM_DEVICE = "/dev/kvm"
@@ -103,7 +103,7 @@ def _probe_namespace() -> BackendStatus:
                 sc.umount2(os.path.join(tmp, "merged"))
                 opts = (f"lowerdir={tmp}/lower,upperdir={tmp}/upper,workdir={tmp}/work")
                 sc.mount("overlay", os.path.join(tmp, "merged"), "overlay", 0, opts)
-            except Exception as exc:  # any failure is the probe's answer, reported below
+            except (OSError, LauncherError) as exc:  # the probe's answer, reported below
                 message = str(exc).encode()
             finally:
                 os.write(w, message)

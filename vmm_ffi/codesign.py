@@ -62,7 +62,7 @@ def ensure_signed_interpreter(home: str | os.PathLike[str], *,
     try:
         done = subprocess.run(
             ["codesign", "--force", "--sign", "-", "--entitlements", str(entitlements),
-             str(tmp)], capture_output=True, text=True, timeout=CODESIGN_TIMEOUT_S)
+             str(tmp)], capture_output=True, text=True, timeout=CODESIGN_TIMEOUT_S, check=False)
     except FileNotFoundError as exc:
         tmp.unlink(missing_ok=True)
         raise CodesignFailed("codesign not found: install the Xcode command line tools "

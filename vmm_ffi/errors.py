@@ -5,7 +5,7 @@
     ├── SetupFailed        a namespace/mount/cgroup step failed while building the sandbox
     ├── VmmError           a libkrun call returned a negative errno
     ├── LibraryNotFound    libkrun could not be loaded
-    ├── LaunchFailed       spawn_launcher: the launcher died or timed out before its LaunchResult
+    ├── LaunchFailed       spawn_launcher: the launcher died/timed out before answering
     └── BackendUnavailable the requested isolation backend cannot run on this host
 """
 

@@ -40,7 +40,7 @@ def run_vmm(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
         error = start_enter(krun, ctx)
         send(status_fd, {"error": str(error)})
         os.write(2, f"[iii-launcher] {error}\n".encode())
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - this process must end by _exit, always
         try:
             os.write(2, f"[iii-launcher] vmm process failed: {exc!r}\n".encode())
         finally:

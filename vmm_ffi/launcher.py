@@ -26,10 +26,19 @@ from vmm_ffi import namespace as ns
 from vmm_ffi import syscalls as sc
 from vmm_ffi.cgroups import CgroupPlan, apply_limits, remove_leaf
 from vmm_ffi.errors import InvalidParams, LauncherError, SetupFailed
-from vmm_ffi.params import (EXIT_INVALID_PARAMS, EXIT_SETUP_FAILED, PROTOCOL_VERSION,
-                            DirectoryRoot, ExitStatus, LaunchParams, LaunchResult,
-                            OverlayRoot, decode_params, encode)
-from vmm_ffi.sandbox_init import FORWARDED_SIGNALS, exit_code_of, run_init, send
+from vmm_ffi.params import (
+    EXIT_INVALID_PARAMS,
+    EXIT_SETUP_FAILED,
+    PROTOCOL_VERSION,
+    DirectoryRoot,
+    ExitStatus,
+    LaunchParams,
+    LaunchResult,
+    OverlayRoot,
+    decode_params,
+    encode,
+)
+from vmm_ffi.sandbox_init import FORWARDED_SIGNALS, exit_code_of, run_init
 from vmm_ffi.statefiles import write_atomic
 
 LOG_PREFIX = "[iii-launcher]"
@@ -217,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
-    sc.set_process_name(f"iii-launcher")
+    sc.set_process_name("iii-launcher")
     try:
         return Launcher(params).run()
     except LauncherError as exc:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import cffi
+import cffi  # type: ignore[import-untyped]
 
 from vmm_ffi.errors import LibraryNotFound, VmmError
 

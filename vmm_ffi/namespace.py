@@ -18,6 +18,7 @@ import os
 import resource
 import shutil
 import stat
+from typing import Literal
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import SetupFailed
@@ -99,7 +100,7 @@ def unshare_with_id_map(flags: int) -> None:
     os.setresuid(0, 0, 0)
 
 
-def mount_root(params: LaunchParams) -> str:
+def mount_root(params: LaunchParams) -> Literal["overlay", "directory"]:
     """Mount the sandbox root at ``params.merged`` (in our private mount ns); returns the mode."""
     try:
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
@@ -112,7 +113,7 @@ def mount_root(params: LaunchParams) -> str:
                 os.makedirs(d, exist_ok=True)
             opts = f"lowerdir={':'.join(root.lower)},upperdir={root.upper},workdir={root.work}"
             sc.mount("overlay", params.merged, "overlay", 0, opts)
-            mode = "overlay"
+            mode: Literal["overlay", "directory"] = "overlay"
         else:
             assert isinstance(root, DirectoryRoot)
             sc.mount(root.path, params.merged, None, sc.MS_BIND | sc.MS_REC)

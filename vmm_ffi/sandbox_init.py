@@ -128,7 +128,7 @@ def run_init(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
             exec_error = exec_error.split(":", 1)[1]
         send(status_fd, {"status": status, "exec_error": exec_error})
         code = exit_code_of(status)
-    except BaseException as exc:  # PID 1 must never die with a traceback mid-way silently
+    except BaseException as exc:  # noqa: BLE001 - PID 1 must end by _exit with a message
         try:
             os.write(2, f"[iii-launcher] sandbox init failed: {exc!r}\n".encode())
         finally:

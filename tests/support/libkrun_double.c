@@ -2,10 +2,11 @@
  * The one test double of TESTING.md: a stand-in for libkrun.so.1.
  *
  * Exports the krun_* functions vmm_ffi calls, records each call and its arguments as one JSON
- * line in the file named by $KRUN_DOUBLE_LOG (read at the first call), and in krun_start_enter
- * runs the configured program in the configured root (chroot; the launcher is root in its own
- * user namespace), in the configured workdir, with exactly the configured argv/envp and rlimits,
- * stdout/stderr appended to the console output file, and exits with its status as a VM would.
+ * line in the file named by $KRUN_DOUBLE_LOG (read at the first call, re-read when it changes),
+ * and in krun_start_enter runs the configured program in the configured root (chroot; the
+ * launcher is root in its own user namespace), in the configured workdir, with exactly the
+ * configured argv/envp and rlimits, stdout/stderr appended to the console output file, and
+ * exits with its status as a VM would.
  *
  * $KRUN_DOUBLE_FAIL="krun_set_root:-2" makes that call return that (negative) value.
  */
@@ -25,18 +26,26 @@
 #define MAX_ITEMS 256
 
 static FILE *call_log;
+static char *call_log_path;
 static char *root_path, *workdir_path, *exec_path, *console_path;
 static char *exec_argv[MAX_ITEMS + 2];
 static char *exec_envp[MAX_ITEMS + 1];
 static char *rlimits[MAX_ITEMS + 1];
 static pid_t child_pid;
 
+/* Opened at the first call; reopened if the variable changes (tests load us in-process). */
 static void open_log(void) {
-    if (call_log == NULL) {
-        const char *path = getenv("KRUN_DOUBLE_LOG");
-        if (path != NULL) {
-            call_log = fopen(path, "a");
-        }
+    const char *path = getenv("KRUN_DOUBLE_LOG");
+    if (call_log != NULL && path != NULL && call_log_path != NULL
+            && strcmp(path, call_log_path) == 0) {
+        return;
+    }
+    if (call_log != NULL) { fclose(call_log); call_log = NULL; }
+    free(call_log_path);
+    call_log_path = NULL;
+    if (path != NULL) {
+        call_log = fopen(path, "a");
+        call_log_path = strdup(path);
     }
 }
 

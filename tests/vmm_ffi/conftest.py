@@ -45,13 +45,13 @@ class Sandboxes:
         d = self.root / uuid.uuid4().hex[:8]
         for sub in ("upper", "work", "merged", "logs"):
             (d / sub).mkdir(parents=True)
-        fields: dict[str, Any] = dict(
-            name="w1", backend="namespace",
-            rootfs=OverlayRoot(lower=[str(self.lower)], upper=str(d / "upper"),
-                               work=str(d / "work")),
-            merged=str(d / "merged"), argv=argv, env=dict(SANDBOX_ENV), workdir="/workspace",
-            log_path=str(d / "logs/worker.log"), exit_path=str(d / "exit.json"),
-            hostname="w1-box")
+        fields: dict[str, Any] = {
+            "name": "w1", "backend": "namespace",
+            "rootfs": OverlayRoot(lower=[str(self.lower)], upper=str(d / "upper"),
+                                  work=str(d / "work")),
+            "merged": str(d / "merged"), "argv": argv, "env": dict(SANDBOX_ENV),
+            "workdir": "/workspace", "log_path": str(d / "logs/worker.log"),
+            "exit_path": str(d / "exit.json"), "hostname": "w1-box"}
         fields.update(overrides)
         return LaunchParams(**fields)
 

@@ -48,14 +48,14 @@ def test_writes_land_in_upper_and_lower_is_unchanged(sandboxes: Sandboxes,
 def test_host_filesystem_is_not_visible(sandboxes: Sandboxes, tmp_path: Path) -> None:
     secret = tmp_path / "host-secret"
     secret.write_text("do not read")
-    code, _, log = sandboxes.run(["sh", "-c", f"cat {secret}; echo > {secret}; echo rc=$?"])
+    _, _, log = sandboxes.run(["sh", "-c", f"cat {secret}; echo > {secret}; echo rc=$?"])
     assert "do not read" not in log
     assert secret.read_text() == "do not read"
 
 
 def test_tmp_is_tmpfs_and_dev_is_minimal(sandboxes: Sandboxes) -> None:
-    params = sandboxes.params(["sh", "-c", "echo t > /tmp/t; ls /dev; echo hi > /dev/null; "
-                               "head -c 4 /dev/urandom | wc -c; grep ' /tmp ' /proc/mounts"])
+    params = sandboxes.params(["sh", "-c", ("echo t > /tmp/t; ls /dev; echo hi > /dev/null; "
+                               "head -c 4 /dev/urandom | wc -c; grep ' /tmp ' /proc/mounts")])
     result = sandboxes.spawn(params)
     assert sandboxes.wait(result, params)[0] == 0
     log = Path(params.log_path).read_text()
@@ -109,8 +109,8 @@ def test_missing_command_is_127_with_a_message(sandboxes: Sandboxes) -> None:
 
 
 def test_sigterm_is_forwarded_to_the_workload(sandboxes: Sandboxes) -> None:
-    params = sandboxes.params(["sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; "
-                               "while :; do sleep 0.05; done"])
+    params = sandboxes.params(["sh", "-c", ("trap 'echo got-term; exit 7' TERM; echo ready; "
+                               "while :; do sleep 0.05; done")])
     result = sandboxes.spawn(params)
     wait_until(lambda: "ready" in Path(params.log_path).read_text(), 10, "workload ready")
     os.kill(result.pid, signal.SIGTERM)
@@ -144,8 +144,8 @@ def _processes_in_ns(ns: str) -> list[int]:
 
 
 def test_worker_ignoring_sigterm_needs_sigkill(sandboxes: Sandboxes) -> None:
-    params = sandboxes.params(["sh", "-c", "trap 'echo ignored-term' TERM; echo ready; "
-                               "while :; do sleep 0.05; done"])
+    params = sandboxes.params(["sh", "-c", ("trap 'echo ignored-term' TERM; echo ready; "
+                               "while :; do sleep 0.05; done")])
     result = sandboxes.spawn(params)
     wait_until(lambda: "ready" in Path(params.log_path).read_text(), 10, "workload ready")
     os.kill(result.pid, signal.SIGTERM)
