@@ -44,8 +44,14 @@ from daemon.config_entries import (
 from daemon.config_text import edit_workers
 from daemon.errors import AlreadyExists, NotFound
 
-__all__ = ["ConfigChange", "ConfigError", "ConfigStore", "WorkerEntry", "WorkerKind",
-           "WATCH_INTERVAL_S"]
+__all__ = [
+    "WATCH_INTERVAL_S",
+    "ConfigChange",
+    "ConfigError",
+    "ConfigStore",
+    "WorkerEntry",
+    "WorkerKind",
+]
 
 log = logging.getLogger(__name__)
 

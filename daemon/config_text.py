@@ -177,7 +177,7 @@ def _splice_replace(lines: list[str], layout: _Layout, index: int, edit: Mapping
         body.append(line[cut:] if line.strip() else line)
     mapping = new_yaml().load("".join(body))
     if not isinstance(mapping, CommentedMap):
-        raise ValueError("entry is not a mapping")
+        raise TypeError("entry is not a mapping")
     edit(mapping)
     rendered = _as_item(_dump(mapping, indent), layout.dash_col)
     _ensure_newline(rendered)
@@ -235,6 +235,7 @@ def edit_workers(text: str, parsed: ParsedConfig, file: str, expected: list[Work
             result = render()
             if parse_config(result, file).entries == expected:
                 return result
-        except (ConfigError, YAMLError, ValueError, KeyError, IndexError, AttributeError):
+        except (ConfigError, YAMLError, ValueError, TypeError, KeyError, IndexError,
+                AttributeError):
             continue
     raise Internal(f"{file}: could not write the workers list without changing other content")

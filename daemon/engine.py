@@ -30,9 +30,17 @@ import msgspec
 
 from daemon.errors import InvalidArgument
 
-__all__ = ["DEFAULT_ENGINE_URL", "ENGINE_CONNECT_TIMEOUT_S", "ENGINE_POLL_INTERVAL_S",
-           "ENGINE_LIST_TIMEOUT_S", "EngineWatcher", "EngineWorker", "engine_address",
-           "engine_url_from_env", "list_engine_workers"]
+__all__ = [
+    "DEFAULT_ENGINE_URL",
+    "ENGINE_CONNECT_TIMEOUT_S",
+    "ENGINE_LIST_TIMEOUT_S",
+    "ENGINE_POLL_INTERVAL_S",
+    "EngineWatcher",
+    "EngineWorker",
+    "engine_address",
+    "engine_url_from_env",
+    "list_engine_workers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +89,7 @@ def engine_address(url: str) -> tuple[str, int]:
 async def _tcp_reachable(host: str, port: int, timeout: float) -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     try:
@@ -174,7 +182,7 @@ async def list_engine_workers(url: str, *, timeout: float = ENGINE_LIST_TIMEOUT_
     answer within ``timeout``, an error answer, or an answer of the wrong shape; logged)."""
     try:
         return await asyncio.wait_for(_ask_workers(url), timeout)
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError,
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError,
             msgspec.ValidationError) as exc:
         log.debug("engine::workers::list on %s failed: %s: %s", url, type(exc).__name__, exc)
         return None
@@ -184,27 +192,27 @@ async def _ask_workers(url: str) -> list[EngineWorker] | None:
     invocation_id = str(uuid.uuid4())
     request = {"type": "invokefunction", "invocation_id": invocation_id,
                "function_id": "engine::workers::list", "data": {}}
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(url, autoping=True, heartbeat=None,
-                                      max_msg_size=64 * 1024 * 1024) as ws:
-            registered = False
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                                    aiohttp.WSMsgType.ERROR):
-                        break
-                    continue
-                data = json.loads(msg.data)
-                if not isinstance(data, dict):
-                    continue
-                kind = data.get("type")
-                if kind == "workerregistered" and not registered:
-                    registered = True
-                    await ws.send_str(json.dumps(request))
-                elif kind == "invocationresult" and data.get("invocation_id") == invocation_id:
-                    if data.get("error"):
-                        log.warning("engine::workers::list on %s answered an error: %s",
-                                    url, data["error"])
-                        return None
-                    return msgspec.convert(data.get("result"), _ListResult).workers
+    async with aiohttp.ClientSession() as session, \
+            session.ws_connect(url, autoping=True, heartbeat=None,
+                               max_msg_size=64 * 1024 * 1024) as ws:
+        registered = False
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                                aiohttp.WSMsgType.ERROR):
+                    break
+                continue
+            data = json.loads(msg.data)
+            if not isinstance(data, dict):
+                continue
+            kind = data.get("type")
+            if kind == "workerregistered" and not registered:
+                registered = True
+                await ws.send_str(json.dumps(request))
+            elif kind == "invocationresult" and data.get("invocation_id") == invocation_id:
+                if data.get("error"):
+                    log.warning("engine::workers::list on %s answered an error: %s",
+                                url, data["error"])
+                    return None
+                return msgspec.convert(data.get("result"), _ListResult).workers
     return None  # closed before answering

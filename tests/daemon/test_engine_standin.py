@@ -22,10 +22,10 @@ import pytest
 
 from daemon.engine import EngineWorker, list_engine_workers
 from tests.support.engine import (
+    EngineFactory,
     EngineProcess,
     InvocationFailed,
     StandInEngine,
-    engine_factory,  # noqa: F401  (fixture)
     invoke,
 )
 from tests.support.wait import async_wait_until
@@ -51,6 +51,12 @@ WORKER = textwrap.dedent("""\
 """)
 
 WorkerFactory = Callable[..., subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def engines(tmp_path: Path) -> Iterator[EngineFactory]:
+    with EngineFactory(tmp_path) as factory:
+        yield factory
 
 
 @pytest.fixture
@@ -88,8 +94,8 @@ async def listed(url: str, names: set[str]) -> bool:
 
 
 async def test_real_sdk_worker_registers_answers_and_disappears(
-        engine_factory: Callable[..., EngineProcess], sdk_worker: WorkerFactory) -> None:
-    engine = engine_factory()
+        engines: EngineFactory, sdk_worker: WorkerFactory) -> None:
+    engine = engines()
     proc = sdk_worker(engine.url, "echo-worker")
     await async_wait_until(lambda: listed(engine.url, {"echo-worker"}), 30, "echo-worker listed")
     assert await list_engine_workers(engine.url) == [EngineWorker(name="echo-worker", status="connected")]
@@ -110,8 +116,8 @@ async def test_real_sdk_worker_registers_answers_and_disappears(
 
 
 async def test_default_name_and_worker_to_worker_calls(
-        engine_factory: Callable[..., EngineProcess], sdk_worker: WorkerFactory) -> None:
-    engine = engine_factory()
+        engines: EngineFactory, sdk_worker: WorkerFactory) -> None:
+    engine = engines()
     echo = sdk_worker(engine.url, None)
     sdk_worker(engine.url, "relay", function="t::relay")
     default_name = f"{socket.gethostname()}:{echo.pid}"
@@ -121,8 +127,8 @@ async def test_default_name_and_worker_to_worker_calls(
 
 
 async def test_sdk_reconnects_after_engine_restart_on_same_port(
-        engine_factory: Callable[..., EngineProcess], sdk_worker: WorkerFactory) -> None:
-    engine = engine_factory()
+        engines: EngineFactory, sdk_worker: WorkerFactory) -> None:
+    engine = engines()
     port = engine.port
     survivor = sdk_worker(engine.url, "survivor")
     await async_wait_until(lambda: listed(engine.url, {"survivor"}), 30, "listed")

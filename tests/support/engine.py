@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import pytest
@@ -96,9 +96,7 @@ class StandInEngine:
         # reuse_address: a restarted engine binds the same port at once (TIME_WAIT).
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         """Close every connection (as an engine going away would), then the listener."""
@@ -108,7 +106,7 @@ class StandInEngine:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> StandInEngine:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -336,20 +334,36 @@ def _readline_with_deadline(proc: subprocess.Popen[str], timeout: float) -> str:
     return result[0].strip() if result else ""
 
 
-@pytest.fixture
-def engine_factory(tmp_path: Path) -> Iterator[Any]:
-    """Factory fixture: ``engine_factory(port=None) -> EngineProcess`` (started); every engine it
-    made is stopped and reaped at teardown. Import it into a test module (or a conftest) to use."""
-    made: list[EngineProcess] = []
+class EngineFactory:
+    """Starts :class:`EngineProcess` es and stops and reaps all of them on close.
 
-    def make(port: int | None = None) -> EngineProcess:
-        engine = EngineProcess(port, log_path=tmp_path / f"engine-{len(made)}.log")
-        made.append(engine)
+    ``factory(port=None) -> EngineProcess`` (started; logs in ``log_dir/engine-N.log``)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.made: list[EngineProcess] = []
+
+    def __call__(self, port: int | None = None) -> EngineProcess:
+        engine = EngineProcess(port, log_path=self.log_dir / f"engine-{len(self.made)}.log")
+        self.made.append(engine)
         return engine.start()
 
-    yield make
-    for engine in made:
-        engine.stop()
+    def close(self) -> None:
+        for engine in self.made:
+            engine.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@pytest.fixture
+def engine_factory(tmp_path: Path) -> Iterator[EngineFactory]:
+    """Factory fixture over :class:`EngineFactory`; a conftest can re-export it."""
+    with EngineFactory(tmp_path) as factory:
+        yield factory
 
 
 async def _serve(host: str, port: int) -> None:
