@@ -3,7 +3,8 @@
 :class:`RegistryServer` writes a config (filesystem storage in a temp dir, delete enabled,
 ``127.0.0.1:<free port>``, optionally ``auth.htpasswd`` with a bcrypt entry made by
 ``htpasswd -Bbn``), runs ``docker-registry serve``, waits for ``GET /v2/``, and on stop kills and
-reaps it. Its log is kept in the temp dir and shown when startup fails.
+reaps it. Its log (with the access log, so tests can count blob downloads) is kept in the temp dir and
+shown when startup fails.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class RegistryServer:
         path = self.dir / "registry.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def requests(self, method: str, path_part: str) -> int:
+        """How many ``method`` requests whose path contains ``path_part`` the access log holds."""
+        return sum(1 for line in self.log.splitlines()
+                   if f'"{method} /v2/' in line and path_part in line)
+
     def _config(self) -> str:
         auth = ""
         if self.username is not None:
@@ -66,7 +72,7 @@ class RegistryServer:
                     f"    path: {self.dir / 'htpasswd'}\n")
         return (
             "version: 0.1\n"
-            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            "log:\n  level: warn\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n"
             "  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n"
