@@ -117,7 +117,7 @@ def _read_daemon_yaml(path: Path) -> dict[str, Any]:
 
 def _locate(path: Path, data: Any, message: str) -> str:
     """Turn msgspec's ``... - at `$.key`` into ``file:line:col: key: ...``."""
-    key = None
+    key, use_value_pos = None, True
     if " - at `$." in message:
         message, _, where = message.partition(" - at `$.")
         key = where.rstrip("`").split(".")[0].split("[")[0]
@@ -125,12 +125,14 @@ def _locate(path: Path, data: Any, message: str) -> str:
         key = message.split("`")[1]
         known = ", ".join(f for f in _DaemonYaml.__struct_fields__)
         message = f"unknown setting (known: {known})"
+        use_value_pos = False
     pos = ""
     lc = getattr(data, "lc", None)
     if key is not None and lc is not None:
-        with_pos = lc.data.get(key)
-        if with_pos:
-            pos = f":{with_pos[0] + 1}:{with_pos[1] + 1}"
+        where = lc.data.get(key)  # [key line, key col, value line, value col]
+        if where:
+            line, col = (where[2], where[3]) if use_value_pos else (where[0], where[1])
+            pos = f":{line + 1}:{col + 1}"
     label = f" {key}:" if key else ""
     return f"{path}{pos}:{label} {message}"
 

@@ -1,0 +1,50 @@
+"""Snapshot of the wire protocol's JSON Schema: any change to client/protocol.py shows in review.
+
+After an intended change, regenerate with ``III_UPDATE_SNAPSHOTS=1 pytest tests/client``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import msgspec
+
+from client import protocol
+
+SNAPSHOT = Path(__file__).with_name("protocol_schema.json")
+
+
+def current_schema() -> dict:
+    types = []
+    for method in sorted(protocol.METHODS):
+        params, result = protocol.METHODS[method]
+        types += [params, result]
+    types += [protocol.ProgressNotification, protocol.LogNotification,
+              protocol.EventNotification]
+    unique = list(dict.fromkeys(types))
+    schemas, components = msgspec.json.schema_components(unique)
+    return {
+        "protocol_version": protocol.PROTOCOL_VERSION,
+        "max_line_bytes": protocol.MAX_LINE_BYTES,
+        "error_codes": {code.name: int(code) for code in protocol.ErrorCode},
+        "methods": {m: {"params": p.__name__, "result": r.__name__}
+                    for m, (p, r) in sorted(protocol.METHODS.items())},
+        "components": components,
+    }
+
+
+def test_protocol_schema_matches_the_snapshot() -> None:
+    schema = json.loads(json.dumps(current_schema(), sort_keys=True))
+    if os.environ.get("III_UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOT.write_text(json.dumps(schema, indent=1, sort_keys=True) + "\n")
+    assert SNAPSHOT.exists(), "no snapshot: run with III_UPDATE_SNAPSHOTS=1 once"
+    assert schema == json.loads(SNAPSHOT.read_text()), (
+        "the wire protocol changed; review it, then run with III_UPDATE_SNAPSHOTS=1")
+
+
+def test_params_forbid_unknown_fields_and_results_tolerate_them() -> None:
+    for params, result in protocol.METHODS.values():
+        assert params.__struct_config__.forbid_unknown_fields, params.__name__
+        assert not result.__struct_config__.forbid_unknown_fields, result.__name__
