@@ -6,6 +6,7 @@
     ├── VmmError           a libkrun call returned a negative errno
     ├── LibraryNotFound    libkrun could not be loaded
     ├── LaunchFailed       spawn_launcher: the launcher died/timed out before answering
+    │   └── AlreadyRunning another launcher already runs this sandbox (state dir locked)
     └── BackendUnavailable the requested isolation backend cannot run on this host
 """
 
@@ -78,3 +79,7 @@ class BackendUnavailable(LauncherError):
     def __init__(self, reason: str, hint: str | None = None) -> None:
         super().__init__(reason if hint is None else f"{reason} ({hint})")
         self.reason, self.hint = reason, hint
+
+
+class AlreadyRunning(LaunchFailed):
+    """Raised when another launcher already runs this sandbox (its state dir lock is held)."""

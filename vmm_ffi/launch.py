@@ -18,8 +18,15 @@ from pathlib import Path
 
 import msgspec
 
-from vmm_ffi.errors import LaunchFailed
-from vmm_ffi.params import ExitStatus, LaunchParams, LaunchResult, decode_result, encode
+from vmm_ffi.errors import AlreadyRunning, LaunchFailed
+from vmm_ffi.params import (
+    EXIT_ALREADY_RUNNING,
+    ExitStatus,
+    LaunchParams,
+    LaunchResult,
+    decode_result,
+    encode,
+)
 from vmm_ffi.statefiles import write_atomic
 
 LAUNCH_TIMEOUT_S = 30.0
@@ -76,8 +83,12 @@ def spawn_launcher(params: LaunchParams, state_dir: str | os.PathLike[str], *,
     if not line:
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
+        tail = tail_lines(params.log_path)
+        if code == EXIT_ALREADY_RUNNING:
+            raise AlreadyRunning(tail[-1].removeprefix("error: ") if tail else
+                                 f"sandbox {params.name} is already running", code, tail)
         raise LaunchFailed(f"launcher for {params.name} exited with code {code} before "
-                           "answering", code, tail_lines(params.log_path))
+                           "answering", code, tail)
     try:
         return decode_result(line)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:

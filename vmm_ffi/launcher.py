@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -25,8 +26,9 @@ import msgspec
 from vmm_ffi import namespace as ns
 from vmm_ffi import syscalls as sc
 from vmm_ffi.cgroups import CgroupPlan, apply_limits, remove_leaf
-from vmm_ffi.errors import InvalidParams, LauncherError, SetupFailed
+from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.params import (
+    EXIT_ALREADY_RUNNING,
     EXIT_INVALID_PARAMS,
     EXIT_SETUP_FAILED,
     PROTOCOL_VERSION,
@@ -42,6 +44,7 @@ from vmm_ffi.sandbox_init import FORWARDED_SIGNALS, exit_code_of, run_init
 from vmm_ffi.statefiles import write_atomic
 
 LOG_PREFIX = "[iii-launcher]"
+LOCK_NAME = "launcher.lock"
 
 
 def load_params(argv: list[str]) -> LaunchParams:
@@ -61,6 +64,26 @@ def load_params(argv: list[str]) -> LaunchParams:
         raise InvalidParams(f"invalid launch params in {source}: {exc}") from exc
     check_params(params)
     return params
+
+
+def lock_state_dir(params: LaunchParams) -> int:
+    """Hold ``<state dir>/launcher.lock`` for the sandbox's life: one launcher per sandbox.
+
+    The lock is an flock on an fd the sandbox child inherits (and the workload does not: it is
+    close-on-exec), so it is released exactly when the last launcher-side process is gone.
+    """
+    path = os.path.join(os.path.dirname(params.exit_path), LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(f"sandbox {params.name} is already running (launcher pid "
+                             f"{holder} holds {path})", EXIT_ALREADY_RUNNING) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def check_params(params: LaunchParams) -> None:
@@ -227,6 +250,15 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(null, 0)
         os.close(null)
     sc.set_process_name("iii-launcher")
+    try:
+        lock_state_dir(params)
+    except AlreadyRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+    try:  # an exit.json from an earlier run must not be mistaken for this one's
+        os.unlink(params.exit_path)
+    except FileNotFoundError:
+        pass
     try:
         return Launcher(params).run()
     except LauncherError as exc:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import stat
 from typing import Literal
 
@@ -31,6 +30,7 @@ NAMESPACE_FLAGS = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE
 # confined to namespaces it owns. An unprivileged host user maps only itself, as root.
 ROOT_ID_RANGE = 65536
 NOFILE_LIMIT = 65536
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
@@ -231,8 +231,11 @@ def resolve_program(argv0: str, env: dict[str, str]) -> str:
     """The path execve will run for ``argv0``, searched in the sandbox's own PATH."""
     if "/" in argv0:
         return argv0
-    found = shutil.which(argv0, path=env.get("PATH", "/usr/local/bin:/usr/bin:/bin"))
-    return found or argv0
+    for directory in env.get("PATH", DEFAULT_PATH).split(":"):
+        candidate = os.path.join(directory or ".", argv0)
+        if is_executable_file(candidate):
+            return candidate
+    return argv0
 
 
 def is_executable_file(path: str) -> bool:

@@ -6,7 +6,9 @@ writes ``ExitStatus`` atomically to ``exit_path`` when the sandbox ends.
 
 Exit code convention (``ExitStatus.exit_code`` and the launcher's own exit code): a normal exit
 gives the workload's code; a workload killed by signal N gives 128+N (``signal`` = N).
-The launcher itself uses 2 for invalid params and 125 when the sandbox could not be set up;
+The launcher itself uses 2 for invalid params, 75 when another launcher already runs this
+sandbox (its state directory is locked; nothing is touched), 125 when the sandbox could not be
+set up;
 127/126 mean the command was not found / not executable inside the sandbox.
 """
 
@@ -22,6 +24,7 @@ Backend = Literal["libkrun", "namespace"]
 
 # Exit codes of the launcher that are not the workload's own.
 EXIT_INVALID_PARAMS = 2
+EXIT_ALREADY_RUNNING = 75  # sysexits EX_TEMPFAIL: another launcher holds the state dir
 EXIT_SETUP_FAILED = 125
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127

@@ -7,7 +7,6 @@ target, so a failing setup step reads "mount overlay on /x: [Errno 1] Operation 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -40,7 +39,9 @@ _libc: ctypes.CDLL | None = None
 def _lib() -> ctypes.CDLL:
     global _libc  # one CDLL handle per process; loading it is not free
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # dlopen(NULL): libc's symbols are already in the process. find_library would run
+        # ldconfig/gcc in a subprocess, which costs more than the whole sandbox setup.
+        _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.vmm_ffi.conftest import Sandboxes
-from vmm_ffi.errors import LaunchFailed
+from vmm_ffi.errors import AlreadyRunning, LaunchFailed
 from vmm_ffi.launch import is_launcher, read_exit, spawn_launcher, tail_lines
 from vmm_ffi.params import decode_params
 
@@ -71,3 +71,21 @@ def test_tail_lines(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(50)))
     assert tail_lines(str(log), 3) == ["line 47", "line 48", "line 49"]
     assert tail_lines(str(tmp_path / "missing")) == []
+
+
+def test_second_start_of_the_same_sandbox_is_refused(sandboxes: Sandboxes) -> None:
+    params = sandboxes.params(["sleep", "1000"])
+    first = sandboxes.spawn(params)
+    with pytest.raises(AlreadyRunning) as info:
+        sandboxes.spawn(params)
+    assert info.value.exit_code == 75
+    assert str(info.value).startswith(
+        f"sandbox w1 is already running (launcher pid {first.pid} holds")
+    assert read_exit(params.exit_path) is None  # the running sandbox's state is untouched
+    assert os.waitpid(first.pid, os.WNOHANG) == (0, 0)
+    os.kill(first.pid, signal.SIGTERM)
+    sandboxes.wait(first, params)
+    again = sandboxes.spawn(params)  # the lock died with the first launcher
+    assert read_exit(params.exit_path) is None  # the old exit.json was cleared
+    os.kill(again.pid, signal.SIGTERM)
+    assert sandboxes.wait(again, params)[1].signal == signal.SIGTERM
