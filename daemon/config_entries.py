@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from daemon.errors import InvalidState
+from daemon.errors import InvalidArgument, InvalidState
 
 
 class ConfigError(InvalidState):
@@ -85,6 +85,18 @@ class WorkerEntry(msgspec.Struct, frozen=True, kw_only=True):
         if self.config is not None:
             out["config"] = self.config
         return out
+
+
+def check_entry(entry: WorkerEntry) -> None:
+    """Refuse an entry the parser would reject once written; raises InvalidArgument."""
+    name = entry.name
+    if not name.strip() or "/" in name or name.startswith(".") or "\n" in name:
+        raise InvalidArgument(f"worker name {name!r} is invalid: use letters, digits, '.', '_', '-'")
+    for key, value in (("worker_path", entry.worker_path), ("image", entry.image)):
+        if value is not None and not value.strip():
+            raise InvalidArgument(f"worker '{name}': {key} must not be empty")
+    if entry.worker_path is not None and entry.image is not None:
+        raise InvalidArgument(f"worker '{name}' cannot have both worker_path and image")
 
 
 class ParsedConfig(msgspec.Struct, frozen=True):

@@ -39,10 +39,11 @@ from daemon.config_entries import (
     ConfigError,
     WorkerEntry,
     WorkerKind,
+    check_entry,
     parse_config,
 )
 from daemon.config_text import edit_workers
-from daemon.errors import AlreadyExists, NotFound
+from daemon.errors import AlreadyExists, InvalidArgument, NotFound
 
 __all__ = [
     "WATCH_INTERVAL_S",
@@ -124,13 +125,24 @@ class ConfigStore:
         real = self._real_path()
         before = _signature(real)
         try:
-            with open(real, encoding="utf-8") as fh:
-                text = fh.read()
+            text = self._read_text(real)
         except FileNotFoundError:
             return "", [], None
+        return text, parse_config(text, str(self.path)).entries, before
+
+    def _read_text(self, real: str) -> str:
+        """The file's text, line endings untouched; FileNotFoundError passes, other failures
+        become ConfigError."""
+        try:
+            with open(real, encoding="utf-8", newline="") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise
         except UnicodeDecodeError as exc:
             raise ConfigError(str(self.path), None, None, f"not UTF-8 text ({exc.reason})") from exc
-        return text, parse_config(text, str(self.path)).entries, before
+        except OSError as exc:
+            raise ConfigError(str(self.path), None, None,
+                              f"cannot be read: {exc.strerror or exc}") from exc
 
     def load(self) -> list[WorkerEntry]:
         """Read the file now (missing = no workers) and make it the store's belief."""
@@ -179,7 +191,7 @@ class ConfigStore:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(real)}.",
                                    suffix=".tmp")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
                 fh.write(text)
                 fh.flush()
                 os.fchmod(fh.fileno(), mode)
@@ -199,8 +211,7 @@ class ConfigStore:
         with self._cross_process_lock():
             real = self._real_path()
             try:
-                with open(real, encoding="utf-8") as fh:
-                    text = fh.read()
+                text = self._read_text(real)
             except FileNotFoundError:
                 text = ""
             parsed = parse_config(text, str(self.path))  # a broken file is never overwritten
@@ -230,6 +241,10 @@ class ConfigStore:
         ``reset_config`` (then ``entry.config`` replaces it).
         """
 
+        check_entry(entry)
+        if reset_config and not force:
+            raise InvalidArgument("--reset-config only works together with --force")
+
         def plan(entries: list[WorkerEntry]) -> _Plan:
             index = next((i for i, e in enumerate(entries) if e.name == entry.name), None)
             if index is None:
@@ -242,11 +257,17 @@ class ConfigStore:
                                   image=entry.image, config=config)
 
             def edit(mapping: CommentedMap) -> None:
+                # The source key keeps its place (right after `name` when it changes kind).
+                keys = list(mapping.keys())
+                pos = next((keys.index(k) for k in ("worker_path", "image") if k in mapping),
+                           min(1, len(keys)))
                 for key, value in (("worker_path", entry.worker_path), ("image", entry.image)):
                     if value is None:
                         mapping.pop(key, None)
+                    elif key in mapping:
+                        mapping[key] = value  # in place: its comment survives
                     else:
-                        mapping[key] = value
+                        mapping.insert(pos, key, value)
                 if reset_config:
                     mapping.pop("config", None)
                 if "config" not in mapping and config is not None:

@@ -28,7 +28,9 @@ from daemon.errors import Internal
 #: Applied to an entry's round-trip mapping (force re-add): set or delete keys in place.
 MappingEdit = Callable[[CommentedMap], None]
 
-_KEY_LINE = re.compile(r"^(\s*[\"']?workers[\"']?\s*:)(\s*(?:\[\s*\])?)(\s*(?:#.*)?)$")
+# `workers:` + spaces + optional `[]` + spaces + optional comment.
+_KEY_LINE = re.compile(
+    r"^(\s*[\"']?workers[\"']?\s*:)([ \t]*)(\[[ \t]*\])?([ \t]*)(#.*)?[ \t\r]*$")
 _EMPTY_VALUE_KEY = re.compile(r"^(\s*)[^\s#\-][^:#]*:\s*(#.*)?$")
 
 
@@ -43,6 +45,7 @@ class _Item:
 class _Layout:
     key_line: int | None  # line of `workers:` (None when absent)
     dash_col: int
+    item_col: int  # column where an entry's keys start (dash_col + 2 in most files)
     items: list[_Item]
     insert_at: int  # where a new entry goes
 
@@ -58,17 +61,17 @@ def _is_comment(line: str) -> bool:
 def _layout(lines: list[str], parsed: ParsedConfig) -> _Layout | None:
     doc = parsed.document
     if doc is None or "workers" not in doc:
-        return _Layout(None, 2, [], len(lines))
+        return _Layout(None, 2, 4, [], len(lines))
     key_line, key_col = doc.lc.key("workers")
     seq = doc["workers"]
     if seq is None or (isinstance(seq, CommentedSeq) and len(seq) == 0):
         if not _KEY_LINE.match(lines[key_line].rstrip("\n")):
             return None
-        return _Layout(key_line, key_col + 2, [], key_line + 1)
+        return _Layout(key_line, key_col + 2, key_col + 4, [], key_line + 1)
     if seq.fa.flow_style():
         return None
     dashes: list[int] = []
-    dash_col = -1
+    dash_col = item_col = -1
     for index in range(len(seq)):
         line_no, col = seq.lc.item(index)
         line = lines[line_no]
@@ -76,9 +79,9 @@ def _layout(lines: list[str], parsed: ParsedConfig) -> _Layout | None:
         if not head.endswith("-") or head[:-1].strip():
             return None  # `-` alone on its line, or something before it
         col_of_dash = len(head) - 1
-        if dash_col not in (-1, col_of_dash):
+        if dash_col not in (-1, col_of_dash) or item_col not in (-1, col):
             return None
-        dash_col = col_of_dash
+        dash_col, item_col = col_of_dash, col
         dashes.append(line_no)
     end = dashes[-1] + 1
     for j in range(dashes[-1] + 1, len(lines)):
@@ -99,7 +102,7 @@ def _layout(lines: list[str], parsed: ParsedConfig) -> _Layout | None:
     fixed = [_Item(it.lead_start, it.dash_line, items[i + 1].lead_start)
              for i, it in enumerate(items[:-1])]
     fixed.append(items[-1])
-    return _Layout(key_line, dash_col, fixed, end)
+    return _Layout(key_line, dash_col, item_col, fixed, end)
 
 
 def guess_mapping_indent(lines: list[str]) -> int:
@@ -125,9 +128,9 @@ def _dump(value: Any, map_indent: int) -> list[str]:
     return out.getvalue().splitlines(keepends=True)
 
 
-def _as_item(body: list[str], dash_col: int) -> list[str]:
-    pad = " " * (dash_col + 2)
-    out = [" " * dash_col + "- " + body[0]]
+def _as_item(body: list[str], layout: _Layout) -> list[str]:
+    pad = " " * layout.item_col
+    out = [" " * layout.dash_col + "-".ljust(layout.item_col - layout.dash_col) + body[0]]
     out.extend(pad + line if line.strip() else line for line in body[1:])
     return out
 
@@ -140,13 +143,15 @@ def _ensure_newline(lines: list[str]) -> None:
 def _splice_add(lines: list[str], layout: _Layout, entry: WorkerEntry, indent: int) -> list[str]:
     new = list(lines)
     _ensure_newline(new)
-    item = _as_item(_dump(entry.to_yaml(), indent), layout.dash_col)
+    item = _as_item(_dump(entry.to_yaml(), indent), layout)
     if layout.key_line is None:
         return new + ["workers:\n"] + item
     if not layout.items:  # `workers:` / `workers: []` → block list
         match = _KEY_LINE.match(new[layout.key_line].rstrip("\n"))
-        assert match is not None
-        new[layout.key_line] = match.group(1) + match.group(3) + "\n"
+        if match is None:
+            raise ValueError("unexpected `workers:` line")
+        key, lead, _, gap, comment = match.groups()
+        new[layout.key_line] = key + ((gap or lead) + comment if comment else "") + "\n"
     return new[:layout.insert_at] + item + new[layout.insert_at:]
 
 
@@ -157,7 +162,9 @@ def _splice_remove(lines: list[str], layout: _Layout, index: int) -> list[str]:
         match = _KEY_LINE.match(new[layout.key_line].rstrip("\n"))
         if match is None:
             raise ValueError("unexpected `workers:` line")
-        new[layout.key_line] = match.group(1) + " []" + match.group(3) + "\n"
+        key, lead, _, gap, comment = match.groups()
+        spacing = gap or lead or " "
+        new[layout.key_line] = key + " []" + (spacing + comment if comment else "") + "\n"
     return new
 
 
@@ -168,7 +175,7 @@ def _splice_replace(lines: list[str], layout: _Layout, index: int, edit: Mapping
     while end > item.dash_line + 1 and not lines[end - 1].strip():
         end -= 1
     segment = lines[item.dash_line:end]
-    cut = layout.dash_col + 2
+    cut = layout.item_col
     first = segment[0]
     body = [first[cut:]]
     for line in segment[1:]:
@@ -179,7 +186,7 @@ def _splice_replace(lines: list[str], layout: _Layout, index: int, edit: Mapping
     if not isinstance(mapping, CommentedMap):
         raise TypeError("entry is not a mapping")
     edit(mapping)
-    rendered = _as_item(_dump(mapping, indent), layout.dash_col)
+    rendered = _as_item(_dump(mapping, indent), layout)
     _ensure_newline(rendered)
     return lines[:item.dash_line] + rendered + lines[end:]
 
@@ -208,6 +215,9 @@ def edit_workers(text: str, parsed: ParsedConfig, file: str, expected: list[Work
                  replace: tuple[int, MappingEdit] | None = None) -> str:
     """Return config.yaml text with one edit applied inside ``workers:``; checked to parse back to
     ``expected``. Raises :class:`~daemon.errors.Internal` if no rendering gives ``expected``."""
+    crlf = "\r\n" in text
+    if crlf:  # edit as LF, give the file its CRLF back at the end
+        text = text.replace("\r\n", "\n")
     lines = text.splitlines(keepends=True)
     indent = guess_mapping_indent(lines)
     candidates: list[Callable[[], str]] = []
@@ -234,7 +244,7 @@ def edit_workers(text: str, parsed: ParsedConfig, file: str, expected: list[Work
         try:
             result = render()
             if parse_config(result, file).entries == expected:
-                return result
+                return result.replace("\n", "\r\n") if crlf else result
         except (ConfigError, YAMLError, ValueError, TypeError, KeyError, IndexError,
                 AttributeError):
             continue

@@ -13,7 +13,7 @@ import pytest
 
 from daemon.config_entries import ConfigError, WorkerEntry, WorkerKind, parse_config
 from daemon.config_store import ConfigChange, ConfigStore
-from daemon.errors import AlreadyExists, InvalidState, NotFound
+from daemon.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound
 from tests.support.wait import async_wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,6 +182,11 @@ async def test_force_keeps_config_and_reset_drops_it(tmp_path: Path) -> None:
                                   config={"api_key": "${API_KEY}", "retries": 3})
     text = (tmp_path / "config.yaml").read_text()
     assert "# from the env" in text and "ghcr.io/org/beta" not in text
+    assert "  - name: beta\n    worker_path: /src/beta\n    config:\n" in text
+
+    await store.add(WorkerEntry(name="alpha", worker_path="/src/alpha2"), force=True)
+    assert "    worker_path: /src/alpha2  # local project\n" in \
+        (tmp_path / "config.yaml").read_text()
     assert store.load()[1] == written
 
     written = await store.add(WorkerEntry(name="beta", image="ghcr.io/org/beta:2"), force=True,
@@ -325,3 +330,58 @@ def test_concurrent_processes_keep_file_valid(tmp_path: Path) -> None:
     assert outside_workers(text) == outside_workers(SAMPLE)
     assert "# a container worker" in text
     assert not list(tmp_path.glob(".config.yaml.*.tmp"))
+
+
+LAYOUTS = [
+    ("crlf line endings", "a: 1\r\nworkers:\r\n  - name: x\r\n    image: i\r\nb: 2\r\n"),
+    ("dashes at column 0", "workers:\n# c0\n- name: x\n  image: i\n- name: y\nz: 1\n"),
+    ("indent 4", "engine:\n    port: 1\nworkers:\n    -   name: x\n        image: i\n"),
+    ("document markers", "---\nworkers:  # mine\n  - name: x\n...\n"),
+    ("empty list with comment", "workers:   # none yet\n# next\nother: 1\n"),
+    ("empty flow list", "workers: []  # none yet\nother: 1\n"),
+    ("no workers key", "# engine only\nport: 1\n"),
+    ("quoted key and values", "'workers':\n  - name: \"x\"\n    image: 'i:1'\n"),
+]
+
+
+@pytest.mark.parametrize("text", [t for _, t in LAYOUTS], ids=[i for i, _ in LAYOUTS])
+async def test_add_then_remove_restores_the_file(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(text.encode())
+    store = ConfigStore(path, tmp_path)
+    before = [e.name for e in store.load()]
+    await store.add(WorkerEntry(name="new", worker_path="/n", config={"a": {"b": [1, "x"]}}))
+    added = path.read_bytes().decode()
+    assert [e.name for e in parse_config(added, "c").entries] == before + ["new"]
+    assert ("\r\n" in text) == ("\r\n" in added) and ("\r\n" not in text or "\n" not in
+                                                     added.replace("\r\n", ""))
+    await store.remove("new")
+    after = path.read_bytes().decode()
+    if before:
+        assert after == text
+    else:  # the list stays, empty, as `workers: []` (keeping a comment on that line)
+        assert after.replace("workers: []", "workers:").replace("workers:\n", "") == \
+            text.replace("workers: []", "workers:").replace("workers:\n", "")
+
+
+async def test_entries_that_could_not_be_read_back_are_refused(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    before = (tmp_path / "config.yaml").read_text()
+    for bad in (WorkerEntry(name="a/b"), WorkerEntry(name=".hidden"), WorkerEntry(name=" "),
+                WorkerEntry(name="x", worker_path="/p", image="i"),
+                WorkerEntry(name="x", image="")):
+        with pytest.raises(InvalidArgument):
+            await store.add(bad)
+    with pytest.raises(InvalidArgument, match="--reset-config only works together with --force"):
+        await store.add(WorkerEntry(name="alpha", worker_path="/x"), reset_config=True)
+    assert (tmp_path / "config.yaml").read_text() == before
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").mkdir()
+    with pytest.raises(ConfigError, match="config.yaml: cannot be read"):
+        ConfigStore(tmp_path / "config.yaml", tmp_path).load()
+    (tmp_path / "config.yaml").rmdir()
+    (tmp_path / "config.yaml").write_bytes(b"workers:\n  - name: \xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        ConfigStore(tmp_path / "config.yaml", tmp_path).load()
