@@ -125,26 +125,40 @@ def mount_root(params: LaunchParams) -> Literal["overlay", "directory"]:
     return mode
 
 
-def inside(root: str, path: str) -> str:
-    """Host path of in-sandbox ``path`` under ``root`` (refusing `..` escapes)."""
+def mountpoint(root: str, path: str, *, directory: bool = True,
+               replace_link: bool = False) -> str:
+    """Host path of in-sandbox ``path``, created component by component, never via a symlink.
+
+    Mounts are set up before pivot_root, while "/" is still the host's: a symlink planted in
+    the image (``/etc -> /``) would otherwise point a mount or a created file at the host.
+    Intermediate symlinks are refused; a symlink at the mount point itself is replaced by a
+    real directory when ``replace_link`` (our own /proc, /dev, /tmp), refused otherwise.
+    """
     parts = [p for p in path.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise SetupFailed("path", f"{path!r} must not contain '..'")
-    return os.path.join(root, *parts)
+    if ".." in parts or not parts:
+        raise SetupFailed("path", f"{path!r} must be absolute, without '..', and not /")
+    current = root
+    for i, part in enumerate(parts):
+        current = os.path.join(current, part)
+        last = i == len(parts) - 1
+        if os.path.islink(current):
+            if not (last and replace_link):
+                raise SetupFailed(f"mount point {path}", f"{'/' + '/'.join(parts[:i + 1])} is "
+                                  "a symlink in the image; refusing to follow it")
+            os.unlink(current)
+        if not os.path.lexists(current):
+            if last and not directory:
+                os.close(os.open(current, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, 0o644))
+            else:
+                os.mkdir(current, 0o755)
+    return current
 
 
 def apply_bind(root: str, bind: BindMount) -> None:
     """Bind ``bind.source`` at ``bind.target`` inside ``root`` (read-only unless asked)."""
-    target = inside(root, bind.target)
     try:
-        if os.path.islink(target):
-            raise OSError(40, f"{bind.target} is a symlink in the image; refusing to follow")
-        if os.path.isdir(bind.source):
-            os.makedirs(target, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if not os.path.exists(target):
-                open(target, "a").close()
+        target = mountpoint(root, bind.target, directory=os.path.isdir(bind.source))
         sc.mount(bind.source, target, None, sc.MS_BIND | sc.MS_REC)
         if bind.readonly:
             sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
@@ -153,8 +167,7 @@ def apply_bind(root: str, bind: BindMount) -> None:
 
 
 def _mount_dev(root: str) -> None:
-    dev = inside(root, "/dev")
-    os.makedirs(dev, exist_ok=True)
+    dev = mountpoint(root, "/dev", replace_link=True)
     sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=755,size=65536k")
     for node in DEV_NODES:
         host = f"/dev/{node}"
@@ -191,16 +204,12 @@ def enter_sandbox_root(params: LaunchParams) -> None:
     try:
         sc.unshare(sc.CLONE_NEWNS)
         step = "mount /proc"
-        proc = inside(root, "/proc")
-        os.makedirs(proc, exist_ok=True)
+        proc = mountpoint(root, "/proc", replace_link=True)
         sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
         step = "mount /dev"
         _mount_dev(root)
         step = "mount /tmp"
-        tmp = inside(root, "/tmp")
-        if os.path.islink(tmp):
-            os.unlink(tmp)
-        os.makedirs(tmp, exist_ok=True)
+        tmp = mountpoint(root, "/tmp", replace_link=True)
         sc.mount("tmpfs", tmp, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
         step = "set hostname"
         sc.sethostname(params.hostname)

@@ -226,3 +226,30 @@ def test_mounts_do_not_leak_to_the_host(sandboxes: Sandboxes) -> None:
         assert params.merged not in f.read()
     os.kill(result.pid, signal.SIGTERM)
     sandboxes.wait(result, params)
+
+
+def test_planted_symlinks_cannot_aim_mounts_at_the_host(sandboxes: Sandboxes,
+                                                        busybox_lower: Path,
+                                                        tmp_path: Path) -> None:
+    import shutil
+    evil = tmp_path / "evil-image"
+    shutil.copytree(busybox_lower, evil, symlinks=True)
+    host_dir = tmp_path / "host-side"
+    host_dir.mkdir()
+    shutil.rmtree(evil / "tmp")
+    (evil / "tmp").symlink_to(host_dir)  # absolute: resolves on the host before pivot_root
+    (evil / "opt").symlink_to(host_dir)
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 192.0.2.1\n")
+    params = sandboxes.params(["sh", "-c", "grep ' /tmp ' /proc/mounts"],
+                              rootfs=DirectoryRoot(path=str(evil)))
+    result = sandboxes.spawn(params)
+    assert sandboxes.wait(result, params)[0] == 0  # /tmp replaced by a real dir, tmpfs on it
+    assert "tmpfs" in Path(params.log_path).read_text()
+    bad = sandboxes.params(["true"], rootfs=DirectoryRoot(path=str(evil)),
+                           binds=[BindMount(source=str(resolv), target="/opt/resolv.conf")])
+    from vmm_ffi.errors import LaunchFailed
+    with pytest.raises(LaunchFailed) as info:
+        sandboxes.spawn(bad)
+    assert "/opt is a symlink in the image; refusing to follow it" in str(info.value)
+    assert list(host_dir.iterdir()) == []  # nothing created or mounted on the host side
