@@ -36,6 +36,9 @@ AUTOSTART_POLL_S = 0.05
 _RECV_CHUNK = 256 * 1024
 
 NotificationHandler = Callable[[str, Any], None]
+# Daemons this process started: they outlive it by design and are never waited for; holding
+# the Popen objects keeps them from being reported as leaked child processes.
+_DETACHED_DAEMONS: list[Any] = []
 
 
 class _Envelope(msgspec.Struct):
@@ -158,9 +161,12 @@ class RpcClient:
         deadline = time.monotonic() + AUTOSTART_DEADLINE_S
         while True:
             try:
-                return _connect(self.socket_path)
+                sock = _connect(self.socket_path)
             except (FileNotFoundError, ConnectionRefusedError):
                 pass
+            else:
+                _DETACHED_DAEMONS.append(proc)
+                return sock
             status = proc.poll()
             if status is not None:
                 try:  # it may have lost a start-up race to another daemon that now serves

@@ -1,0 +1,217 @@
+"""The ``iii`` / ``iii-worker`` commands as a user runs them: real processes, real socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client.commands import resolve_target
+from tests.support.daemon import ThreadedDaemon
+from tests.support.scripted_service import ScriptedService
+from tests.support.wait import wait_until
+
+BIN = Path(sys.executable).parent
+TIMEOUT = 30
+
+
+def iii(*args: str, env: dict[str, str], cwd: Path | None = None,
+        program: str = "iii") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / program), *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=TIMEOUT)
+
+
+@pytest.fixture
+def daemon(iii_home: Path) -> Iterator[ThreadedDaemon]:
+    with ThreadedDaemon(iii_home, lambda: ScriptedService(worker_count=2)) as d:
+        yield d
+
+
+def test_worker_list_plain_table_when_not_a_tty(daemon: ThreadedDaemon) -> None:
+    iii("worker", "add", "iii-http", env=daemon.env())
+    out = iii("worker", "list", env=daemon.env())
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "TYPE", "STATUS", "PID", "ISOLATION", "ENGINE"]
+    assert lines[1].split() == ["w0", "Local", "stopped", "-", "-", "-"]
+    assert lines[3].split()[:2] == ["iii-http", "Config"]
+    assert "\x1b[" not in out.stdout  # no colour codes into pipes
+
+
+@pytest.mark.parametrize("argv, method", [
+    (("worker", "list", "--json"), "worker.list"),
+    (("worker", "inspect", "w1", "--json"), "worker.inspect"),
+    (("image", "list", "--json"), "image.list"),
+    (("daemon", "status", "--json"), "daemon.info"),
+], ids=["list", "inspect", "image-list", "status"])
+def test_json_prints_the_protocol_result_verbatim(daemon: ThreadedDaemon, argv: tuple[str, ...],
+                                                  method: str) -> None:
+    from client.rpc_client import RpcClient
+
+    out = iii(*argv, env=daemon.env())
+    assert out.returncode == 0, out.stderr
+    params = {"name": "w1"} if method == "worker.inspect" else None
+    with RpcClient(daemon.socket_path, autostart=False) as client:
+        expected = client.call_raw(method, params)
+    if method == "daemon.info":  # the engine probe may differ between calls; shape is the same
+        assert json.loads(out.stdout).keys() == json.loads(expected).keys()
+    else:
+        assert out.stdout.encode() == expected + b"\n"
+
+
+def test_add_resolves_relative_targets_and_prints_progress_lines(
+        daemon: ThreadedDaemon, tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    out = iii("worker", "add", "./proj", env=daemon.env(), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "pull: layers (1/3 layers)" in out.stdout and "pull: layers (3/3 layers)" in out.stdout
+    assert "added worker 'proj' (local)" in out.stdout
+    assert "warning: resouces: did you mean resources?" in out.stderr
+    inspect = json.loads(iii("worker", "inspect", "proj", "--json", env=daemon.env()).stdout)
+    assert inspect["source"] == str(project)
+
+
+def test_resolve_target() -> None:
+    home = os.path.expanduser("~")
+    assert resolve_target("~/p") == os.path.join(home, "p")
+    assert resolve_target("./a/../b") == os.path.join(os.getcwd(), "b")
+    assert resolve_target("/abs/x") == "/abs/x"
+    assert resolve_target("ghcr.io/org/img:tag") == "ghcr.io/org/img:tag"
+    assert resolve_target("iii-http") == "iii-http"
+
+
+def test_errors_are_one_line_with_hint_and_exit_1(daemon: ThreadedDaemon) -> None:
+    out = iii("worker", "start", "nosuch", env=daemon.env())
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == ["error: worker 'nosuch' not found"]
+    out = iii("worker", "add", "/x/fails", env=daemon.env())
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == ["error: install script failed with exit code 3",
+                                       "  | npm ERR! one", "  | npm ERR! two"]
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ("worker", "add", ".", "--reset-config"),
+    ("worker", "frobnicate"),
+    ("worker", "stop"),
+    ("worker", "logs", "w0", "--tail", "-3"),
+], ids=["reset-without-force", "unknown-command", "missing-name", "negative-tail"])
+def test_usage_errors_exit_2(daemon: ThreadedDaemon, argv: tuple[str, ...]) -> None:
+    out = iii(*argv, env=daemon.env())
+    assert out.returncode == 2, (out.stdout, out.stderr)
+
+
+def test_iii_worker_start_stop_accept_upstream_flags_and_are_idempotent(
+        daemon: ThreadedDaemon) -> None:
+    flags = ["--port", "49134", "--address", "127.0.0.1", "--no-wait", "--config", "/c.yaml",
+             "-y"]
+    for _ in range(2):  # the second start of a running worker is a success too
+        out = iii("start", *flags, "--", "w0", env=daemon.env(), program="iii-worker")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines()[-1].startswith("worker 'w0': running (pid ")
+    for _ in range(2):
+        out = iii("stop", *flags, "--", "w0", env=daemon.env(), program="iii-worker")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "worker 'w0': stopped"
+
+
+def test_starting_a_config_worker_is_a_clear_error(daemon: ThreadedDaemon) -> None:
+    iii("worker", "add", "iii-http", env=daemon.env())
+    out = iii("worker", "start", "iii-http", env=daemon.env())
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: worker 'iii-http' is a config worker")
+
+
+def test_logs_follow_prints_until_ctrl_c(daemon: ThreadedDaemon) -> None:
+    proc = subprocess.Popen([str(BIN / "iii"), "worker", "logs", "w0", "-n", "2", "-f"],
+                            env=daemon.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        seen = [proc.stdout.readline().strip() for _ in range(4)]
+        assert seen == ["line 4", "line 5", "new 1", "new 2"]
+        assert proc.poll() is None  # still following
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(TIMEOUT) == 130
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+
+
+def test_remove_image_pull_and_list(daemon: ThreadedDaemon) -> None:
+    out = iii("worker", "remove", "w1", env=daemon.env())
+    assert out.returncode == 0 and out.stdout.strip() == "removed worker 'w1' (freed 3.0 MiB)"
+    out = iii("image", "pull", "busybox", env=daemon.env())
+    assert out.returncode == 0, out.stderr
+    assert "pull: blob (5/10 bytes)" in out.stdout and "sha256:abab" in out.stdout
+    out = iii("image", "list", env=daemon.env())
+    assert out.stdout.splitlines()[0].split() == ["REF", "DIGEST", "SIZE"]
+
+
+# ---- against a real daemon process ---------------------------------------------------------
+
+def real_env(home: Path, autostart: bool) -> dict[str, str]:
+    env = {**os.environ, "III_HOME": str(home), "III_URL": "ws://127.0.0.1:9"}
+    env.pop("III_SOCKET", None)
+    if autostart:
+        env.pop("III_NO_AUTOSTART", None)
+    else:
+        env["III_NO_AUTOSTART"] = "1"
+    return env
+
+
+def test_daemon_status_does_not_autostart(iii_home: Path) -> None:
+    out = iii("daemon", "status", env=real_env(iii_home, autostart=True))
+    assert out.returncode == 1 and out.stdout.startswith("daemon: not running")
+    assert not (iii_home / "iii.sock").exists()
+
+
+def test_no_autostart_gives_error_and_hint(iii_home: Path) -> None:
+    out = iii("worker", "list", "--json", env=real_env(iii_home, autostart=False))
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.splitlines() == [
+        f"error: no iii daemon is running on {iii_home / 'iii.sock'}",
+        "hint: start one with `iii daemon run` (autostart is off: III_NO_AUTOSTART=1)"]
+
+
+def test_autostart_status_and_stop_of_a_real_daemon(iii_home: Path) -> None:
+    env = real_env(iii_home, autostart=True)
+    out = iii("worker", "list", "--json", env=env)  # starts the daemon, whatever list answers
+    assert out.returncode in (0, 1) and "Traceback" not in out.stderr
+    status = iii("daemon", "status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    info = json.loads(status.stdout)
+    assert info["protocol"] == 1 and info["socket"] == str(iii_home / "iii.sock")
+    human = iii("daemon", "status", env=env)
+    assert human.stdout.startswith(f"daemon       running (pid {info['pid']}")
+    stop = iii("daemon", "stop", env=env)
+    assert stop.returncode == 0 and stop.stdout.strip() == "daemon stopped"
+    assert not (iii_home / "iii.sock").exists()
+    again = iii("daemon", "stop", env=env)
+    assert again.returncode == 0 and again.stdout.strip() == "the daemon is not running"
+
+
+def test_daemon_run_in_the_foreground_stops_on_sigterm(iii_home: Path) -> None:
+    env = real_env(iii_home, autostart=False)
+    proc = subprocess.Popen([str(BIN / "iii"), "daemon", "run"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: (iii_home / "iii.sock").exists() or proc.poll() is not None,
+                   TIMEOUT, "the daemon socket")
+        assert iii("daemon", "status", env=env).returncode == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+        assert not (iii_home / "iii.sock").exists()
+    finally:
+        proc.kill()
+        proc.communicate()
