@@ -16,9 +16,9 @@ from vmm_ffi.params import EXIT_SETUP_FAILED, LaunchParams
 from vmm_ffi.sandbox_init import guard_parent_death, send
 
 
-def run_vmm(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
+def run_vmm(params: LaunchParams, root: str, status_fd: int, alive_r: int, go_r: int,
             log_fd: int) -> None:
-    """Body of the VMM process. Never returns."""
+    """Body of the VMM process (``root``: the directory the VM boots from). Never returns."""
     try:
         guard_parent_death(alive_r)
         if os.read(go_r, 1) != b"1":
@@ -30,7 +30,7 @@ def run_vmm(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
         os.dup2(log_fd, 2)
         try:
             krun = Libkrun.load()
-            ctx = configure(krun, root=params.merged, workdir=params.workdir, argv=params.argv,
+            ctx = configure(krun, root=root, workdir=params.workdir, argv=params.argv,
                             env=params.env, cpus=params.cpus, memory_mib=params.memory_mib,
                             console=params.log_path)
         except LauncherError as exc:

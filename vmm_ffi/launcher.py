@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from typing import Literal
 
 import msgspec
 
@@ -91,8 +92,12 @@ def check_params(params: LaunchParams) -> None:
     def need_dir(path: str, field: str) -> None:
         if not os.path.isdir(path):
             raise InvalidParams(f"invalid launch params: {field} {path!r} is not a directory")
-    if not sys.platform.startswith("linux") and params.backend == "namespace":
-        raise InvalidParams("invalid launch params: backend 'namespace' needs Linux")
+    if not sys.platform.startswith("linux"):
+        if params.backend == "namespace":
+            raise InvalidParams("invalid launch params: backend 'namespace' needs Linux")
+        if not isinstance(params.rootfs, DirectoryRoot):
+            raise InvalidParams("invalid launch params: rootfs 'overlay' needs Linux; use a "
+                                "'directory' root (a clonefile copy) on macOS")
     if isinstance(params.rootfs, OverlayRoot):
         for i, lower in enumerate(params.rootfs.lower):
             need_dir(lower, f"rootfs.lower[{i}]")
@@ -153,11 +158,8 @@ class Launcher:
         if self.cgroup.path is None and self.cgroup.note != "enforced":
             self.log(f"resource limits (cpus={p.cpus}, memory={p.memory_mib} MiB) "
                      f"{self.cgroup.note}")
-        flags = ns.NAMESPACE_FLAGS if p.backend == "namespace" \
-            else sc.CLONE_NEWUSER | sc.CLONE_NEWNS
         try:
-            ns.unshare_with_id_map(flags)
-            root_mode = ns.mount_root(p)
+            root_mode, vm_root = self._build_root()
         except SetupFailed as exc:
             return self.fail_setup(str(exc))
         status_r, status_w = os.pipe()
@@ -171,7 +173,7 @@ class Launcher:
             if p.backend == "namespace":
                 run_init(p, status_w, alive_r, go_r, self.log_fd)
             from vmm_ffi.krun_vmm import run_vmm
-            run_vmm(p, status_w, alive_r, go_r, self.log_fd)
+            run_vmm(p, vm_root, status_w, alive_r, go_r, self.log_fd)
         self.child = child
         for fd in (status_w, alive_r, go_r):
             os.close(fd)
@@ -195,7 +197,21 @@ class Launcher:
         status = self._exit_status(wait_status, last)
         self.record_exit(status)
         remove_leaf(self.cgroup)
+        how = f"killed by signal {status.signal}, " if status.signal else ""
+        self.log(f"sandbox {p.name} ended: {how}exit code {status.exit_code}"
+                 + (f" ({status.error})" if status.error else ""))
         return status.exit_code
+
+    def _build_root(self) -> tuple[Literal["overlay", "directory"], str]:
+        """Namespaces + the root at ``merged``; returns (root mode, root path for libkrun)."""
+        p = self.params
+        if sys.platform == "darwin":  # no namespaces: libkrun gets the (cloned) directory
+            assert isinstance(p.rootfs, DirectoryRoot)
+            return "directory", p.rootfs.path
+        flags = ns.NAMESPACE_FLAGS if p.backend == "namespace" \
+            else sc.CLONE_NEWUSER | sc.CLONE_NEWNS
+        ns.unshare_with_id_map(flags)
+        return ns.mount_root(p), p.merged
 
     def _answer(self, result: LaunchResult) -> None:
         try:

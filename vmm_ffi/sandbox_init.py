@@ -39,11 +39,22 @@ def guard_parent_death(alive_r: int) -> None:
     ``alive_r`` is the read end of a pipe only the launcher still writes to: readable (EOF)
     means the launcher is gone already.
     """
-    sc.set_parent_death_signal(signal.SIGKILL)
-    import select
-    readable, _, _ = select.select([alive_r], [], [], 0)
-    if readable:
-        os._exit(EXIT_SETUP_FAILED)
+    if sys.platform.startswith("linux"):
+        sc.set_parent_death_signal(signal.SIGKILL)
+        import select
+        readable, _, _ = select.select([alive_r], [], [], 0)
+        if readable:
+            os._exit(EXIT_SETUP_FAILED)
+        return
+    # No PDEATHSIG elsewhere (macOS): a thread waits for EOF on the pipe and kills us. cffi
+    # releases the GIL inside krun_start_enter, so the thread runs while the VM does.
+    import threading
+
+    def watch() -> None:
+        while os.read(alive_r, 1):
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, name="parent-death", daemon=True).start()
 
 
 def exec_workload(params: LaunchParams, log_fd: int, exec_err_w: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -93,5 +94,7 @@ def set_parent_death_signal(sig: int) -> None:
 
 
 def set_process_name(name: str) -> None:
-    """prctl(PR_SET_NAME): the ``comm`` shown by ps (best effort, 15 bytes)."""
+    """prctl(PR_SET_NAME): the ``comm`` shown by ps (best effort, 15 bytes; Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
     _lib().prctl(ctypes.c_int(PR_SET_NAME), name.encode()[:15], 0, 0, 0)

@@ -107,5 +107,10 @@ def sandboxes(tmp_path: Path, busybox_lower: Path) -> Iterator[Sandboxes]:
         factory.close()
 
 
+def workload_lines(log: str) -> list[str]:
+    """The log's lines written by the workload (the launcher's own start with a prefix)."""
+    return [line for line in log.splitlines() if not line.startswith("[iii-launcher]")]
+
+
 def replace(params: LaunchParams, **changes: Any) -> LaunchParams:
     return msgspec.structs.replace(params, **changes)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.wait import wait_until
-from tests.vmm_ffi.conftest import SANDBOX_ENV, Sandboxes
+from tests.vmm_ffi.conftest import SANDBOX_ENV, Sandboxes, workload_lines
 from vmm_ffi.params import BindMount, DirectoryRoot
 
 
@@ -19,15 +19,15 @@ def test_workload_is_pid1s_child_and_sees_no_host_process(sandboxes: Sandboxes) 
         ["sh", "-c", "echo pid=$$ ppid=$PPID; echo procs=$(ls /proc | grep -E '^[0-9]+$')"])
     assert (code, status.exit_code) == (0, 0)
     assert "pid=2 ppid=1" in log
-    procs = [int(p) for p in log.split("procs=")[1].split()]
+    line = next(x for x in workload_lines(log) if x.startswith("procs="))
+    procs = [int(p) for p in line.removeprefix("procs=").split()]
     # only the init, the shell and its own children: nothing of the host's hundreds of pids
     assert max(procs) < 10 and len(procs) <= 6, procs
-    assert str(os.getpid()) not in log.split("procs=")[1].split()
 
 
 def test_hostname_is_set(sandboxes: Sandboxes) -> None:
     _, _, log = sandboxes.run(["hostname"], hostname="my-worker")
-    assert log.splitlines()[-1] == "my-worker"
+    assert workload_lines(log) == ["my-worker"]
 
 
 def test_writes_land_in_upper_and_lower_is_unchanged(sandboxes: Sandboxes,
@@ -60,7 +60,7 @@ def test_tmp_is_tmpfs_and_dev_is_minimal(sandboxes: Sandboxes) -> None:
     assert sandboxes.wait(result, params)[0] == 0
     log = Path(params.log_path).read_text()
     assert not (Path(params.rootfs.upper) / "tmp/t").exists()  # type: ignore[union-attr]
-    assert "tmpfs" in log.splitlines()[-1]
+    assert "tmpfs" in workload_lines(log)[-1]
     for node in ("null", "zero", "urandom", "random", "full"):
         assert node in log.split()
     assert "kvm" not in log.split() and "loop0" not in log.split()
@@ -79,7 +79,7 @@ def test_env_is_exactly_the_params_env(sandboxes: Sandboxes,
 
 def test_workdir_is_created_and_used(sandboxes: Sandboxes) -> None:
     _, _, log = sandboxes.run(["pwd"], workdir="/srv/app")
-    assert log.splitlines()[-1] == "/srv/app"
+    assert workload_lines(log) == ["/srv/app"]
 
 
 @pytest.mark.parametrize(("script", "code", "sig"), [
@@ -88,9 +88,11 @@ def test_workdir_is_created_and_used(sandboxes: Sandboxes) -> None:
 ], ids=["zero", "three", "255", "killed-by-usr1"])
 def test_exit_codes_propagate(sandboxes: Sandboxes, script: str, code: int,
                               sig: int | None) -> None:
-    launcher_code, status, _ = sandboxes.run(["sh", "-c", script])
+    launcher_code, status, log = sandboxes.run(["sh", "-c", script])
     assert launcher_code == code
     assert (status.exit_code, status.signal, status.error) == (code, sig, None)
+    how = f"killed by signal {sig}, " if sig else ""
+    assert log.splitlines()[-1] == f"[iii-launcher] sandbox w1 ended: {how}exit code {code}"
 
 
 def test_worker_that_exits_immediately(sandboxes: Sandboxes) -> None:
@@ -253,3 +255,22 @@ def test_planted_symlinks_cannot_aim_mounts_at_the_host(sandboxes: Sandboxes,
         sandboxes.spawn(bad)
     assert "/opt is a symlink in the image; refusing to follow it" in str(info.value)
     assert list(host_dir.iterdir()) == []  # nothing created or mounted on the host side
+
+
+def test_init_reaps_orphans(sandboxes: Sandboxes) -> None:
+    # The orphan's parent subshell exits at once, so the orphan is re-parented to our PID 1;
+    # when it exits, only PID 1's reaping makes its /proc entry go away.
+    script = ("(sh -c 'read x < /dev/zero; exit 0' & echo $! > /tmp/orphan); "
+              "pid=$(cat /tmp/orphan); kill $pid; i=0; "
+              "while [ -e /proc/$pid ] && [ $i -lt 200 ]; do i=$((i+1)); sleep 0.02; done; "
+              "[ -e /proc/$pid ] && echo zombie-left || echo reaped")
+    code, _, log = sandboxes.run(["sh", "-c", script])
+    assert code == 0 and workload_lines(log) == ["reaped"]
+
+
+def test_nofile_is_raised(sandboxes: Sandboxes) -> None:
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+    _, _, log = sandboxes.run(["sh", "-c", "ulimit -n"])
+    assert workload_lines(log) == [str(want)]
