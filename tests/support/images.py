@@ -55,6 +55,7 @@ class Blob:
     path: Path | None = None
     digest: str = ""
     size: int = 0
+    diff_id: str = ""  # layers: sha256 of the uncompressed tar (what configs list)
 
     def __post_init__(self) -> None:
         if not self.digest:
@@ -114,14 +115,15 @@ def tar_bytes(entries: list[TarEntry]) -> bytes:
 def layer_blob(entries: list[TarEntry], compression: str = "gzip", *, docker: bool = False) -> Blob:
     """Build a layer blob: ``compression`` is gzip, zstd or none."""
     raw = tar_bytes(entries)
+    diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
     if compression == "gzip":
         return Blob(DOCKER_LAYER_GZIP if docker else OCI_LAYER_GZIP,
-                    gzip.compress(raw, compresslevel=6, mtime=0))
+                    gzip.compress(raw, compresslevel=6, mtime=0), diff_id=diff_id)
     if compression == "zstd":
         import zstandard
 
-        return Blob(OCI_LAYER_ZSTD, zstandard.ZstdCompressor().compress(raw))
-    return Blob(OCI_LAYER_TAR, raw)
+        return Blob(OCI_LAYER_ZSTD, zstandard.ZstdCompressor().compress(raw), diff_id=diff_id)
+    return Blob(OCI_LAYER_TAR, raw, diff_id=diff_id)
 
 
 def config_blob(*, arch: str = "amd64", env: list[str] | None = None,
@@ -261,7 +263,7 @@ def push_manifest(access: RegistryAccess, repo: str, reference: str, manifest: d
 def push_image(access: RegistryAccess, repo: str, tag: str | None, layers: list[Blob],
                config: Blob | None = None, *, docker: bool = False) -> str:
     """Push layers + config + manifest; return the manifest digest. ``tag=None`` pushes by digest."""
-    config = config or config_blob(docker=docker)
+    config = config or config_blob(docker=docker, diff_ids=[b.diff_id for b in layers])
     for blob in [*layers, config]:
         push_blob(access, repo, blob)
     media_type = DOCKER_MANIFEST if docker else OCI_MANIFEST
@@ -339,8 +341,9 @@ def build_python_image() -> BuiltImage:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "config.json").exists():
             _build_python_into(target, mirror)
-    layer = Blob(OCI_LAYER_GZIP, path=target / "layer.tar.gz",
-                 **json.loads((target / "layer.json").read_text()))
+    meta = json.loads((target / "layer.json").read_text())
+    layer = Blob(OCI_LAYER_GZIP, path=target / "layer.tar.gz", digest=meta["digest"],
+                 size=meta["size"])
     return BuiltImage(layer, Blob(OCI_CONFIG, (target / "config.json").read_bytes()))
 
 
