@@ -327,7 +327,11 @@ class ConfigStore:
     async def watch(self, on_change: Callable[[ConfigChange], Awaitable[None]], *,
                     interval: float = WATCH_INTERVAL_S) -> None:
         """Poll every ``interval`` s (mtime, size, inode) forever; await ``on_change`` for each
-        hand edit or broken version. Run it in the daemon's TaskGroup; cancel to stop."""
+        hand edit or broken version. Run it in the daemon's TaskGroup; cancel to stop.
+
+        Call :meth:`load` first: changes are relative to the belief, which starts empty (so
+        without a load every existing entry would be reported as added). Deleting the file
+        removes every entry."""
         while True:
             change = await self.poll()
             if change is not None:

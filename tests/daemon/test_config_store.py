@@ -385,3 +385,14 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_bytes(b"workers:\n  - name: \xff\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         ConfigStore(tmp_path / "config.yaml", tmp_path).load()
+
+
+async def test_poll_without_file_and_after_deletion(tmp_path: Path) -> None:
+    store = store_at(tmp_path, None)
+    assert store.load() == [] and await store.poll() is None
+    await store.add(WorkerEntry(name="w", image="i"))
+    assert await store.poll() is None
+    (tmp_path / "config.yaml").unlink()
+    change = await store.poll()
+    assert change is not None and [e.name for e in change.removed] == ["w"]
+    assert store.snapshot() == [] and await store.poll() is None

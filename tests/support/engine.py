@@ -36,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -296,7 +297,8 @@ class EngineProcess:
         line = _readline_with_deadline(self.proc, START_TIMEOUT_S)
         if not line.startswith(READY_PREFIX):
             self.stop()
-            raise RuntimeError(f"stand-in engine did not start on port {self.port}: {line!r}")
+            raise RuntimeError(f"stand-in engine did not start on port {self.port}: {line!r}"
+                               f" (log: {self.log_path})")
         return self
 
     def stop(self) -> None:
@@ -325,8 +327,6 @@ def _readline_with_deadline(proc: subprocess.Popen[str], timeout: float) -> str:
 
     def read() -> None:
         result.append(proc.stdout.readline() if proc.stdout else "")
-
-    import threading
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
