@@ -75,11 +75,12 @@ def _print_human(spec: WorkerSpec, out: TextIO) -> None:
     out.write("scripts:\n")
     for script in ("setup", "install", "start"):
         command = getattr(spec.scripts, script)
-        shown = command.replace("\n", "\n" + " " * 11) if command else "(none)"
+        # Multi-line scripts (YAML block scalars) stay aligned under their first line.
+        shown = command.rstrip("\n").replace("\n", "\n" + " " * 11) if command else "(none)"
         out.write(f"  {script + ':':<9}{shown}\n")
     out.write("env:" + ("\n" if spec.env else " (none)\n"))
-    for key, value in spec.env.items():
-        out.write(f"  {key}={value}\n")
+    out.writelines(f"  {key}={value}\n" for key, value in spec.env.items())
     out.write("config:" + ("\n" if spec.config else " (none)\n"))
-    for key, value in spec.config.items():
-        out.write(f"  {key}: {msgspec.json.encode(value).decode()}\n")
+    out.writelines(
+        f"  {key}: {msgspec.json.encode(value).decode()}\n" for key, value in spec.config.items()
+    )

@@ -156,11 +156,13 @@ def _fail(mapping: Any, key: Any, message: str) -> NoReturn:
 
 def _key_position(mapping: Any, key: Any) -> Position | None:
     lc = getattr(mapping, "lc", None)
+    if lc is None:
+        return None
     try:
-        line, column = lc.key(key) if lc is not None else (None, None)
+        line, column = lc.key(key)
     except (KeyError, TypeError, AttributeError):
         return None
-    return (line + 1, column + 1) if line is not None else None
+    return (int(line) + 1, int(column) + 1) if line is not None and column is not None else None
 
 
 def _unknown_key_warning(mapping: Any, key: Any, prefix: str, known: tuple[str, ...]) -> str:

@@ -70,17 +70,39 @@ def test_seed_typescript_manifest_resolves_fully(make_project: ProjectFactory) -
     assert msgspec.json.decode(msgspec.json.encode(spec), type=WorkerSpec) == spec
 
 
+SEED_PYTHON = """\
+name: my-worker
+runtime:
+  kind: python
+  entry: worker.py
+scripts:
+  install: "pip install -r requirements.txt"
+  start: "python worker.py"
+"""
+SEED_RUST = """\
+name: my-worker
+runtime:
+  kind: rust
+scripts:
+  install: "cargo build --release"
+  start: "./target/release/my-worker"
+"""
+SEED_CUSTOM_IMAGE = """\
+name: my-worker
+runtime:
+  kind: bun
+  base_image: oven/bun:1
+  entry: src/index.ts
+"""
+
+
 @pytest.mark.parametrize(
     ("manifest", "files", "kind", "start"),
     [
-        ("name: my-worker\nruntime:\n  kind: python\n  entry: worker.py\nscripts:\n"
-         "  install: \"pip install -r requirements.txt\"\n  start: \"python worker.py\"\n",
-         {"worker.py": "", "requirements.txt": ""}, "python", "python worker.py"),
-        ("name: my-worker\nruntime:\n  kind: rust\nscripts:\n  install: \"cargo build --release\"\n"
-         "  start: \"./target/release/my-worker\"\n",
-         {"Cargo.toml": '[package]\nname = "my-worker"\n'}, "rust", "./target/release/my-worker"),
-        ("name: my-worker\nruntime:\n  kind: bun\n  base_image: oven/bun:1\n  entry: src/index.ts\n",
-         {"src/index.ts": ""}, "bun", "bun run src/index.ts"),
+        (SEED_PYTHON, {"worker.py": "", "requirements.txt": ""}, "python", "python worker.py"),
+        (SEED_RUST, {"Cargo.toml": '[package]\nname = "my-worker"\n'}, "rust",
+         "./target/release/my-worker"),
+        (SEED_CUSTOM_IMAGE, {"src/index.ts": ""}, "bun", "bun run src/index.ts"),
     ],
     ids=["python-tab", "rust-tab", "custom-base-image"],
 )
@@ -129,8 +151,8 @@ def test_manifest_shaped_like_upstream_python_template(make_project: ProjectFact
                                    start="python src/main.py")
     assert spec.warnings == [
         LANGUAGE_DEPRECATED,
-        "runtime.package_manager 'pip' is ignored for kind python (it applies to typescript and "
-        "javascript only)",
+        ("runtime.package_manager 'pip' is ignored for kind python (it applies to typescript and "
+         "javascript only)"),
     ]
 
 
