@@ -113,7 +113,8 @@ async def prepare(layout: SandboxLayout, boot: BootSpec, provisioner: Provisione
     stats = None
     if boot.project is not None:
         _note(progress, "preparing", f"syncing {boot.project} into {WORKSPACE}")
-        stats = await asyncio.to_thread(sync_project, Path(boot.project), layout.workspace)
+        stats = await asyncio.to_thread(sync_project, Path(boot.project), layout.workspace,
+                                        layout.sync_state)
     ca = None if boot.ca_bundle is None else Path(boot.ca_bundle)
     ca_placed = await asyncio.to_thread(place_host_files, writable, ca)
     env = build_sandbox_env(boot.image_env, boot.manifest_env, boot.config_env, boot.engine_url,

@@ -104,6 +104,11 @@ class SandboxLayout:
         return self.dir / "exit.json"
 
     @property
+    def sync_state(self) -> Path:
+        """What the last project sync copied (host side: the workload cannot forge it)."""
+        return self.dir / "sync-state"
+
+    @property
     def lock_file(self) -> Path:
         return self.dir / ".lock"
 
