@@ -1,0 +1,156 @@
+"""What the daemon does on its own (SPEC §2, §9, §10): reattach at start, follow the engine,
+reconcile hand edits of config.yaml, refresh engine truth, rotate logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+
+from daemon.config_entries import ConfigError, WorkerKind
+from daemon.config_store import ConfigChange
+from daemon.engine import EngineWatcher, list_engine_workers
+from daemon.sandboxes import SandboxTask
+from daemon.worker_logs import rotate_if_needed
+from daemon.worker_state import WorkerState
+from daemon.workers import WorkerLifecycle, managed_names
+from vmm_ffi.params import LaunchParams
+
+log = logging.getLogger("iii.daemon.autostart")
+
+GRACE_CHECK_INTERVAL_S = 1.0
+REGISTRATION_REFRESH_S = 1.0
+LOG_ROTATE_INTERVAL_S = 5.0
+SANDBOXED = (WorkerKind.LOCAL, WorkerKind.OCI)
+
+
+class Autopilot:
+    """Runs the daemon's own loops for one :class:`WorkerLifecycle`."""
+
+    def __init__(self, lifecycle: WorkerLifecycle, tasks: asyncio.TaskGroup | object) -> None:
+        self.lc = lifecycle
+        self.settings = lifecycle.settings
+        self.tasks = tasks
+        self.watcher = EngineWatcher(self.settings.engine_url, on_up=self._engine_up,
+                                     on_down=self._engine_down)
+        lifecycle.engine_reachable = lambda: self.watcher.reachable
+        self._grace_fired = False
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    def reattach_all(self) -> int:
+        """Adopt every sandbox whose launcher still runs; remove stale pid files. Blocking."""
+        known = {e.name for e in self.lc.store.snapshot()}
+        adopted = 0
+        for name in managed_names(self.settings.home):
+            layout = self.lc.layout(name)
+            task = SandboxTask.reattach(layout)
+            if task is None:
+                continue
+            if name not in known:
+                log.warning("sandbox %s runs but has no config.yaml entry; leaving it alone", name)
+                task.close()
+                continue
+            isolation = None
+            try:
+                isolation = msgspec.json.decode(layout.bootstrap.read_bytes(),
+                                                type=LaunchParams).backend
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                pass
+            self.lc.supervisor.adopt(name, task, isolation)
+            adopted += 1
+            log.info("reattached %s (launcher pid %s)", name, task.pid)
+        return adopted
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.watcher.run())
+            tg.create_task(self._grace_loop())
+            tg.create_task(self._registration_loop())
+            tg.create_task(self._rotation_loop())
+            tg.create_task(self.lc.store.watch(self._config_changed))
+
+    def _spawn(self, coro: object, name: str) -> None:
+        self.tasks.create_task(coro, name=name)  # type: ignore[attr-defined]
+
+    # -- engine ----------------------------------------------------------------------------------
+
+    async def _engine_up(self) -> None:
+        self._grace_fired = False
+        for entry in self.lc.store.snapshot():
+            if self.lc.kind(entry) in SANDBOXED:
+                self._spawn(self._auto_start(entry.name), f"autostart:{entry.name}")
+
+    async def _auto_start(self, name: str) -> None:
+        rt = self.lc.supervisor.runtime(name)
+        if rt.manual_stop or rt.state is not WorkerState.STOPPED or rt.lock.locked():
+            return
+        try:
+            await self.lc.supervisor.start(name, None, auto=True)
+        except Exception as exc:  # noqa: BLE001 - reported, the next engine-up tries again
+            log.warning("auto-start of %s failed: %s", name, exc)
+            self.lc.events.publish(name, "stopped", f"auto-start failed: {exc}")
+
+    async def _engine_down(self) -> None:
+        self.lc.registered = None
+
+    async def _grace_loop(self) -> None:
+        grace = self.settings.engine_down_grace_s
+        while True:
+            await asyncio.sleep(GRACE_CHECK_INTERVAL_S)
+            down_for = self.watcher.down_for()
+            if grace <= 0 or down_for is None or down_for < grace or self._grace_fired:
+                continue
+            self._grace_fired = True
+            for rt in self.lc.supervisor.runtimes():
+                if rt.auto_started and rt.state in (WorkerState.RUNNING, WorkerState.BACKOFF):
+                    log.info("engine down for %.0fs: stopping %s", down_for, rt.name)
+                    self._spawn(self.lc.supervisor.stop(rt.name, self.settings.stop_timeout_s,
+                                                        manual=False), f"grace-stop:{rt.name}")
+
+    async def _registration_loop(self) -> None:
+        while True:
+            if self.watcher.reachable:
+                workers = await list_engine_workers(self.settings.engine_url)
+                self.lc.registered = None if workers is None else {w.name for w in workers}
+            await asyncio.sleep(REGISTRATION_REFRESH_S)
+
+    async def _rotation_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_ROTATE_INTERVAL_S)
+            for rt in self.lc.supervisor.runtimes():
+                log_file = self.lc.layout(rt.name).worker_log
+                await asyncio.to_thread(rotate_if_needed, log_file, self.settings.log_max_bytes,
+                                        self.settings.log_keep)
+
+    # -- config.yaml hand edits --------------------------------------------------------------------
+
+    async def _config_changed(self, change: ConfigChange) -> None:
+        if change.error is not None:
+            log.error("config.yaml cannot be read (%s); workers keep running, nothing is "
+                      "written until it is fixed", change.error)
+            self.lc.events.publish("*", "config-error", str(change.error))
+            return
+        for entry in change.removed:
+            log.info("%s was removed from config.yaml by hand: stopping it", entry.name)
+            self._spawn(self._stop_removed(entry.name), f"unmanage:{entry.name}")
+        for entry in change.added:
+            if self.lc.kind(entry) in SANDBOXED and self.watcher.reachable:
+                log.info("%s was added to config.yaml by hand: starting it", entry.name)
+                self._spawn(self._auto_start(entry.name), f"autostart:{entry.name}")
+        for entry in change.changed:
+            rt = self.lc.supervisor.runtime(entry.name)
+            if rt.state is WorkerState.RUNNING:
+                self._spawn(self._restart(entry.name), f"restart:{entry.name}")
+
+    async def _stop_removed(self, name: str) -> None:
+        await self.lc.supervisor.stop(name, self.settings.stop_timeout_s, manual=False)
+        self.lc.supervisor.forget(name)
+
+    async def _restart(self, name: str) -> None:
+        await self.lc.supervisor.stop(name, self.settings.stop_timeout_s, manual=False)
+        await self._auto_start(name)
+
+
+__all__ = ["Autopilot", "ConfigError"]

@@ -1,0 +1,82 @@
+"""Turning a config.yaml entry into what the sandbox boot needs (SPEC §5, §7, §8)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.config_entries import WorkerEntry, WorkerKind
+from daemon.config_env import flatten_config
+from daemon.errors import InvalidArgument, InvalidProject, InvalidState
+from daemon.images import ImageStore
+from daemon.images.models import CachedImage
+from daemon.images.pull import ProgressCallback
+from daemon.sandboxes import BootSpec, choose_backend
+from daemon.settings import DaemonSettings
+from manifests import ManifestError, WorkerSpec, load_worker
+
+
+def manifest_error(exc: ManifestError, project: str) -> InvalidProject:
+    file = None if exc.file is None else str(Path(project) / exc.file)
+    return InvalidProject(str(exc), file=file, line=exc.line, column=exc.column)
+
+
+async def load_project(path: str, name: str | None = None) -> WorkerSpec:
+    """The project's resolved spec; ``InvalidProject`` (file, line, column) when it is unusable."""
+    try:
+        return await asyncio.to_thread(load_worker, Path(path), name=name)
+    except ManifestError as exc:
+        raise manifest_error(exc, path) from exc
+
+
+@dataclass
+class ResolvedBoot:
+    """A boot spec plus what the caller reports: the spec (local workers) and warnings."""
+
+    boot: BootSpec
+    image: CachedImage
+    spec: WorkerSpec | None
+    warnings: list[str]
+
+
+async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSettings,
+                       images: ImageStore, pull_progress: ProgressCallback | None = None
+                       ) -> ResolvedBoot:
+    """Load the manifest (local) or image config (OCI), pull the image, choose the backend.
+
+    Raises ``InvalidState`` for config and binary entries, ``InvalidProject``, ``ImageError``,
+    ``Unavailable`` (isolation) or ``InvalidArgument`` (config env expansion).
+    """
+    if kind is WorkerKind.CONFIG:
+        raise InvalidState(f"worker '{entry.name}' is a config worker served by the engine; "
+                           "it cannot be started or stopped on its own")
+    if kind is WorkerKind.BINARY:
+        raise InvalidState(f"worker '{entry.name}' is a binary worker; running binary workers "
+                           "is not supported by this daemon yet")
+    choice = await asyncio.to_thread(choose_backend, settings.isolation)
+    warnings = [] if choice.reason is None else [f"isolation: namespace ({choice.reason})"]
+    config_env = flatten_config(entry.config, environ=os.environ, worker=entry.name)
+    ca = None if settings.ca_bundle is None else str(settings.ca_bundle)
+    common = dict(name=entry.name, engine_url=settings.engine_url, backend=choice.backend,
+                  config_env=config_env, ca_bundle=ca)
+    if kind is WorkerKind.LOCAL:
+        assert entry.worker_path is not None
+        spec = await load_project(entry.worker_path, entry.name)
+        image = await images.pull(spec.base_image, progress=pull_progress)
+        boot = BootSpec(image_rootfs=str(image.path), image_env=list(image.config.env),
+                        project=spec.project_dir, setup=spec.scripts.setup,
+                        install=spec.scripts.install, start=spec.scripts.start,
+                        manifest_env=dict(spec.env), cpus=spec.resources.cpus,
+                        memory_mib=spec.resources.memory, **common)  # type: ignore[arg-type]
+        return ResolvedBoot(boot, image, spec, warnings + list(spec.warnings))
+    assert entry.image is not None
+    image = await images.pull(entry.image, progress=pull_progress)
+    argv = list(image.config.entrypoint) + list(image.config.cmd)
+    if not argv:
+        raise InvalidArgument(f"image {entry.image} has neither Entrypoint nor Cmd: "
+                              "nothing to run")
+    boot = BootSpec(image_rootfs=str(image.path), image_env=list(image.config.env), argv=argv,
+                    workdir=image.config.working_dir or "/", **common)  # type: ignore[arg-type]
+    return ResolvedBoot(boot, image, None, warnings)

@@ -1,0 +1,84 @@
+"""Relaying progress from synchronous callbacks (image pulls, the boot sequence) to a client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from client.protocol import ProgressNotification, ProgressPhase
+from daemon.images.models import PullProgress
+from daemon.service_api import ClientGone, Notify
+
+BootProgress = Callable[[str, str], None]
+
+_BOOT_PHASES: list[tuple[str, str, ProgressPhase]] = [
+    ("preparing", "provisioning", "provision"),
+    ("preparing", "syncing", "copy"),
+    ("preparing", "dependencies", "install"),
+    ("installing", "running setup", "setup"),
+    ("installing", "", "install"),
+    ("starting", "", "start"),
+]
+
+
+def boot_phase(phase: str, message: str) -> ProgressPhase:
+    """Map the sandbox boot sequence's (phase, message) onto the protocol's progress phases."""
+    for boot, prefix, mapped in _BOOT_PHASES:
+        if phase == boot and message.startswith(prefix):
+            return mapped
+    return "start" if phase == "starting" else "provision"
+
+
+class ProgressRelay:
+    """Sync callbacks in, ``progress`` notifications out, in order, from any thread."""
+
+    def __init__(self, notify: Notify | None, request: str,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._notify, self._request, self._loop = notify, request, loop
+        self._queue: asyncio.Queue[ProgressNotification | None] = asyncio.Queue()
+        self.messages: list[str] = []
+
+    def _put(self, note: ProgressNotification) -> None:
+        self.messages.append(note.message)
+        if self._notify is not None:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, note)
+
+    def boot(self, phase: str, message: str) -> None:
+        self._put(ProgressNotification(id=self._request, phase=boot_phase(phase, message),
+                                       message=message))
+
+    def pull(self, p: PullProgress) -> None:
+        if p.phase == "pull":
+            message = f"pulling: {p.layers_done}/{p.layers_total} layers"
+            current, total, unit = p.bytes_done, p.bytes_total, "bytes"
+        else:
+            message = f"extracting: {p.layers_done}/{p.layers_total} layers"
+            current, total, unit = p.layers_done, p.layers_total, "layers"
+        self._put(ProgressNotification(id=self._request, phase=p.phase, message=message,
+                                       current=current, total=total, unit=unit))
+
+    def note(self, phase: ProgressPhase, message: str) -> None:
+        self._put(ProgressNotification(id=self._request, phase=phase, message=message))
+
+    async def _pump(self) -> None:
+        assert self._notify is not None
+        while (note := await self._queue.get()) is not None:
+            with contextlib.suppress(ClientGone):
+                await self._notify("progress", note)
+
+
+@contextlib.asynccontextmanager
+async def progress_relay(notify: Notify, request: str, enabled: bool
+                         ) -> AsyncIterator[ProgressRelay]:
+    """A relay whose notifications all reach the client before the block's result does."""
+    relay = ProgressRelay(notify if enabled else None, request, asyncio.get_running_loop())
+    if not enabled:
+        yield relay
+        return
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(relay._pump())
+        try:
+            yield relay
+        finally:
+            relay._loop.call_soon(relay._queue.put_nowait, None)  # after queued notes

@@ -1,0 +1,59 @@
+"""Classify an ``iii worker add`` target (SPEC §5): local directory, OCI image, or config name."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.errors import InvalidArgument
+from manifests.reference import InvalidReference, parse_reference
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class TargetKind(enum.Enum):
+    LOCAL = "local"
+    OCI = "oci"
+    CONFIG = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class AddTarget:
+    kind: TargetKind
+    path: Path | None = None  # LOCAL
+    image: str | None = None  # OCI: canonical reference
+    name: str | None = None  # OCI/CONFIG: the derived name (LOCAL: from the manifest)
+
+
+def classify_target(target: str, name: str | None = None) -> AddTarget:
+    """Decide what ``target`` names. The client has already expanded ``~`` and made paths absolute.
+
+    Raises :class:`InvalidArgument` for a relative or ``~`` path (the client must resolve it),
+    an invalid image reference, or an invalid worker name.
+    """
+    if target.startswith(("~", ".")):
+        raise InvalidArgument(
+            f"local path {target!r} must be absolute: the client resolves '~' and relative paths"
+        )
+    if target.startswith("/"):
+        return AddTarget(TargetKind.LOCAL, path=Path(target), name=name)
+    if "/" in target or ":" in target:
+        try:
+            ref = parse_reference(target)
+        except InvalidReference as exc:
+            raise InvalidArgument(str(exc)) from exc
+        derived = name or ref.repository.rsplit("/", 1)[-1]
+        return AddTarget(TargetKind.OCI, image=ref.canonical, name=validate_name(derived))
+    return AddTarget(TargetKind.CONFIG, name=validate_name(name or target))
+
+
+def validate_name(name: str) -> str:
+    """Worker names become directory names: ``[A-Za-z0-9][A-Za-z0-9._-]{0,62}``."""
+    if not NAME_RE.match(name):
+        raise InvalidArgument(
+            f"invalid worker name {name!r}: use letters, digits, '.', '_' or '-' "
+            "(at most 63 characters, starting with a letter or digit)"
+        )
+    return name

@@ -1,0 +1,280 @@
+"""The worker lifecycle service behind ``worker.*``, ``image.*`` and ``events.*`` (SPEC §5, §7, §9).
+
+Each method validates, then drives its collaborators: the config store (config.yaml), the image
+store, the sandboxes and the :class:`Supervisor`. Engine-driven behaviour lives in
+``daemon/autostart.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from client.protocol import (EmptyResult, ImageListResult, ImagePullParams, ImagePullResult,
+                             ImageSummary, ManifestView, Resources, Scripts, Worker,
+                             WorkerAddParams, WorkerAddResult, WorkerInspectResult,
+                             WorkerListResult, WorkerLogsParams, WorkerLogsResult,
+                             WorkerNameParams, WorkerPaths, WorkerRemoveResult,
+                             WorkerStartParams, WorkerStopParams)
+from daemon.boot_specs import load_project, resolve_boot
+from daemon.config_entries import WorkerEntry, WorkerKind
+from daemon.config_store import ConfigStore
+from daemon.errors import AlreadyExists, DaemonError, InvalidArgument, InvalidState, NotFound
+from daemon.events import EventBus
+from daemon.images import ImageStore
+from daemon.progress import ProgressRelay, progress_relay
+from daemon.sandboxes import Provisioner, SandboxLayout, boot_sandbox, prepare
+from daemon.service_api import ClientGone, Notify
+from daemon.settings import DaemonSettings
+from daemon.supervisor import Launched, Progress, Supervisor, WorkerRuntime
+from daemon.targets import TargetKind, classify_target
+from daemon.worker_logs import follow, tail
+from daemon.worker_state import WorkerState
+from manifests import WorkerSpec
+
+log = logging.getLogger("iii.daemon.workers")
+
+
+class WorkerLifecycle:
+    """Implements ``daemon.service_api.WorkerService``."""
+
+    def __init__(self, settings: DaemonSettings, store: ConfigStore, images: ImageStore,
+                 provisioner: Provisioner, events: EventBus, tasks: asyncio.TaskGroup) -> None:
+        self.settings, self.store, self.images = settings, store, images
+        self.provisioner, self.events = provisioner, events
+        self.supervisor = Supervisor(self._launch, events, tasks)
+        self.registered: set[str] | None = None  # engine truth, refreshed by autostart
+        self.engine_reachable = lambda: False  # replaced by the engine watcher's view
+        self._specs: dict[str, WorkerSpec] = {}
+        self._relays: dict[str, ProgressRelay] = {}
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def layout(self, name: str) -> SandboxLayout:
+        return SandboxLayout(self.settings.home, name)
+
+    def kind(self, entry: WorkerEntry) -> WorkerKind:
+        return entry.kind(self.settings.home)
+
+    def entry(self, name: str) -> WorkerEntry:
+        entry = self.store.find(name)
+        if entry is None:
+            raise NotFound(f"worker '{name}' not found; see `iii worker list`")
+        return entry
+
+    async def _launch(self, name: str, progress: Progress | None) -> Launched:
+        entry = self.entry(name)
+        relay = self._relays.get(name)
+        resolved = await resolve_boot(entry, self.kind(entry), self.settings, self.images,
+                                      relay.pull if relay else None)
+        if resolved.spec is not None:
+            self._specs[name] = resolved.spec
+        task, _ = await boot_sandbox(self.layout(name), resolved.boot, self.provisioner,
+                                     progress)
+        return Launched(task=task, isolation=resolved.boot.backend, warnings=resolved.warnings)
+
+    def view(self, entry: WorkerEntry, rt: WorkerRuntime | None = None) -> Worker:
+        rt = rt or self.supervisor.runtime(entry.name)
+        kind = self.kind(entry)
+        spec = self._specs.get(entry.name)
+        layout = self.layout(entry.name)
+        registered = None
+        if self.registered is not None and self.engine_reachable():
+            registered = entry.name in self.registered
+        return Worker(
+            name=entry.name, type=kind.value, source=entry.worker_path or entry.image,
+            status=rt.state.value, pid=rt.pid, isolation=rt.isolation,  # type: ignore[arg-type]
+            engine_registered=registered, restarts=rt.restarts,
+            last_exit_code=rt.last_exit_code, started_at=rt.started_at,
+            deps_installed=kind is WorkerKind.LOCAL and layout.marker.exists(),
+            image=spec.base_image if spec else entry.image,
+            resources=Resources(memory=spec.resources.memory, cpus=spec.resources.cpus)
+            if spec else None)
+
+    # -- worker.add -----------------------------------------------------------------------------
+
+    async def add(self, params: WorkerAddParams, notify: Notify) -> WorkerAddResult:
+        target = classify_target(params.target, params.name)
+        if params.reset_config and not params.force:
+            raise InvalidArgument("--reset-config requires --force")
+        async with progress_relay(notify, params.target, params.progress) as relay:
+            if target.kind is TargetKind.CONFIG:
+                assert target.name is not None
+                entry = WorkerEntry(name=target.name)
+                self._check_new(entry.name, params.force)
+                await self.store.add(entry, force=params.force, reset_config=params.reset_config)
+                return WorkerAddResult(worker=self.view(entry), warnings=[], started=False)
+            spec = None
+            if target.kind is TargetKind.LOCAL:
+                spec = await load_project(str(target.path), params.name)
+                entry = WorkerEntry(name=spec.name, worker_path=spec.project_dir,
+                                    config=spec.config or None)
+            else:
+                assert target.name is not None and target.image is not None
+                entry = WorkerEntry(name=target.name, image=target.image)
+            warnings = await self._add_sandboxed(entry, spec, params, relay)
+        started = False
+        if self.engine_reachable():
+            rt, more = await self.supervisor.start(entry.name, None, auto=True)
+            started = rt.state is WorkerState.RUNNING
+        return WorkerAddResult(worker=self.view(entry), warnings=warnings, started=started)
+
+    def _check_new(self, name: str, force: bool) -> None:
+        if not force and self.store.find(name) is not None:
+            raise AlreadyExists(f"worker '{name}' already exists; use --force")
+
+    async def _add_sandboxed(self, entry: WorkerEntry, spec: WorkerSpec | None,
+                             params: WorkerAddParams, relay: ProgressRelay) -> list[str]:
+        name = entry.name
+        self._check_new(name, params.force)
+        rt = self.supervisor.runtime(name)
+        if params.force:
+            await self.supervisor.stop(name, self.settings.stop_timeout_s, manual=False)
+            rt.manual_stop = False
+            layout = self.layout(name)
+            if layout.exists():
+                relay.note("provision", f"deleting the old sandbox of {name}")
+                await asyncio.to_thread(layout.remove)
+        if rt.lock.locked():
+            raise InvalidState(f"worker '{name}' is busy ({rt.state.value})")
+        async with rt.lock:
+            resolved = await resolve_boot(entry, WorkerKind.LOCAL if spec else WorkerKind.OCI,
+                                          self.settings, self.images, relay.pull)
+            if spec is not None:
+                self._specs[name] = spec
+            for warning in resolved.warnings:
+                relay.note("provision", f"warning: {warning}")
+            await prepare(self.layout(name), resolved.boot, self.provisioner, relay.boot)
+            await self.store.add(entry, force=params.force, reset_config=params.reset_config)
+        self.events.publish(name, "added")
+        return resolved.warnings
+
+    # -- start / stop / restart / remove ---------------------------------------------------------
+
+    def _startable(self, name: str) -> WorkerEntry:
+        entry = self.entry(name)
+        if self.kind(entry) is WorkerKind.CONFIG:
+            raise InvalidState(f"worker '{name}' is a config worker served by the engine; "
+                               "it cannot be started or stopped on its own")
+        return entry
+
+    async def start(self, params: WorkerStartParams, notify: Notify) -> Worker:
+        entry = self._startable(params.name)
+        async with progress_relay(notify, params.name, params.progress) as relay:
+            self._relays[params.name] = relay
+            try:
+                rt, _ = await self.supervisor.start(params.name, relay.boot)
+            finally:
+                self._relays.pop(params.name, None)
+        return self.view(entry, rt)
+
+    async def stop(self, params: WorkerStopParams) -> Worker:
+        entry = self._startable(params.name)
+        rt = await self.supervisor.stop(params.name, params.timeout_s)
+        return self.view(entry, rt)
+
+    async def restart(self, params: WorkerStartParams, notify: Notify) -> Worker:
+        self._startable(params.name)
+        await self.supervisor.stop(params.name, self.settings.stop_timeout_s)
+        return await self.start(params, notify)
+
+    async def remove(self, params: WorkerNameParams) -> WorkerRemoveResult:
+        entry = self.entry(params.name)
+        if self.kind(entry) is not WorkerKind.CONFIG:
+            await self.supervisor.stop(params.name, self.settings.stop_timeout_s)
+        await self.store.remove(params.name)
+        layout = self.layout(params.name)
+        freed = await asyncio.to_thread(layout.remove) if layout.exists() else 0
+        self.supervisor.forget(params.name)
+        self._specs.pop(params.name, None)
+        self.events.publish(params.name, "removed")
+        return WorkerRemoveResult(removed=True, freed_bytes=freed)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def list(self) -> WorkerListResult:
+        return WorkerListResult(workers=[self.view(e) for e in self.store.snapshot()])
+
+    async def inspect(self, params: WorkerNameParams) -> WorkerInspectResult:
+        entry = self.entry(params.name)
+        base = self.view(entry)
+        manifest, warnings = None, []
+        if entry.worker_path is not None:
+            try:
+                spec = await load_project(entry.worker_path, entry.name)
+                self._specs[entry.name] = spec
+                manifest = ManifestView(
+                    kind=spec.kind, package_manager=spec.package_manager, entry=spec.entry,
+                    base_image=spec.base_image,
+                    scripts=Scripts(setup=spec.scripts.setup, install=spec.scripts.install,
+                                    start=spec.scripts.start),
+                    env=dict(spec.env),
+                    resources=Resources(memory=spec.resources.memory, cpus=spec.resources.cpus))
+                warnings = list(spec.warnings)
+            except DaemonError as exc:
+                warnings = [f"manifest: {exc.message}"]
+        layout = self.layout(entry.name)
+        fields = {f: getattr(base, f) for f in base.__struct_fields__}
+        return WorkerInspectResult(**fields, manifest=manifest, warnings=warnings,
+                                   paths=WorkerPaths(sandbox=str(layout.dir),
+                                                     logs=str(layout.worker_log)))
+
+    async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
+        self.entry(params.name)
+        log_file = self.layout(params.name).worker_log
+        lines = await asyncio.to_thread(tail, log_file, params.tail, self.settings.log_keep)
+        if params.follow:
+            from client.protocol import LogNotification
+
+            async def send(line: str) -> None:
+                await notify("log", LogNotification(name=params.name, line=line))
+
+            async def stream() -> None:
+                with contextlib.suppress(ClientGone):
+                    await follow(log_file, send)
+
+            notify.spawn(stream())
+        return WorkerLogsResult(lines=lines)
+
+    # -- images and events ----------------------------------------------------------------------
+
+    async def image_pull(self, params: ImagePullParams, notify: Notify) -> ImagePullResult:
+        async with progress_relay(notify, params.ref, params.progress) as relay:
+            image = await self.images.pull(params.ref, refresh=params.refresh,
+                                           progress=relay.pull)
+        return ImagePullResult(ref=image.ref, digest=image.digest, slug=image.slug,
+                               path=str(image.path), size_bytes=image.size_bytes)
+
+    async def image_list(self) -> ImageListResult:
+        images = await asyncio.to_thread(self.images.list_images)
+        return ImageListResult(images=[
+            ImageSummary(ref=i.ref, digest=i.digest, slug=i.slug, size_bytes=i.size_bytes)
+            for i in images])
+
+    async def subscribe(self, notify: Notify) -> EmptyResult:
+        async def stream() -> None:
+            with contextlib.suppress(ClientGone):
+                async for event in self.events.stream():
+                    await notify("event", event)
+
+        notify.spawn(stream())
+        return EmptyResult()
+
+    async def aclose(self, *, stop_workers: bool) -> None:
+        runtimes = self.supervisor.runtimes()
+        if stop_workers:
+            await asyncio.gather(*(self.supervisor.stop(rt.name, self.settings.stop_timeout_s,
+                                                        manual=False) for rt in runtimes),
+                                 return_exceptions=True)
+        for rt in runtimes:
+            self.supervisor.detach(rt.name)
+
+
+def managed_names(home: Path) -> list[str]:
+    """Sandbox directories on disk (dot-directories are deletions in progress)."""
+    managed = home / "managed"
+    if not managed.is_dir():
+        return []
+    return sorted(p.name for p in managed.iterdir() if p.is_dir() and not p.name.startswith("."))
