@@ -112,7 +112,30 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Work
     Register anything that must be closed on ``stack``; the service's own ``aclose`` is called
     by :func:`serve_daemon` before the listener is closed.
     """
-    return LifecyclePendingService()
+    from daemon.autostart import Autopilot
+    from daemon.background import BackgroundTasks
+    from daemon.config_store import ConfigStore
+    from daemon.events import EventBus
+    from daemon.images import ImageStore, RegistrySettings
+    from daemon.sandboxes import Provisioner
+    from daemon.workers import WorkerLifecycle
+
+    store = ConfigStore(settings.config_path, settings.home)
+    try:
+        store.load()
+    except DaemonError as exc:  # reported; never overwritten (writes refuse until it is fixed)
+        log.error("%s", exc)
+    images = ImageStore(settings.home, RegistrySettings.from_env(
+        insecure_registries=settings.insecure_registries,
+        registry_mirror=settings.registry_mirror))
+    tasks = await stack.enter_async_context(BackgroundTasks())
+    lifecycle = WorkerLifecycle(settings, store, images, Provisioner(settings.home), EventBus(),
+                                tasks)  # type: ignore[arg-type]
+    autopilot = Autopilot(lifecycle, tasks)
+    adopted = await asyncio.to_thread(autopilot.reattach_all)
+    log.info("reattached %d running worker(s)", adopted)
+    tasks.create_task(autopilot.run(), name="autopilot")
+    return lifecycle
 
 
 def daemon_version() -> str:
