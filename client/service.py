@@ -50,7 +50,7 @@ class Command(msgspec.Struct, frozen=True):
 
 
 class ServicePlan(msgspec.Struct, frozen=True):
-    """Everything an install, uninstall or status does, computed up front (so --dry-run is exact)."""
+    """Everything install, uninstall and status do, computed up front (so --dry-run is exact)."""
 
     platform: ServicePlatform
     files: list[ServiceFile]
@@ -96,7 +96,7 @@ def plan_service(platform: ServicePlatform, *, environ: Mapping[str, str] | None
     overrides: dict[str, str] = {}
     if iii_home != default_home:
         overrides["III_HOME"] = str(iii_home)
-    if "III_SOCKET" in env and env["III_SOCKET"]:
+    if env.get("III_SOCKET"):
         overrides["III_SOCKET"] = str(socket_path)
     try:
         if platform is ServicePlatform.SYSTEMD:

@@ -16,15 +16,16 @@ service_app = typer.Typer(
 )
 
 
-class PlatformChoice(str, enum.Enum):
+class PlatformChoice(enum.StrEnum):
     auto = "auto"
     systemd = "systemd"
     launchd = "launchd"
 
 
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the files and commands; change nothing.")
-PLATFORM = typer.Option(PlatformChoice.auto, "--platform",
-                        help="Service manager to target (auto: systemd on Linux, launchd on macOS).")
+PLATFORM = typer.Option(
+    PlatformChoice.auto, "--platform",
+    help="Service manager to target (auto: systemd on Linux, launchd on macOS).")
 
 
 def _run(action: str, platform: PlatformChoice, dry_run: bool) -> int:

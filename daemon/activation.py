@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import MutableMapping
@@ -93,10 +94,8 @@ def _pick_index(count: int, raw_names: str | None) -> int:
 
 
 def _close_on_exec(fd: int) -> None:
-    try:
+    with contextlib.suppress(OSError):  # not open: nothing can leak to children
         os.set_inheritable(fd, False)
-    except OSError:
-        pass  # not open: nothing can leak to children
 
 
 def _adopt_listening_unix_socket(fd: int) -> socket.socket:

@@ -1,5 +1,5 @@
 """The systemd units and the LaunchAgent (SPEC §13): in sync with the installer's templates,
-accepted by the real ``systemd-analyze verify --user``, and a well-formed plist with launchd's keys."""
+accepted by the real ``systemd-analyze verify --user``; a well-formed plist with launchd's keys."""
 
 from __future__ import annotations
 
@@ -191,5 +191,5 @@ def test_quote_exec_arg(arg: str, executable: bool, quoted: str) -> None:
 @pytest.mark.parametrize("program", ["/a\nb/iii", '/a"b/iii', "/a'b/iii", "/a\\b/iii"],
                          ids=["newline", "double-quote", "single-quote", "backslash"])
 def test_programs_systemd_cannot_run_are_refused(program: str) -> None:
-    with pytest.raises(ValueError, match="control character|quotes or backslashes"):
+    with pytest.raises(ValueError, match=r"control character|quotes or backslashes"):
         units.render_service([program], {})

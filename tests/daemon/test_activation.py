@@ -39,9 +39,22 @@ conn.sendall(b"served by pid %d\n" % os.getpid())
 conn.close()
 """
 
-# Like systemd: LISTEN_PID is the pid of the process that will use the fds, so a shell sets it to
-# its own pid ($$) and then execs Python in place (same pid).
-WRAPPER = 'LISTEN_PID=$$ exec "$@"'
+# What systemd does between fork and exec, as a tiny exec wrapper: move the passed sockets onto
+# fds 3, 4, ... (inheritable), set LISTEN_PID to this pid (exec keeps it) unless the test set one,
+# then exec the real program in place.
+FD_SHUFFLE = r"""
+import fcntl, os, sys
+fds = [int(fd) for fd in sys.argv[1].split(",") if fd]
+# Out of the way first (above every target), since a target may be another source.
+spare = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64) for fd in fds]
+for fd in fds:
+    os.close(fd)
+for i, fd in enumerate(spare):
+    os.dup2(fd, 3 + i)  # the copy is inheritable
+    os.close(fd)
+os.environ.setdefault("LISTEN_PID", str(os.getpid()))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 @pytest.fixture
@@ -50,29 +63,21 @@ def short_dir() -> Iterator[Path]:
         yield Path(tmp)
 
 
-def spawn_with_fd3(fd: int | None, env: dict[str, str], *, set_pid: bool = True
-                   ) -> subprocess.Popen[str]:
-    """Start the child with ``fd`` duplicated onto fd 3 (or fd 3 closed when ``fd`` is None)."""
-
-    def put_on_fd3() -> None:
-        if fd is None:
-            try:
-                os.close(3)
-            except OSError:
-                pass
-        elif fd == 3:
-            os.set_inheritable(3, True)
-        else:
-            os.dup2(fd, 3)  # the copy is inheritable
-
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+def spawn_activated(fds: list[int], env: dict[str, str], argv: list[str] | None = None,
+                    *, whole_env: bool = False) -> subprocess.Popen[str]:
+    """Start ``argv`` (default: the CHILD script) with ``fds`` on 3, 4, ... the systemd way;
+    no fds means fd 3 is not open at all. ``env`` adds to ours, or replaces it (``whole_env``)."""
+    full_env = {} if whole_env else {
+        k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
     full_env.update(env)
-    argv = [sys.executable, "-c", CHILD]
-    if set_pid:
-        argv = ["sh", "-c", WRAPPER, "sh", *argv]
-    # close_fds=False: every other fd Python opened is already close-on-exec; only fd 3 crosses.
-    return subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, close_fds=False, preexec_fn=put_on_fd3)
+    program = argv or [sys.executable, "-c", CHILD]
+    return subprocess.Popen(
+        [sys.executable, "-c", FD_SHUFFLE, ",".join(map(str, fds)), *program], env=full_env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, pass_fds=fds)
+
+
+def spawn_with_fd3(fd: int | None, env: dict[str, str]) -> subprocess.Popen[str]:
+    return spawn_activated([] if fd is None else [fd], env)
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
@@ -103,8 +108,7 @@ def test_listen_pid_of_another_process_is_ignored(short_dir: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(str(short_dir / "s"))
         listener.listen(1)
-        proc = spawn_with_fd3(listener.fileno(), {"LISTEN_FDS": "1", "LISTEN_PID": "1"},
-                              set_pid=False)
+        proc = spawn_with_fd3(listener.fileno(), {"LISTEN_FDS": "1", "LISTEN_PID": "1"})
         code, out, err = finish(proc)
     assert code == 0, err
     assert "socket: none" in out
@@ -161,7 +165,8 @@ def test_wrong_inherited_fd_is_one_clear_error(kind: str, expected: str, short_d
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"LISTEN_PID": "{pid}", "LISTEN_FDS": "one"}, "LISTEN_FDS='one' is not a non-negative integer"),
+        ({"LISTEN_PID": "{pid}", "LISTEN_FDS": "one"},
+         "LISTEN_FDS='one' is not a non-negative integer"),
         ({"LISTEN_FDS": "1", "LISTEN_PID": "-5"}, "LISTEN_PID='-5' is not a non-negative"),
         ({"LISTEN_FDS": "1"}, "LISTEN_FDS is set without LISTEN_PID"),
         ({"LISTEN_PID": "{pid}"}, "LISTEN_PID is set without LISTEN_FDS"),
@@ -174,7 +179,7 @@ def test_wrong_inherited_fd_is_one_clear_error(kind: str, expected: str, short_d
 def test_malformed_variables_are_rejected_and_removed(env: dict[str, str], expected: str) -> None:
     environ = {k: v.format(pid=os.getpid()) for k, v in env.items()}
     environ["OTHER"] = "kept"
-    with pytest.raises(InvalidArgument, match="^socket activation: ") as info:
+    with pytest.raises(InvalidArgument, match=r"^socket activation: ") as info:
         inherited_listen_socket(environ)
     assert expected in info.value.message
     assert environ == {"OTHER": "kept"}
@@ -200,19 +205,8 @@ def test_named_fd_is_picked_among_several(short_dir: Path) -> None:
         other.listen(1)
         ours.bind(path)
         ours.listen(1)
-        a, b = other.fileno(), ours.fileno()
-
-        def put_on_fd3_and_4() -> None:
-            # Move both out of the way first, then onto 3 and 4.
-            ta, tb = os.dup(a), os.dup(b)
-            os.dup2(ta, 3)
-            os.dup2(tb, 4)
-
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
-        env.update({"LISTEN_FDS": "2", "LISTEN_FDNAMES": "extra:iii-daemon.socket"})
-        proc = subprocess.Popen(["sh", "-c", WRAPPER, "sh", sys.executable, "-c", CHILD],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, close_fds=False, preexec_fn=put_on_fd3_and_4)
+        proc = spawn_activated([other.fileno(), ours.fileno()],
+                               {"LISTEN_FDS": "2", "LISTEN_FDNAMES": "extra:iii-daemon.socket"})
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.settimeout(30)
             client.connect(path)
@@ -240,18 +234,8 @@ def test_real_daemon_serves_on_the_inherited_socket_and_notifies(short_dir: Path
         notify_sock.bind(env["NOTIFY_SOCKET"])
         notify_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         notify_sock.settimeout(60)
-        fd = listener.fileno()
-
-        def put_on_fd3() -> None:
-            if fd == 3:
-                os.set_inheritable(3, True)
-            else:
-                os.dup2(fd, 3)
-
-        proc = subprocess.Popen(
-            ["sh", "-c", WRAPPER, "sh", sys.executable, "-m", "daemon", "run"], env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, close_fds=False,
-            preexec_fn=put_on_fd3)
+        proc = spawn_activated([listener.fileno()], env,
+                               [sys.executable, "-m", "daemon", "run"], whole_env=True)
         try:
             ready, sender = receive_with_pid(notify_sock)
             assert (ready, sender) == (b"READY=1", proc.pid)  # from the main process itself

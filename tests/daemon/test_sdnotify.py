@@ -70,7 +70,7 @@ def test_abstract_socket_name_with_at_sign() -> None:
     with receiving_socket("\0" + name) as sock:
         proc = run_child("@" + name, "STATUS=serving\nREADY=1")
         data, sender = receive(sock)
-        out, err = proc.communicate(timeout=30)
+        out, _err = proc.communicate(timeout=30)
     assert (data, sender, out.strip()) == (b"STATUS=serving\nREADY=1", proc.pid, "True")
 
 
