@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import InvalidArgument
+from daemon.errors import InvalidArgument, InvalidState
+from daemon.sandboxes.procinfo import is_alive, is_our_launcher, read_pid_record
 
 # SPEC §3: the worker name rule; it becomes a directory name.
 _SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -144,7 +145,13 @@ class SandboxLayout:
 
         Renames to ``managed/.<name>-<id>`` first (atomic; loaders skip dot-dirs), then removes.
         Never follows symlinks (the workload may have planted some in its upper layer).
+        Raises ``InvalidState`` while the sandbox's launcher runs (stop it first).
         """
+        record = read_pid_record(self.pid_file)
+        if (record is not None and is_alive(record.pid, record.start_time)
+                and is_our_launcher(record.pid, self.bootstrap)):
+            raise InvalidState(f"sandbox {self.name!r} is running (launcher pid {record.pid}); "
+                               "stop it before removing it")
         try:
             st = os.lstat(self.dir)
         except FileNotFoundError:

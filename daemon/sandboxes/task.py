@@ -178,7 +178,9 @@ class SandboxTask:
             task = cls(layout)
             task._record = record
             task._pidfd = _open_pidfd(record.pid, record.start_time)
-            if task._pidfd is not None or not hasattr(os, "pidfd_open"):
+            # No pidfd (old kernel) is fine: wait() then polls /proc. Only a pid that is no
+            # longer the recorded process (it changed under us) is rejected.
+            if task._pidfd is not None or is_alive(record.pid, record.start_time):
                 return task
         with contextlib.suppress(FileNotFoundError):
             os.unlink(layout.pid_file)

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from daemon.errors import Conflict, ScriptFailed
+from daemon.errors import Conflict, InvalidState, ScriptFailed
 from daemon.sandboxes.boot import BootSpec, boot_sandbox, prepare
 from daemon.sandboxes.layout import RootMode, SandboxLayout
 from daemon.sandboxes.provision import Provisioner
@@ -150,3 +151,21 @@ async def test_container_worker_without_project(
         layout: SandboxLayout, busybox_image: Path, provisioner: Provisioner) -> None:
     got = await prepare(layout, spec(busybox_image, None, setup="", install=""), provisioner)
     assert got.sync is None and not got.ran_install and layout.marker.is_file()
+
+
+async def test_two_concurrent_boots_second_refused(
+        layout: SandboxLayout, busybox_image: Path, provisioner: Provisioner,
+        project: Path) -> None:
+    s = spec(busybox_image, project, start="exec sleep 1000")
+    results = await asyncio.gather(boot_sandbox(layout, s, provisioner),
+                                   boot_sandbox(layout, s, provisioner),
+                                   return_exceptions=True)
+    conflicts = [r for r in results if isinstance(r, Conflict)]
+    booted = [r for r in results if isinstance(r, tuple)]
+    assert len(conflicts) == 1 and len(booted) == 1, results
+    task, _ = booted[0]
+    with pytest.raises(InvalidState, match="running"):
+        layout.remove()
+    await task.stop(5)
+    await task.delete()
+    assert layout.remove() > 0 and not layout.dir.exists()
