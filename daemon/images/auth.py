@@ -68,7 +68,10 @@ def load_credentials(config_path: Path | None, registry: str) -> Credentials | N
             return Credentials(registry_token=str(entry["registrytoken"]))
         if entry.get("auth"):
             try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                user, colon, password = base64.b64decode(entry["auth"], validate=True
+                                                         ).decode().partition(":")
+                if not colon:
+                    raise ValueError("no ':'")
             except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
                 raise RegistryError(
                     f"docker config {config_path}: auths[{key!r}].auth is not base64 "

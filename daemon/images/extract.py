@@ -69,8 +69,7 @@ def open_layer(blob: BinaryIO) -> BinaryIO:
     if head.startswith(GZIP_MAGIC):
         return gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[return-value]
     if head == ZSTD_MAGIC:
-        return zstandard.ZstdDecompressor().stream_reader(  # type: ignore[return-value]
-            blob, read_across_frames=True)
+        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
     return blob
 
 
@@ -112,7 +111,8 @@ class LayerExtractor:
                         raise LayerError(f"{what}: image has more than the limit of "
                                          f"{self.limits.max_entries} entries")
                     self._apply_member(tf, member)
-                    tf.members.clear()  # stream mode would otherwise keep every header
+                    # Stream mode would otherwise keep every header (1M entries → GBs).
+                    tf.members.clear()  # type: ignore[attr-defined]
         except (tarfile.TarError, zstandard.ZstdError, EOFError, gzip.BadGzipFile) as exc:
             raise LayerError(f"{what}: not a valid (compressed) tar archive: {exc}") from exc
         except OSError as exc:

@@ -31,19 +31,19 @@ class Platform(msgspec.Struct, frozen=True):
 class Descriptor(msgspec.Struct, frozen=True):
     digest: str
     size: int
-    mediaType: str = ""  # noqa: N815 - the wire name
+    mediaType: str = ""
     platform: Platform | None = None
 
 
 class ImageManifest(msgspec.Struct, frozen=True):
     config: Descriptor
     layers: list[Descriptor]
-    mediaType: str = ""  # noqa: N815
+    mediaType: str = ""
 
 
 class ImageIndex(msgspec.Struct, frozen=True):
     manifests: list[Descriptor]
-    mediaType: str = ""  # noqa: N815
+    mediaType: str = ""
 
 
 def host_platform() -> str:

@@ -37,6 +37,7 @@ class RegistrySettings:
         if env.get("III_INSECURE_REGISTRIES"):
             insecure = {h.strip() for h in env["III_INSECURE_REGISTRIES"].split(",") if h.strip()}
         mirror = env.get("III_REGISTRY_MIRROR", "").strip() or registry_mirror or None
+        docker_config: Path | None
         if env.get("DOCKER_CONFIG"):
             docker_config = Path(env["DOCKER_CONFIG"]) / "config.json"
         else:

@@ -32,7 +32,7 @@ from daemon.images.models import (
 from daemon.images.pull import ImagePuller, ProgressCallback
 from daemon.images.settings import RegistrySettings
 from daemon.images.slug import image_slug
-from manifests.reference import InvalidReference, ImageReference, parse_reference
+from manifests.reference import ImageReference, InvalidReference, parse_reference
 
 log = logging.getLogger(__name__)
 

@@ -291,6 +291,13 @@ def push_index(access: RegistryAccess, repo: str, tag: str,
                          media_type)
 
 
+def delete_manifest(access: RegistryAccess, repo: str, digest: str) -> None:
+    """DELETE a manifest by digest (the registry runs with delete enabled)."""
+    status, _, body = _request(access, "DELETE", f"/v2/{repo}/manifests/{digest}")
+    if status != 202:
+        raise RuntimeError(f"manifest DELETE {repo}@{digest}: HTTP {status} {body[:200]!r}")
+
+
 def registry_blob_path(storage: Path, digest: str) -> Path:
     """Where distribution's filesystem driver keeps a blob (tests corrupt it on purpose)."""
     hexd = digest.split(":", 1)[1]
@@ -311,8 +318,8 @@ def debian_mirror() -> str:
     candidates = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
     for path in candidates:
         for stanza in path.read_text().split("\n\n"):
-            if re.search(r"^Suites:.*\bbookworm\b", stanza, re.M):
-                m = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+            if re.search(r"^Suites:.*\bbookworm\b", stanza, re.MULTILINE):
+                m = re.search(r"^URIs:\s*(\S+)", stanza, re.MULTILINE)
                 if m and "security" not in m.group(1):
                     return m.group(1)
     sources = Path("/etc/apt/sources.list")
@@ -354,7 +361,7 @@ def _build_python_into(target: Path, mirror: str) -> None:
         started = time.monotonic()
         proc = subprocess.run(
             ["debootstrap", "--variant=minbase", f"--include={PYTHON_PACKAGES}", "bookworm",
-             str(root), mirror], capture_output=True, text=True)
+             str(root), mirror], check=False, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"debootstrap failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
                                f"\n{proc.stderr[-3000:]}")
@@ -368,7 +375,7 @@ def _build_python_into(target: Path, mirror: str) -> None:
         tar = subprocess.Popen(["tar", "--numeric-owner", "--sort=name", "-C", str(root), "-cf",
                                 "-", "."], stdout=subprocess.PIPE)
         with layer_path.open("wb") as out:
-            gz = subprocess.run(["gzip", "-n", "-1"], stdin=tar.stdout, stdout=out)
+            gz = subprocess.run(["gzip", "-n", "-1"], check=False, stdin=tar.stdout, stdout=out)
         assert tar.stdout is not None
         tar.stdout.close()
         if tar.wait() != 0 or gz.returncode != 0:

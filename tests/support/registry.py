@@ -16,6 +16,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 from tests.support.images import RegistryAccess
 from tests.support.wait import wait_until
@@ -113,7 +114,7 @@ class RegistryServer:
             self._proc.wait(STOP_TIMEOUT_S)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> RegistryServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_exc: object) -> None:
