@@ -9,6 +9,7 @@ own mess, inside its own root) — never resolved.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -49,9 +50,10 @@ def open_dir_at(dir_fd: int, name: str, *, create: bool = True) -> int:
     except FileNotFoundError:
         if not create:
             raise
-    except (NotADirectoryError, OSError) as exc:
-        # ELOOP (a symlink, refused by O_NOFOLLOW) or ENOTDIR (file, device, whiteout).
-        if not create or isinstance(exc, PermissionError):
+    except OSError as exc:
+        # Only ELOOP (a symlink, refused by O_NOFOLLOW) or ENOTDIR (file, device, whiteout)
+        # mean "not a real directory"; anything else (EMFILE, EACCES) must not delete it.
+        if not create or exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise
         remove_entry(dir_fd, name)
     os.mkdir(name, DIR_MODE, dir_fd=dir_fd)

@@ -84,6 +84,8 @@ def sync_project(project: Path, workspace: Path, state_file: Path | None = None)
         finally:
             os.close(parent_fd)
         try:
+            st = os.fstat(dst_fd)
+            walk.workspace_id = (st.st_dev, st.st_ino)
             walk.sync_dir(src_fd, dst_fd, "", 0)
         finally:
             os.close(dst_fd)
@@ -127,6 +129,7 @@ class _Walk:
         self.known = known
         self.seen: dict[str, tuple[int, int]] = {}
         self._state_file = state_file
+        self.workspace_id: tuple[int, int] | None = None
 
     def will_change(self) -> None:
         # Before the first write, drop the record: if this sync dies half-way, the next one
@@ -187,6 +190,9 @@ class _Walk:
                 return False  # replaced by a link or removed while we looked: never follow
             raise
         try:
+            st = os.fstat(child_src)
+            if (st.st_dev, st.st_ino) == self.workspace_id:
+                return False  # the project contains $III_HOME: never copy the copy into itself
             if have is None or not have.is_dir(follow_symlinks=False):
                 self.will_change()
                 self.stats.dirs_created += 1

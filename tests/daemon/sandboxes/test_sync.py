@@ -229,3 +229,15 @@ def test_half_done_sync_drops_the_record(project: Path, workspace: Path, tmp_pat
     monkeypatch.undo()
     sync_project(project, workspace, state)
     assert (workspace / "main.py").read_text() == "changed!!!!"
+
+
+def test_project_containing_the_sandbox_does_not_copy_into_itself(
+        sync: Sync, tmp_path: Path) -> None:
+    project = tmp_path / "home"
+    (project / ".iii/managed/w/upper").mkdir(parents=True)
+    (project / "app.py").write_text("a")
+    workspace = project / ".iii/managed/w/upper/workspace"
+    sync(project, workspace)
+    sync(project, workspace)
+    assert (workspace / "app.py").read_text() == "a"
+    assert not (workspace / ".iii/managed/w/upper/workspace").exists()
