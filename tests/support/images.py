@@ -337,16 +337,27 @@ class BuiltImage:
     config: Blob
 
 
-def build_python_image() -> BuiltImage:
-    """Build (once per machine, under an flock) the debootstrap python image; return its blobs."""
+def _python_image_dir() -> tuple[Path, str, str]:
     mirror = debian_mirror()
     recipe = f"{PYTHON_RECIPE_VERSION}|minbase|bookworm|{PYTHON_PACKAGES}|{mirror}|{PYTHON_ENV}"
     key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    return CACHE_DIR / f"python-{key}", key, mirror
+
+
+def python_image_cached() -> bool:
+    """Whether the python image of the current recipe is already built on this machine."""
+    return (_python_image_dir()[0] / "config.json").exists()
+
+
+def build_python_image() -> BuiltImage:
+    """Build (once per machine, under an flock) the debootstrap python image; return its blobs."""
+    target, key, mirror = _python_image_dir()
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    target = CACHE_DIR / f"python-{key}"
     with (CACHE_DIR / f".python-{key}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "config.json").exists():
+            for dead in CACHE_DIR.glob(".build-*"):  # builds killed midway (we hold the lock)
+                shutil.rmtree(dead, ignore_errors=True)
             _build_python_into(target, mirror)
     meta = json.loads((target / "layer.json").read_text())
     layer = Blob(OCI_LAYER_GZIP, path=target / "layer.tar.gz", digest=meta["digest"],

@@ -18,6 +18,9 @@ import urllib.request
 from pathlib import Path
 from typing import Self
 
+import aiohttp
+from aiohttp import web
+
 from tests.support.images import RegistryAccess
 from tests.support.wait import wait_until
 
@@ -119,3 +122,81 @@ class RegistryServer:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+class FaultProxy:
+    """A small aiohttp proxy in front of a real registry that injects faults on demand.
+
+    ``fail(path_part, status, times)`` answers matching requests with ``status``;
+    ``cut(path_part, times)`` sends half the body and then drops the connection;
+    ``seen(path_part)`` counts the requests that reached the proxy.
+    """
+
+    def __init__(self, upstream: RegistryServer) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self._faults: list[tuple[str, int | None, int]] = []
+        self._log: list[str] = []
+        self._runner: object = None
+        self._client: object = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def fail(self, path_part: str, status: int, times: int = 1) -> None:
+        self._faults.append((path_part, status, times))
+
+    def cut(self, path_part: str, times: int = 1) -> None:
+        self._faults.append((path_part, None, times))
+
+    def seen(self, path_part: str) -> int:
+        return sum(1 for path in self._log if path_part in path)
+
+    def _take_fault(self, path: str) -> tuple[bool, int | None]:
+        for i, (part, status, times) in enumerate(self._faults):
+            if part in path and times > 0:
+                self._faults[i] = (part, status, times - 1)
+                return True, status
+        return False, None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self._log.append(request.path_qs)
+        faulty, status = self._take_fault(request.path_qs)
+        if faulty and status is not None:
+            return web.Response(status=status, text="injected fault")
+        assert isinstance(self._client, aiohttp.ClientSession)
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with self._client.request(request.method, f"{self.upstream.url}{request.path_qs}",
+                                        headers=headers, data=await request.read(),
+                                        allow_redirects=False) as upstream:
+            body = await upstream.read()
+            passed = {k: v for k, v in upstream.headers.items()
+                      if k.lower() not in ("content-length", "transfer-encoding", "connection")}
+            if not faulty:
+                return web.Response(status=upstream.status, body=body, headers=passed)
+            resp = web.StreamResponse(status=upstream.status, headers=passed)
+            resp.content_length = len(body)
+            await resp.prepare(request)
+            await resp.write(body[: len(body) // 2])
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+
+    async def start(self) -> FaultProxy:
+        self._client = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        return self
+
+    async def stop(self) -> None:
+        if isinstance(self._runner, web.AppRunner):
+            await self._runner.cleanup()
+        if isinstance(self._client, aiohttp.ClientSession):
+            await self._client.close()
