@@ -1,134 +1,105 @@
-"""An in-process daemon on a temporary socket (the real server, dispatcher and listener).
-
-    async with InProcessDaemon(home, service) as d:      # in the test's event loop
-        reader, writer = await d.connect()
-
-    with ThreadedDaemon(home, service) as d:             # own loop in a thread, for sync clients
-        RpcClient(d.socket_path).call("worker.list")
-"""
+"""A real daemon process (``python -m daemon run``) on a private III_HOME, and the real CLI."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import json
 import os
-import threading
-from contextlib import AsyncExitStack
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from daemon.app import serve_daemon
-from daemon.server import ServerLimits
-from daemon.service_api import WorkerService
-from daemon.settings import DaemonSettings, load_settings
-from tests.support.wait import async_wait_until, wait_until
+import pytest
 
-START_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 15.0
+from tests.support.wait import wait_until
 
-
-def settings_for(home: Path, socket_path: Path | None = None) -> DaemonSettings:
-    env = {"III_HOME": str(home), "III_SOCKET": str(socket_path or home / "iii.sock"),
-           "III_URL": "ws://127.0.0.1:9"}  # port 9 (discard): the engine is never reachable
-    return load_settings(env)
+III_CLI = str(Path(sys.executable).with_name("iii"))
+DAEMON_START_TIMEOUT_S = 20.0
+CLI_TIMEOUT_S = 300.0
 
 
-class InProcessDaemon:
-    def __init__(self, home: Path, service: WorkerService, *,
-                 limits: ServerLimits | None = None, keep_workers: bool = False) -> None:
-        self.settings = settings_for(home)
-        self.socket_path = self.settings.socket_path
-        self.service = service
-        self._limits = limits
-        self._keep_workers = keep_workers
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-        self._clients: list[asyncio.StreamWriter] = []
+class DaemonProcess:
+    """Start, kill and restart a daemon; run ``iii`` against it. Logs in ``home/daemon-N.log``."""
 
-    async def _factory(self, settings: DaemonSettings, stack: AsyncExitStack) -> WorkerService:
-        return self.service
-
-    async def __aenter__(self) -> InProcessDaemon:
-        self.task = asyncio.create_task(serve_daemon(
-            self.settings, keep_workers=self._keep_workers, service_factory=self._factory,
-            stop=self.stop, limits=self._limits))
-
-        async def ready() -> bool:
-            if self.task is not None and self.task.done():
-                self.task.result()  # start-up failed: raise its error here
-            return self.socket_path.exists()
-
-        await async_wait_until(ready, START_TIMEOUT_S, "the daemon socket")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for writer in self._clients:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        self.stop.set()
-        if self.task is not None:
-            await asyncio.wait_for(self.task, STOP_TIMEOUT_S)
-
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_unix_connection(str(self.socket_path),
-                                                            limit=64 * 1024 * 1024)
-        self._clients.append(writer)  # closed on exit (filterwarnings=error: no leaks)
-        return reader, writer
-
-
-class ThreadedDaemon:
-    """The in-process daemon on its own event loop in a thread (sync clients, CLI tests)."""
-
-    def __init__(self, home: Path, service_factory: Any) -> None:
+    def __init__(self, home: Path, **env: str) -> None:
         self.home = home
-        self._service_factory = service_factory  # called inside the daemon's loop
-        self.settings = settings_for(home)
-        self.socket_path = self.settings.socket_path
-        self.service: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
+        self.env.update(III_HOME=str(home), III_NO_AUTOSTART="1", **env)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
 
-    def _run(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            self.service = self._service_factory()
+    @property
+    def socket(self) -> Path:
+        return self.home / "iii.sock"
 
-            async def factory(settings: DaemonSettings, stack: AsyncExitStack) -> Any:
-                return self.service
+    @property
+    def log(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.home.glob("daemon-*.log")))
 
-            await serve_daemon(self.settings, service_factory=factory, stop=self._stop)
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # surfaced by __enter__/__exit__
-            self._error = exc
-
-    def call_in_loop(self, fn: Any) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(fn)
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(III_HOME=str(self.home), III_SOCKET=str(self.socket_path),
-                   III_NO_AUTOSTART="1")
-        return env
-
-    def __enter__(self) -> ThreadedDaemon:
-        self._thread.start()
-        wait_until(lambda: self._error is not None or self.socket_path.exists(),
-                   START_TIMEOUT_S, "the daemon socket")
-        if self._error is not None:
-            raise self._error
+    def start(self) -> DaemonProcess:
+        self.starts += 1
+        log = open(self.home / f"daemon-{self.starts}.log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "daemon", "run"], env=self.env,
+                                     stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        wait_until(lambda: self.iii("daemon", "status").returncode == 0 or self._died(),
+                   DAEMON_START_TIMEOUT_S, "the daemon to answer")
+        assert self.proc.poll() is None, f"daemon exited:\n{self.log}"
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(STOP_TIMEOUT_S)
-        if self._error is not None:
-            raise self._error
+    def _died(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def iii(self, *args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([III_CLI, *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def json(self, *args: str) -> Any:
+        result = self.iii(*args, "--json")
+        assert result.returncode == 0, f"iii {' '.join(args)}: {result.stderr}\n{self.log[-3000:]}"
+        return json.loads(result.stdout)
+
+    def worker(self, name: str) -> dict[str, Any]:
+        return next(w for w in self.json("worker", "list")["workers"] if w["name"] == name)
+
+
+def kill_sandboxes(home: Path) -> None:
+    """Teardown: SIGKILL every launcher still recorded under ``home`` (never leave strays)."""
+    for pid_file in home.glob("managed/*/launcher.pid"):
+        try:
+            pid = int(json.loads(pid_file.read_text())["pid"])
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+
+@pytest.fixture
+def daemon_factory(iii_home: Path) -> Iterator[Any]:
+    """``daemon_factory(**env) -> DaemonProcess`` (started); everything is stopped at teardown."""
+    made: list[DaemonProcess] = []
+
+    def make(**env: str) -> DaemonProcess:
+        d = DaemonProcess(iii_home, **env)
+        made.append(d)
+        return d.start()
+
+    yield make
+    for d in made:
+        d.stop()
+    kill_sandboxes(iii_home)

@@ -1,0 +1,117 @@
+"""Supervision end to end with a real daemon, real registry, real namespace sandboxes and the
+stand-in engine (SPEC §9, §10). Workers here are busybox shell loops: fast and observable."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.support.registry import free_port
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def make_project(root: Path, image: str, name: str = "loop") -> Path:
+    project = root / name
+    project.mkdir()
+    (project / "requirements.txt").write_text("")
+    (project / "iii.worker.yaml").write_text(
+        f"name: {name}\nruntime:\n  kind: python\n  base_image: {image}\n"
+        "scripts:\n  install: \"\"\n  start: \"echo up; exec sleep 1000\"\n")
+    return project
+
+
+def launchers_of(home: Path, name: str) -> list[int]:
+    """Live launcher processes of one sandbox, found by their bootstrap path."""
+    needle = str(home / "managed" / name / "bootstrap.json").encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"vmm_ffi.launcher" in cmd and needle in cmd:
+                pids.append(int(entry))
+    # The sandbox init is forked from the launcher and shares its command line: skip children.
+    def parent(pid: int) -> int:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("PPid:")))
+    return [pid for pid in pids if parent(pid) not in pids]
+
+
+def test_engine_started_after_add_starts_the_worker(daemon_factory, engine_factory, busybox_image,
+                                                    iii_home: Path, tmp_path: Path) -> None:
+    port = free_port()
+    daemon = daemon_factory(III_URL=f"ws://127.0.0.1:{port}")
+    added = daemon.json("worker", "add", str(make_project(tmp_path, busybox_image)))
+    assert added["started"] is False
+    assert daemon.worker("loop")["status"] == "stopped"
+    engine_factory(port)
+    wait_until(lambda: daemon.worker("loop")["status"] == "running", 5.0, "auto-start")
+
+
+def test_engine_down_stops_auto_started_workers_after_grace(daemon_factory, engine_factory,
+                                                            busybox_image, iii_home: Path,
+                                                            tmp_path: Path) -> None:
+    engine = engine_factory()
+    (iii_home / "daemon.yaml").write_text("engine_down_grace_s: 1\n")
+    daemon = daemon_factory(III_URL=engine.url)
+    wait_until(lambda: daemon.json("daemon", "status")["engine"]["reachable"], 5, "engine up")
+    added = daemon.json("worker", "add", str(make_project(tmp_path, busybox_image)))
+    assert added["started"] is True and added["worker"]["status"] == "running"
+    engine.stop()
+    wait_until(lambda: daemon.worker("loop")["status"] == "stopped", 10.0, "grace stop")
+    assert launchers_of(iii_home, "loop") == []
+
+
+def test_manual_stop_wins_over_engine_autostart(daemon_factory, engine_factory, busybox_image,
+                                                iii_home: Path, tmp_path: Path) -> None:
+    engine = engine_factory()
+    daemon = daemon_factory(III_URL=engine.url)
+    wait_until(lambda: daemon.json("daemon", "status")["engine"]["reachable"], 5, "engine up")
+    daemon.json("worker", "add", str(make_project(tmp_path, busybox_image)))
+    assert daemon.iii("worker", "stop", "loop").returncode == 0
+    engine.stop()
+    engine.start()  # engine flaps: the manually stopped worker stays stopped
+    wait_until(lambda: daemon.json("daemon", "status")["engine"]["reachable"], 5, "engine back")
+    assert daemon.worker("loop")["status"] == "stopped"
+    assert daemon.iii("worker", "start", "loop").returncode == 0
+    assert daemon.worker("loop")["status"] == "running"
+
+
+def test_daemon_kill9_reattaches_without_duplicates(daemon_factory, busybox_image,
+                                                    iii_home: Path, tmp_path: Path) -> None:
+    daemon = daemon_factory()
+    daemon.json("worker", "add", str(make_project(tmp_path, busybox_image)))
+    assert daemon.iii("worker", "start", "loop").returncode == 0
+    before = daemon.worker("loop")
+    assert before["status"] == "running" and before["pid"]
+    daemon.kill9()
+    assert launchers_of(iii_home, "loop") == [before["pid"]]  # the worker survived
+    daemon.start()
+    after = daemon.worker("loop")
+    assert after["status"] == "running" and after["pid"] == before["pid"]
+    assert daemon.iii("worker", "start", "loop").returncode == 0  # idempotent, not doubled
+    assert launchers_of(iii_home, "loop") == [before["pid"]]
+
+
+def test_killed_worker_is_restarted_with_backoff(daemon_factory, busybox_image, iii_home: Path,
+                                                 tmp_path: Path) -> None:
+    import json
+
+    daemon = daemon_factory()
+    daemon.json("worker", "add", str(make_project(tmp_path, busybox_image)))
+    assert daemon.iii("worker", "start", "loop").returncode == 0
+    first = daemon.worker("loop")["pid"]
+    record = json.loads((iii_home / "managed/loop/launcher.pid").read_text())
+    os.kill(record["sandbox_pid"], signal.SIGKILL)
+    wait_until(lambda: daemon.worker("loop")["restarts"] == 1
+               and daemon.worker("loop")["status"] == "running", 15.0, "restart")
+    worker = daemon.worker("loop")
+    assert worker["pid"] != first and worker["last_exit_code"] == 128 + signal.SIGKILL
+    assert len(launchers_of(iii_home, "loop")) == 1
