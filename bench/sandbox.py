@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daemon.sandboxes.layout import SandboxLayout  # noqa: E402
-from daemon.sandboxes.provision import Provisioner  # noqa: E402
-from daemon.sandboxes.sync import sync_project  # noqa: E402
+from daemon.sandboxes.layout import SandboxLayout
+from daemon.sandboxes.provision import Provisioner
+from daemon.sandboxes.sync import sync_project
 
 
 def make_tree(root: Path, files: int, per_dir: int = 100, size: int = 512) -> Path:

@@ -16,15 +16,21 @@ After a daemon restart: ``SandboxTask.reattach(layout)`` for every ``managed/<na
 """
 
 from daemon.sandboxes.backend import BackendChoice, choose_backend
-from daemon.sandboxes.boot import (BootSpec, Prepared, boot_sandbox, launch_params, prepare,
-                                   run_script, start_params)
-from daemon.sandboxes.env import (build_sandbox_env, place_host_files, resolve_ca_bundle)
+from daemon.sandboxes.boot import (
+                                   BootSpec,
+                                   Prepared,
+                                   boot_sandbox,
+                                   launch_params,
+                                   prepare,
+                                   run_script,
+                                   start_params,
+)
+from daemon.sandboxes.env import build_sandbox_env, place_host_files, resolve_ca_bundle
 from daemon.sandboxes.fingerprint import Fingerprint, compute_fingerprint, explain_change
 from daemon.sandboxes.layout import RootMode, SandboxLayout, validate_sandbox_id
 from daemon.sandboxes.provision import Provisioner, RootDecision
 from daemon.sandboxes.sync import SKIP_NAMES, SyncStats, sync_project
-from daemon.sandboxes.task import (SandboxTask, TaskState, TaskStatus, read_exit_file,
-                                   sandbox_lock)
+from daemon.sandboxes.task import SandboxTask, TaskState, TaskStatus, read_exit_file, sandbox_lock
 
 __all__ = [
     "SKIP_NAMES", "BackendChoice", "BootSpec", "Fingerprint", "Prepared", "Provisioner",

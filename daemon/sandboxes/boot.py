@@ -20,8 +20,13 @@ import msgspec
 from daemon.errors import Conflict, ScriptFailed
 from daemon.sandboxes.beneath import read_file_beneath, write_file_beneath
 from daemon.sandboxes.env import build_sandbox_env, place_host_files
-from daemon.sandboxes.fingerprint import (Fingerprint, compute_fingerprint, decode_marker,
-                                          encode_marker, explain_change)
+from daemon.sandboxes.fingerprint import (
+    Fingerprint,
+    compute_fingerprint,
+    decode_marker,
+    encode_marker,
+    explain_change,
+)
 from daemon.sandboxes.layout import MARKER_RELPATH, SandboxLayout
 from daemon.sandboxes.provision import Provisioner, RootSpec
 from daemon.sandboxes.sync import SyncStats, sync_project

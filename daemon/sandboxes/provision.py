@@ -66,7 +66,7 @@ def probe_overlay(scratch_parent: Path) -> tuple[bool, str]:
         (dirs[0] / "probe").write_text("lower")
         try:
             proc = subprocess.run(
-                [sys.executable, "-c", _OVERLAY_PROBE, *map(str, dirs)],
+                [sys.executable, "-c", _OVERLAY_PROBE, *map(str, dirs)], check=False,
                 capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                      "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
@@ -92,8 +92,8 @@ def probe_reflink(scratch_parent: Path) -> tuple[bool, str]:
         src = Path(tmp) / "a"
         src.write_bytes(b"x" * 4096)
         try:
-            proc = subprocess.run(_reflink_cmd(src, Path(tmp) / "b"), capture_output=True,
-                                  text=True, timeout=PROBE_TIMEOUT_S)
+            proc = subprocess.run(_reflink_cmd(src, Path(tmp) / "b"), check=False,
+                                  capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return False, f"reflink probe could not run: {exc}"
         if proc.returncode == 0:
@@ -183,7 +183,8 @@ def _copy_rootfs(src: Path, dst: Path, mode: RootMode) -> None:
     if mode is RootMode.COPY:
         log.warning("provisioning %s by a full copy of %s (no overlay or reflink here)", dst, src)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=COPY_TIMEOUT_S)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True,
+                              timeout=COPY_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise Internal(f"copying the image rootfs failed: {exc}") from exc
     if proc.returncode != 0:

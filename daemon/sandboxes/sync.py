@@ -216,10 +216,9 @@ def _sync_link(src_fd: int, dst_fd: int, name: str, have: os.DirEntry[str] | Non
         target = os.readlink(name, dir_fd=src_fd)
     except OSError:
         return False
-    if have is not None and have.is_symlink():
-        if os.readlink(name, dir_fd=dst_fd) == target:
-            stats.unchanged += 1
-            return True
+    if have is not None and have.is_symlink() and os.readlink(name, dir_fd=dst_fd) == target:
+        stats.unchanged += 1
+        return True
     walk.will_change()
     if have is not None:
         remove_entry(dst_fd, name)

@@ -26,8 +26,15 @@ import msgspec
 
 from daemon.errors import Conflict, InvalidState, Unavailable
 from daemon.sandboxes.layout import SandboxLayout
-from daemon.sandboxes.procinfo import (PidRecord, is_alive, is_our_launcher, parent_pid,
-                                       process_start_time, read_pid_record, write_pid_record)
+from daemon.sandboxes.procinfo import (
+    PidRecord,
+    is_alive,
+    is_our_launcher,
+    parent_pid,
+    process_start_time,
+    read_pid_record,
+    write_pid_record,
+)
 from vmm_ffi.errors import LaunchFailed
 from vmm_ffi.launch import spawn_launcher
 from vmm_ffi.params import ExitStatus, LaunchParams, LaunchResult

@@ -26,10 +26,10 @@ def project(tmp_path: Path) -> Path:
 
 
 def spec(image: Path, project: Path | None, **kw: object) -> BootSpec:
-    args: dict[str, object] = dict(name="calc", image_rootfs=str(image),
-                                   project=None if project is None else str(project),
-                                   setup=SETUP, install=INSTALL, cpus=1, memory_mib=256,
-                                   start="echo started; exit 0")
+    args: dict[str, object] = {"name": "calc", "image_rootfs": str(image),
+                                   "project": None if project is None else str(project),
+                                   "setup": SETUP, "install": INSTALL, "cpus": 1, "memory_mib": 256,
+                                   "start": "echo started; exit 0"}
     args.update(kw)
     return BootSpec(**args)  # type: ignore[arg-type]
 

@@ -6,8 +6,13 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import InvalidArgument
-from daemon.sandboxes.env import (CA_ENV_KEYS, SANDBOX_CA_PATH, build_sandbox_env,
-                                  place_host_files, resolve_ca_bundle)
+from daemon.sandboxes.env import (
+    CA_ENV_KEYS,
+    SANDBOX_CA_PATH,
+    build_sandbox_env,
+    place_host_files,
+    resolve_ca_bundle,
+)
 
 HOST = {"HTTP_PROXY": "http://proxy:3128", "https_proxy": "http://proxy:3128",
         "NO_PROXY": "localhost", "PIP_INDEX_URL": "http://host-only/simple",
@@ -17,9 +22,9 @@ HOST = {"HTTP_PROXY": "http://proxy:3128", "https_proxy": "http://proxy:3128",
 
 
 def env(**kw: object) -> dict[str, str]:
-    args: dict[str, object] = dict(image_env=[], manifest_env={}, config_env={},
-                                   engine_url="ws://127.0.0.1:49134", name="calc",
-                                   isolation="namespace", ca_bundle_present=False, host_env=HOST)
+    args: dict[str, object] = {"image_env": [], "manifest_env": {}, "config_env": {},
+                                   "engine_url": "ws://127.0.0.1:49134", "name": "calc",
+                                   "isolation": "namespace", "ca_bundle_present": False, "host_env": HOST}
     args.update(kw)
     return build_sandbox_env(**args)  # type: ignore[arg-type]
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import daemon.sandboxes as sandboxes
+from daemon import sandboxes
 
 
 def test_public_surface_is_exactly_all() -> None:

@@ -2,8 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.sandboxes.fingerprint import (compute_fingerprint, decode_marker, encode_marker,
-                                          explain_change)
+from daemon.sandboxes.fingerprint import (
+    compute_fingerprint,
+    decode_marker,
+    encode_marker,
+    explain_change,
+)
 
 
 def test_same_inputs_same_fingerprint(tmp_path: Path) -> None:

@@ -13,7 +13,13 @@ import pytest
 from daemon.errors import Conflict, InvalidState
 from daemon.sandboxes.boot import BootSpec, launch_params
 from daemon.sandboxes.layout import SandboxLayout
-from daemon.sandboxes.procinfo import PidRecord, parent_pid, process_start_time, read_pid_record, write_pid_record
+from daemon.sandboxes.procinfo import (
+    PidRecord,
+    parent_pid,
+    process_start_time,
+    read_pid_record,
+    write_pid_record,
+)
 from daemon.sandboxes.provision import Provisioner
 from daemon.sandboxes.task import SandboxTask, TaskStatus
 from tests.support.wait import async_wait_until, wait_until
@@ -157,7 +163,8 @@ async def test_reattach_after_daemon_restart(layout: SandboxLayout, busybox_imag
     p = params(layout, busybox_image, provisioner, "echo up; exec sleep 1000")
     # The "old daemon" is another process that starts the launcher and exits: the launcher
     # is then not our child.
-    out = subprocess.run([sys.executable, "-c", START_IN_OTHER_PROCESS, str(layout.home),
+    out = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", START_IN_OTHER_PROCESS, str(layout.home),
                           layout.name, msgspec.json.encode(p).decode()],
                          check=True, capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parents[3])
@@ -166,7 +173,7 @@ async def test_reattach_after_daemon_restart(layout: SandboxLayout, busybox_imag
     assert task is not None and task.pid == pid
     assert task.state().status is TaskStatus.RUNNING
     with pytest.raises(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # really not our child
+        await asyncio.to_thread(os.waitpid, pid, os.WNOHANG)  # really not our child
     status = await task.stop(5)
     assert status.signal == signal.SIGTERM
     await task.delete()
