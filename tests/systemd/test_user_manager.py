@@ -10,6 +10,7 @@ unshare); skipped with the reason when the manager cannot run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -43,8 +44,8 @@ pytestmark = [
 # Runs as the manager's own process (unshare and sh exec in place): fake "booted with systemd"
 # inside this mount namespace only, then become the user manager.
 MANAGER_SCRIPT = """
-if [ -d /run/systemd ]; then mount -t tmpfs iii-test /run/systemd; else mount -t tmpfs iii-test /run; fi
-mkdir -p /run/systemd/system
+run=/run; [ -d /run/systemd ] && run=/run/systemd
+mount -t tmpfs iii-test "$run" && mkdir -p /run/systemd/system || exit 1
 exec "$0" --user --unit=iii-test.target
 """
 
@@ -92,11 +93,9 @@ def user_manager() -> Iterator[UserManager]:
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     manager = UserManager(proc, env, home, config, log)
     try:
-        try:
+        with contextlib.suppress(TimeoutError):  # judged just below, with the log
             wait_until(lambda: proc.poll() is not None or (runtime / "systemd/private").exists(),
                        MANAGER_START_TIMEOUT_S, "the user manager's private socket")
-        except TimeoutError:
-            pass
         if proc.poll() is not None or not (runtime / "systemd/private").exists():
             pytest.skip("a private systemd user manager cannot run here: "
                         + log.read_text(errors="replace").strip()[-300:])
