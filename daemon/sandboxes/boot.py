@@ -34,6 +34,7 @@ from daemon.sandboxes.task import SandboxTask, sandbox_lock
 from vmm_ffi.params import Backend, LaunchParams
 
 SCRIPT_TIMEOUT_S = 3600.0  # one setup or install run, end to end
+SCRIPT_STOP_TIMEOUT_S = 3.0  # a timed-out script: SIGTERM, then SIGKILL after this
 OUTPUT_TAIL_LINES = 20
 WORKSPACE = "/workspace"
 _LAUNCHER_PREFIX = "[iii-launcher]"
@@ -66,6 +67,7 @@ class BootSpec(msgspec.Struct, frozen=True, kw_only=True):
     cpus: int = 2
     memory_mib: int = 2048
     ca_bundle: str | None = None
+    script_timeout_s: float = SCRIPT_TIMEOUT_S
 
 
 @dataclass
@@ -203,20 +205,21 @@ async def run_script(layout: SandboxLayout, boot: BootSpec, root: RootSpec,
     """Run one ``/bin/sh -c script`` in the sandbox (cwd /workspace) as a one-shot launcher.
 
     The caller holds the sandbox lock. Raises ``ScriptFailed`` with the exit code and the last
-    20 lines of the script's output (a timeout counts as exit code 124).
+    20 lines of the script's output (running past ``boot.script_timeout_s`` stops the run and
+    counts as exit code 124).
     """
     offset = await asyncio.to_thread(_append_log, layout, f"[iii] running {script_name}: {script}")
     params = launch_params(layout, boot, root, env, ["/bin/sh", "-c", script], WORKSPACE)
     task = SandboxTask(layout)
     await task.start(params, locked=True)
     try:
-        status = await task.wait(SCRIPT_TIMEOUT_S)
+        status = await task.wait(boot.script_timeout_s)
     except TimeoutError:
-        await task.stop()
+        await task.stop(SCRIPT_STOP_TIMEOUT_S)
         await task.delete()
         tail = await asyncio.to_thread(_output_since, layout, offset)
         raise ScriptFailed(script_name, 124,
-                           tail + [f"{script_name} timed out after {SCRIPT_TIMEOUT_S:g}s"]) \
+                           tail + [f"{script_name} timed out after {boot.script_timeout_s:g}s"]) \
             from None
     await task.delete()
     if status.exit_code != 0:

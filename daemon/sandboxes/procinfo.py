@@ -76,7 +76,9 @@ def is_our_launcher(pid: int, bootstrap: Path) -> bool:
     args = cmdline(pid)
     for i, arg in enumerate(args[:-1]):
         if arg == "-m" and args[i + 1] == LAUNCHER_MODULE:
-            return args[-1] == str(bootstrap)
+            # realpath: the same home reached through another spelling is still this sandbox
+            # (rejecting a live launcher would let a second one start on the same root).
+            return os.path.realpath(args[-1]) == os.path.realpath(bootstrap)
     return False
 
 

@@ -169,3 +169,16 @@ async def test_two_concurrent_boots_second_refused(
     await task.stop(5)
     await task.delete()
     assert layout.remove() > 0 and not layout.dir.exists()
+
+
+async def test_install_past_its_timeout_is_stopped_and_fails(
+        layout: SandboxLayout, busybox_image: Path, provisioner: Provisioner,
+        project: Path) -> None:
+    slow = "echo working; sleep 9393"
+    with pytest.raises(ScriptFailed) as err:
+        await prepare(layout, spec(busybox_image, project, install=slow, setup="",
+                                   script_timeout_s=0.5), provisioner)
+    assert err.value.exit_code == 124
+    assert err.value.output_tail[-1] == "install timed out after 0.5s"
+    assert not layout.marker.exists() and not layout.pid_file.exists()
+    assert SandboxTask.reattach(layout) is None
