@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 # argv (after the program name) → socket method, for the typer-free path.
-_FAST_JSON_COMMANDS = {
+_FAST_JSON_COMMANDS: dict[tuple[str, ...], str] = {
     ("worker", "list", "--json"): "worker.list",
     ("image", "list", "--json"): "image.list",
 }

@@ -11,13 +11,19 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import typer
 
 from client.errors import CliError, DaemonUnavailable, InvalidState
-from client.output import (ProgressView, print_error, print_json_raw, print_kv, print_table,
-                           print_workers)
+from client.output import (
+    ProgressView,
+    print_error,
+    print_json_raw,
+    print_kv,
+    print_table,
+    print_workers,
+)
 from client.rpc_client import RpcClient
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="iii sandbox workers.")
@@ -87,7 +93,7 @@ def _print_warnings(warnings: list[str]) -> None:
 
 @worker_app.command("validate")
 def worker_validate(
-    path: Path = typer.Argument(..., help="Project directory to resolve."),
+    path: Path = typer.Argument(..., help="Project directory to resolve."),  # noqa: B008
     as_json: bool = typer.Option(False, "--json", help="Print the resolved spec as JSON."),
 ) -> None:
     """Resolve a project's worker spec (manifest or detection) without a daemon."""
@@ -99,7 +105,7 @@ def worker_validate(
 @worker_app.command("add")
 def worker_add(
     target: str = typer.Argument(..., help="./project, an OCI image reference, or a config name."),
-    name: Optional[str] = typer.Option(None, "--name", help="Worker name (default: derived)."),
+    name: str | None = typer.Option(None, "--name", help="Worker name (default: derived)."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing worker."),
     reset_config: bool = typer.Option(False, "--reset-config",
                                       help="With --force: drop the old entry's config."),
@@ -164,8 +170,8 @@ def _current_status(name: str) -> dict[str, Any] | None:
 def worker_start(
     name: str = typer.Argument(..., help="Worker name."),
     as_json: bool = JSON_OPT,
-    port: Optional[int] = IGNORED_PORT, address: Optional[str] = IGNORED_ADDRESS,
-    no_wait: bool = IGNORED_NO_WAIT, config: Optional[str] = IGNORED_CONFIG,
+    port: int | None = IGNORED_PORT, address: str | None = IGNORED_ADDRESS,
+    no_wait: bool = IGNORED_NO_WAIT, config: str | None = IGNORED_CONFIG,
     yes: bool = IGNORED_YES,
 ) -> None:
     """Start a worker (a running worker is left as it is)."""
@@ -185,8 +191,8 @@ def worker_stop(
     timeout: float = typer.Option(10.0, "--timeout", "-t", min=0, max=3600,
                                   help="Seconds to wait after SIGTERM before SIGKILL."),
     as_json: bool = JSON_OPT,
-    port: Optional[int] = IGNORED_PORT, address: Optional[str] = IGNORED_ADDRESS,
-    no_wait: bool = IGNORED_NO_WAIT, config: Optional[str] = IGNORED_CONFIG,
+    port: int | None = IGNORED_PORT, address: str | None = IGNORED_ADDRESS,
+    no_wait: bool = IGNORED_NO_WAIT, config: str | None = IGNORED_CONFIG,
     yes: bool = IGNORED_YES,
 ) -> None:
     """Stop a worker (SIGTERM, then SIGKILL after the timeout); a stopped worker stays so."""
@@ -316,7 +322,7 @@ def image_list(as_json: bool = JSON_OPT) -> None:
 
 @daemon_app.command("run")
 def daemon_run(
-    config: Optional[Path] = typer.Option(None, "--config", help="Worker registry path."),
+    config: Path | None = typer.Option(None, "--config", help="Worker registry path."),  # noqa: B008
     keep_workers: bool = typer.Option(False, "--keep-workers",
                                       help="On shutdown leave workers running (upgrades)."),
 ) -> None:
@@ -351,8 +357,8 @@ def daemon_status(as_json: bool = JSON_OPT) -> None:
             ("daemon", f"running (pid {info['pid']}, version {info['version']})"),
             ("socket", info["socket"]), ("home", info["home"]),
             ("config", info["config_path"]),
-            ("engine", f"{info['engine']['url']} "
-                       f"({'reachable' if info['engine']['reachable'] else 'unreachable'})"),
+            ("engine", (f"{info['engine']['url']} "
+                       f"({'reachable' if info['engine']['reachable'] else 'unreachable'})")),
             ("isolation", info["isolation"]["default"]),
             *[(f"  {name}", "available" if b["available"] else f"unavailable: {b.get('reason')}")
               for name, b in backends.items()],

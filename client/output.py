@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 from client.errors import CliError
 
-__all__ = ["ProgressView", "print_error", "print_json_raw", "print_kv", "print_table",
-           "print_workers", "stdout_is_tty", "TYPE_LABELS"]
+__all__ = [
+    "TYPE_LABELS",
+    "ProgressView",
+    "print_error",
+    "print_json_raw",
+    "print_kv",
+    "print_table",
+    "print_workers",
+    "stdout_is_tty",
+]
 
 TYPE_LABELS = {"local": "Local", "oci": "OCI", "binary": "Binary", "config": "Config"}
 WORKER_COLUMNS = ("NAME", "TYPE", "STATUS", "PID", "ISOLATION", "ENGINE")
@@ -101,10 +109,15 @@ class ProgressView:
         self._tasks: dict[str, Any] = {}
         self._last_plain: dict[str, tuple[str, float]] = {}
 
-    def __enter__(self) -> ProgressView:
+    def __enter__(self) -> Self:
         if self._tty:
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                       DownloadColumn(), TimeElapsedColumn(), transient=False)

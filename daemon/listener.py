@@ -62,7 +62,7 @@ def socket_answers(path: Path, timeout: float = PROBE_TIMEOUT_S) -> bool:
         probe.connect(str(path))
     except (ConnectionRefusedError, FileNotFoundError):
         return False
-    except socket.timeout:
+    except TimeoutError:
         return True  # a listener whose backlog is full is alive
     except OSError as exc:
         if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):

@@ -58,7 +58,7 @@ DEFAULT_MAX_INFLIGHT = 1024
 def error_code_for(exc: errors.DaemonError) -> ErrorCode:
     """The JSON-RPC code of a daemon error: its own class's entry, else its nearest base's."""
     for cls in type(exc).__mro__:
-        code = ERROR_CODES.get(cls)  # type: ignore[call-overload]
+        code = ERROR_CODES.get(cls)
         if code is not None:
             return code
     return ErrorCode.INTERNAL

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from client.commands import resolve_target
-from tests.support.daemon import ThreadedDaemon
+from tests.support.inprocess_daemon import ThreadedDaemon
 from tests.support.scripted_service import ScriptedService
 from tests.support.wait import wait_until
 
@@ -24,6 +24,7 @@ TIMEOUT = 30
 def iii(*args: str, env: dict[str, str], cwd: Path | None = None,
         program: str = "iii") -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / program), *args], env=env, cwd=cwd, capture_output=True,
+                          check=False,
                           text=True, timeout=TIMEOUT)
 
 
@@ -140,7 +141,12 @@ def test_logs_follow_prints_until_ctrl_c(daemon: ThreadedDaemon) -> None:
         assert seen == ["line 4", "line 5", "new 1", "new 2"]
         assert proc.poll() is None  # still following
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(TIMEOUT) == 130
+        try:
+            assert proc.wait(TIMEOUT) == 130
+        except subprocess.TimeoutExpired:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            stack = Path(f"/proc/{proc.pid}/wchan").read_text()
+            pytest.fail(f"iii logs -f ignored SIGINT: wchan={stack}\n{status}")
     finally:
         proc.kill()
         proc.wait()

@@ -24,7 +24,7 @@ def current_schema() -> dict:
     types += [protocol.ProgressNotification, protocol.LogNotification,
               protocol.EventNotification]
     unique = list(dict.fromkeys(types))
-    schemas, components = msgspec.json.schema_components(unique)
+    _, components = msgspec.json.schema_components(unique)
     return {
         "protocol_version": protocol.PROTOCOL_VERSION,
         "max_line_bytes": protocol.MAX_LINE_BYTES,

@@ -14,7 +14,7 @@ import pytest
 from client import errors
 from client.errors import DaemonUnavailable, from_rpc_error
 from client.rpc_client import RpcClient, default_socket_path, stop_daemon
-from tests.support.daemon import ThreadedDaemon
+from tests.support.inprocess_daemon import ThreadedDaemon
 from tests.support.scripted_service import ScriptedService
 from tests.support.wait import wait_until
 
@@ -52,16 +52,15 @@ def test_notifications_before_the_response_reach_the_handler(daemon: ThreadedDae
 ], ids=["not-found", "script-failed", "no-method", "bad-params", "internal"])
 def test_error_codes_come_back_as_exceptions(daemon: ThreadedDaemon, method: str,
                                              params: dict | None, cls: type, code: int) -> None:
-    with RpcClient(daemon.socket_path, autostart=False) as client:
-        with pytest.raises(cls) as info:
-            client.call(method, params)
+    with RpcClient(daemon.socket_path, autostart=False) as client, pytest.raises(cls) as info:
+        client.call(method, params)
     assert info.value.code == code and info.value.message
 
 
 def test_script_failure_keeps_its_data(daemon: ThreadedDaemon) -> None:
-    with RpcClient(daemon.socket_path, autostart=False) as client:
-        with pytest.raises(errors.ScriptFailed) as info:
-            client.call("worker.add", {"target": "/x/fails"})
+    with RpcClient(daemon.socket_path, autostart=False) as client, \
+            pytest.raises(errors.ScriptFailed) as info:
+        client.call("worker.add", {"target": "/x/fails"})
     assert info.value.data["output_tail"] == ["npm ERR! one", "npm ERR! two"]
 
 

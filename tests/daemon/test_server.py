@@ -16,7 +16,7 @@ import pytest
 
 from daemon.listener import ListenerError, bind_listener
 from daemon.server import ServerLimits
-from tests.support.daemon import InProcessDaemon
+from tests.support.inprocess_daemon import InProcessDaemon
 from tests.support.scripted_service import ScriptedService
 
 TIMEOUT = 10.0
@@ -257,7 +257,7 @@ async def test_peer_of_another_uid_is_refused(iii_home: Path, service: ScriptedS
         # Let uid 65534 reach the socket at all, so the daemon's own uid check is what refuses.
         os.chmod(iii_home, 0o711)
         os.chmod(d.socket_path, 0o666)
-        script = "\n".join([
+        script = "\n".join([  # noqa: FLY002
             "import socket, sys",
             "s = socket.socket(socket.AF_UNIX)",
             "s.connect(sys.argv[1])",
