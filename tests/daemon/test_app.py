@@ -91,6 +91,6 @@ def test_invalid_daemon_yaml_is_one_line_and_exit_1(iii_home: Path,
     out = subprocess.run([sys.executable, "-m", "daemon", "run"], env=daemon_env,
                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert out.returncode == 1
-    assert out.stderr.splitlines() == [
-        f"error: {iii_home / 'daemon.yaml'}:1:17: stop_timeout_s: Expected `float | null`, "
-        "got `str`"]
+    expected = (f"error: {iii_home / 'daemon.yaml'}:1:17: stop_timeout_s: "
+                "Expected `float | null`, got `str`")
+    assert out.stderr.splitlines() == [expected]
