@@ -8,12 +8,13 @@ stops, so the launcher above it is what records ``exit.json``.
 from __future__ import annotations
 
 import os
+import signal
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import LauncherError
 from vmm_ffi.libkrun import Libkrun, configure, start_enter
 from vmm_ffi.params import EXIT_SETUP_FAILED, LaunchParams
-from vmm_ffi.sandbox_init import guard_parent_death, send
+from vmm_ffi.sandbox_init import FORWARDED_SIGNALS, guard_parent_death, send
 
 
 def run_vmm(params: LaunchParams, root: str, status_fd: int, alive_r: int, go_r: int,
@@ -24,6 +25,9 @@ def run_vmm(params: LaunchParams, root: str, status_fd: int, alive_r: int, go_r:
         if os.read(go_r, 1) != b"1":
             os._exit(EXIT_SETUP_FAILED)
         sc.set_process_name("iii-vmm")
+        # Default dispositions (a signal kills the VMM, as for libkrun itself), then deliver
+        # whatever the launcher forwarded while they were blocked across the fork.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log_fd, 1)

@@ -165,6 +165,9 @@ class Launcher:
         status_r, status_w = os.pipe()
         alive_r, alive_w = os.pipe()
         go_r, go_w = os.pipe()
+        # Blocked across the fork until each side has its forwarding handler: a namespace's
+        # init silently drops signals it has no handler for, but keeps blocked ones pending.
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
         child = os.fork()
         if child == 0:
             os.close(status_r)
@@ -179,6 +182,7 @@ class Launcher:
             os.close(fd)
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, self._forward)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
         os.write(go_w, b"1")
         os.close(go_w)
         status_file = os.fdopen(status_r, "rb")

@@ -110,6 +110,7 @@ def run_init(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
         forward = _forwarder(workload, pending)
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, forward)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # blocked by the launcher
         try:
             enter_sandbox_root(params)
         except SetupFailed as exc:

@@ -200,8 +200,6 @@ static void apply_rlimits(void) {
 /* The "guest": chroot, workdir, rlimits, console, exact env, exec. */
 static void run_guest(void) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
     int null = open("/dev/null", O_RDONLY);
     if (null >= 0) dup2(null, 0);
     if (console_path != NULL) {
@@ -229,11 +227,24 @@ int32_t krun_start_enter(uint32_t ctx) {
     int32_t r = end_record("krun_start_enter");
     if (r < 0) return r;
     if (exec_path == NULL) return -EINVAL;
-    child_pid = fork();
-    if (child_pid < 0) return -errno;
-    if (child_pid == 0) run_guest();
+    /* Handlers go in before the fork, with the signals blocked across it: a SIGTERM that
+     * arrives once the guest runs must reach the guest, never kill this process instead. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, &old);
     signal(SIGTERM, forward);
     signal(SIGINT, forward);
+    child_pid = fork();
+    if (child_pid < 0) return -errno;
+    if (child_pid == 0) {
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        run_guest();
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
     int status;
     while (waitpid(child_pid, &status, 0) < 0 && errno == EINTR) {}
     exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));

@@ -89,3 +89,13 @@ def test_second_start_of_the_same_sandbox_is_refused(sandboxes: Sandboxes) -> No
     assert read_exit(params.exit_path) is None  # the old exit.json was cleared
     os.kill(again.pid, signal.SIGTERM)
     assert sandboxes.wait(again, params)[1].signal == signal.SIGTERM
+
+
+def test_launcher_runs_without_site_and_finds_its_packages(sandboxes: Sandboxes) -> None:
+    params = sandboxes.params(["sleep", "1000"])
+    result = sandboxes.spawn(params)
+    with open(f"/proc/{result.pid}/cmdline", "rb") as f:
+        args = f.read().split(b"\0")
+    assert args[1:4] == [b"-S", b"-m", b"vmm_ffi.launcher"]
+    os.kill(result.pid, signal.SIGTERM)
+    sandboxes.wait(result, params)

@@ -274,3 +274,12 @@ def test_nofile_is_raised(sandboxes: Sandboxes) -> None:
     want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
     _, _, log = sandboxes.run(["sh", "-c", "ulimit -n"])
     assert workload_lines(log) == [str(want)]
+
+
+def test_sigterm_right_after_spawn_is_not_lost(sandboxes: Sandboxes) -> None:
+    # Sent the instant the launcher answers, possibly before its init has forked the workload.
+    for _ in range(5):
+        params = sandboxes.params(["sleep", "1000"])
+        result = sandboxes.spawn(params)
+        os.kill(result.pid, signal.SIGTERM)
+        assert sandboxes.wait(result, params)[1].signal == signal.SIGTERM
