@@ -92,6 +92,7 @@ def _probe_namespace() -> BackendStatus:
         for d in ("lower", "upper", "work", "merged"):
             os.mkdir(os.path.join(tmp, d))
         r, w = os.pipe()
+        sc.load()
         pid = os.fork()
         if pid == 0:
             os.close(r)

@@ -37,6 +37,11 @@ _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41, "riscv64": 41}
 _libc: ctypes.CDLL | None = None
 
 
+def load() -> None:
+    """Load libc now: call before fork() in a threaded process (dlopen after fork can hang)."""
+    _lib()
+
+
 def _lib() -> ctypes.CDLL:
     global _libc  # one CDLL handle per process; loading it is not free
     if _libc is None:
