@@ -150,13 +150,7 @@ class _Walk:
             name = entry.name
             have = dst.get(name)
             try:
-                if entry.is_symlink():
-                    if not _sync_link(src_fd, dst_fd, name, have, stats, self):
-                        continue
-                elif entry.is_dir(follow_symlinks=False):
-                    if not self.sync_subdir(src_fd, dst_fd, name, have, rel, depth):
-                        continue
-                elif entry.is_file(follow_symlinks=False):
+                if entry.is_file(follow_symlinks=False):  # the common case first
                     st = entry.stat(follow_symlinks=False)
                     key = rel + name
                     sig = (st.st_size, st.st_mtime_ns)
@@ -170,6 +164,12 @@ class _Walk:
                         stats.special.append(key)
                         continue
                     seen[key] = sig
+                elif entry.is_symlink():
+                    if not _sync_link(src_fd, dst_fd, name, have, stats, self):
+                        continue
+                elif entry.is_dir(follow_symlinks=False):
+                    if not self.sync_subdir(src_fd, dst_fd, name, have, rel, depth):
+                        continue
                 else:
                     stats.special.append(rel + name)
                     continue
