@@ -12,12 +12,15 @@ Linux: systemd user units (``iii-daemon.service`` + ``iii-daemon.socket``) in
 from __future__ import annotations
 
 import enum
+import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -159,10 +162,13 @@ def install(plan: ServicePlan, *, dry_run: bool, out: Output) -> None:
             out(f.content.rstrip("\n"))
         if plan.log_dir is not None and not plan.log_dir.is_dir():
             out(f"would create {plan.log_dir} (mode 0700) for the daemon's log")
+        out(f"would ask a daemon already serving {plan.socket_path}, if any, to exit and leave "
+            "its workers running for the service's daemon")
         for cmd in plan.install_commands:
             out(f"would run: {shlex.join(cmd.argv)}")
         return
     _require_tools(plan.install_commands)
+    _hand_over_from_running_daemon(plan.socket_path, out)
     if plan.log_dir is not None and not plan.log_dir.is_dir():
         plan.log_dir.mkdir(mode=0o700, parents=True)
         os.chmod(plan.log_dir, 0o700)  # mkdir's mode is filtered by the umask
@@ -228,6 +234,74 @@ def status(plan: ServicePlan, *, dry_run: bool, out: Output) -> int:
         out("service: not running")
         return 3
     raise _failure(plan.status_command, done)
+
+
+# Two daemons must never supervise the same home: one started by hand (or by the CLI's autostart)
+# keeps serving its socket even after systemd binds a new one over the path.
+HANDOVER_RPC_TIMEOUT_S = 5.0
+HANDOVER_EXIT_TIMEOUT_S = 30.0
+
+
+def _hand_over_from_running_daemon(socket_path: Path, out: Output) -> None:
+    """Ask a daemon already serving ``socket_path`` to exit, leaving its workers running for the
+    service's daemon to reattach, and wait until it is gone."""
+    try:
+        info = _daemon_call(socket_path, "daemon.info", None)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return  # nothing serves the socket
+    except (OSError, ValueError) as exc:
+        raise ServiceError(f"something answers on {socket_path} but not as an iii daemon "
+                           f"({exc}); stop it and retry") from exc
+    pid = info.get("pid")
+    if not isinstance(pid, int):
+        raise ServiceError(f"the daemon on {socket_path} did not report its pid; "
+                           "stop it with `iii daemon stop` and retry")
+    try:
+        _daemon_call(socket_path, "daemon.shutdown", {"stop_workers": False})
+    except (OSError, ValueError) as exc:
+        raise ServiceError(f"could not ask the running daemon (pid {pid}) to exit ({exc}); "
+                           "stop it with `iii daemon stop` and retry") from exc
+    deadline = time.monotonic() + HANDOVER_EXIT_TIMEOUT_S
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise ServiceError(f"the running daemon (pid {pid}) did not exit within "
+                               f"{HANDOVER_EXIT_TIMEOUT_S:.0f}s; stop it with `iii daemon stop`")
+        time.sleep(0.05)
+    out(f"stopped the daemon that was running (pid {pid}); its workers keep running for the "
+        "service's daemon to take over")
+
+
+def _daemon_call(socket_path: Path, method: str, params: dict[str, object] | None
+                 ) -> dict[str, object]:
+    """One JSON-RPC request on a fresh connection (the protocol of SPEC §11, no autostart)."""
+    request: dict[str, object] = {"jsonrpc": "2.0", "id": 1, "method": method}
+    if params is not None:
+        request["params"] = params
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(HANDOVER_RPC_TIMEOUT_S)
+        sock.connect(str(socket_path))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        line = sock.makefile("rb").readline()
+    reply = json.loads(line) if line else None
+    if not isinstance(reply, dict) or not isinstance(reply.get("result"), dict):
+        raise ValueError(f"unexpected answer to {method}: {line[:200]!r}")
+    result: dict[str, object] = reply["result"]
+    return result
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; an exited daemon its parent has not reaped yet counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs (macOS): kill(0) is all we know
+    return stat_line.rpartition(")")[2].split()[0] != "Z"
 
 
 def _require_tools(commands: list[Command]) -> None:

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import os
 import plistlib
+import socket
 import stat
 import subprocess
 import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +26,7 @@ import pytest
 
 from client import service
 from client.service import ServiceError, ServicePlatform
+from tests.support.wait import wait_until
 
 VENV_III = str(Path(sys.executable).absolute().parent / "iii")
 
@@ -69,7 +74,12 @@ class ServiceHost:
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> ServiceHost:
+def host() -> Iterator[ServiceHost]:
+    with tempfile.TemporaryDirectory(prefix="iii-svc-", dir="/tmp") as tmp:
+        yield make_host(Path(tmp))  # short: the daemon's socket lives under this HOME
+
+
+def make_host(tmp_path: Path) -> ServiceHost:
     home = tmp_path / "home"
     home.mkdir()
     bin_dir = tmp_path / "bin"
@@ -249,3 +259,56 @@ def test_unsupported_program_path_is_a_service_error(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="quotes or backslashes"):
         service.plan_service(ServicePlatform.SYSTEMD, environ={"HOME": str(tmp_path)},
                              executable=str(weird))
+
+
+def answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def test_install_hands_over_from_a_running_daemon(host: ServiceHost) -> None:
+    """A daemon started by hand must not keep running beside the service's: install asks it to
+    exit, leaving its workers for the service's daemon to reattach."""
+    env = dict(host.env, III_NO_AUTOSTART="1", III_URL="ws://127.0.0.1:9")
+    daemon = subprocess.Popen([sys.executable, "-m", "daemon", "run"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: answers(host.home / ".iii/iii.sock"), 60, "the hand-started daemon")
+        done = host.run("install", "--platform", "systemd")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[0] == (
+            f"stopped the daemon that was running (pid {daemon.pid}); its workers keep running "
+            "for the service's daemon to take over")
+        _out, log = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+    assert daemon.returncode == 0
+    assert "shutting down (keeping workers)" in log
+    assert [cmd[2] for cmd in host.recorded()] == ["daemon-reload", "enable"]
+
+
+def test_something_else_on_the_socket_is_refused(host: ServiceHost) -> None:
+    path = host.home / ".iii/iii.sock"
+    path.parent.mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as impostor:
+        impostor.bind(str(path))
+        impostor.listen(1)
+
+        def answer_like_something_else() -> None:
+            conn, _ = impostor.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+        server = threading.Thread(target=answer_like_something_else)
+        server.start()
+        done = host.run("install", "--platform", "systemd")
+        server.join(timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: something answers on {path} but not as an iii daemon")
+    assert host.recorded() == []

@@ -111,6 +111,15 @@ def user_manager() -> Iterator[UserManager]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def daemon_info(sock_path: Path) -> dict[str, object]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(UNIT_TIMEOUT_S)
@@ -126,8 +135,20 @@ def test_install_activate_restart_uninstall(user_manager: UserManager) -> None:
     unit_dir = m.config / "systemd/user"
     sock_path = m.home / ".iii/iii.sock"
 
-    done = m.iii_service("install")
-    assert done.returncode == 0, done.stderr
+    # A daemon started by hand (or autostarted by the CLI) is already serving the socket.
+    by_hand = subprocess.Popen([sys.executable, "-m", "daemon", "run"],
+                               env=dict(m.env, III_URL="ws://127.0.0.1:9"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: answers(sock_path), UNIT_TIMEOUT_S, "the hand-started daemon")
+        done = m.iii_service("install")
+        assert done.returncode == 0, done.stderr
+        assert by_hand.wait(UNIT_TIMEOUT_S) == 0  # handed over, exited cleanly
+    finally:
+        if by_hand.poll() is None:
+            by_hand.kill()
+            by_hand.wait()
+    assert f"stopped the daemon that was running (pid {by_hand.pid})" in done.stdout
     assert "ran systemctl --user enable --now iii-daemon.socket iii-daemon.service" in done.stdout
     assert {p.name for p in unit_dir.iterdir()} >= {"iii-daemon.service", "iii-daemon.socket"}
 
