@@ -33,6 +33,9 @@ __all__ = ["RpcClient", "default_home", "default_socket_path", "spawn_daemon"]
 CONNECT_TIMEOUT_S = 5.0
 AUTOSTART_DEADLINE_S = 20.0  # a cold daemon imports its modules and binds within this
 AUTOSTART_POLL_S = 0.05
+# A blocking recv() can miss a SIGINT that lands just before it starts (Python only runs signal
+# handlers between bytecodes); waking up this often bounds how long Ctrl-C can take.
+RECV_WAKEUP_S = 0.25
 _RECV_CHUNK = 256 * 1024
 
 NotificationHandler = Callable[[str, Any], None]
@@ -185,6 +188,7 @@ class RpcClient:
     def _send(self, payload: bytes) -> None:
         assert self._sock is not None
         try:
+            self._sock.settimeout(None)
             self._sock.sendall(payload)
         except OSError as exc:
             raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from exc
@@ -200,7 +204,10 @@ class RpcClient:
             if len(self._buf) > MAX_LINE_BYTES:
                 raise ProtocolError("the daemon sent a line longer than 16 MiB")
             try:
+                self._sock.settimeout(RECV_WAKEUP_S)
                 chunk = self._sock.recv(_RECV_CHUNK)
+            except TimeoutError:
+                continue  # nothing yet; pending signals (Ctrl-C) get their chance
             except OSError as exc:
                 raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from exc
             if not chunk:
