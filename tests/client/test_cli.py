@@ -221,3 +221,23 @@ def test_daemon_run_in_the_foreground_stops_on_sigterm(iii_home: Path) -> None:
     finally:
         proc.kill()
         proc.communicate()
+
+
+@pytest.mark.skipif(not Path("/usr/bin/script").exists(), reason="needs util-linux script")
+def test_on_a_tty_list_is_a_rich_table_and_add_shows_progress_bars(
+        daemon: ThreadedDaemon) -> None:
+    def on_tty(command: str) -> str:
+        out = subprocess.run(["/usr/bin/script", "-qefc", command, "/dev/null"],
+                             env={**daemon.env(), "COLUMNS": "100", "TERM": "xterm"},
+                             capture_output=True, text=True, timeout=TIMEOUT, check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    table = on_tty(f"{BIN / 'iii'} worker list")
+    header = next(line for line in table.splitlines() if "NAME" in line)
+    assert all(col in header for col in ("TYPE", "STATUS", "PID", "ISOLATION", "ENGINE"))
+    assert "Local" in table
+    added = on_tty(f"{BIN / 'iii'} worker add /p/tty")
+    assert "pull: layers" in added and "added worker 'tty'" in added
+    assert "━" in added  # rich's bar, not the plain "(1/3 layers)" lines
+    assert "(1/3 layers)" not in added
