@@ -241,3 +241,20 @@ def test_on_a_tty_list_is_a_rich_table_and_add_shows_progress_bars(
     assert "pull: layers" in added and "added worker 'tty'" in added
     assert "━" in added  # rich's bar, not the plain "(1/3 layers)" lines
     assert "(1/3 layers)" not in added
+
+
+@pytest.mark.parametrize("argv", [("worker", "list"), ("worker", "list", "--json"),
+                                  ("image", "list", "--json")], ids=" ".join)
+def test_the_typer_free_fast_path_prints_what_typer_prints(daemon: ThreadedDaemon,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           argv: tuple[str, ...]) -> None:
+    from typer.testing import CliRunner
+
+    from client.cli import app
+
+    for key, value in daemon.env().items():
+        monkeypatch.setenv(key, value)
+    via_typer = CliRunner().invoke(app, list(argv))
+    assert via_typer.exit_code == 0, via_typer.output
+    fast = iii(*argv, env=daemon.env())
+    assert fast.returncode == 0 and fast.stdout == via_typer.stdout
