@@ -46,6 +46,7 @@ from vmm_ffi.statefiles import write_atomic
 
 LOG_PREFIX = "[iii-launcher]"
 LOCK_NAME = "launcher.lock"
+MAX_INHERITED_FD = 1 << 20  # closerange uses close_range(2): the bound costs nothing
 
 
 def load_params(argv: list[str]) -> LaunchParams:
@@ -259,6 +260,9 @@ def _read_message(stream: object) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    # Whatever the spawner let us inherit (a daemon's socket-activation fd, say) must not reach
+    # the workload: exec keeps every fd that is not close-on-exec.
+    os.closerange(3, MAX_INHERITED_FD)
     args = sys.argv[1:] if argv is None else argv
     try:
         params = load_params(args)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.wait import wait_until
 from tests.vmm_ffi.conftest import Sandboxes
 from vmm_ffi.errors import AlreadyRunning, LaunchFailed
 from vmm_ffi.launch import is_launcher, read_exit, spawn_launcher, tail_lines
-from vmm_ffi.params import decode_params
+from vmm_ffi.params import BindMount, decode_params, encode
 
 
 def fake_interpreter(tmp_path: Path, body: str) -> str:
@@ -99,3 +102,45 @@ def test_launcher_runs_without_site_and_finds_its_packages(sandboxes: Sandboxes)
     assert args[1:4] == [b"-S", b"-m", b"vmm_ffi.launcher"]
     os.kill(result.pid, signal.SIGTERM)
     sandboxes.wait(result, params)
+
+
+def test_inherited_fds_do_not_reach_the_workload(sandboxes: Sandboxes) -> None:
+    r, w = os.pipe()
+    leaked = os.dup2(r, 200)  # an inheritable fd, like a socket-activation listener
+    try:
+        assert os.get_inheritable(leaked)
+        params = sandboxes.params(["ls", "/proc/self/fd"])
+        result = sandboxes.spawn(params)
+        sandboxes.wait(result, params)
+    finally:
+        for fd in (r, w, leaked):
+            os.close(fd)
+    fds = [x for x in Path(params.log_path).read_text().split() if x.isdigit()]
+    assert "200" not in fds and set(fds) <= {"0", "1", "2", "3"}, fds
+
+
+def test_sandbox_outlives_its_spawner_and_records_its_exit(sandboxes: Sandboxes,
+                                                           tmp_path: Path) -> None:
+    # A short-lived "daemon" process spawns the launcher and exits; the sandbox goes on and,
+    # when its workload ends, exit.json is there for the next daemon to read.
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    params = sandboxes.params(
+        ["sh", "-c", "echo up; while [ ! -e /gate/go ]; do sleep 0.02; done; exit 5"],
+        binds=[BindMount(source=str(gate), target="/gate")])
+    spawner = (f"import sys; from vmm_ffi.launch import spawn_launcher; "
+               f"from vmm_ffi.params import decode_params; "
+               f"p = decode_params(sys.stdin.buffer.read()); "
+               f"print(spawn_launcher(p, {str(sandboxes.state_dir(params))!r}).pid)")
+    done = subprocess.run([sys.executable, "-c", spawner], input=encode(params),
+                          capture_output=True, timeout=30, check=True)
+    launcher = int(done.stdout)
+    sandboxes.pids.append(launcher)
+    wait_until(lambda: "up" in Path(params.log_path).read_text(), 10, "workload up")
+    assert is_launcher(launcher, sandboxes.state_dir(params) / "bootstrap.json")
+    assert read_exit(params.exit_path) is None
+    (gate / "go").touch()
+    recorded = wait_until(lambda: read_exit(params.exit_path), 10, "exit.json")
+    assert (recorded.exit_code, recorded.signal) == (5, None)
+    wait_until(lambda: not is_launcher(launcher, sandboxes.state_dir(params) / "bootstrap.json"),
+               10, "launcher gone")
