@@ -50,6 +50,10 @@ class Command(msgspec.Struct, frozen=True):
     argv: list[str]
     # launchctl bootout of a job that is not loaded fails; that must not stop an (un)install.
     may_fail: bool = False
+    # Ask a daemon already serving the socket to exit (keeping its workers) right before this
+    # command: late enough that the service manager has answered, early enough that it is the
+    # service manager's daemon that starts next.
+    hand_over_first: bool = False
 
 
 class ServicePlan(msgspec.Struct, frozen=True):
@@ -124,7 +128,7 @@ def _systemd_plan(env: Mapping[str, str], user_home: Path, command: list[str],
                            units.render_service(command, overrides)),
                ServiceFile(unit_dir / units.SOCKET_NAME, units.render_socket(listen))],
         install_commands=[Command([*systemctl, "daemon-reload"]),
-                          Command([*systemctl, "enable", "--now", *both])],
+                          Command([*systemctl, "enable", "--now", *both], hand_over_first=True)],
         uninstall_commands=[Command([*systemctl, "disable", "--now", *both])],
         after_removal=[Command([*systemctl, "daemon-reload"])],
         status_command=Command([*systemctl, "--no-pager", "status", *both]),
@@ -143,7 +147,8 @@ def _launchd_plan(user_home: Path, iii_home: Path, command: list[str],
         platform=ServicePlatform.LAUNCHD,
         files=[ServiceFile(plist, units.render_plist(command, iii_home, environment))],
         # Booting out first makes a reinstall pick up the new plist.
-        install_commands=[Command(["launchctl", "bootout", target], may_fail=True),
+        install_commands=[Command(["launchctl", "bootout", target], may_fail=True,
+                                  hand_over_first=True),
                           Command(["launchctl", "bootstrap", domain, str(plist)])],
         uninstall_commands=[Command(["launchctl", "bootout", target], may_fail=True)],
         after_removal=[],
@@ -168,7 +173,6 @@ def install(plan: ServicePlan, *, dry_run: bool, out: Output) -> None:
             out(f"would run: {shlex.join(cmd.argv)}")
         return
     _require_tools(plan.install_commands)
-    _hand_over_from_running_daemon(plan.socket_path, out)
     if plan.log_dir is not None and not plan.log_dir.is_dir():
         plan.log_dir.mkdir(mode=0o700, parents=True)
         os.chmod(plan.log_dir, 0o700)  # mkdir's mode is filtered by the umask
@@ -177,6 +181,8 @@ def install(plan: ServicePlan, *, dry_run: bool, out: Output) -> None:
         _write_atomic(f.path, f.content)
         out(f"wrote {f.path}")
     for cmd in plan.install_commands:
+        if cmd.hand_over_first:
+            _hand_over_from_running_daemon(plan.socket_path, out)
         _run(cmd, out)
     out(f"installed: the daemon runs as a {plan.platform.value} service and serves "
         f"{plan.socket_path}; logs: {plan.log_hint}")
@@ -331,6 +337,9 @@ def _run(cmd: Command, out: Output) -> None:
 def _failure(cmd: Command, done: subprocess.CompletedProcess[str]) -> ServiceError:
     said = (done.stderr.strip() or done.stdout.strip()).splitlines()
     detail = f": {said[-1]}" if said else ""
+    if cmd.argv[0] == "systemctl" and "Failed to connect to bus" in done.stderr:
+        detail += (" (no systemd user manager for this session: log in graphically or over ssh, "
+                   "or run `loginctl enable-linger $USER`)")
     return ServiceError(f"`{shlex.join(cmd.argv)}` failed with exit code "
                         f"{done.returncode}{detail}")
 

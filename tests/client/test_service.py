@@ -36,8 +36,9 @@ STAND_IN = """#!/bin/sh
 {{ printf '%s' {tool}; for a in "$@"; do printf '\\t%s' "$a"; done; printf '\\n'; }} \\
     >> "$III_TEST_RECORD"
 case " $* " in
-  *" $III_TEST_FAIL_ON "*) echo "Failed: stand-in {tool} told to fail on $III_TEST_FAIL_ON" >&2
-                          exit 1 ;;
+  *" $III_TEST_FAIL_ON "*)
+    echo "${{III_TEST_FAIL_MESSAGE:-Failed: stand-in {tool} told to fail on $III_TEST_FAIL_ON}}" >&2
+    exit 1 ;;
 esac
 case " $* " in
   *" status "*|*" print "*) echo "stand-in {tool}: dev.iii.daemon / iii-daemon.service"
@@ -215,6 +216,16 @@ def test_failing_systemctl_is_one_line_error(host: ServiceHost) -> None:
     assert "ran systemctl --user daemon-reload" in done.stdout
 
 
+def test_no_user_manager_gets_a_hint(host: ServiceHost) -> None:
+    done = host.run("install", "--platform", "systemd", III_TEST_FAIL_ON="daemon-reload",
+                    III_TEST_FAIL_MESSAGE="Failed to connect to bus: No medium found")
+    assert done.returncode == 1
+    assert done.stderr == (
+        "error: `systemctl --user daemon-reload` failed with exit code 1: Failed to connect to "
+        "bus: No medium found (no systemd user manager for this session: log in graphically or "
+        "over ssh, or run `loginctl enable-linger $USER`)\n")
+
+
 def test_custom_homes_are_written_into_the_units(host: ServiceHost, tmp_path: Path) -> None:
     iii_home, config = tmp_path / "iii home", tmp_path / "xdg"
     done = host.run("install", "--platform", "systemd", III_HOME=str(iii_home),
@@ -280,9 +291,12 @@ def test_install_hands_over_from_a_running_daemon(host: ServiceHost) -> None:
         wait_until(lambda: answers(host.home / ".iii/iii.sock"), 60, "the hand-started daemon")
         done = host.run("install", "--platform", "systemd")
         assert done.returncode == 0, done.stderr
-        assert done.stdout.splitlines()[0] == (
+        # After daemon-reload proved the service manager answers, before it starts its daemon.
+        assert done.stdout.splitlines()[2:5] == [
+            "ran systemctl --user daemon-reload",
             f"stopped the daemon that was running (pid {daemon.pid}); its workers keep running "
-            "for the service's daemon to take over")
+            "for the service's daemon to take over",
+            "ran systemctl --user enable --now iii-daemon.socket iii-daemon.service"]
         _out, log = daemon.communicate(timeout=60)
     finally:
         if daemon.poll() is None:
@@ -311,4 +325,4 @@ def test_something_else_on_the_socket_is_refused(host: ServiceHost) -> None:
         server.join(timeout=60)
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: something answers on {path} but not as an iii daemon")
-    assert host.recorded() == []
+    assert host.recorded() == [["systemctl", "--user", "daemon-reload"]]  # nothing enabled
