@@ -382,3 +382,31 @@ def test_peer_uid_reads_our_own_uid() -> None:
     finally:
         a.close()
         b.close()
+
+
+async def test_200_concurrent_clients_are_all_served(iii_home: Path,
+                                                     service: ScriptedService) -> None:
+    async with InProcessDaemon(iii_home, service) as d:
+        conns = [await d.connect() for _ in range(200)]
+        for i, (_, w) in enumerate(conns):
+            w.write(json.dumps(req("worker.list", i)).encode() + b"\n")
+        replies = await asyncio.gather(*(asyncio.wait_for(r.readline(), TIMEOUT)
+                                         for r, _ in conns))
+        assert sorted(json.loads(x)["id"] for x in replies) == list(range(200))
+
+
+async def test_a_trickling_client_does_not_hold_up_others(iii_home: Path,
+                                                          service: ScriptedService) -> None:
+    async with InProcessDaemon(iii_home, service) as d:
+        slow_r, slow_w = await d.connect()
+        fast_r, fast_w = await d.connect()
+        payload = json.dumps(req("worker.list", 1)).encode() + b"\n"
+        for i, byte in enumerate(payload[:-1]):
+            slow_w.write(bytes([byte]))
+            await slow_w.drain()
+            if i % 10 == 0:  # meanwhile the other client gets answers
+                assert (await request(fast_r, fast_w, req("worker.list", 100 + i)))["id"] == \
+                    100 + i
+        slow_w.write(payload[-1:])
+        reply = json.loads(await asyncio.wait_for(slow_r.readline(), TIMEOUT))
+        assert reply["id"] == 1 and reply["result"]["workers"]
