@@ -191,11 +191,13 @@ async def test_reattach_rejects_stale_and_reused_pids(
     # our launcher's pid but another start time (the launcher died, the pid came back)
     task = SandboxTask(layout)
     pid = await task.start(params(layout, busybox_image, provisioner, "exec sleep 1000"))
-    rec = read_pid_record(layout.pid_file)
-    assert rec is not None
-    write_pid_record(layout.pid_file, PidRecord(pid=pid, start_time=rec.start_time + 1))
-    assert SandboxTask.reattach(layout) is None and not layout.pid_file.exists()
-    # garbage pid file
-    layout.pid_file.write_text("not json")
-    assert SandboxTask.reattach(layout) is None and not layout.pid_file.exists()
-    await task.stop(5)
+    try:
+        rec = read_pid_record(layout.pid_file)
+        assert rec is not None
+        write_pid_record(layout.pid_file, PidRecord(pid=pid, start_time=rec.start_time + 1))
+        assert SandboxTask.reattach(layout) is None and not layout.pid_file.exists()
+        # garbage pid file
+        layout.pid_file.write_text("not json")
+        assert SandboxTask.reattach(layout) is None and not layout.pid_file.exists()
+    finally:
+        await task.stop(5)
