@@ -326,3 +326,16 @@ def test_something_else_on_the_socket_is_refused(host: ServiceHost) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: something answers on {path} but not as an iii daemon")
     assert host.recorded() == [["systemctl", "--user", "daemon-reload"]]  # nothing enabled
+
+
+def test_uninstall_dry_run_removes_nothing(host: ServiceHost) -> None:
+    assert host.run("install", "--platform", "launchd").returncode == 0
+    host.record.unlink()
+    done = host.run("uninstall", "--dry-run", "--platform", "launchd")
+    assert done.returncode == 0, done.stderr
+    assert host.plist.exists()
+    assert host.recorded() == []
+    assert done.stdout.splitlines() == [
+        f"would run: launchctl bootout gui/{os.getuid()}/dev.iii.daemon",
+        f"would remove {host.plist}",
+    ]
