@@ -61,6 +61,7 @@ def exec_workload(params: LaunchParams, log_fd: int, exec_err_w: int) -> None:
     """In the forked workload: clean signal state, stdio, then execve. Never returns."""
     try:
         os.setsid()
+        os.umask(0o022)  # the same file modes whatever the daemon's umask was
         for sig in FORWARDED_SIGNALS + _PYTHON_IGNORED:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])

@@ -55,13 +55,14 @@ def test_host_filesystem_is_not_visible(sandboxes: Sandboxes, tmp_path: Path) ->
 
 def test_tmp_is_tmpfs_and_dev_is_minimal(sandboxes: Sandboxes) -> None:
     params = sandboxes.params(["sh", "-c", ("echo t > /tmp/t; ls /dev; echo hi > /dev/null; "
+                               "echo s > /dev/shm/s && cat /dev/shm/s; ls /dev/pts; "
                                "head -c 4 /dev/urandom | wc -c; grep ' /tmp ' /proc/mounts")])
     result = sandboxes.spawn(params)
     assert sandboxes.wait(result, params)[0] == 0
     log = Path(params.log_path).read_text()
     assert not (Path(params.rootfs.upper) / "tmp/t").exists()  # type: ignore[union-attr]
     assert "tmpfs" in workload_lines(log)[-1]
-    for node in ("null", "zero", "urandom", "random", "full"):
+    for node in ("null", "zero", "urandom", "random", "full", "ptmx", "pts", "shm", "s"):
         assert node in log.split()
     assert "kvm" not in log.split() and "loop0" not in log.split()
 
