@@ -103,3 +103,8 @@ def daemon_factory(iii_home: Path) -> Iterator[Any]:
     for d in made:
         d.stop()
     kill_sandboxes(iii_home)
+    # Shown by pytest only when the test failed.
+    for d in made[:1]:
+        print("---- daemon log ----\n" + d.log[-4000:])
+    for log in iii_home.glob("managed/*/logs/worker.log"):
+        print(f"---- {log} ----\n" + log.read_text(errors="replace")[-4000:])

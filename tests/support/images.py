@@ -307,7 +307,8 @@ def registry_blob_path(storage: Path, digest: str) -> Path:
 # ------------------------------------------------------------------------ debootstrap python
 
 
-PYTHON_PACKAGES = "python3,python3-pip,python3-venv,ca-certificates"
+# python-is-python3: `python` on PATH, as in the python:*-slim images workers are written for.
+PYTHON_PACKAGES = "python3,python3-pip,python3-venv,python-is-python3,ca-certificates"
 PYTHON_RECIPE_VERSION = "1"
 PYTHON_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
               "LANG=C.UTF-8"]
