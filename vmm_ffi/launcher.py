@@ -148,6 +148,7 @@ class Launcher:
         self.log(f"sandbox setup failed: {message}")
         self.record_exit(ExitStatus(exit_code=EXIT_SETUP_FAILED, finished_at=time.time(),
                                     error=message))
+        remove_leaf(self.cgroup)
         return EXIT_SETUP_FAILED
 
     def run(self) -> int:
