@@ -40,6 +40,7 @@ class Sandboxes:
     def __init__(self, root: Path, lower: Path) -> None:
         self.root, self.lower = root, lower
         self.pids: list[int] = []
+        self.logs: list[str] = []
 
     def params(self, argv: list[str], **overrides: Any) -> LaunchParams:
         d = self.root / uuid.uuid4().hex[:8]
@@ -59,6 +60,7 @@ class Sandboxes:
         return Path(params.exit_path).parent
 
     def spawn(self, params: LaunchParams) -> LaunchResult:
+        self.logs.append(params.log_path)
         result = spawn_launcher(params, self.state_dir(params))
         self.pids.append(result.pid)
         return result
@@ -87,6 +89,9 @@ class Sandboxes:
         return "\n".join(tail_lines(params.log_path, 200))
 
     def close(self) -> None:
+        # pytest shows a test's captured output only when it fails: the logs, for diagnosis.
+        for path in self.logs:
+            print(f"--- {path}\n" + "\n".join(tail_lines(path, 40)))
         for pid in self.pids:
             try:
                 os.killpg(pid, signal.SIGKILL)
