@@ -141,7 +141,8 @@ def _change_state(method: str, params: dict[str, Any], as_json: bool,
         except InvalidState:
             # start of a running / stop of a stopped worker is a success (upstream relies on it)
             current = _current_status(params["name"]) if idempotent_status else None
-            if current is None or current.get("status") != idempotent_status:
+            if current is None or current.get("status") != idempotent_status \
+                    or current.get("type") == "config":
                 raise
             worker = current
             if as_json:

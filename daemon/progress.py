@@ -76,9 +76,10 @@ async def progress_relay(notify: Notify, request: str, enabled: bool
     if not enabled:
         yield relay
         return
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(relay._pump())
-        try:
-            yield relay
-        finally:
-            relay._loop.call_soon(relay._queue.put_nowait, None)  # after queued notes
+    # The relay owns its pump; a TaskGroup would wrap the body's errors in an ExceptionGroup.
+    pump = asyncio.create_task(relay._pump())
+    try:
+        yield relay
+    finally:
+        relay._loop.call_soon(relay._queue.put_nowait, None)  # after the queued notes
+        await pump
