@@ -132,7 +132,9 @@ class _Connection:
         log.warning("dropping client connection: %s", why)
         if self._writer is not None:
             self._writer.transport.abort()
-        for task in (self._read_task, *self._requests, *self._streams):
+        # Requests in flight run to completion (their answers are dropped): a client vanishing
+        # in the middle of `worker.add` must not leave the add half-done.
+        for task in (self._read_task, *self._streams):
             if task is not None:
                 task.cancel()
         self._close_queue()

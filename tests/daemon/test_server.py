@@ -410,3 +410,25 @@ async def test_a_trickling_client_does_not_hold_up_others(iii_home: Path,
         slow_w.write(payload[-1:])
         reply = json.loads(await asyncio.wait_for(slow_r.readline(), TIMEOUT))
         assert reply["id"] == 1 and reply["result"]["workers"]
+
+
+async def test_a_client_that_vanishes_mid_request_does_not_cancel_it(
+        iii_home: Path, service: ScriptedService) -> None:
+    service.add_gate = asyncio.Event()
+    async with InProcessDaemon(iii_home, service) as d:
+        r, w = await d.connect()
+        w.write(json.dumps(req("worker.add", 1, {"target": "/p/orphan", "progress": True}))
+                .encode() + b"\n")
+        await w.drain()
+        await asyncio.wait_for(service.add_entered.wait(), TIMEOUT)
+        w.transport.abort()  # gone before its progress notifications and answer
+        service.add_gate.set()
+        r2, w2 = await d.connect()
+
+        async def added() -> bool:
+            reply = await request(r2, w2, req("worker.list", 2))
+            return "orphan" in [x["name"] for x in reply["result"]["workers"]]
+
+        from tests.support.wait import async_wait_until
+
+        await async_wait_until(added, TIMEOUT, "the orphaned add to complete")

@@ -10,6 +10,7 @@ target ``./fails`` raises ``ScriptFailed`` (→ -32006), type ``config`` workers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 
 from client.protocol import (
@@ -73,13 +74,18 @@ class ScriptedService:
             raise RuntimeError("unexpected failure at /very/secret/host/path")
         if params.target.endswith("/fails"):
             raise ScriptFailed("install", 3, ["npm ERR! one", "npm ERR! two"])
-        self.add_entered.set()
-        if self.add_gate is not None:
-            await self.add_gate.wait()
-        if params.progress:
-            for i in range(1, 4):
-                await notify("progress", ProgressNotification(
-                    id=1, phase="pull", message="layers", current=i, total=3, unit="layers"))
+        for i in range(1, 4):
+            if params.progress:
+                with contextlib.suppress(ClientGone):  # the operation outlives its client
+                    await notify("progress", ProgressNotification(
+                        id=1, phase="pull", message="layers", current=i, total=3,
+                        unit="layers"))
+            if i == 1:
+                self.add_entered.set()
+                if self.add_gate is not None:
+                    await self.add_gate.wait()
+            for _ in range(20):
+                await asyncio.sleep(0)  # a step of work: lets the event loop run (I/O, cancels)
         name = params.name or os.path.basename(params.target.rstrip("/")) or "root"
         if name in self.workers and not params.force:
             raise AlreadyExists(f"worker '{name}' already exists; use --force")
