@@ -23,7 +23,6 @@ like ``umoci unpack --rootless``); sandboxes map that user to root.
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import os
 import shutil
@@ -31,46 +30,17 @@ import stat
 import tarfile
 import threading
 from pathlib import Path
-from typing import BinaryIO
 
 import zstandard
 
 from daemon.images.errors import LayerError
 from daemon.images.models import ExtractLimits
+from daemon.images.tarstream import LayerReader
 
 log = logging.getLogger(__name__)
 
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-COPY_CHUNK = 1 << 20
 MAX_SYMLINK_HOPS = 40
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class _BudgetReader(io.RawIOBase):
-    """Counts decompressed bytes against the image-wide byte limit (stops gzip bombs early)."""
-
-    def __init__(self, inner: BinaryIO, extractor: LayerExtractor) -> None:
-        self._inner, self._extractor = inner, extractor
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size)
-        self._extractor.count_bytes(len(data))
-        return data
-
-
-def open_layer(blob: BinaryIO) -> BinaryIO:
-    """A decompressed view of ``blob``, by magic bytes (media types are often mislabelled)."""
-    head = blob.read(4)
-    blob.seek(0)
-    if head.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[return-value]
-    if head == ZSTD_MAGIC:
-        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
-    return blob
 
 
 class LayerExtractor:
@@ -90,29 +60,23 @@ class LayerExtractor:
 
     # ------------------------------------------------------------------ limits and layers
 
-    def count_bytes(self, n: int) -> None:
-        self.bytes += n
-        if self.bytes > self.limits.max_bytes:
-            raise LayerError(f"{self._what}: image is larger than the limit of "
-                             f"{self.limits.max_bytes} uncompressed bytes")
-
     def apply(self, blob_path: Path, what: str) -> None:
         """Apply one layer blob. Raises :class:`LayerError` naming ``what`` and the entry."""
         self._what, self._created = what, set()
         devices_before = self.skipped_devices
         try:
-            with blob_path.open("rb") as raw, open_layer(raw) as plain, tarfile.open(
-                    fileobj=_BudgetReader(plain, self), mode="r|") as tf:
-                while (member := tf.next()) is not None:
-                    if self._stop.is_set():
-                        raise LayerError(f"{what}: extraction cancelled")
-                    self.entries += 1
-                    if self.entries > self.limits.max_entries:
-                        raise LayerError(f"{what}: image has more than the limit of "
-                                         f"{self.limits.max_entries} entries")
-                    self._apply_member(tf, member)
-                    # Stream mode would otherwise keep every header (1M entries → GBs).
-                    tf.members.clear()  # type: ignore[attr-defined]
+            with LayerReader(blob_path, what, self.bytes, self.limits.max_bytes) as reader:
+                try:
+                    for member in reader:
+                        if self._stop.is_set():
+                            raise LayerError(f"{what}: extraction cancelled")
+                        self.entries += 1
+                        if self.entries > self.limits.max_entries:
+                            raise LayerError(f"{what}: image has more than the limit of "
+                                             f"{self.limits.max_entries} entries")
+                        self._apply_member(reader, member)
+                finally:
+                    self.bytes = reader.bytes
         except (tarfile.TarError, zstandard.ZstdError, EOFError, gzip.BadGzipFile) as exc:
             raise LayerError(f"{what}: not a valid (compressed) tar archive: {exc}") from exc
         except OSError as exc:
@@ -196,7 +160,7 @@ class LayerExtractor:
             stack.append(comp)
         return self.root + "".join("/" + c for c in stack)
 
-    def _apply_member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+    def _apply_member(self, reader: LayerReader, m: tarfile.TarInfo) -> None:
         parts = self._split(m.name)
         if not parts:
             if m.isdir():
@@ -237,22 +201,22 @@ class LayerExtractor:
             os.mkfifo(dst, self._mode(m))
             os.utime(dst, (m.mtime, m.mtime), follow_symlinks=False)
         elif m.isreg() or m.type not in tarfile.SUPPORTED_TYPES:
-            self._write_file(tf, m, dst)
+            self._write_file(reader, m, dst)
         else:
             log.warning("%s: skipped entry %r of unsupported type %r", self._what, m.name,
                         m.type)
 
-    def _write_file(self, tf: tarfile.TarFile, m: tarfile.TarInfo, dst: str) -> None:
-        if self.bytes + m.size > self.limits.max_bytes:
-            self.count_bytes(m.size)  # raises with the limit message before decompressing it
-        source = tf.extractfile(m)
-        assert source is not None
+    def _write_file(self, reader: LayerReader, m: tarfile.TarInfo, dst: str) -> None:
         fd = os.open(dst, _WRITE_FLAGS, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(source, out, COPY_CHUNK)
-            out.flush()
+        try:
+            for chunk in reader.chunks():
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
             os.fchmod(fd, self._mode(m))
             os.utime(fd, (m.mtime, m.mtime))
+        finally:
+            os.close(fd)
 
     def _link_source(self, m: tarfile.TarInfo) -> str:
         parts = self._split(m.linkname, "hardlink target")
