@@ -3,7 +3,7 @@
 (a) ``iii worker list --json`` wall time vs ``python -c pass`` (the interpreter floor),
     median of 10 — against a daemon serving 20 workers;
 (b) ``worker.list`` calls/s with 8 concurrent raw-socket clients (separate processes), and p99;
-(c) idle RSS of a real ``python -m daemon run``.
+(c) idle RSS of a real ``python -m daemon run``; (a') also (a) against that real daemon.
 
 Until the worker lifecycle is wired into ``daemon.app.build_service``, (a) and (b) run the real
 server, dispatcher and listener (uvloop, as ``daemon.app`` does) in a separate process with a
@@ -123,19 +123,20 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def _idle_rss_of_real_daemon() -> float:
+def _real_daemon() -> tuple[float, float, float]:
+    """A real ``python -m daemon run`` (the full lifecycle, 0 workers): CLI time and idle RSS."""
     with tempfile.TemporaryDirectory(prefix="iiib-", dir="/tmp") as home:
-        env = {**os.environ, "III_HOME": home, "III_URL": "ws://127.0.0.1:9"}
+        env = {**os.environ, "III_HOME": home, "III_URL": "ws://127.0.0.1:9",
+               "III_NO_AUTOSTART": "1"}
         env.pop("III_SOCKET", None)
         proc = subprocess.Popen([sys.executable, "-m", "daemon", "run"], env=env,
                                 stderr=subprocess.DEVNULL)
         try:
             _wait_for(Path(home) / "iii.sock", proc)
-            # one request so lazily imported code paths are loaded, then let it idle
-            subprocess.run([str(BIN / "iii"), "daemon", "status", "--json"], env=env,
-                           stdout=subprocess.DEVNULL, check=True)
-            time.sleep(1.0)
-            return _rss_mib(proc.pid)
+            floor = _median_wall([sys.executable, "-c", "pass"], env)
+            cli = _median_wall([str(BIN / "iii"), "worker", "list", "--json"], env)
+            time.sleep(1.0)  # let it idle after the requests
+            return cli, floor, _rss_mib(proc.pid)
         finally:
             proc.terminate()
             proc.wait(30)
@@ -174,8 +175,10 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(30)
-    print(f"(c) idle RSS of python -m daemon run: {_idle_rss_of_real_daemon():.1f} MiB "
-          "(goal <= 60 MiB)")
+    cli, floor, rss = _real_daemon()
+    print(f"(a') real daemon, 0 workers: iii worker list --json {cli * 1000:.1f} ms vs "
+          f"{floor * 1000:.1f} ms -> ratio {cli / floor:.2f}x")
+    print(f"(c) idle RSS of python -m daemon run (0 workers): {rss:.1f} MiB (goal <= 60 MiB)")
     return 0
 
 

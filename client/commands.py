@@ -267,11 +267,20 @@ def worker_logs(
         if method == "log" and isinstance(params, dict):
             print(params.get("line", ""), flush=True)
 
+    def on_log_json(method: str, params: Any) -> None:
+        if method == "log":
+            import msgspec
+
+            print_json_raw(msgspec.json.encode(params))
+
     def body() -> None:
         with RpcClient() as client:
             params = {"name": name, "tail": tail, "follow": follow}
-            if as_json:
-                print_json_raw(client.call_raw("worker.logs", params))
+            if as_json:  # the result verbatim, then (with -f) one JSON line per log line
+                print_json_raw(client.call_raw("worker.logs", params,
+                                               on_notification=on_log_json))
+                if follow:
+                    client.follow(on_log_json)
                 return
             result = client.call("worker.logs", params, on_notification=on_log)
             for line in result.get("lines", []):

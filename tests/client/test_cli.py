@@ -258,3 +258,22 @@ def test_the_typer_free_fast_path_prints_what_typer_prints(daemon: ThreadedDaemo
     assert via_typer.exit_code == 0, via_typer.output
     fast = iii(*argv, env=daemon.env())
     assert fast.returncode == 0 and fast.stdout == via_typer.stdout
+
+
+def test_logs_json_follow_prints_the_result_then_one_json_line_per_log_line(
+        daemon: ThreadedDaemon) -> None:
+    proc = subprocess.Popen([str(BIN / "iii"), "worker", "logs", "w0", "-n", "1", "-f",
+                             "--json"], env=daemon.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [json.loads(proc.stdout.readline()) for _ in range(3)]
+        assert lines == [{"lines": ["line 5"]}, {"name": "w0", "line": "new 1"},
+                         {"name": "w0", "line": "new 2"}]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(TIMEOUT) == 130
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
