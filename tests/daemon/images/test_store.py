@@ -359,3 +359,37 @@ async def test_python_image_pulls(make_store: StoreFactory, python_image: str) -
     assert not list(image.path.glob("usr/lib/python3*/EXTERNALLY-MANAGED"))
     assert (image.path / "etc/ssl/certs/ca-certificates.crt").exists()
     assert image.config.cmd == ["python3"]
+
+
+async def test_pull_by_digest_and_a_wrong_digest(make_store: StoreFactory,
+                                                 registry: RegistryServer) -> None:
+    digest = push_image(registry.access, "iii-test/pinned", "latest", [unique_layer("pinned")])
+    ref = f"{registry.host}/iii-test/pinned@{digest}"
+    image = await make_store().pull(ref)
+    assert image.digest == digest
+    assert image.ref == ref
+    assert (image.path / "etc/which").read_text() == "pinned"
+    await assert_pull_fails(make_store(), f"{registry.host}/iii-test/pinned@sha256:{'0' * 64}",
+                            "not found in")
+
+
+async def test_cancelled_pull_leaves_the_cache_as_it_was(make_store: StoreFactory,
+                                                         registry: RegistryServer) -> None:
+    layers = [unique_layer(f"cancel{i}", size=1 << 20) for i in range(4)]
+    ref = push(registry, "cancelled", layers)
+    store = make_store()
+    before = cache_listing(store)
+    first_layer_applied = asyncio.Event()
+
+    def progress(report: PullProgress) -> None:
+        if report.phase == "extract":
+            first_layer_applied.set()
+
+    task = asyncio.ensure_future(store.pull(ref, progress=progress))
+    await asyncio.wait_for(first_layer_applied.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cache_listing(store) == before
+    assert store.lookup(ref) is None
+    assert (await store.pull(ref)).ref == ref  # and the next pull works
