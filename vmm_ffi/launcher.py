@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
 import sys
@@ -253,8 +252,8 @@ def _read_message(stream: object) -> dict[str, object]:
     if not line:
         return {}
     try:
-        value = json.loads(line)
-    except ValueError:
+        value = msgspec.json.decode(line)
+    except msgspec.DecodeError:
         return {}
     return value if isinstance(value, dict) else {}
 

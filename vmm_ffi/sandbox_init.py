@@ -11,11 +11,12 @@ is built, ``{"error": ...}`` if building it failed, ``{"status": <wait status>, 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import sys
 from collections.abc import Callable
+
+import msgspec
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import SetupFailed
@@ -30,7 +31,7 @@ _PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
 
 def send(fd: int, message: dict[str, object]) -> None:
     """One JSON line to the launcher."""
-    os.write(fd, json.dumps(message).encode() + b"\n")
+    os.write(fd, msgspec.json.encode(message) + b"\n")
 
 
 def guard_parent_death(alive_r: int) -> None:

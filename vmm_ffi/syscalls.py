@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import sys
 
 CLONE_NEWNS = 0x00020000
@@ -79,9 +78,10 @@ def umount2(target: str, flags: int = 0) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     """pivot_root(2) through syscall(2)."""
-    nr = _SYS_PIVOT_ROOT.get(platform.machine())
+    machine = os.uname().machine
+    nr = _SYS_PIVOT_ROOT.get(machine)
     if nr is None:
-        raise OSError(38, f"pivot_root: unsupported architecture {platform.machine()}")
+        raise OSError(38, f"pivot_root: unsupported architecture {machine}")
     _check(_lib().syscall(ctypes.c_long(nr), os.fsencode(new_root), os.fsencode(put_old)),
            f"pivot_root {new_root}")
 
