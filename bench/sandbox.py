@@ -40,13 +40,15 @@ def make_tree(root: Path, files: int, per_dir: int = 100, size: int = 512) -> Pa
     return root
 
 
-def median_time(fn: Callable[[int], None], runs: int) -> float:
-    times = []
+def median_times(fns: list[Callable[[int], None]], runs: int) -> list[float]:
+    """Median time of each function; runs interleaved so load swings hit every side alike."""
+    times: list[list[float]] = [[] for _ in fns]
     for i in range(runs):
-        t0 = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, acc in zip(fns, times):
+            t0 = time.perf_counter()
+            fn(i)
+            acc.append(time.perf_counter() - t0)
+    return [statistics.median(acc) for acc in times]
 
 
 def bench_provision(tmp: Path, runs: int) -> tuple[float, float, str]:
@@ -62,8 +64,7 @@ def bench_provision(tmp: Path, runs: int) -> tuple[float, float, str]:
         subprocess.run(["cp", "-a", str(image), str(tmp / f"cp{i}")], check=True)
 
     subprocess.run(["cp", "-a", str(image), str(tmp / "warm")], check=True)  # warm the cache
-    ours = median_time(provision, runs)
-    base = median_time(cp, runs)
+    ours, base = median_times([provision, cp], runs)
     return ours, base, f"{decision.mode.value} ({decision.reason})"
 
 
@@ -88,12 +89,13 @@ def bench_resync(tmp: Path, runs: int) -> tuple[float, float, float]:
     def rsync(_: int) -> None:
         subprocess.run(["rsync", "-a", f"{project}/", f"{rsync_dst}/"], check=True)
 
-    return median_time(ours, runs), median_time(ours_no_record, runs), median_time(rsync, runs)
+    a, b, c = median_times([ours, ours_no_record, rsync], runs)
+    return a, b, c
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
     for tool in ("cp", "rsync"):
         if shutil.which(tool) is None:

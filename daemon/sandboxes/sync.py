@@ -146,24 +146,26 @@ class _Walk:
         stats, known, seen = self.stats, self.known, self.seen
         dst = {e.name: e for e in _scan(dst_fd)}
         kept: set[str] = set()  # names with a counterpart in the workspace after this pass
+        unchanged = 0
         for entry in _scan(src_fd):
             name = entry.name
             have = dst.get(name)
             try:
-                if entry.is_file(follow_symlinks=False):  # the common case first
+                if entry.is_file(follow_symlinks=False):  # the common case first, kept lean
                     st = entry.stat(follow_symlinks=False)
                     key = rel + name
                     sig = (st.st_size, st.st_mtime_ns)
+                    seen[key] = sig
                     if have is not None and have.is_file(follow_symlinks=False) and (
                             known.get(key) == sig if known is not None
                             else _same(have.stat(follow_symlinks=False), sig)):
-                        stats.unchanged += 1
+                        unchanged += 1
                     elif _copy_file(src_fd, dst_fd, name, have is not None, self):
                         stats.copied += 1
                     else:  # vanished or turned special since the scan
+                        del seen[key]
                         stats.special.append(key)
                         continue
-                    seen[key] = sig
                 elif entry.is_symlink():
                     if not _sync_link(src_fd, dst_fd, name, have, stats, self):
                         continue
@@ -176,6 +178,7 @@ class _Walk:
             except FileNotFoundError:
                 continue  # removed from the project while we looked
             kept.add(name)
+        stats.unchanged += unchanged
         for name in dst.keys() - kept:
             self.will_change()
             remove_entry(dst_fd, name)
