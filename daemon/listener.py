@@ -137,6 +137,20 @@ def bind_listener(path: Path) -> Listener:
 
 
 def adopt_listener(sock: socket.socket) -> Listener:
-    """Wrap an already-listening socket handed over by systemd socket activation."""
+    """Wrap an already-listening socket handed over by systemd socket activation.
+
+    The socket file stays systemd's (never unlinked by us); the lock beside it is still taken,
+    so ``iii daemon stop`` can wait for this daemon's exit and a second daemon is refused.
+    """
     sock.setblocking(False)
-    return Listener(sock=sock, path=None)
+    name = sock.getsockname()
+    lock_fd = None
+    if isinstance(name, str) and name.startswith("/"):
+        try:
+            lock_fd = _take_lock(Path(name))
+        except ListenerError:
+            sock.close()
+            raise
+        except OSError as exc:  # e.g. a read-only directory: serve anyway, unlocked
+            log.warning("cannot take the daemon lock beside %s: %s", name, exc)
+    return Listener(sock=sock, path=None, lock_fd=lock_fd)

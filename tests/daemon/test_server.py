@@ -432,3 +432,19 @@ async def test_a_client_that_vanishes_mid_request_does_not_cancel_it(
         from tests.support.wait import async_wait_until
 
         await async_wait_until(added, TIMEOUT, "the orphaned add to complete")
+
+
+def test_an_inherited_socket_is_served_locked_and_left_in_place(iii_home: Path) -> None:
+    from daemon.listener import adopt_listener
+
+    path = iii_home / "iii.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen()
+    listener = adopt_listener(sock)  # as systemd would hand it over
+    try:
+        with pytest.raises(ListenerError, match="already running"):
+            bind_listener(path)
+    finally:
+        listener.close()
+    assert path.exists()  # systemd's socket file is not ours to remove
