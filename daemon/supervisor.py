@@ -69,7 +69,10 @@ class Supervisor:
         self._runtimes: dict[str, WorkerRuntime] = {}
 
     def runtime(self, name: str) -> WorkerRuntime:
-        return self._runtimes.setdefault(name, WorkerRuntime(name))
+        rt = self._runtimes.get(name)
+        if rt is None:
+            rt = self._runtimes[name] = WorkerRuntime(name)
+        return rt
 
     def runtimes(self) -> list[WorkerRuntime]:
         return list(self._runtimes.values())

@@ -48,6 +48,7 @@ class WorkerLifecycle:
         self.registered: set[str] | None = None  # engine truth, refreshed by autostart
         self.engine_reachable = lambda: False  # replaced by the engine watcher's view
         self._specs: dict[str, WorkerSpec] = {}
+        self._deps: dict[str, bool] = {}  # marker present? cached: list is the hot path
         self._relays: dict[str, ProgressRelay] = {}
 
     # -- helpers ------------------------------------------------------------------------------
@@ -71,6 +72,7 @@ class WorkerLifecycle:
                                       relay.pull if relay else None)
         if resolved.spec is not None:
             self._specs[name] = resolved.spec
+        self._deps.pop(name, None)
         task, _ = await boot_sandbox(self.layout(name), resolved.boot, self.provisioner,
                                      progress)
         return Launched(task=task, isolation=resolved.boot.backend, warnings=resolved.warnings)
@@ -79,7 +81,6 @@ class WorkerLifecycle:
         rt = rt or self.supervisor.runtime(entry.name)
         kind = self.kind(entry)
         spec = self._specs.get(entry.name)
-        layout = self.layout(entry.name)
         registered = None
         if self.registered is not None and self.engine_reachable():
             registered = entry.name in self.registered
@@ -88,10 +89,16 @@ class WorkerLifecycle:
             status=rt.state.value, pid=rt.pid, isolation=rt.isolation,  # type: ignore[arg-type]
             engine_registered=registered, restarts=rt.restarts,
             last_exit_code=rt.last_exit_code, started_at=rt.started_at,
-            deps_installed=kind is WorkerKind.LOCAL and layout.marker.exists(),
+            deps_installed=kind is WorkerKind.LOCAL and self._deps_installed(entry.name),
             image=spec.base_image if spec else entry.image,
             resources=Resources(memory=spec.resources.memory, cpus=spec.resources.cpus)
             if spec else None)
+
+    def _deps_installed(self, name: str) -> bool:
+        known = self._deps.get(name)
+        if known is None:
+            known = self._deps[name] = self.layout(name).marker.exists()
+        return known
 
     # -- worker.add -----------------------------------------------------------------------------
 
@@ -146,6 +153,7 @@ class WorkerLifecycle:
                 self._specs[name] = spec
             for warning in resolved.warnings:
                 relay.note("provision", f"warning: {warning}")
+            self._deps.pop(name, None)
             await prepare(self.layout(name), resolved.boot, self.provisioner, relay.boot)
             await self.store.add(entry, force=params.force, reset_config=params.reset_config)
         self.events.publish(name, "added")
@@ -189,6 +197,7 @@ class WorkerLifecycle:
         freed = await asyncio.to_thread(layout.remove) if layout.exists() else 0
         self.supervisor.forget(params.name)
         self._specs.pop(params.name, None)
+        self._deps.pop(params.name, None)
         self.events.publish(params.name, "removed")
         return WorkerRemoveResult(removed=True, freed_bytes=freed)
 
