@@ -279,7 +279,8 @@ async def serve_daemon(settings: DaemonSettings, *, keep_workers: bool = False,
     log.info("daemon stopped")
 
 
-def main(config: Path | None = None, keep_workers: bool = False) -> int:
+def main(config: Path | None = None, keep_workers: bool = False,
+         service_factory: ServiceFactory = build_service) -> int:
     """Entry point of ``python -m daemon run``: returns the process exit code."""
     import uvloop
 
@@ -294,7 +295,8 @@ def main(config: Path | None = None, keep_workers: bool = False) -> int:
     async def run() -> None:
         stop = asyncio.Event()
         _install_signals(stop)
-        await serve_daemon(settings, keep_workers=keep_workers, stop=stop)
+        await serve_daemon(settings, keep_workers=keep_workers, stop=stop,
+                           service_factory=service_factory)
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

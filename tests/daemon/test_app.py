@@ -94,3 +94,39 @@ def test_invalid_daemon_yaml_is_one_line_and_exit_1(iii_home: Path,
     expected = (f"error: {iii_home / 'daemon.yaml'}:1:17: stop_timeout_s: "
                 "Expected `float | null`, got `str`")
     assert out.stderr.splitlines() == [expected]
+
+
+STUCK_DAEMON = """
+import asyncio, sys
+from daemon.app import LifecyclePendingService, main
+
+class StuckOnClose(LifecyclePendingService):
+    async def aclose(self, *, stop_workers):
+        print("closing", flush=True)
+        await asyncio.Event().wait()  # a shutdown that never finishes
+
+async def factory(settings, stack):
+    return StuckOnClose()
+
+sys.exit(main(service_factory=factory))
+"""
+
+
+def test_a_second_sigint_forces_exit(iii_home: Path, daemon_env: dict[str, str]) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_DAEMON], env=daemon_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        wait_until(lambda: (iii_home / "iii.sock").exists() or proc.poll() is not None,
+                   TIMEOUT, "the daemon socket")
+        with RpcClient(iii_home / "iii.sock", autostart=False) as client:
+            client.call("daemon.info")
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "closing"  # stuck in the graceful shutdown
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(TIMEOUT) == 130
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
