@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import aiohttp
+
 from daemon.images.auth import load_credentials
 from daemon.images.errors import ManifestError, PullFailure, RegistryError
 from daemon.images.extract import LayerExtractor
@@ -172,14 +174,13 @@ class ImagePuller:
             size = await self._fetch_layers(client, manifest.layers, work, progress)
         return PulledImage(digest=digest, config=config, size_bytes=size)
 
-    async def _resolve(self, session: object, ref: ImageReference
+    async def _resolve(self, session: aiohttp.ClientSession, ref: ImageReference
                        ) -> tuple[RegistryClient, str, bytes, str]:
         failures: list[str] = []
         endpoints = self.endpoints(ref)
         for n, ep in enumerate(endpoints):
             client = RegistryClient(
-                session,  # type: ignore[arg-type]
-                scheme=ep.scheme, host=ep.host, repository=ref.repository,
+                session, scheme=ep.scheme, host=ep.host, repository=ref.repository,
                 credentials=load_credentials(self._settings.docker_config, ep.credentials_key))
             try:
                 media_type, body, digest = await client.get_manifest(ref.reference)

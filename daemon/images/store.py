@@ -147,10 +147,10 @@ class ImageStore:
                 cached = self._read(self.rootfs / slug)
                 if cached is not None:
                     return cached
-            async with self._process_lock(slug):
-                cached = None if refresh else self._read(self.rootfs / slug)
-                if cached is None:
-                    with image_errors(canonical):
+            with image_errors(canonical):
+                async with self._process_lock(slug):
+                    cached = None if refresh else self._read(self.rootfs / slug)
+                    if cached is None:
                         cached = await self._pull_locked(parsed, slug, progress)
             self._generation[slug] = self._generation.get(slug, 0) + 1
             return cached
