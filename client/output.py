@@ -96,6 +96,28 @@ def print_kv(pairs: list[tuple[str, Any]]) -> None:
         print(f"{key.ljust(width)}  {'-' if value is None else value}")
 
 
+def _size(n: float) -> str:
+    for suffix in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or suffix == "GiB":
+            return f"{n:.0f} {suffix}" if suffix == "B" else f"{n:.1f} {suffix}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_amount(current: Any, total: Any, unit: Any) -> str:
+    """``3/10 layers``, ``1.5/20.0 MiB`` (bytes made readable), ``7 files``; empty if unknown."""
+    if current is None:
+        return ""
+    if unit == "bytes":
+        if not total:
+            return _size(current)
+        done, whole = _size(current), _size(total)
+        same_unit = done.split()[1] == whole.split()[1]
+        return f"{done.split()[0] if same_unit else done}/{whole}"
+    suffix = f" {unit}" if unit else ""
+    return f"{current}/{total}{suffix}" if total else f"{current}{suffix}"
+
+
 class ProgressView:
     """Renders ``progress`` notifications: bars on a TTY, one plain line per step otherwise.
 
@@ -111,16 +133,11 @@ class ProgressView:
 
     def __enter__(self) -> Self:
         if self._tty:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                      DownloadColumn(), TimeElapsedColumn(), transient=False)
+                                      TextColumn("{task.fields[amount]}"), TimeElapsedColumn(),
+                                      transient=False)
             self._progress.start()
         return self
 
@@ -135,18 +152,20 @@ class ProgressView:
         message = str(params.get("message", ""))
         current, total = params.get("current"), params.get("total")
         if self._progress is not None:
-            self._render_bar(phase, message, current, total)
+            self._render_bar(phase, message, current, total, params.get("unit"))
         else:
             self._render_plain(phase, message, current, total, params.get("unit"))
 
-    def _render_bar(self, phase: str, message: str, current: Any, total: Any) -> None:
+    def _render_bar(self, phase: str, message: str, current: Any, total: Any,
+                    unit: Any) -> None:
         description = f"{phase}: {message}" if message else phase
+        amount = format_amount(current, total, unit)
         task = self._tasks.get(phase)
         if task is None:
-            task = self._progress.add_task(description, total=total)
+            task = self._progress.add_task(description, total=total, amount=amount)
             self._tasks[phase] = task
         self._progress.update(task, description=description, completed=current or 0,
-                              total=total)
+                              total=total, amount=amount)
 
     def _render_plain(self, phase: str, message: str, current: Any, total: Any,
                       unit: Any) -> None:
@@ -157,8 +176,5 @@ class ProgressView:
                 and now - last[1] < PLAIN_PROGRESS_MIN_INTERVAL_S:
             return
         self._last_plain[phase] = (message, now)
-        amount = ""
-        if current is not None:
-            amount = f" ({current}/{total} {unit or ''})".replace(" )", ")") if total \
-                else f" ({current} {unit or ''})".replace(" )", ")")
-        print(f"{phase}: {message}{amount}", flush=True)
+        amount = format_amount(current, total, unit)
+        print(f"{phase}: {message}" + (f" ({amount})" if amount else ""), flush=True)

@@ -159,7 +159,7 @@ def test_remove_image_pull_and_list(daemon: ThreadedDaemon) -> None:
     assert out.returncode == 0 and out.stdout.strip() == "removed worker 'w1' (freed 3.0 MiB)"
     out = iii("image", "pull", "busybox", env=daemon.env())
     assert out.returncode == 0, out.stderr
-    assert "pull: blob (5/10 bytes)" in out.stdout and "sha256:abab" in out.stdout
+    assert "pull: blob (5/10 B)" in out.stdout and "sha256:abab" in out.stdout
     out = iii("image", "list", env=daemon.env())
     assert out.stdout.splitlines()[0].split() == ["REF", "DIGEST", "SIZE"]
 

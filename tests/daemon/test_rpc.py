@@ -9,6 +9,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from client.protocol import METHODS, DaemonInfoResult, EngineInfo, ErrorCode, IsolationInfo
 from daemon import errors
@@ -190,3 +192,29 @@ async def test_progress_goes_through_notify() -> None:
 def test_every_protocol_method_is_dispatched() -> None:
     dispatcher, _ = make_dispatcher()
     assert set(dispatcher._handlers) == set(METHODS)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12)
+envelopes = st.fixed_dictionaries(
+    {"jsonrpc": st.sampled_from(["2.0", "1.0"]) | json_values},
+    optional={"id": json_values, "method": st.sampled_from(sorted(METHODS)) | json_values,
+              "params": json_values})
+
+
+@settings(max_examples=300, deadline=None)
+@given(message=envelopes | json_values | st.lists(envelopes, max_size=3)
+       | st.binary(max_size=40))
+async def test_any_input_gets_a_valid_response_or_none(message: Any) -> None:
+    raw = message if isinstance(message, bytes) else json.dumps(message).encode()
+    reply = await call(raw)
+    if reply is None:
+        return
+    for item in reply if isinstance(reply, list) else [reply]:
+        assert item["jsonrpc"] == "2.0" and "id" in item
+        assert ("result" in item) != ("error" in item)
+        if "error" in item:
+            assert isinstance(item["error"]["code"], int) and item["error"]["message"]
