@@ -1,7 +1,7 @@
 """A small synchronous JSON-RPC client of the daemon's socket (SPEC §11), for the CLI.
 
-Only the standard library's ``socket`` and msgspec: ``iii worker list --json`` must start fast,
-so nothing here imports asyncio, aiohttp or rich.
+Only the standard library (``socket``, ``json``): ``iii worker list --json`` must start fast,
+so nothing here imports msgspec (~25 ms), asyncio, aiohttp or rich.
 
     with RpcClient() as client:                      # autostarts a daemon unless III_NO_AUTOSTART=1
         info = client.call("daemon.info")            # -> dict
@@ -15,6 +15,7 @@ started), :class:`client.errors.RpcError` subclasses for JSON-RPC errors (by cod
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -23,10 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
-import msgspec
-
 from client.errors import DaemonUnavailable, ProtocolError, from_rpc_error
-from client.protocol import MAX_LINE_BYTES
 
 __all__ = ["RpcClient", "default_home", "default_socket_path", "spawn_daemon"]
 
@@ -37,6 +35,7 @@ AUTOSTART_POLL_S = 0.05
 # handlers between bytecodes); waking up this often bounds how long Ctrl-C can take.
 RECV_WAKEUP_S = 0.25
 _RECV_CHUNK = 256 * 1024
+MAX_LINE_BYTES = 16 * 1024 * 1024  # == client.protocol.MAX_LINE_BYTES (a test checks)
 
 NotificationHandler = Callable[[str, Any], None]
 # Daemons this process started: they outlive it by design and are never waited for; holding
@@ -44,18 +43,8 @@ NotificationHandler = Callable[[str, Any], None]
 _DETACHED_DAEMONS: list[Any] = []
 
 
-class _Envelope(msgspec.Struct):
-    jsonrpc: str = ""
-    id: int | str | None = None
-    method: str | None = None
-    params: Any = None
-    result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    error: Any = None
-
-
-_decode_envelope = msgspec.json.Decoder(_Envelope).decode
-_decode_any = msgspec.json.Decoder().decode
-_encode = msgspec.json.Encoder().encode
+def _encode(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def default_home(env: Mapping[str, str] | None = None) -> Path:
@@ -216,12 +205,9 @@ class RpcClient:
             self._buf += chunk
 
     # -- calls -------------------------------------------------------------------------------
-    def call_raw(self, method: str, params: Mapping[str, Any] | None = None,
-                 on_notification: NotificationHandler | None = None) -> bytes:
-        """Send one request; return its result's JSON text exactly as the daemon sent it.
-
-        Notifications that arrive before the response go to ``on_notification(method, params)``.
-        """
+    def _request(self, method: str, params: Mapping[str, Any] | None,
+                 on_notification: NotificationHandler | None) -> tuple[int, bytes, Any]:
+        """Send one request; return (id, the response line, its result decoded)."""
         self.connect()
         req_id = self._next_id
         self._next_id += 1
@@ -232,26 +218,40 @@ class RpcClient:
         while True:
             line = self._read_line()
             try:
-                msg = _decode_envelope(line)
-            except msgspec.DecodeError as exc:
+                msg = json.loads(line)
+            except ValueError as exc:
                 raise ProtocolError(f"invalid reply from the daemon: {exc}") from exc
-            if msg.method is not None and msg.id is None and msg.error is None:
-                if on_notification is not None:
-                    on_notification(msg.method, msg.params)
-                continue
-            if msg.error is not None:
-                if msg.id not in (req_id, None):
-                    continue  # an answer to someone else's request cannot happen; skip it
-                raise from_rpc_error(msg.error)
-            if msg.id != req_id or msg.result is msgspec.UNSET:
+            if not isinstance(msg, dict):
                 raise ProtocolError(f"unexpected reply from the daemon: {line[:200]!r}")
-            assert isinstance(msg.result, msgspec.Raw)
-            return bytes(msg.result)
+            if "method" in msg and "id" not in msg:
+                if on_notification is not None:
+                    on_notification(str(msg["method"]), msg.get("params"))
+                continue
+            if "error" in msg:
+                if msg.get("id") not in (req_id, None):
+                    continue  # an answer to another request cannot happen; skip it
+                raise from_rpc_error(msg["error"])
+            if msg.get("id") != req_id or "result" not in msg:
+                raise ProtocolError(f"unexpected reply from the daemon: {line[:200]!r}")
+            return req_id, line, msg["result"]
+
+    def call_raw(self, method: str, params: Mapping[str, Any] | None = None,
+                 on_notification: NotificationHandler | None = None) -> bytes:
+        """Send one request; return its result's JSON text exactly as the daemon sent it.
+
+        Notifications that arrive before the response go to ``on_notification(method, params)``.
+        """
+        req_id, line, result = self._request(method, params, on_notification)
+        # The daemon writes {"jsonrpc":"2.0","id":N,"result":...}: slice the result out as sent.
+        prefix = b'{"jsonrpc":"2.0","id":%d,"result":' % req_id
+        if line.startswith(prefix) and line.endswith(b"}"):
+            return line[len(prefix):-1]
+        return _encode(result)  # another framing: the same value, compactly re-encoded
 
     def call(self, method: str, params: Mapping[str, Any] | None = None,
              on_notification: NotificationHandler | None = None) -> Any:
         """Like :meth:`call_raw`, returning the decoded result (dicts and lists)."""
-        return _decode_any(self.call_raw(method, params, on_notification))
+        return self._request(method, params, on_notification)[2]
 
     def follow(self, on_notification: NotificationHandler) -> None:
         """After a streaming call (``logs`` with follow, ``events.subscribe``): deliver
@@ -261,9 +261,9 @@ class RpcClient:
                 line = self._read_line()
             except DaemonUnavailable:
                 return
-            msg = _decode_envelope(line)
-            if msg.method is not None:
-                on_notification(msg.method, msg.params)
+            msg = json.loads(line)
+            if isinstance(msg, dict) and "method" in msg:
+                on_notification(str(msg["method"]), msg.get("params"))
 
 
 def _lock_is_free(socket_path: Path) -> bool:

@@ -117,8 +117,30 @@ def test_autostart_reports_a_daemon_that_cannot_start(iii_home: Path) -> None:
 
 def test_client_imports_nothing_heavy() -> None:
     code = ("import sys, client.cli, client.rpc_client, client.output;"
-            "bad = [m for m in ('asyncio', 'aiohttp', 'rich', 'typer', 'daemon') "
+            "bad = [m for m in ('asyncio', 'aiohttp', 'rich', 'typer', 'daemon', 'msgspec', "
+            "'client.protocol') "
             "if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_call_raw_is_byte_for_byte_what_the_daemon_sent(daemon: ThreadedDaemon) -> None:
+    import socket as so
+
+    raw = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    raw.connect(str(daemon.socket_path))
+    raw.sendall(b'{"jsonrpc":"2.0","id":1,"method":"worker.list"}\n')
+    line = raw.makefile("rb").readline()
+    raw.close()
+    with RpcClient(daemon.socket_path, autostart=False) as client:
+        assert b'{"jsonrpc":"2.0","id":1,"result":' + client.call_raw("worker.list") + b"}\n" \
+            == line
+
+
+def test_the_fast_path_copies_of_protocol_constants_match() -> None:
+    from client import protocol, rpc_client
+
+    assert rpc_client.MAX_LINE_BYTES == protocol.MAX_LINE_BYTES
+    assert {c.name: int(c) for c in errors.ErrorCode} == \
+        {c.name: int(c) for c in protocol.ErrorCode}
