@@ -284,3 +284,14 @@ def test_sigterm_right_after_spawn_is_not_lost(sandboxes: Sandboxes) -> None:
         result = sandboxes.spawn(params)
         os.kill(result.pid, signal.SIGTERM)
         assert sandboxes.wait(result, params)[1].signal == signal.SIGTERM
+
+
+def test_own_namespaces_but_the_host_network(sandboxes: Sandboxes) -> None:
+    kinds = ("user", "mnt", "pid", "uts", "ipc", "net")
+    script = "; ".join(f"echo {k}=$(readlink /proc/self/ns/{k})" for k in kinds)
+    _, _, log = sandboxes.run(["sh", "-c", script])
+    inside = dict(line.split("=", 1) for line in workload_lines(log))
+    host = {k: os.readlink(f"/proc/self/ns/{k}") for k in kinds}
+    for kind in ("user", "mnt", "pid", "uts", "ipc"):
+        assert inside[kind] != host[kind], kind
+    assert inside["net"] == host["net"]  # SPEC §8: the namespace backend shares the network
