@@ -65,18 +65,35 @@ _CLOSE = object()
 
 
 class _Notifier:
-    """The :class:`daemon.service_api.Notify` of one connection."""
+    """The :class:`daemon.service_api.Notify` of one request line on one connection.
 
-    __slots__ = ("_conn",)
+    Streams spawned while the request runs are held back until its reply is queued, so a client
+    always sees the response before the stream's notifications (batches included).
+    """
+
+    __slots__ = ("_conn", "_held")
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
+        self._held: list[Coroutine[Any, Any, None]] | None = []
 
     async def __call__(self, method: str, params: msgspec.Struct) -> None:
         await self._conn.send_notification(encode_notification(method, params) + b"\n")
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        self._conn.spawn_stream(coro)
+        if self._held is not None:
+            self._held.append(coro)
+        else:
+            self._conn.spawn_stream(coro)
+
+    def release(self) -> None:
+        """The reply is queued: start the streams held back."""
+        held, self._held = self._held or [], None
+        for coro in held:
+            try:
+                self._conn.spawn_stream(coro)
+            except ClientGone:
+                pass  # spawn_stream closed the coroutine
 
 
 class _Connection:
@@ -94,7 +111,6 @@ class _Connection:
         self._writer: asyncio.StreamWriter | None = None
         self.closed = False
         self._closing = False
-        self.notify = _Notifier(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -169,13 +185,15 @@ class _Connection:
         self._slot_free.set()
 
     async def _run_request(self, line: bytes) -> None:
+        notify = _Notifier(self)
         try:
-            reply = await self._dispatcher.handle_line(line, self.notify)
+            reply = await self._dispatcher.handle_line(line, notify)
         except Exception:
             log.exception("unexpected failure while handling a request")
             reply = encode_error(None, ErrorCode.INTERNAL, "internal error")
         if reply is not None:
             self._enqueue(reply + b"\n")
+        notify.release()
 
     # -- writing -----------------------------------------------------------------------------
     def _enqueue(self, data: bytes) -> None:

@@ -448,3 +448,16 @@ def test_an_inherited_socket_is_served_locked_and_left_in_place(iii_home: Path) 
     finally:
         listener.close()
     assert path.exists()  # systemd's socket file is not ours to remove
+
+
+async def test_a_stream_started_in_a_batch_follows_the_batch_reply(
+        iii_home: Path, service: ScriptedService) -> None:
+    async with InProcessDaemon(iii_home, service) as d:
+        r, w = await d.connect()
+        batch = [req("worker.logs", 1, {"name": "w0", "tail": 1, "follow": True}),
+                 req("worker.list", 2)]
+        w.write(json.dumps(batch).encode() + b"\n")
+        first = json.loads(await asyncio.wait_for(r.readline(), TIMEOUT))
+        assert isinstance(first, list) and {x["id"] for x in first} == {1, 2}
+        follow = json.loads(await asyncio.wait_for(r.readline(), TIMEOUT))
+        assert follow["method"] == "log" and follow["params"]["line"] == "new 1"
