@@ -416,7 +416,7 @@ async def test_a_client_that_vanishes_mid_request_does_not_cancel_it(
         iii_home: Path, service: ScriptedService) -> None:
     service.add_gate = asyncio.Event()
     async with InProcessDaemon(iii_home, service) as d:
-        r, w = await d.connect()
+        _, w = await d.connect()
         w.write(json.dumps(req("worker.add", 1, {"target": "/p/orphan", "progress": True}))
                 .encode() + b"\n")
         await w.drain()
