@@ -461,3 +461,20 @@ async def test_a_stream_started_in_a_batch_follows_the_batch_reply(
         assert isinstance(first, list) and {x["id"] for x in first} == {1, 2}
         follow = json.loads(await asyncio.wait_for(r.readline(), TIMEOUT))
         assert follow["method"] == "log" and follow["params"]["line"] == "new 1"
+
+
+async def test_shutdown_ends_streams_and_closes_their_connections(
+        iii_home: Path, service: ScriptedService) -> None:
+    d = InProcessDaemon(iii_home, service)
+    async with d:
+        r, w = await d.connect()
+        assert (await request(r, w, req("worker.logs", 1, {"name": "w0", "follow": True})))[
+            "id"] == 1
+        w.write(json.dumps(req("events.subscribe", 2)).encode() + b"\n")
+        await asyncio.wait_for(service.follow_started.wait(), TIMEOUT)
+        d.stop.set()
+        assert d.task is not None
+        await asyncio.wait_for(asyncio.shield(d.task), TIMEOUT)  # does not wait for the streams
+        rest = [json.loads(x) for x in (await asyncio.wait_for(r.read(), TIMEOUT)).splitlines()]
+        assert {m.get("method") or m.get("id") for m in rest} <= {"log", 2}  # then EOF
+        assert service.follow_cancelled.is_set()

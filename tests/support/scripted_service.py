@@ -51,6 +51,7 @@ class ScriptedService:
         self.add_entered = asyncio.Event()
         self.log_lines: list[str] = [f"line {i}" for i in range(1, 6)]
         self.follow_lines: list[str] = ["new 1", "new 2"]
+        self.follow_started = asyncio.Event()
         self.follow_cancelled = asyncio.Event()
         self.events: asyncio.Queue[EventNotification] = asyncio.Queue()
         self.big_result_bytes = 0  # logs returns this many bytes extra (never-reading clients)
@@ -137,6 +138,7 @@ class ScriptedService:
         return WorkerLogsResult(lines=lines)
 
     async def _follow(self, name: str, notify: Notify) -> None:
+        self.follow_started.set()
         try:
             for line in self.follow_lines:
                 await notify("log", LogNotification(name=name, line=line))
