@@ -4,7 +4,9 @@ reconcile hand edits of config.yaml, refresh engine truth, rotate logs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 
 import msgspec
 
@@ -22,7 +24,26 @@ log = logging.getLogger("iii.daemon.autostart")
 GRACE_CHECK_INTERVAL_S = 1.0
 REGISTRATION_REFRESH_S = 1.0
 LOG_ROTATE_INTERVAL_S = 5.0
+ORPHAN_KILL_TIMEOUT_S = 5.0
 SANDBOXED = (WorkerKind.LOCAL, WorkerKind.OCI)
+
+
+def kill_orphan(task: SandboxTask) -> None:
+    """SIGKILL a launcher we will not adopt and remove its pid file (blocking, bounded)."""
+    import signal
+    import time
+
+    from daemon.sandboxes.procinfo import is_alive
+
+    pid = task.pid
+    if pid is not None:  # reattach just checked it is our launcher (start time, command line)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # its sandbox dies with it (PR_SET_PDEATHSIG)
+    deadline = time.monotonic() + ORPHAN_KILL_TIMEOUT_S
+    while pid is not None and is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    task.close()
+    task.layout.pid_file.unlink(missing_ok=True)
 
 
 class Autopilot:
@@ -46,6 +67,15 @@ class Autopilot:
         for name in managed_names(self.settings.home):
             layout = self.lc.layout(name)
             task = SandboxTask.reattach(layout)
+            if layout.oneshot_flag.exists():
+                # A setup/install run whose daemon died: it wrote no marker, so kill it and let
+                # the next start run it again (never adopt it as the worker).
+                if task is not None:
+                    log.warning("killing the interrupted %s run of %s (launcher pid %s)",
+                                layout.oneshot_flag.read_text().strip(), name, task.pid)
+                    kill_orphan(task)
+                layout.oneshot_flag.unlink(missing_ok=True)
+                continue
             if task is None:
                 continue
             if name not in known:

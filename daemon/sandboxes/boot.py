@@ -31,7 +31,7 @@ from daemon.sandboxes.layout import MARKER_RELPATH, SandboxLayout
 from daemon.sandboxes.provision import Provisioner, RootSpec
 from daemon.sandboxes.sync import SyncStats, sync_project
 from daemon.sandboxes.task import SandboxTask, sandbox_lock
-from vmm_ffi.params import Backend, LaunchParams
+from vmm_ffi.params import Backend, ExitStatus, LaunchParams
 
 SCRIPT_TIMEOUT_S = 3600.0  # one setup or install run, end to end
 SCRIPT_STOP_TIMEOUT_S = 3.0  # a timed-out script: SIGTERM, then SIGKILL after this
@@ -211,7 +211,21 @@ async def run_script(layout: SandboxLayout, boot: BootSpec, root: RootSpec,
     offset = await asyncio.to_thread(_append_log, layout, f"[iii] running {script_name}: {script}")
     params = launch_params(layout, boot, root, env, ["/bin/sh", "-c", script], WORKSPACE)
     task = SandboxTask(layout)
-    await task.start(params, locked=True)
+    await asyncio.to_thread(layout.oneshot_flag.write_text, script_name)
+    try:
+        await task.start(params, locked=True)
+        status = await _wait_script(layout, boot, task, script_name, offset)
+    finally:
+        layout.oneshot_flag.unlink(missing_ok=True)
+    if status.exit_code != 0:
+        tail = await asyncio.to_thread(_output_since, layout, offset)
+        if status.error:
+            tail = (tail + [status.error])[-OUTPUT_TAIL_LINES:]
+        raise ScriptFailed(script_name, status.exit_code, tail)
+
+
+async def _wait_script(layout: SandboxLayout, boot: BootSpec, task: SandboxTask,
+                       script_name: str, offset: int) -> ExitStatus:
     try:
         status = await task.wait(boot.script_timeout_s)
     except TimeoutError:
@@ -222,8 +236,4 @@ async def run_script(layout: SandboxLayout, boot: BootSpec, root: RootSpec,
                            tail + [f"{script_name} timed out after {boot.script_timeout_s:g}s"]) \
             from None
     await task.delete()
-    if status.exit_code != 0:
-        tail = await asyncio.to_thread(_output_since, layout, offset)
-        if status.error:
-            tail = (tail + [status.error])[-OUTPUT_TAIL_LINES:]
-        raise ScriptFailed(script_name, status.exit_code, tail)
+    return status

@@ -113,6 +113,12 @@ class SandboxLayout:
     def lock_file(self) -> Path:
         return self.dir / ".lock"
 
+    @property
+    def oneshot_flag(self) -> Path:
+        """Present while a setup/install run owns ``launcher.pid``: a daemon restarting then must
+        not adopt that launcher as the worker (it kills it; the next start re-runs install)."""
+        return self.dir / "oneshot"
+
     def mode(self) -> RootMode | None:
         """The provisioning mode recorded on disk, or None when not provisioned yet."""
         try:

@@ -82,6 +82,26 @@ def is_our_launcher(pid: int, bootstrap: Path) -> bool:
     return False
 
 
+def find_launcher(bootstrap: Path) -> PidRecord | None:
+    """Scan ``/proc`` for this sandbox's launcher: the recovery path when the daemon died
+    between spawning a launcher and writing ``launcher.pid``. The sandbox init is forked from
+    the launcher with the same command line, so the launcher is the one whose parent is not.
+    """
+    found: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and is_our_launcher(int(entry), bootstrap):
+            ppid = parent_pid(int(entry))
+            found[int(entry)] = -1 if ppid is None else ppid
+    roots = [pid for pid, ppid in found.items() if ppid not in found]
+    if len(roots) != 1:
+        return None
+    start = process_start_time(roots[0])
+    if start is None:
+        return None
+    sandbox = next((pid for pid, ppid in found.items() if ppid == roots[0]), None)
+    return PidRecord(pid=roots[0], start_time=start, sandbox_pid=sandbox)
+
+
 def write_pid_record(path: Path, record: PidRecord) -> None:
     write_atomic(path, msgspec.json.encode(record) + b"\n", 0o644)
 

@@ -28,6 +28,7 @@ from daemon.errors import Conflict, InvalidState, Unavailable
 from daemon.sandboxes.layout import SandboxLayout
 from daemon.sandboxes.procinfo import (
     PidRecord,
+    find_launcher,
     is_alive,
     is_our_launcher,
     parent_pid,
@@ -180,6 +181,10 @@ class SandboxTask:
         <this sandbox's bootstrap.json>``; otherwise the stale pid file is removed.
         """
         record = read_pid_record(layout.pid_file)
+        if record is None and layout.bootstrap.exists():
+            record = find_launcher(layout.bootstrap)  # spawned, but the pid file never written
+            if record is not None:
+                write_pid_record(layout.pid_file, record)
         if (record is not None and is_alive(record.pid, record.start_time)
                 and is_our_launcher(record.pid, layout.bootstrap)):
             task = cls(layout)

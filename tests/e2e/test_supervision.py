@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.daemon import launchers_of
 from tests.support.registry import free_port
 from tests.support.wait import wait_until
 
@@ -23,25 +24,6 @@ def make_project(root: Path, image: str, name: str = "loop") -> Path:
         f"name: {name}\nruntime:\n  kind: python\n  base_image: {image}\n"
         "scripts:\n  install: \"\"\n  start: \"echo up; exec sleep 1000\"\n")
     return project
-
-
-def launchers_of(home: Path, name: str) -> list[int]:
-    """Live launcher processes of one sandbox, found by their bootstrap path."""
-    needle = str(home / "managed" / name / "bootstrap.json").encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"vmm_ffi.launcher" in cmd and needle in cmd:
-                pids.append(int(entry))
-    # The sandbox init is forked from the launcher and shares its command line: skip children.
-    def parent(pid: int) -> int:
-        status = Path(f"/proc/{pid}/status").read_text()
-        return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("PPid:")))
-    return [pid for pid in pids if parent(pid) not in pids]
 
 
 def test_engine_started_after_add_starts_the_worker(daemon_factory, engine_factory, busybox_image,

@@ -84,21 +84,6 @@ def test_hand_edits_are_reconciled(daemon_factory, engine_factory, busybox_image
     assert daemon.json("worker", "list")["workers"] == []
 
 
-def test_invalid_config_is_reported_and_never_overwritten(daemon_factory, busybox_image: str,
-                                                          iii_home: Path, tmp_path: Path) -> None:
-    daemon = daemon_factory()
-    project = make_project(tmp_path, busybox_image, "keeper", "exec sleep 1000")
-    daemon.json("worker", "add", str(project))
-    assert daemon.iii("worker", "start", "keeper").returncode == 0
-    pid = daemon.worker("keeper")["pid"]
-    broken = "workers: [\n  this is: not yaml\n"
-    (iii_home / "config.yaml").write_text(broken)
-    result = daemon.iii("worker", "add", "iii-http")
-    assert result.returncode == 1 and "config.yaml" in result.stderr
-    assert (iii_home / "config.yaml").read_text() == broken
-    assert os.path.exists(f"/proc/{pid}")  # the worker keeps running
-
-
 def test_logs_tail_and_follow(daemon_factory, busybox_image: str, tmp_path: Path) -> None:
     daemon = daemon_factory()
     project = make_project(tmp_path, busybox_image, "talker",

@@ -23,8 +23,9 @@ CLI_TIMEOUT_S = 300.0
 class DaemonProcess:
     """Start, kill and restart a daemon; run ``iii`` against it. Logs in ``home/daemon-N.log``."""
 
-    def __init__(self, home: Path, **env: str) -> None:
+    def __init__(self, home: Path, args: tuple[str, ...] = (), **env: str) -> None:
         self.home = home
+        self.args = args
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
         self.env.update(III_HOME=str(home), III_NO_AUTOSTART="1", **env)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -41,7 +42,8 @@ class DaemonProcess:
     def start(self) -> DaemonProcess:
         self.starts += 1
         log = open(self.home / f"daemon-{self.starts}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "daemon", "run"], env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", *self.args],
+                                     env=self.env,
                                      stdout=log, stderr=log, start_new_session=True)
         log.close()
         wait_until(lambda: self.iii("daemon", "status").returncode == 0 or self._died(),
@@ -79,6 +81,25 @@ class DaemonProcess:
         return next(w for w in self.json("worker", "list")["workers"] if w["name"] == name)
 
 
+def launchers_of(home: Path, name: str) -> list[int]:
+    """Live launcher processes of one sandbox, found by their bootstrap path (the sandbox init,
+    forked from the launcher with the same command line, is not counted)."""
+    needle = str(home / "managed" / name / "bootstrap.json").encode()
+    found: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        if b"vmm_ffi.launcher" in cmd and needle in cmd:
+            ppid = next(ln.split()[1] for ln in status.splitlines() if ln.startswith("PPid:"))
+            found[int(entry)] = int(ppid)
+    return sorted(pid for pid, ppid in found.items() if ppid not in found)
+
+
 def kill_sandboxes(home: Path) -> None:
     """Teardown: SIGKILL every launcher still recorded under ``home`` (never leave strays)."""
     for pid_file in home.glob("managed/*/launcher.pid"):
@@ -94,8 +115,8 @@ def daemon_factory(iii_home: Path) -> Iterator[Any]:
     """``daemon_factory(**env) -> DaemonProcess`` (started); everything is stopped at teardown."""
     made: list[DaemonProcess] = []
 
-    def make(**env: str) -> DaemonProcess:
-        d = DaemonProcess(iii_home, **env)
+    def make(args: tuple[str, ...] = (), **env: str) -> DaemonProcess:
+        d = DaemonProcess(iii_home, args, **env)
         made.append(d)
         return d.start()
 

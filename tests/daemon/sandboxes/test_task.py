@@ -196,8 +196,16 @@ async def test_reattach_rejects_stale_and_reused_pids(
         assert rec is not None
         write_pid_record(layout.pid_file, PidRecord(pid=pid, start_time=rec.start_time + 1))
         assert SandboxTask.reattach(layout) is None and not layout.pid_file.exists()
-        # garbage pid file
+        # garbage or missing pid file while our launcher runs: found by its command line
         layout.pid_file.write_text("not json")
-        assert SandboxTask.reattach(layout) is None and not layout.pid_file.exists()
+        found = SandboxTask.reattach(layout)
+        assert found is not None and found.pid == pid
+        assert read_pid_record(layout.pid_file) == PidRecord(
+            pid=pid, start_time=rec.start_time, sandbox_pid=rec.sandbox_pid)
+        found.close()
+        layout.pid_file.unlink()
+        found = SandboxTask.reattach(layout)
+        assert found is not None and found.pid == pid
+        found.close()
     finally:
         await task.stop(5)

@@ -1,0 +1,188 @@
+"""Fault injection against the worker lifecycle (issue 6): kill -9 of the daemon mid-install and
+mid-stop, kill -9 of a launcher mid-start, an engine that flaps, a config.yaml broken while
+workers run, and graceful shutdown. Each test states what must hold afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import III_CLI, daemon_factory, launchers_of  # noqa: F401
+from tests.support.engine import engine_factory  # noqa: F401
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def make_project(root: Path, image: str, name: str, *, start: str,
+                 install: str = "") -> Path:
+    project = root / name
+    project.mkdir()
+    (project / "requirements.txt").write_text("")
+    (project / "iii.worker.yaml").write_text(
+        f"name: {name}\nruntime:\n  kind: python\n  base_image: {image}\n"
+        f"scripts:\n  install: {json.dumps(install)}\n  start: {json.dumps(start)}\n")
+    return project
+
+
+def log_of(home: Path, name: str) -> str:
+    path = home / "managed" / name / "logs" / "worker.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def background_cli(daemon, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([III_CLI, *args], env=daemon.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+SLOW_INSTALL = "echo installing; if [ -f slow ]; then sleep 60; fi; echo installed"
+
+
+def test_daemon_killed_during_install(daemon_factory, busybox_image: str, iii_home: Path,
+                                      tmp_path: Path) -> None:
+    """Afterwards: no orphan install process, no marker, no config entry; a new add works."""
+    project = make_project(tmp_path, busybox_image, "inst", start="exec sleep 1000",
+                           install=SLOW_INSTALL)
+    (project / "slow").write_text("")
+    daemon = daemon_factory()
+    adding = background_cli(daemon, "worker", "add", str(project))
+    wait_until(lambda: "installing" in log_of(iii_home, "inst"), 30, "install to run")
+    daemon.kill9()
+    _, err = adding.communicate(timeout=30)
+    assert adding.returncode == 1 and err.startswith("error: "), err
+    daemon.start()
+    wait_until(lambda: launchers_of(iii_home, "inst") == [], 15, "the orphan install to go")
+    assert not (iii_home / "managed/inst/upper/var/.iii-prepared").exists()
+    assert "inst" not in (iii_home / "config.yaml").read_text() \
+        if (iii_home / "config.yaml").exists() else True
+    assert daemon.json("worker", "list")["workers"] == []
+    (project / "slow").unlink()
+    assert daemon.iii("worker", "add", str(project)).returncode == 0
+    assert (iii_home / "managed/inst/upper/var/.iii-prepared").exists()
+
+
+def test_launcher_killed_during_install(daemon_factory, busybox_image: str, iii_home: Path,
+                                        tmp_path: Path) -> None:
+    """Afterwards: add fails with the install's exit, nothing registered, no marker, no strays."""
+    project = make_project(tmp_path, busybox_image, "kl", start="exec sleep 1000",
+                           install=SLOW_INSTALL)
+    (project / "slow").write_text("")
+    daemon = daemon_factory()
+    adding = background_cli(daemon, "worker", "add", str(project))
+    wait_until(lambda: "installing" in log_of(iii_home, "kl"), 30, "install to run")
+    (pid,) = launchers_of(iii_home, "kl")
+    os.kill(pid, signal.SIGKILL)
+    _, err = adding.communicate(timeout=60)
+    assert adding.returncode == 1 and "install" in err and "Traceback" not in err, err
+    assert launchers_of(iii_home, "kl") == []
+    assert not (iii_home / "managed/kl/upper/var/.iii-prepared").exists()
+    assert daemon.json("worker", "list")["workers"] == []
+
+
+def test_daemon_killed_during_stop(daemon_factory, busybox_image: str, iii_home: Path,
+                                   tmp_path: Path) -> None:
+    """A worker ignoring SIGTERM while the daemon dies mid-stop: the new daemon reattaches the
+    same process (running, not doubled), and a later stop kills it."""
+    stubborn = "trap '' TERM; echo up; while true; do sleep 0.1; done"
+    project = make_project(tmp_path, busybox_image, "stub", start=stubborn)
+    daemon = daemon_factory()
+    daemon.json("worker", "add", str(project))
+    assert daemon.iii("worker", "start", "stub").returncode == 0
+    pid = daemon.worker("stub")["pid"]
+    stopping = background_cli(daemon, "worker", "stop", "stub", "--timeout", "60")
+    wait_until(lambda: daemon.worker("stub")["status"] == "stopping", 10, "stopping")
+    daemon.kill9()
+    stopping.communicate(timeout=30)
+    daemon.start()
+    worker = daemon.worker("stub")
+    assert worker["status"] == "running" and worker["pid"] == pid
+    assert launchers_of(iii_home, "stub") == [pid]
+    stopped = daemon.json("worker", "stop", "stub", "--timeout", "1")
+    assert stopped["status"] == "stopped"
+    assert launchers_of(iii_home, "stub") == []
+
+
+def test_engine_flapping_never_starts_a_worker_twice(daemon_factory, engine_factory,
+                                                     busybox_image: str, iii_home: Path,
+                                                     tmp_path: Path) -> None:
+    """Engine up/down 10 times in about 10 s: each worker has one launcher at every sample,
+    keeps its first pid (the grace period is not reached) and is never restarted."""
+    engine = engine_factory()
+    daemon = daemon_factory(III_URL=engine.url)
+    wait_until(lambda: daemon.json("daemon", "status")["engine"]["reachable"], 5, "engine up")
+    names = ["f1", "f2"]
+    for name in names:
+        daemon.json("worker", "add", str(make_project(tmp_path, busybox_image, name,
+                                                      start="exec sleep 1000")))
+    first = {name: daemon.worker(name)["pid"] for name in names}
+    assert all(first.values())
+    samples = 0
+    for _ in range(10):
+        engine.stop()
+        time.sleep(0.5)  # the fault itself: the engine stays down for half a second
+        engine.start()
+        for name in names:
+            assert len(launchers_of(iii_home, name)) == 1
+            samples += 1
+    for name in names:
+        worker = daemon.worker(name)
+        assert worker["pid"] == first[name] and worker["restarts"] == 0
+        assert launchers_of(iii_home, name) == [first[name]]
+    assert samples == 20
+
+
+def test_config_broken_while_running(daemon_factory, busybox_image: str, iii_home: Path,
+                                     tmp_path: Path) -> None:
+    """Reported, never overwritten, and the workers keep running; fixed → writable again."""
+    daemon = daemon_factory()
+    daemon.json("worker", "add", str(make_project(tmp_path, busybox_image, "keeper",
+                                                  start="exec sleep 1000")))
+    assert daemon.iii("worker", "start", "keeper").returncode == 0
+    pid = daemon.worker("keeper")["pid"]
+    good = (iii_home / "config.yaml").read_text()
+    broken = "workers: [\n  this is: not yaml\n"
+    (iii_home / "config.yaml").write_text(broken)
+    result = daemon.iii("worker", "add", "iii-http")
+    assert result.returncode == 1 and "config.yaml" in result.stderr
+    assert (iii_home / "config.yaml").read_text() == broken
+    wait_until(lambda: "config.yaml" in daemon.log and "cannot" in daemon.log, 10, "a report")
+    assert launchers_of(iii_home, "keeper") == [pid]
+    (iii_home / "config.yaml").write_text(good)
+    wait_until(lambda: daemon.iii("worker", "add", "iii-http").returncode == 0, 10, "recovery")
+    assert daemon.worker("keeper")["pid"] == pid
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_graceful_shutdown_stops_workers(daemon_factory, busybox_image: str, iii_home: Path,
+                                         tmp_path: Path, sig: int) -> None:
+    daemon = daemon_factory()
+    daemon.json("worker", "add", str(make_project(tmp_path, busybox_image, "g",
+                                                  start="exec sleep 1000")))
+    assert daemon.iii("worker", "start", "g").returncode == 0
+    assert daemon.proc is not None
+    daemon.proc.send_signal(sig)
+    assert daemon.proc.wait(30) == 0
+    assert launchers_of(iii_home, "g") == []
+    assert not daemon.socket.exists()
+
+
+def test_keep_workers_leaves_them_for_the_next_daemon(daemon_factory, busybox_image: str,
+                                                      iii_home: Path, tmp_path: Path) -> None:
+    daemon = daemon_factory(args=("--keep-workers",))
+    daemon.json("worker", "add", str(make_project(tmp_path, busybox_image, "k",
+                                                  start="exec sleep 1000")))
+    assert daemon.iii("worker", "start", "k").returncode == 0
+    pid = daemon.worker("k")["pid"]
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(30) == 0
+    assert launchers_of(iii_home, "k") == [pid]
+    daemon.args = ()
+    daemon.start()
+    assert daemon.worker("k")["pid"] == pid and daemon.worker("k")["status"] == "running"
