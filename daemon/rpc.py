@@ -233,4 +233,11 @@ def _decode_params(params_type: type[Params], raw: Any) -> Params:
     try:
         return msgspec.convert(raw, params_type)
     except msgspec.ValidationError as exc:
-        raise RpcFailure(ErrorCode.INVALID_PARAMS, f"invalid params: {exc}") from exc
+        raise RpcFailure(ErrorCode.INVALID_PARAMS, f"invalid params: {_name_field(str(exc))}"
+                         ) from exc
+
+
+def _name_field(message: str) -> str:
+    """msgspec's ``Expected `int` - at `$.tail``` → ``tail: Expected `int```."""
+    text, sep, where = message.rpartition(" - at `$.")
+    return f"{where.rstrip('`')}: {text}" if sep else message

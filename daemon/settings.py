@@ -183,6 +183,11 @@ def load_settings(env: Mapping[str, str] | None = None, *,
             raise SettingsError(f"{settings_path}: ca_bundle: {ca_bundle} is not a file "
                                 "(use 'none' to give sandboxes no CA bundle)")
 
+    engine_url = env.get("III_URL") or raw.get("engine_url") or DEFAULT_ENGINE_URL
+    if not engine_url.startswith(("ws://", "wss://", "http://", "https://")):
+        source = "III_URL" if env.get("III_URL") else f"{settings_path}: engine_url"
+        raise SettingsError(f"{source}: {engine_url!r} is not a ws:// or wss:// URL "
+                            f"(default {DEFAULT_ENGINE_URL})")
     defaults = DaemonSettings(home=home, config_path=config_path, socket_path=socket_path,
                               settings_path=settings_path)
     return DaemonSettings(
@@ -190,7 +195,7 @@ def load_settings(env: Mapping[str, str] | None = None, *,
         config_path=config_path,
         socket_path=socket_path,
         settings_path=settings_path,
-        engine_url=env.get("III_URL") or raw.get("engine_url") or DEFAULT_ENGINE_URL,
+        engine_url=engine_url,
         isolation=_env_isolation(env) or raw.get("isolation") or "auto",
         engine_down_grace_s=float(_pick(raw, "engine_down_grace_s", defaults)),
         stop_timeout_s=float(_pick(raw, "stop_timeout_s", defaults)),

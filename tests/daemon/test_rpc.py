@@ -218,3 +218,9 @@ async def test_any_input_gets_a_valid_response_or_none(message: Any) -> None:
         assert ("result" in item) != ("error" in item)
         if "error" in item:
             assert isinstance(item["error"]["code"], int) and item["error"]["message"]
+
+
+async def test_invalid_params_name_the_field() -> None:
+    reply = await call({"jsonrpc": "2.0", "id": 1, "method": "worker.logs",
+                        "params": {"name": "w0", "tail": "all"}})
+    assert reply["error"]["message"] == "invalid params: tail: Expected `int`, got `str`"

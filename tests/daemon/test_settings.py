@@ -77,3 +77,8 @@ def test_invalid_daemon_yaml_is_one_line_naming_file_and_key(tmp_path: Path, tex
 def test_invalid_isolation_env_names_the_variable(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="III_ISOLATION_BACKEND='kvm' is invalid"):
         load_settings(env_for(tmp_path, III_ISOLATION_BACKEND="kvm"))
+
+
+def test_engine_url_must_be_a_websocket_url(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="III_URL: 'localhost:49134' is not a ws://"):
+        load_settings(env_for(tmp_path, III_URL="localhost:49134"))
