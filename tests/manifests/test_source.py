@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from manifests import ManifestError, load_worker
@@ -79,12 +81,38 @@ def test_crlf_line_endings_are_accepted(make_project: ProjectFactory) -> None:
     assert load_worker(project).name == "crlf"
 
 
-def test_unreadable_manifest_is_one_line(make_project: ProjectFactory) -> None:
+def test_unreadable_manifest_is_one_line() -> None:
     import os
+    import tempfile
 
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file")
-    project = make_project({"app.py": ""}, manifest="name: w\n")
-    (project / "iii.worker.yaml").chmod(0)
-    with pytest.raises(ManifestError, match=r"^iii.worker.yaml: cannot read it: Permission denied$"):
-        load_worker(project)
+    # Root reads any file: as root, check from a child that drops to uid 65534 (nobody).
+    project = Path(tempfile.mkdtemp(prefix="iii-unreadable-", dir="/tmp"))
+    try:
+        project.chmod(0o755)
+        (project / "app.py").write_text("")
+        (project / "iii.worker.yaml").write_text("name: w\n")
+        (project / "iii.worker.yaml").chmod(0)
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: report the error message (or its absence) through the pipe
+            try:
+                if os.geteuid() == 0:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                try:
+                    load_worker(project)
+                    message = "no error"
+                except ManifestError as exc:
+                    message = str(exc)
+                os.write(write_fd, message.encode())
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            message = pipe.read().decode()
+        os.waitpid(pid, 0)
+        assert message == "iii.worker.yaml: cannot read it: Permission denied"
+    finally:
+        import shutil
+
+        shutil.rmtree(project)
