@@ -24,7 +24,7 @@ from client.output import (
     print_table,
     print_workers,
 )
-from client.rpc_client import RpcClient
+from client.rpc_client import CONTROL_REPLY_TIMEOUT_S, RpcClient
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="iii sandbox workers.")
 worker_app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -351,7 +351,7 @@ def daemon_status(as_json: bool = JSON_OPT) -> None:
     """Show whether a daemon runs, and what it sees (engine, isolation backends)."""
 
     def body() -> None:
-        with RpcClient(autostart=False) as client:
+        with RpcClient(autostart=False, reply_timeout_s=CONTROL_REPLY_TIMEOUT_S) as client:
             try:
                 if as_json:
                     print_json_raw(client.call_raw("daemon.info"))

@@ -34,6 +34,7 @@ AUTOSTART_POLL_S = 0.05
 # A blocking recv() can miss a SIGINT that lands just before it starts (Python only runs signal
 # handlers between bytecodes); waking up this often bounds how long Ctrl-C can take.
 RECV_WAKEUP_S = 0.25
+CONTROL_REPLY_TIMEOUT_S = 30.0  # daemon.info / daemon.shutdown answer at once unless hung
 _RECV_CHUNK = 256 * 1024
 MAX_LINE_BYTES = 16 * 1024 * 1024  # == client.protocol.MAX_LINE_BYTES (a test checks)
 
@@ -103,7 +104,8 @@ class RpcClient:
     """One connection to the daemon; requests are sent one at a time."""
 
     def __init__(self, socket_path: Path | None = None, *, autostart: bool | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 reply_timeout_s: float | None = None) -> None:
         self._env = os.environ if env is None else env
         self.socket_path = socket_path or default_socket_path(self._env)
         if autostart is None:
@@ -112,6 +114,9 @@ class RpcClient:
         self._sock: socket.socket | None = None
         self._buf = bytearray()
         self._next_id = 1
+        # None: wait as long as the operation takes (an add may install for minutes)
+        self._reply_timeout_s = reply_timeout_s
+        self._deadline: float | None = None
 
     def __enter__(self) -> Self:
         return self
@@ -196,6 +201,10 @@ class RpcClient:
                 self._sock.settimeout(RECV_WAKEUP_S)
                 chunk = self._sock.recv(_RECV_CHUNK)
             except TimeoutError:
+                if self._deadline is not None and time.monotonic() > self._deadline:
+                    raise DaemonUnavailable(
+                        f"the daemon on {self.socket_path} did not answer within "
+                        f"{self._reply_timeout_s:.0f}s", "it may be hung; see its log") from None
                 continue  # nothing yet; pending signals (Ctrl-C) get their chance
             except OSError as exc:
                 raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from exc
@@ -215,6 +224,8 @@ class RpcClient:
         if params:
             request["params"] = params
         self._send(_encode(request) + b"\n")
+        self._deadline = None if self._reply_timeout_s is None \
+            else time.monotonic() + self._reply_timeout_s
         while True:
             line = self._read_line()
             try:
@@ -290,7 +301,7 @@ def stop_daemon(*, stop_workers: bool, deadline_s: float,
     Raises :class:`DaemonUnavailable` when no daemon runs, or when it is still running after
     ``deadline_s``.
     """
-    with RpcClient(socket_path, autostart=False) as client:
+    with RpcClient(socket_path, autostart=False, reply_timeout_s=CONTROL_REPLY_TIMEOUT_S) as client:
         client.call("daemon.shutdown", {"stop_workers": stop_workers})
         path = client.socket_path
     deadline = time.monotonic() + deadline_s

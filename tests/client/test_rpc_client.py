@@ -144,3 +144,18 @@ def test_the_fast_path_copies_of_protocol_constants_match() -> None:
     assert rpc_client.MAX_LINE_BYTES == protocol.MAX_LINE_BYTES
     assert {c.name: int(c) for c in errors.ErrorCode} == \
         {c.name: int(c) for c in protocol.ErrorCode}
+
+
+def test_a_hung_daemon_is_reported_after_the_reply_timeout(iii_home: Path) -> None:
+    import socket as so
+
+    path = iii_home / "iii.sock"
+    hung = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    hung.bind(str(path))
+    hung.listen()  # accepts (backlog) but never answers
+    try:
+        with RpcClient(path, autostart=False, reply_timeout_s=0.3) as client, \
+                pytest.raises(DaemonUnavailable, match="did not answer within 0s"):
+            client.call("daemon.info")
+    finally:
+        hung.close()
