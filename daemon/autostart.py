@@ -25,7 +25,7 @@ GRACE_CHECK_INTERVAL_S = 1.0
 REGISTRATION_REFRESH_S = 1.0
 LOG_ROTATE_INTERVAL_S = 5.0
 ORPHAN_KILL_TIMEOUT_S = 5.0
-SANDBOXED = (WorkerKind.LOCAL, WorkerKind.OCI)
+SUPERVISED = (WorkerKind.LOCAL, WorkerKind.OCI, WorkerKind.BINARY)  # not Config
 
 
 def kill_orphan(task: SandboxTask) -> None:
@@ -82,12 +82,14 @@ class Autopilot:
                 log.warning("sandbox %s runs but has no config.yaml entry; leaving it alone", name)
                 task.close()
                 continue
-            isolation = None
+            isolation: str | None = None
             try:
                 isolation = msgspec.json.decode(layout.bootstrap.read_bytes(),
                                                 type=LaunchParams).backend
             except (OSError, msgspec.DecodeError, msgspec.ValidationError):
                 pass
+            if isolation == "host":  # a Binary worker is not isolated
+                isolation = None
             self.lc.supervisor.adopt(name, task, isolation)
             adopted += 1
             log.info("reattached %s (launcher pid %s)", name, task.pid)
@@ -109,7 +111,7 @@ class Autopilot:
     async def _engine_up(self) -> None:
         self._grace_fired = False
         for entry in self.lc.store.snapshot():
-            if self.lc.kind(entry) in SANDBOXED:
+            if self.lc.kind(entry) in SUPERVISED:
                 self._spawn(self._auto_start(entry.name), f"autostart:{entry.name}")
 
     async def _auto_start(self, name: str) -> None:
@@ -166,7 +168,7 @@ class Autopilot:
             log.info("%s was removed from config.yaml by hand: stopping it", entry.name)
             self._spawn(self._stop_removed(entry.name), f"unmanage:{entry.name}")
         for entry in change.added:
-            if self.lc.kind(entry) in SANDBOXED and self.watcher.reachable:
+            if self.lc.kind(entry) in SUPERVISED and self.watcher.reachable:
                 log.info("%s was added to config.yaml by hand: starting it", entry.name)
                 self._spawn(self._auto_start(entry.name), f"autostart:{entry.name}")
         for entry in change.changed:

@@ -53,8 +53,8 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
         raise InvalidState(f"worker '{entry.name}' is a config worker served by the engine; "
                            "it cannot be started or stopped on its own")
     if kind is WorkerKind.BINARY:
-        raise InvalidState(f"worker '{entry.name}' is a binary worker; running binary workers "
-                           "is not supported by this daemon yet")
+        raise InvalidState(f"worker '{entry.name}' is a binary worker: it runs on the host "
+                           "without a sandbox or image")
     choice = await asyncio.to_thread(choose_backend, settings.isolation)
     warnings = [] if choice.reason is None else [f"isolation: namespace ({choice.reason})"]
     config_env = flatten_config(entry.config, environ=os.environ, worker=entry.name)

@@ -28,7 +28,7 @@ class Launched:
     """What ``launch`` hands back: the running sandbox and facts worth showing."""
 
     task: SandboxTask
-    isolation: str
+    isolation: str | None  # None: a Binary worker, a host process
     warnings: list[str] = field(default_factory=list)
 
 

@@ -18,6 +18,7 @@ from client.protocol import (EmptyResult, ImageListResult, ImagePullParams, Imag
                              WorkerListResult, WorkerLogsParams, WorkerLogsResult,
                              WorkerNameParams, WorkerPaths, WorkerRemoveResult,
                              WorkerStartParams, WorkerStopParams)
+from daemon.binary import start_binary
 from daemon.boot_specs import load_project, resolve_boot
 from daemon.config_entries import WorkerEntry, WorkerKind
 from daemon.config_store import ConfigStore
@@ -67,8 +68,14 @@ class WorkerLifecycle:
 
     async def _launch(self, name: str, progress: Progress | None) -> Launched:
         entry = self.entry(name)
+        kind = self.kind(entry)
+        if kind is WorkerKind.BINARY:
+            binary = self.settings.home / "workers" / name
+            task = await start_binary(self.layout(name), entry, str(binary),
+                                      self.settings.engine_url)
+            return Launched(task=task, isolation=None)
         relay = self._relays.get(name)
-        resolved = await resolve_boot(entry, self.kind(entry), self.settings, self.images,
+        resolved = await resolve_boot(entry, kind, self.settings, self.images,
                                       relay.pull if relay else None)
         if resolved.spec is not None:
             self._specs[name] = resolved.spec

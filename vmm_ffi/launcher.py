@@ -152,11 +152,13 @@ class Launcher:
 
     def run(self) -> int:
         p = self.params
-        if p.backend == "libkrun":  # the VM itself has exactly cpus vCPUs and memory_mib RAM
+        if p.backend == "host":  # a Binary worker: a host process, no sandbox limits
+            self.cgroup = CgroupPlan(path=None, note="not enforced: host process")
+        elif p.backend == "libkrun":  # the VM itself has exactly cpus vCPUs and memory_mib RAM
             self.cgroup = CgroupPlan(path=None, note="enforced")
         else:
             self.cgroup = apply_limits(p.name, p.cpus, p.memory_mib, p.cgroup)
-        if self.cgroup.path is None and self.cgroup.note != "enforced":
+        if self.cgroup.path is None and self.cgroup.note != "enforced" and p.backend != "host":
             self.log(f"resource limits (cpus={p.cpus}, memory={p.memory_mib} MiB) "
                      f"{self.cgroup.note}")
         try:
@@ -174,7 +176,7 @@ class Launcher:
             os.close(status_r)
             os.close(alive_w)
             os.close(go_w)
-            if p.backend == "namespace":
+            if p.backend in ("namespace", "host"):
                 run_init(p, status_w, alive_r, go_r, self.log_fd)
             from vmm_ffi.krun_vmm import run_vmm
             run_vmm(p, vm_root, status_w, alive_r, go_r, self.log_fd)
@@ -210,6 +212,8 @@ class Launcher:
     def _build_root(self) -> tuple[Literal["overlay", "directory"], str]:
         """Namespaces + the root at ``merged``; returns (root mode, root path for libkrun)."""
         p = self.params
+        if p.backend == "host":  # the host's own root, as it is
+            return "directory", "/"
         if sys.platform == "darwin":  # no namespaces: libkrun gets the (cloned) directory
             assert isinstance(p.rootfs, DirectoryRoot)
             return "directory", p.rootfs.path

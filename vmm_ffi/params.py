@@ -20,7 +20,9 @@ import msgspec
 
 PROTOCOL_VERSION = 1
 
-Backend = Literal["libkrun", "namespace"]
+# "host" runs a Binary worker (SPEC §5) as a plain host process: no namespaces, no root of its
+# own, but the same launcher process model (detached, signals forwarded, exit.json, reattach).
+Backend = Literal["libkrun", "namespace", "host"]
 
 # Exit codes of the launcher that are not the workload's own.
 EXIT_INVALID_PARAMS = 2

@@ -114,8 +114,11 @@ def run_init(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
             signal.signal(sig, forward)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # blocked by the launcher
         try:
-            enter_sandbox_root(params)
-        except SetupFailed as exc:
+            if params.backend == "host":
+                os.chdir(params.workdir)
+            else:
+                enter_sandbox_root(params)
+        except (SetupFailed, OSError) as exc:
             send(status_fd, {"error": str(exc)})
             os._exit(EXIT_SETUP_FAILED)
         send(status_fd, {"ready": True})

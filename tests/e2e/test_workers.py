@@ -56,7 +56,8 @@ def test_binary_and_config_entries_are_listed_with_their_types(daemon_factory,
                                                                iii_home: Path) -> None:
     (iii_home / "workers").mkdir(parents=True)
     binary = iii_home / "workers" / "tool"
-    binary.write_text("#!/bin/sh\nexec sleep 1000\n")
+    binary.write_text("#!/bin/sh\necho \"tool as $III_WORKER_NAME ($III_ISOLATION) in $PWD\"\n"
+                      "exec sleep 1000\n")
     binary.chmod(0o755)
     (iii_home / "config.yaml").write_text("workers:\n  - name: tool\n  - name: iii-http\n")
     daemon = daemon_factory()
@@ -64,6 +65,13 @@ def test_binary_and_config_entries_are_listed_with_their_types(daemon_factory,
     assert types == {"tool": "binary", "iii-http": "config"}
     table = daemon.iii("worker", "list").stdout
     assert "Binary" in table and "Config" in table
+    # A binary worker is a supervised host process (no sandbox, no isolation).
+    started = daemon.json("worker", "start", "tool")
+    assert started["status"] == "running" and started["isolation"] is None
+    wait_until(lambda: f"tool as tool (none) in {iii_home}/managed/tool"
+               in daemon.iii("worker", "logs", "tool").stdout, 10, "the binary's output")
+    assert daemon.json("worker", "stop", "tool")["status"] == "stopped"
+    assert not os.path.exists(f"/proc/{started['pid']}")
 
 
 def test_hand_edits_are_reconciled(daemon_factory, engine_factory, busybox_image: str,
