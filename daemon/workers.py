@@ -131,8 +131,11 @@ class WorkerLifecycle:
             warnings = await self._add_sandboxed(entry, spec, params, relay)
         started = False
         if self.engine_reachable():
-            rt, more = await self.supervisor.start(entry.name, None, auto=True)
-            started = rt.state is WorkerState.RUNNING
+            try:
+                rt, _ = await self.supervisor.start(entry.name, None, auto=True)
+                started = rt.state is WorkerState.RUNNING
+            except DaemonError as exc:  # added all the same: say why it is not running
+                warnings = [*warnings, f"added, but the start failed: {exc.message}"]
         return WorkerAddResult(worker=self.view(entry), warnings=warnings, started=started)
 
     def _check_new(self, name: str, force: bool) -> None:
