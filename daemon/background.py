@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 log = logging.getLogger("iii.daemon.background")
 T = TypeVar("T")
@@ -18,7 +18,7 @@ class BackgroundTasks:
         self._group = asyncio.TaskGroup()
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def __aenter__(self) -> BackgroundTasks:
+    async def __aenter__(self) -> Self:
         await self._group.__aenter__()
         return self
 

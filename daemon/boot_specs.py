@@ -59,8 +59,8 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
     warnings = [] if choice.reason is None else [f"isolation: namespace ({choice.reason})"]
     config_env = flatten_config(entry.config, environ=os.environ, worker=entry.name)
     ca = None if settings.ca_bundle is None else str(settings.ca_bundle)
-    common = dict(name=entry.name, engine_url=settings.engine_url, backend=choice.backend,
-                  config_env=config_env, ca_bundle=ca)
+    common = {"name": entry.name, "engine_url": settings.engine_url, "backend": choice.backend,
+              "config_env": config_env, "ca_bundle": ca}
     if kind is WorkerKind.LOCAL:
         assert entry.worker_path is not None
         spec = await load_project(entry.worker_path, entry.name)

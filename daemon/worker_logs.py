@@ -41,38 +41,44 @@ def tail(log: Path, n: int, keep: int = 3) -> list[str]:
     return out
 
 
+class LogFollower:
+    """Reads what was appended to a log since the last poll; copes with copy-truncate
+    rotation (the file shrinks: read it again from the start) and with a replaced file."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.pos: int | None = None  # None: start at the end of the file as it is now
+        self.inode: int | None = None
+        self.buf = b""
+
+    def poll(self) -> list[str]:
+        try:
+            st = os.stat(self.log)
+        except FileNotFoundError:
+            return []
+        if self.pos is None:
+            self.pos, self.inode = st.st_size, st.st_ino
+        elif st.st_ino != self.inode or st.st_size < self.pos:
+            self.pos, self.inode, self.buf = 0, st.st_ino, b""
+        if st.st_size == self.pos:
+            return []
+        with open(self.log, "rb") as f:
+            f.seek(self.pos)
+            chunk = f.read(_CHUNK)
+        self.pos += len(chunk)
+        *lines, self.buf = (self.buf + chunk).split(b"\n")
+        return [line.decode("utf-8", "replace") for line in lines]
+
+
 async def follow(log: Path, on_line: Callable[[str], Awaitable[None]]) -> None:
     """Send every line appended to ``log`` to ``on_line`` until cancelled; survives rotation."""
-    f = None
-    inode = None
-    buf = b""
-    try:
-        while True:
-            if f is None and log.exists():
-                f = open(log, "rb")
-                f.seek(0, os.SEEK_END)
-                inode = os.fstat(f.fileno()).st_ino
-            if f is not None:
-                chunk = f.read(_CHUNK)
-                if chunk:
-                    buf += chunk
-                    *lines, buf = buf.split(b"\n")
-                    for line in lines:
-                        await on_line(line.decode("utf-8", "replace"))
-                    continue
-                try:
-                    rotated = os.stat(log).st_ino != inode
-                except FileNotFoundError:
-                    rotated = True
-                if rotated:  # the writer moved on to a new file: read it from the start
-                    f.close()
-                    f = open(log, "rb") if log.exists() else None
-                    inode = os.fstat(f.fileno()).st_ino if f else None
-                    continue
+    follower = LogFollower(log)
+    while True:
+        lines = await asyncio.to_thread(follower.poll)
+        for line in lines:
+            await on_line(line)
+        if not lines:
             await asyncio.sleep(FOLLOW_POLL_S)
-    finally:
-        if f is not None:
-            f.close()
 
 
 def rotate_if_needed(log: Path, max_bytes: int, keep: int) -> bool:

@@ -12,12 +12,28 @@ import contextlib
 import logging
 from pathlib import Path
 
-from client.protocol import (EmptyResult, ImageListResult, ImagePullParams, ImagePullResult,
-                             ImageSummary, ManifestView, Resources, Scripts, Worker,
-                             WorkerAddParams, WorkerAddResult, WorkerInspectResult,
-                             WorkerListResult, WorkerLogsParams, WorkerLogsResult,
-                             WorkerNameParams, WorkerPaths, WorkerRemoveResult,
-                             WorkerStartParams, WorkerStopParams)
+from client.protocol import (
+    EmptyResult,
+    ImageListResult,
+    ImagePullParams,
+    ImagePullResult,
+    ImageSummary,
+    ManifestView,
+    Resources,
+    Scripts,
+    Worker,
+    WorkerAddParams,
+    WorkerAddResult,
+    WorkerInspectResult,
+    WorkerListResult,
+    WorkerLogsParams,
+    WorkerLogsResult,
+    WorkerNameParams,
+    WorkerPaths,
+    WorkerRemoveResult,
+    WorkerStartParams,
+    WorkerStopParams,
+)
 from daemon.binary import start_binary
 from daemon.boot_specs import load_project, resolve_boot
 from daemon.config_entries import WorkerEntry, WorkerKind

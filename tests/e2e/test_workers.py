@@ -30,8 +30,8 @@ def make_project(root: Path, image: str, name: str, start: str) -> Path:
 @pytest.fixture(scope="module")
 def container_image(registry: RegistryServer) -> str:
     layers = busybox_layers()
-    config = config_blob(entrypoint=["/bin/sh", "-c"], cmd=["echo in $PWD as $GREETING; "
-                                                            "exec sleep 1000"],
+    config = config_blob(entrypoint=["/bin/sh", "-c"],
+                         cmd=["echo in $PWD as $GREETING; exec sleep 1000"],
                          working_dir="/srv", env=["PATH=/bin", "GREETING=container"],
                          diff_ids=[b.diff_id for b in layers])
     push_image(registry.access, "iii-test/hello", "1", layers, config)

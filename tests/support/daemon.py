@@ -41,11 +41,10 @@ class DaemonProcess:
 
     def start(self) -> DaemonProcess:
         self.starts += 1
-        log = open(self.home / f"daemon-{self.starts}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", *self.args],
-                                     env=self.env,
-                                     stdout=log, stderr=log, start_new_session=True)
-        log.close()
+        with open(self.home / f"daemon-{self.starts}.log", "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", *self.args],
+                                         env=self.env, stdout=log, stderr=log,
+                                         start_new_session=True)
         wait_until(lambda: self.iii("daemon", "status").returncode == 0 or self._died(),
                    DAEMON_START_TIMEOUT_S, "the daemon to answer")
         assert self.proc.poll() is None, f"daemon exited:\n{self.log}"
@@ -69,7 +68,8 @@ class DaemonProcess:
                 self.proc.wait(10)
 
     def iii(self, *args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([III_CLI, *args], env=self.env, capture_output=True, text=True,
+        return subprocess.run([III_CLI, *args], check=False, env=self.env, capture_output=True,
+                              text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
     def json(self, *args: str) -> Any:
