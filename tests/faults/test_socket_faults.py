@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
 from typing import Any
 
 import pytest
@@ -37,6 +39,10 @@ class Client:
 
     async def send(self, *requests: dict[str, Any]) -> None:
         self.writer.write(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+        await self.writer.drain()
+
+    async def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
         await self.writer.drain()
 
     async def receive(self) -> dict[str, Any]:
@@ -212,4 +218,83 @@ async def test_slow_clients_never_stall_others_and_get_their_answer(daemon_facto
         f"the fast calls should finish while every slow client is still dribbling: {still_sending}")
     assert [r["id"] for r in slow_replies] == [1000 + n for n in range(SLOW_CLIENTS)]
     assert [r.get("result") for r in slow_replies] == [expected] * SLOW_CLIENTS
+    assert_healthy(daemon, expected)
+
+
+# ------------------------------------------------------------------- broken clients
+
+
+def send_oversized_line(daemon: DaemonProcess, limit: int) -> tuple[dict[str, Any], bytes]:
+    """Write a line longer than ``limit`` from a thread while reading the answer here.
+
+    Plain blocking sockets on purpose: when the daemon closes mid-write, asyncio would drop the
+    answer already in our receive buffer along with the broken transport.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(CALL_TIMEOUT_S)
+        sock.connect(str(daemon.socket))
+
+        def write() -> None:
+            try:
+                sock.sendall(b"[" + b" " * limit + b"]\n")
+            except OSError:
+                pass  # the daemon closed before taking all of it: expected
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            received = b""
+            try:
+                while chunk := sock.recv(65536):
+                    received += chunk
+            except ConnectionResetError:
+                pass  # closed with our unread bytes in its buffer: a reset after the answer
+        finally:
+            writer.join(CALL_TIMEOUT_S)
+    line, _, rest = received.partition(b"\n")
+    return json.loads(line), rest
+
+
+async def test_broken_clients_get_clear_errors_and_never_disturb_others(
+        daemon_factory: Any) -> None:
+    """A half-sent request then a hang-up, a garbage line, and a line over the 16 MiB cap.
+
+    Must hold: the hang-up is not answered and harms nothing; garbage gets -32700 (id null) and
+    the same connection still serves a valid request; the oversized line gets one -32600 error
+    and the connection is closed; a client connected throughout is served after each fault.
+    """
+    daemon: DaemonProcess = daemon_factory()
+    expected = daemon.json("worker", "list")
+    bystander = await Client.connect(daemon)
+    try:
+        async def bystander_served(rid: int) -> None:
+            await bystander.send(request("worker.list", rid))
+            assert (await bystander.receive()) == {"jsonrpc": "2.0", "id": rid,
+                                                   "result": expected}
+
+        half = await Client.connect(daemon)
+        await half.send_raw(json.dumps(request("worker.list", 1)).encode()[:20])
+        await half.close()
+        await bystander_served(1)
+
+        garbage = await Client.connect(daemon)
+        try:
+            await garbage.send_raw(b"this is not json\n")
+            parse_error = await garbage.receive()
+            assert parse_error["id"] is None
+            assert parse_error["error"]["code"] == ErrorCode.PARSE_ERROR
+            await garbage.send(request("worker.list", 2))
+            assert (await garbage.receive())["result"] == expected
+        finally:
+            await garbage.close()
+        await bystander_served(2)
+
+        too_long, rest = await asyncio.to_thread(send_oversized_line, daemon,
+                                                 ServerLimits().max_line_bytes)
+        assert too_long["error"]["code"] == ErrorCode.INVALID_REQUEST, too_long
+        assert "longer than" in too_long["error"]["message"]
+        assert rest == b"", "the connection is closed after the one error line"
+        await bystander_served(3)
+    finally:
+        await bystander.close()
     assert_healthy(daemon, expected)
