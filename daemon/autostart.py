@@ -56,6 +56,7 @@ class Autopilot:
         self.watcher = EngineWatcher(self.settings.engine_url, on_up=self._engine_up,
                                      on_down=self._engine_down)
         lifecycle.engine_reachable = lambda: self.watcher.reachable
+        lifecycle.config_changed = self._config_changed
         self._grace_fired = False
 
     # -- start-up ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from client.protocol import (
@@ -37,7 +38,7 @@ from client.protocol import (
 from daemon.binary import start_binary
 from daemon.boot_specs import load_project, resolve_boot
 from daemon.config_entries import WorkerEntry, WorkerKind
-from daemon.config_store import ConfigStore
+from daemon.config_store import ConfigChange, ConfigStore
 from daemon.errors import AlreadyExists, DaemonError, InvalidArgument, InvalidState, NotFound
 from daemon.events import EventBus
 from daemon.images import ImageStore
@@ -67,6 +68,8 @@ class WorkerLifecycle:
         self._specs: dict[str, WorkerSpec] = {}
         self._deps: dict[str, bool] = {}  # marker present? cached: list is the hot path
         self._relays: dict[str, ProgressRelay] = {}
+        # Set by the autopilot: hand edits found by a launch are reconciled like the watcher's.
+        self.config_changed: Callable[[ConfigChange], Awaitable[None]] | None = None
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -82,8 +85,16 @@ class WorkerLifecycle:
             raise NotFound(f"worker '{name}' not found; see `iii worker list`")
         return entry
 
+    async def _fresh_entry(self, name: str) -> WorkerEntry:
+        """The entry as config.yaml holds it now: a hand edit made just before a start is
+        honoured even if the watcher has not polled yet."""
+        change = await self.store.poll()
+        if change is not None and self.config_changed is not None:
+            await self.config_changed(change)
+        return self.entry(name)
+
     async def _launch(self, name: str, progress: Progress | None) -> Launched:
-        entry = self.entry(name)
+        entry = await self._fresh_entry(name)
         kind = self.kind(entry)
         if kind is WorkerKind.BINARY:
             binary = self.settings.home / "workers" / name

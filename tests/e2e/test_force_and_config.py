@@ -1,0 +1,72 @@
+"""``add --force`` / ``--reset-config`` and the ``config:`` entry flattened into env (SPEC §5, §7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def make_project(root: Path, image: str) -> Path:
+    project = root / "cfg"
+    project.mkdir()
+    (project / "requirements.txt").write_text("")
+    (project / "iii.worker.yaml").write_text(
+        f"name: cfg\nruntime:\n  kind: python\n  base_image: {image}\n"
+        "scripts:\n  setup: \"echo setup-ran\"\n  install: \"\"\n"
+        "  start: \"echo greeting=$GREETING db=$DB_HOST/$DB_PORT; exec sleep 1000\"\n"
+        "config:\n  greeting: from-manifest\n")
+    return project
+
+
+def test_force_keeps_config_and_reset_config_drops_it(daemon_factory, busybox_image: str,
+                                                      iii_home: Path, tmp_path: Path) -> None:
+    project = make_project(tmp_path, busybox_image)
+    daemon = daemon_factory(DB_HOST_SOURCE="db.internal")
+    daemon.json("worker", "add", str(project))
+    config = iii_home / "config.yaml"
+    assert "greeting: from-manifest" in config.read_text()
+    # A hand-edited config: nested keys and ${VAR} / ${VAR:default} from the daemon's env.
+    config.write_text(config.read_text().replace(
+        "greeting: from-manifest",
+        "greeting: edited\n      db:\n        host: ${DB_HOST_SOURCE}\n        port: ${DB_PORT:5432}"))
+    wait_until(lambda: daemon.iii("worker", "start", "cfg").returncode == 0, 10, "start")
+    wait_until(lambda: "greeting=edited db=db.internal/5432"
+               in daemon.iii("worker", "logs", "cfg").stdout, 10, "config env")
+    marker = iii_home / "managed/cfg/upper/var/.iii-prepared"
+    assert marker.exists()
+
+    # --force: the sandbox is rebuilt from scratch (setup runs again), config: is kept.
+    (iii_home / "managed/cfg/upper/leftover").write_text("x")
+    forced = daemon.json("worker", "add", str(project), "--force")
+    assert forced["worker"]["name"] == "cfg"
+    assert not (iii_home / "managed/cfg/upper/leftover").exists()
+    assert "setup-ran" in daemon.iii("worker", "logs", "cfg").stdout
+    assert "greeting: edited" in config.read_text()
+
+    # --reset-config (with --force): the old config: is dropped for the manifest's.
+    assert daemon.iii("worker", "add", str(project), "--reset-config").returncode == 2  # usage
+    daemon.json("worker", "add", str(project), "--force", "--reset-config")
+    text = config.read_text()
+    assert "greeting: from-manifest" in text and "edited" not in text and "DB_HOST" not in text
+
+
+def test_missing_config_variable_fails_the_start_naming_it(daemon_factory, busybox_image: str,
+                                                           iii_home: Path,
+                                                           tmp_path: Path) -> None:
+    project = make_project(tmp_path, busybox_image)
+    daemon = daemon_factory()
+    daemon.json("worker", "add", str(project))
+    config = iii_home / "config.yaml"
+    config.write_text(config.read_text().replace("greeting: from-manifest",
+                                                 "greeting: ${NOT_SET_ANYWHERE}"))
+
+    def start_fails() -> bool:
+        result = daemon.iii("worker", "start", "cfg")
+        return result.returncode == 1 and "NOT_SET_ANYWHERE" in result.stderr
+    wait_until(start_fails, 10, "the start to fail naming the variable")
+    assert daemon.worker("cfg")["status"] == "stopped"
