@@ -186,6 +186,7 @@ def test_disk_full_during_extraction_is_one_clear_error_and_nothing_is_left(
 # ------------------------------------------------------------------- 3. registry dies mid-blob
 
 
+@pytest.mark.slow
 def test_registry_dying_mid_blob_is_a_clear_error_and_the_cache_is_unchanged(
         daemon_factory: Any, registry: RegistryServer, fault_proxy: BlobFaultProxy,
         busybox_image: str, iii_home: Path) -> None:
