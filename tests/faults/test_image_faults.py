@@ -54,7 +54,7 @@ def file_sha256(path: Path) -> str:
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess[str], ref: str, *needles: str) -> str:
-    print("CLI stderr:", result.stderr)
+    print("CLI stderr:", result.stderr)  # shown by pytest only when the test fails
     assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr + result.stdout
     lines = result.stderr.strip().splitlines()
