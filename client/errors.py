@@ -12,8 +12,9 @@
 
 from __future__ import annotations
 
-import enum
 from typing import Any
+
+from client.wire_constants import ErrorCode
 
 __all__ = [
     "AlreadyExists", "Busy", "CliError", "Conflict", "DaemonUnavailable", "ImageError",
@@ -21,26 +22,6 @@ __all__ = [
     "IsolationUnavailable", "MethodNotFound", "NotFound", "ProtocolError", "RpcError",
     "ScriptFailed", "from_rpc_error",
 ]
-
-
-class ErrorCode(enum.IntEnum):
-    """The JSON-RPC codes of ``client.protocol.ErrorCode``, repeated here so that the fast CLI
-    path does not import msgspec (a test checks both stay equal)."""
-
-    PARSE_ERROR = -32700
-    INVALID_REQUEST = -32600
-    METHOD_NOT_FOUND = -32601
-    INVALID_PARAMS = -32602
-    INTERNAL = -32603
-    NOT_FOUND = -32001
-    ALREADY_EXISTS = -32002
-    INVALID_PROJECT = -32003
-    IMAGE_ERROR = -32004
-    ISOLATION_UNAVAILABLE = -32005
-    SCRIPT_FAILED = -32006
-    CONFLICT = -32007
-    INVALID_STATE = -32008
-    BUSY = -32009
 
 
 class CliError(Exception):

@@ -7,30 +7,13 @@ structs accept unknown fields so an older client keeps working when the daemon a
 
 from __future__ import annotations
 
-import enum
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-PROTOCOL_VERSION = 1
-MAX_LINE_BYTES = 16 * 1024 * 1024
+# Re-exported: defined without msgspec so the fast CLI path can use them.
+from client.wire_constants import MAX_LINE_BYTES, PROTOCOL_VERSION, ErrorCode  # noqa: F401
 
-
-class ErrorCode(enum.IntEnum):
-    PARSE_ERROR = -32700
-    INVALID_REQUEST = -32600
-    METHOD_NOT_FOUND = -32601
-    INVALID_PARAMS = -32602
-    INTERNAL = -32603
-    NOT_FOUND = -32001
-    ALREADY_EXISTS = -32002
-    INVALID_PROJECT = -32003
-    IMAGE_ERROR = -32004
-    ISOLATION_UNAVAILABLE = -32005
-    SCRIPT_FAILED = -32006
-    CONFLICT = -32007
-    INVALID_STATE = -32008
-    BUSY = -32009
 
 
 class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from client.errors import DaemonUnavailable, ProtocolError, from_rpc_error
+from client.wire_constants import MAX_LINE_BYTES
 
 __all__ = ["RpcClient", "default_home", "default_socket_path", "spawn_daemon"]
 
@@ -36,7 +37,6 @@ AUTOSTART_POLL_S = 0.05
 RECV_WAKEUP_S = 0.25
 CONTROL_REPLY_TIMEOUT_S = 30.0  # daemon.info / daemon.shutdown answer at once unless hung
 _RECV_CHUNK = 256 * 1024
-MAX_LINE_BYTES = 16 * 1024 * 1024  # == client.protocol.MAX_LINE_BYTES (a test checks)
 
 NotificationHandler = Callable[[str, Any], None]
 # Daemons this process started: they outlive it by design and are never waited for; holding
