@@ -15,7 +15,6 @@ import msgspec
 from client.wire_constants import MAX_LINE_BYTES, PROTOCOL_VERSION, ErrorCode  # noqa: F401
 
 
-
 class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Base of every request's params."""
 
