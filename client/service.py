@@ -290,7 +290,7 @@ def _daemon_call(socket_path: Path, method: str, params: dict[str, object] | Non
         line = sock.makefile("rb").readline()
     reply = json.loads(line) if line else None
     if not isinstance(reply, dict) or not isinstance(reply.get("result"), dict):
-        raise ValueError(f"unexpected answer to {method}: {line[:200]!r}")
+        raise ValueError(f"unexpected answer to {method}: {line[:200]!r}")  # noqa: TRY004
     result: dict[str, object] = reply["result"]
     return result
 

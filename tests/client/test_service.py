@@ -294,8 +294,8 @@ def test_install_hands_over_from_a_running_daemon(host: ServiceHost) -> None:
         # After daemon-reload proved the service manager answers, before it starts its daemon.
         assert done.stdout.splitlines()[2:5] == [
             "ran systemctl --user daemon-reload",
-            f"stopped the daemon that was running (pid {daemon.pid}); its workers keep running "
-            "for the service's daemon to take over",
+            (f"stopped the daemon that was running (pid {daemon.pid}); its workers keep running "
+             "for the service's daemon to take over"),
             "ran systemctl --user enable --now iii-daemon.socket iii-daemon.service"]
         _out, log = daemon.communicate(timeout=60)
     finally:

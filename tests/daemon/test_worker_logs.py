@@ -8,6 +8,11 @@ from pathlib import Path
 from daemon.worker_logs import LogFollower, follow, rotate_if_needed, tail
 
 
+def append(log: Path, text: str) -> None:
+    with open(log, "a") as f:
+        f.write(text)
+
+
 def test_tail_reads_back_into_rotated_files(tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
     (tmp_path / "worker.log.2").write_text("a\nb\n")
@@ -70,8 +75,7 @@ async def test_follow_streams_lines_until_cancelled(tmp_path: Path) -> None:
     try:
         # The follower may start after the first write: keep appending until a line arrives.
         for i in range(100):
-            with open(log, "a") as f:
-                f.write(f"line {i}\n")
+            await asyncio.to_thread(append, log, f"line {i}\n")
             try:
                 first = await asyncio.wait_for(seen.get(), 0.1)
                 break

@@ -18,9 +18,10 @@ import pytest
 from aiohttp import web
 
 from tests.support.daemon import daemon_factory
+from tests.support.engine import engine_factory
 from tests.support.registry import RegistryServer
 
-__all__ = ["BlobFaultProxy", "complete_looking", "daemon_factory", "temp_dirs"]
+__all__ = ["BlobFaultProxy", "complete_looking", "daemon_factory", "engine_factory", "temp_dirs"]
 
 PROXY_START_TIMEOUT_S = 10.0
 PROXY_STOP_TIMEOUT_S = 10.0

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import III_CLI, daemon_factory, launchers_of  # noqa: F401
-from tests.support.engine import engine_factory  # noqa: F401
+from tests.support.daemon import III_CLI, launchers_of
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow
