@@ -29,14 +29,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.images import OCI_LAYER_GZIP, Blob, config_blob, push_image  # noqa: E402
-from tests.support.registry import RegistryServer  # noqa: E402
+from tests.support.images import OCI_LAYER_GZIP, Blob, config_blob, push_image
+from tests.support.registry import RegistryServer
 
 LAYERS = 5
 RANDOM_FILES, RANDOM_FILE_BYTES = 20, 1 << 20  # 20 MiB incompressible per layer
 TEXT_FILES, TEXT_FILE_BYTES = 1000, 10 << 10  # 10 MiB compressible per layer
-WORDS = ("sandbox worker image layer registry digest manifest overlay tarball "
-         "python engine function invoke stream config").split()
+WORDS = ["sandbox", "worker", "image", "layer", "registry", "digest", "manifest", "overlay",
+         "tarball", "python", "engine", "function", "invoke", "stream", "config"]
+UNCOMPRESSED_MIB = LAYERS * (RANDOM_FILES * RANDOM_FILE_BYTES + TEXT_FILES * TEXT_FILE_BYTES) >> 20
 
 OUR_PULL = """
 import asyncio, json, resource, sys, time
@@ -117,7 +118,7 @@ def main() -> int:
         push_image(registry.access, "bench/pull", "latest", layers,
                    config_blob(diff_ids=[b.diff_id for b in layers]))
         compressed = sum(b.size for b in layers)
-        print(f"image: {LAYERS} layers, {LAYERS * (RANDOM_FILES * RANDOM_FILE_BYTES + TEXT_FILES * TEXT_FILE_BYTES) >> 20} MiB "  # noqa: E501
+        print(f"image: {LAYERS} layers, {UNCOMPRESSED_MIB} MiB "
               f"uncompressed, {compressed >> 20} MiB compressed "
               f"(built and pushed in {time.monotonic() - started:.1f}s)")
         ref = f"{registry.host}/bench/pull:latest"

@@ -16,7 +16,7 @@ class PullFailure(Exception):
 
 
 class RegistryError(PullFailure):
-    """Raised when a registry request fails; ``transient`` failures (connection, 5xx) are retried."""
+    """Raised when a registry request fails; ``transient`` ones (connection, 5xx) are retried."""
 
     def __init__(self, message: str, *, transient: bool = False, status: int | None = None) -> None:
         super().__init__(message)

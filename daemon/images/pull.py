@@ -107,6 +107,10 @@ async def run_in_thread(fn: Callable[[], T], stop: threading.Event) -> T:
     except asyncio.CancelledError:
         stop.set()
         await asyncio.wait([future])
+        if not future.cancelled():
+            # The thread's "cancelled" error is expected; left unretrieved it would be logged
+            # (with a traceback) whenever the future happens to be garbage collected.
+            future.exception()
         raise
 
 

@@ -262,7 +262,7 @@ def push_manifest(access: RegistryAccess, repo: str, reference: str, manifest: d
 
 def push_image(access: RegistryAccess, repo: str, tag: str | None, layers: list[Blob],
                config: Blob | None = None, *, docker: bool = False) -> str:
-    """Push layers + config + manifest; return the manifest digest. ``tag=None`` pushes by digest."""
+    """Push layers + config + manifest; return the manifest digest (``tag=None``: by digest)."""
     config = config or config_blob(docker=docker, diff_ids=[b.diff_id for b in layers])
     for blob in [*layers, config]:
         push_blob(access, repo, blob)

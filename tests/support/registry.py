@@ -3,8 +3,8 @@
 :class:`RegistryServer` writes a config (filesystem storage in a temp dir, delete enabled,
 ``127.0.0.1:<free port>``, optionally ``auth.htpasswd`` with a bcrypt entry made by
 ``htpasswd -Bbn``), runs ``docker-registry serve``, waits for ``GET /v2/``, and on stop kills and
-reaps it. Its log (with the access log, so tests can count blob downloads) is kept in the temp dir and
-shown when startup fails.
+reaps it. Its log (with the access log, so tests can count blob downloads) is kept in the temp
+dir and shown when startup fails.
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ def test_select_platform_picks_the_wanted_one() -> None:
 
 
 def test_no_matching_platform_lists_the_offered_ones() -> None:
-    idx = index(("linux", "s390x"), ("linux", "arm64"), ("unknown", "unknown"), ("windows", "amd64"))
+    idx = index(("linux", "s390x"), ("linux", "arm64"), ("unknown", "unknown"),
+                ("windows", "amd64"))
     with pytest.raises(ManifestError, match=r"no linux/amd64 image; the image offers: "
                                             r"linux/arm64, linux/s390x, windows/amd64$"):
         select_platform(idx, "linux/amd64")

@@ -12,16 +12,20 @@ def h12(canonical: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-@pytest.mark.parametrize(("ref", "expected"), [
-    ("busybox", "docker.io-library-busybox-latest-" + h12("docker.io/library/busybox:latest")),
-    ("oven/bun:1", "docker.io-oven-bun-1-" + h12("docker.io/oven/bun:1")),
-    ("localhost:5000/a/b__c:v1.2", "localhost-5000-a-b__c-v1.2-" + h12("localhost:5000/a/b__c:v1.2")),
-    ("Registry.Example:443/app:RC", "registry.example-443-app-rc-" + h12("Registry.Example:443/app:RC")),
-    ("python@sha256:" + "a" * 64,
-     f"docker.io-library-python-sha256-{'a' * 64}-" + h12("docker.io/library/python@sha256:" + "a" * 64)),
+DIGEST = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(("ref", "readable", "canonical"), [
+    ("busybox", "docker.io-library-busybox-latest", "docker.io/library/busybox:latest"),
+    ("oven/bun:1", "docker.io-oven-bun-1", "docker.io/oven/bun:1"),
+    ("localhost:5000/a/b__c:v1.2", "localhost-5000-a-b__c-v1.2", "localhost:5000/a/b__c:v1.2"),
+    ("Registry.Example:443/app:RC", "registry.example-443-app-rc",
+     "Registry.Example:443/app:RC"),
+    (f"python@{DIGEST}", f"docker.io-library-python-sha256-{'a' * 64}",
+     f"docker.io/library/python@{DIGEST}"),
 ], ids=["hub-single-name", "hub-org-tag", "local-port", "uppercase-host-and-tag", "digest"])
-def test_slug_rule(ref: str, expected: str) -> None:
-    assert image_slug(ref) == expected
+def test_slug_rule(ref: str, readable: str, canonical: str) -> None:
+    assert image_slug(ref) == f"{readable}-{h12(canonical)}"
 
 
 def test_equivalent_refs_share_a_slug_and_different_refs_never_do() -> None:
