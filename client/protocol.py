@@ -110,7 +110,7 @@ class DaemonInfoResult(Result):
     isolation: IsolationInfo
 
 
-class DaemonShutdownParams(Params):
+class DaemonShutdownParams(Params, frozen=True):
     stop_workers: bool = True
 
 
@@ -120,7 +120,7 @@ class EmptyResult(Result):
 
 # ---- worker.* ---------------------------------------------------------------------------------
 
-class WorkerAddParams(Params):
+class WorkerAddParams(Params, frozen=True):
     target: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
     name: WorkerName | None = None
     force: bool = False
@@ -134,7 +134,7 @@ class WorkerAddResult(Result):
     started: bool
 
 
-class WorkerStartParams(Params):
+class WorkerStartParams(Params, frozen=True):
     name: WorkerName
     progress: bool = False
 
@@ -142,12 +142,12 @@ class WorkerStartParams(Params):
 WorkerRestartParams = WorkerStartParams
 
 
-class WorkerStopParams(Params):
+class WorkerStopParams(Params, frozen=True):
     name: WorkerName
     timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
 
-class WorkerNameParams(Params):
+class WorkerNameParams(Params, frozen=True):
     name: WorkerName
 
 
@@ -164,7 +164,7 @@ class WorkerListResult(Result):
     workers: list[Worker]
 
 
-class WorkerLogsParams(Params):
+class WorkerLogsParams(Params, frozen=True):
     name: WorkerName
     tail: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 100
     follow: bool = False
@@ -176,7 +176,7 @@ class WorkerLogsResult(Result):
 
 # ---- image.* ----------------------------------------------------------------------------------
 
-class ImagePullParams(Params):
+class ImagePullParams(Params, frozen=True):
     ref: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
     refresh: bool = False
     progress: bool = False
@@ -201,7 +201,7 @@ class ImageListResult(Result):
     images: list[ImageSummary]
 
 
-class NoParams(Params):
+class NoParams(Params, frozen=True):
     pass
 
 

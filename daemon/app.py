@@ -21,7 +21,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from client.protocol import (
-    PROTOCOL_VERSION,
     BackendAvailability,
     DaemonInfoResult,
     EmptyResult,
@@ -42,6 +41,7 @@ from client.protocol import (
     WorkerStartParams,
     WorkerStopParams,
 )
+from client.wire_constants import PROTOCOL_VERSION
 from daemon.errors import DaemonError, InvalidState
 from daemon.listener import Listener, ListenerError, adopt_listener, bind_listener
 from daemon.rpc import DaemonControl, Dispatcher

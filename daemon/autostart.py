@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Coroutine
+from typing import Any
 
 import msgspec
 
+from daemon.background import BackgroundTasks
 from daemon.config_entries import ConfigError, WorkerKind
 from daemon.config_store import ConfigChange
 from daemon.engine import EngineWatcher, list_engine_workers
@@ -49,7 +52,7 @@ def kill_orphan(task: SandboxTask) -> None:
 class Autopilot:
     """Runs the daemon's own loops for one :class:`WorkerLifecycle`."""
 
-    def __init__(self, lifecycle: WorkerLifecycle, tasks: asyncio.TaskGroup | object) -> None:
+    def __init__(self, lifecycle: WorkerLifecycle, tasks: BackgroundTasks) -> None:
         self.lc = lifecycle
         self.settings = lifecycle.settings
         self.tasks = tasks
@@ -104,8 +107,8 @@ class Autopilot:
             tg.create_task(self._rotation_loop())
             tg.create_task(self.lc.store.watch(self._config_changed))
 
-    def _spawn(self, coro: object, name: str) -> None:
-        self.tasks.create_task(coro, name=name)  # type: ignore[attr-defined]
+    def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
+        self.tasks.create_task(coro, name=name)
 
     # -- engine ----------------------------------------------------------------------------------
 

@@ -24,10 +24,10 @@ from client.protocol import (
     DaemonInfoResult,
     DaemonShutdownParams,
     EmptyResult,
-    ErrorCode,
     Params,
     Result,
 )
+from client.wire_constants import ErrorCode
 from daemon import errors
 from daemon.service_api import Notify, WorkerService
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from client.protocol import MAX_LINE_BYTES, ErrorCode
+from client.wire_constants import MAX_LINE_BYTES, ErrorCode
 from daemon.rpc import Dispatcher, encode_error, encode_notification
 from daemon.service_api import ClientGone
 

@@ -45,4 +45,4 @@ HEALTHY_RESET_S = 60.0
 
 def backoff_delay(consecutive_failures: int) -> float:
     """1 s doubling to 60 s: the delay before restart number ``consecutive_failures`` (1-based)."""
-    return min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** max(0, consecutive_failures - 1))
+    return min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * float(2 ** max(0, consecutive_failures - 1)))

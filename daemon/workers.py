@@ -64,7 +64,7 @@ class WorkerLifecycle:
         self.provisioner, self.events = provisioner, events
         self.supervisor = Supervisor(self._launch, events, tasks)
         self.registered: set[str] | None = None  # engine truth, refreshed by autostart
-        self.engine_reachable = lambda: False  # replaced by the engine watcher's view
+        self.engine_reachable: Callable[[], bool] = lambda: False  # the engine watcher's view
         self._specs: dict[str, WorkerSpec] = {}
         self._deps: dict[str, bool] = {}  # marker present? cached: list is the hot path
         self._relays: dict[str, ProgressRelay] = {}
