@@ -31,8 +31,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q -ra
+
+lint: setup
+	$(BIN)/ruff check daemon client manifests vmm_ffi tests bench examples
+	$(BIN)/mypy --strict daemon client manifests vmm_ffi
 
 demo: setup
 	$(BIN)/python -m examples.demo
