@@ -121,10 +121,10 @@ class ImageStore:
             info = json.loads((path / INFO_FILE).read_text())
             digest = (path / DIGEST_FILE).read_text().strip()
             config = image_config_from_blob(json.loads((path / CONFIG_FILE).read_bytes()))
-        except (OSError, ValueError):
-            return None
-        return CachedImage(ref=info["ref"], digest=digest, slug=path.name, path=path,
-                           size_bytes=int(info.get("size_bytes", 0)), config=config)
+            return CachedImage(ref=str(info["ref"]), digest=digest, slug=path.name, path=path,
+                               size_bytes=int(info.get("size_bytes", 0)), config=config)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # absent or not written by a complete pull: not cached
 
     # ------------------------------------------------------------------ pulling
 
@@ -161,10 +161,13 @@ class ImageStore:
         try:
             pulled = await self._puller.pull_into(ref, work, progress)
             root = work / "root"
+            root_mode = stat.S_IMODE(root.stat().st_mode)
+            os.chmod(root, root_mode | stat.S_IWUSR)  # the image may make / read-only
             (root / CONFIG_FILE).write_bytes(pulled.config)
             (root / DIGEST_FILE).write_text(pulled.digest + "\n")
             (root / INFO_FILE).write_text(json.dumps(
                 {"ref": ref.canonical, "digest": pulled.digest, "size_bytes": pulled.size_bytes}))
+            os.chmod(root, root_mode)
             final = self.rootfs / slug
             if final.exists():
                 # Refresh: move the old tree into the work dir (removed with it below).

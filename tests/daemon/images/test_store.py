@@ -8,6 +8,7 @@ import gc
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -399,3 +400,13 @@ async def test_cancelled_pull_leaves_the_cache_as_it_was(
     assert cache_listing(store) == before
     assert store.lookup(ref) is None
     assert (await store.pull(ref)).ref == ref  # and the next pull works
+
+
+async def test_read_only_image_root_keeps_its_mode_and_metadata(
+        make_store: StoreFactory, registry: RegistryServer) -> None:
+    ref = push(registry, "ro-root", [unique_layer("ro-root", [TarEntry(".", "dir", mode=0o555)])])
+    store = make_store()
+    image = await store.pull(ref)
+    assert stat.S_IMODE(image.path.stat().st_mode) == 0o555
+    assert store.lookup(ref) == image
+    os.chmod(image.path, 0o755)  # so tmp_path cleanup works for non-root runs too
