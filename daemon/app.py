@@ -23,30 +23,15 @@ from urllib.parse import urlsplit
 from client.protocol import (
     BackendAvailability,
     DaemonInfoResult,
-    EmptyResult,
     EngineInfo,
-    ImageListResult,
-    ImagePullParams,
-    ImagePullResult,
     IsolationInfo,
-    Worker,
-    WorkerAddParams,
-    WorkerAddResult,
-    WorkerInspectResult,
-    WorkerListResult,
-    WorkerLogsParams,
-    WorkerLogsResult,
-    WorkerNameParams,
-    WorkerRemoveResult,
-    WorkerStartParams,
-    WorkerStopParams,
 )
 from client.wire_constants import PROTOCOL_VERSION
-from daemon.errors import DaemonError, InvalidState
+from daemon.errors import DaemonError
 from daemon.listener import Listener, ListenerError, adopt_listener, bind_listener
 from daemon.rpc import DaemonControl, Dispatcher
 from daemon.server import RpcServer, ServerLimits
-from daemon.service_api import Notify, WorkerService
+from daemon.service_api import WorkerService
 from daemon.settings import DaemonSettings, SettingsError, load_settings
 
 __all__ = ["ServiceFactory", "build_service", "daemon_version", "main", "serve_daemon"]
@@ -57,53 +42,6 @@ SHUTDOWN_CONNECTIONS_TIMEOUT_S = 5.0  # step 3 of the shutdown: in-flight reques
 ENGINE_PROBE_TIMEOUT_S = 0.2  # SPEC §10: reachable = TCP connect within 200 ms
 
 ServiceFactory = Callable[[DaemonSettings, AsyncExitStack], Awaitable[WorkerService]]
-
-
-class LifecyclePendingService:
-    """Stand-in :class:`WorkerService` until the worker lifecycle is wired in.
-
-    Every worker/image method raises ``InvalidState``; ``daemon.info`` and ``daemon.shutdown``
-    live in the daemon layer and work regardless.
-    """
-
-    def _pending(self) -> InvalidState:
-        return InvalidState("the worker lifecycle is not available in this daemon build yet")
-
-    async def add(self, params: WorkerAddParams, notify: Notify) -> WorkerAddResult:
-        raise self._pending()
-
-    async def start(self, params: WorkerStartParams, notify: Notify) -> Worker:
-        raise self._pending()
-
-    async def restart(self, params: WorkerStartParams, notify: Notify) -> Worker:
-        raise self._pending()
-
-    async def stop(self, params: WorkerStopParams) -> Worker:
-        raise self._pending()
-
-    async def remove(self, params: WorkerNameParams) -> WorkerRemoveResult:
-        raise self._pending()
-
-    async def list(self) -> WorkerListResult:
-        raise self._pending()
-
-    async def inspect(self, params: WorkerNameParams) -> WorkerInspectResult:
-        raise self._pending()
-
-    async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
-        raise self._pending()
-
-    async def image_pull(self, params: ImagePullParams, notify: Notify) -> ImagePullResult:
-        raise self._pending()
-
-    async def image_list(self) -> ImageListResult:
-        raise self._pending()
-
-    async def subscribe(self, notify: Notify) -> EmptyResult:
-        raise self._pending()
-
-    async def aclose(self, *, stop_workers: bool) -> None:
-        return None
 
 
 async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> WorkerService:

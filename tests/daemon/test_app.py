@@ -98,9 +98,10 @@ def test_invalid_daemon_yaml_is_one_line_and_exit_1(iii_home: Path,
 
 STUCK_DAEMON = """
 import asyncio, sys
-from daemon.app import LifecyclePendingService, main
+from daemon.app import main
+from tests.support.scripted_service import ScriptedService
 
-class StuckOnClose(LifecyclePendingService):
+class StuckOnClose(ScriptedService):
     async def aclose(self, *, stop_workers):
         print("closing", flush=True)
         await asyncio.Event().wait()  # a shutdown that never finishes
