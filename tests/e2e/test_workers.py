@@ -139,3 +139,29 @@ def test_twenty_concurrent_clients_keep_config_valid(daemon_factory, iii_home: P
     assert text.startswith("# top comment\nworkers:  # the list\n")
     names = [w["name"] for w in daemon.json("worker", "list")["workers"]]
     assert sorted(names) == sorted(["base"] + [f"cfg-{i}" for i in range(20)])
+
+
+def test_events_and_inspect(daemon_factory, busybox_image: str, iii_home: Path,
+                            tmp_path: Path) -> None:
+    daemon = daemon_factory()
+    project = make_project(tmp_path, busybox_image, "watched", "exec sleep 1000")
+    daemon.json("worker", "add", str(project))
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(daemon.socket))
+        sock.sendall(b'{"jsonrpc":"2.0","id":1,"method":"events.subscribe"}\n')
+        reader = sock.makefile("rb")
+        assert json.loads(reader.readline()) == {"jsonrpc": "2.0", "id": 1, "result": {}}
+        assert daemon.iii("worker", "start", "watched").returncode == 0
+        statuses = []
+        while "running" not in statuses:
+            event = json.loads(reader.readline())
+            assert event["method"] == "event" and event["params"]["worker"] == "watched"
+            statuses.append(event["params"]["status"])
+        assert statuses[0] == "preparing" and statuses[-1] == "running"
+    inspected = daemon.json("worker", "inspect", "watched")
+    assert inspected["status"] == "running" and inspected["deps_installed"] is True
+    assert inspected["manifest"]["kind"] == "python"
+    assert inspected["manifest"]["base_image"] == busybox_image
+    assert inspected["manifest"]["scripts"]["start"] == "exec sleep 1000"
+    assert inspected["paths"] == {"sandbox": str(iii_home / "managed/watched"),
+                                  "logs": str(iii_home / "managed/watched/logs/worker.log")}
