@@ -185,3 +185,34 @@ def test_keep_workers_leaves_them_for_the_next_daemon(daemon_factory, busybox_im
     daemon.args = ()
     daemon.start()
     assert daemon.worker("k")["pid"] == pid and daemon.worker("k")["status"] == "running"
+
+
+def test_launcher_killed_after_start(daemon_factory, busybox_image: str, iii_home: Path,
+                                     tmp_path: Path) -> None:
+    """SIGKILL of a running worker's launcher (not its workload): the sandbox dies with it
+    (no stray processes), the crash is seen without an exit record, and the worker is
+    restarted with backoff as exactly one new launcher."""
+    marker = "iii-fault-marker-7d1"
+    project = make_project(tmp_path, busybox_image, "lk", start=f"exec sh -c 'sleep 1000; :' {marker}")
+    daemon = daemon_factory()
+    daemon.json("worker", "add", str(project))
+    assert daemon.iii("worker", "start", "lk").returncode == 0
+    (launcher,) = launchers_of(iii_home, "lk")
+
+    def workloads() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+            except OSError:
+                continue
+        return found
+
+    (first_workload,) = workloads()
+    os.kill(launcher, signal.SIGKILL)
+    wait_until(lambda: not os.path.exists(f"/proc/{first_workload}"), 10, "the workload to die")
+    wait_until(lambda: daemon.worker("lk")["restarts"] == 1
+               and daemon.worker("lk")["status"] == "running", 15, "the restart")
+    (again,) = launchers_of(iii_home, "lk")
+    assert again != launcher and len(workloads()) == 1
