@@ -410,3 +410,59 @@ async def test_read_only_image_root_keeps_its_mode_and_metadata(
     assert stat.S_IMODE(image.path.stat().st_mode) == 0o555
     assert store.lookup(ref) == image
     os.chmod(image.path, 0o755)  # so tmp_path cleanup works for non-root runs too
+
+
+CROSS_PROCESS_PULL = """
+import asyncio, os, sys, time
+from pathlib import Path
+from daemon.images import ImageStore, RegistrySettings
+
+home, ref, gate = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+downloaded = []
+
+def progress(report):
+    if report.phase == "pull" and not downloaded:
+        downloaded.append(True)
+        print("downloading", flush=True)
+        while not gate.exists():  # hold the pull (and its lock) until the test opens the gate
+            time.sleep(0.01)
+
+store = ImageStore(home, RegistrySettings(docker_config=None))
+print("pulling", flush=True)
+image = asyncio.run(store.pull(ref, progress=progress))
+print("done", image.digest, "downloaded" if downloaded else "reused", flush=True)
+"""
+
+
+def lock_is_open(pid: int, lock: Path) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.readlink(fd) == str(lock) for fd in fds.iterdir())
+    except OSError:
+        return False
+
+
+def test_pulls_in_two_processes_download_once(registry: RegistryServer, tmp_path: Path) -> None:
+    layer = unique_layer("two-processes", size=1 << 20)
+    ref = push(registry, "two-processes", [layer])
+    home, gate = tmp_path / "home", tmp_path / "gate"
+    argv = [sys.executable, "-c", CROSS_PROCESS_PULL, str(home), ref, str(gate)]
+    cwd = Path(__file__).parents[3]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=cwd) as first:
+        try:
+            assert first.stdout is not None
+            assert first.stdout.readline() == "pulling\n"
+            assert first.stdout.readline() == "downloading\n"  # holds the lock from here on
+            with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=cwd) as second:
+                assert second.stdout is not None
+                assert second.stdout.readline() == "pulling\n"
+                lock = home / "rootfs" / f".{image_slug(ref)}.lock"
+                wait_until(lambda: lock_is_open(second.pid, lock), 10, "the second pull to wait")
+                gate.touch()
+                first_out, second_out = first.stdout.read(), second.stdout.read()
+                assert first.wait() == 0 and second.wait() == 0
+        finally:
+            gate.touch()  # never leave the first process holding on (Popen's exit waits)
+    assert first_out.endswith("downloaded\n")
+    assert second_out == first_out.replace("downloaded", "reused")
+    assert registry.requests("GET", f"/blobs/{layer.digest}") == 1
