@@ -22,6 +22,7 @@ like ``umoci unpack --rootless``); sandboxes map that user to root.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import logging
 import os
@@ -53,6 +54,7 @@ class LayerExtractor:
         self.entries = 0
         self.bytes = 0
         self.skipped_devices = 0
+        self.current: str | None = None  # the entry being written (named in I/O errors)
         self._stop = stop or threading.Event()
         self._dir_meta: dict[str, tuple[int, float]] = {}
         self._created: set[str] = set()
@@ -74,14 +76,17 @@ class LayerExtractor:
                         if self.entries > self.limits.max_entries:
                             raise LayerError(f"{what}: image has more than the limit of "
                                              f"{self.limits.max_entries} entries")
+                        self.current = member.name
                         self._apply_member(reader, member)
                 finally:
                     self.bytes = reader.bytes
         except (tarfile.TarError, zstandard.ZstdError, EOFError, gzip.BadGzipFile) as exc:
             raise LayerError(f"{what}: not a valid (compressed) tar archive: {exc}") from exc
         except OSError as exc:
-            raise LayerError(f"{what}: {exc.strerror or exc} ({exc.filename or 'layer'})"
-                             ) from exc
+            where = exc.filename or self.current or "layer"
+            hint = (" - free space under $III_HOME/rootfs or point III_HOME at a larger disk"
+                    if exc.errno == errno.ENOSPC else "")
+            raise LayerError(f"{what}: {exc.strerror or exc} ({where}){hint}") from exc
         if self.skipped_devices > devices_before:
             log.warning("%s: skipped %d device node(s); sandboxes get their own /dev", what,
                         self.skipped_devices - devices_before)

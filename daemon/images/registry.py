@@ -56,7 +56,10 @@ def map_client_errors(what: str) -> Iterator[None]:
     except aiohttp.ClientResponseError as exc:
         raise RegistryError(f"{what}: HTTP {exc.status} {exc.message}",
                             transient=exc.status >= 500, status=exc.status) from exc
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+    except aiohttp.ClientPayloadError as exc:  # its text carries aiohttp's internal codes
+        raise RegistryError(f"{what}: the connection dropped mid-transfer", transient=True
+                            ) from exc
+    except aiohttp.ClientConnectionError as exc:
         raise RegistryError(f"{what}: {exc or type(exc).__name__}", transient=True) from exc
     except TimeoutError as exc:
         raise RegistryError(f"{what}: timed out", transient=True) from exc
@@ -72,8 +75,11 @@ async def with_retries(attempt: Callable[[], Awaitable[T]]) -> T:
         try:
             return await attempt()
         except RegistryError as exc:
-            if not exc.transient or n == ATTEMPTS - 1:
+            if not exc.transient:
                 raise
+            if n == ATTEMPTS - 1:
+                raise RegistryError(f"{exc} (after {ATTEMPTS} attempts)", transient=True,
+                                    status=exc.status) from exc
             await asyncio.sleep(BACKOFF_S[min(n, len(BACKOFF_S) - 1)])
     raise AssertionError("unreachable")
 
