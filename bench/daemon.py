@@ -25,6 +25,7 @@ from typing import Any
 from tests.support.daemon import III_CLI, DaemonProcess, kill_sandboxes
 from tests.support.engine import EngineProcess
 from tests.support.images import busybox_layers, push_image
+from tests.support.projects import make_shell_project
 from tests.support.registry import RegistryServer, free_port
 
 RUNS = 10
@@ -117,16 +118,6 @@ def bench_list() -> None:
             daemon.stop()
 
 
-def _project(root: Path, name: str, image: str) -> Path:
-    project = root / name
-    project.mkdir()
-    (project / "requirements.txt").write_text("")
-    (project / "iii.worker.yaml").write_text(
-        f"name: {name}\nruntime:\n  kind: python\n  base_image: {image}\n"
-        "scripts:\n  install: \"\"\n  start: \"exec sleep 1000\"\n")
-    return project
-
-
 def bench_engine_up() -> None:
     with tempfile.TemporaryDirectory(prefix="iiib-", dir="/tmp") as tmp, \
             RegistryServer() as registry:
@@ -137,7 +128,8 @@ def bench_engine_up() -> None:
         daemon = DaemonProcess(home, III_URL=engine.url).start()
         try:
             for i in range(STARTED):
-                out = daemon.iii("worker", "add", str(_project(home, f"b{i}", image)))
+                out = daemon.iii("worker", "add", str(make_shell_project(home, image, f"b{i}",
+                                                                    start="exec sleep 1000")))
                 assert out.returncode == 0, out.stderr
             start = time.perf_counter()
             engine.start()

@@ -6,21 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow
 
 
 def make_project(root: Path, image: str) -> Path:
-    project = root / "cfg"
-    project.mkdir()
-    (project / "requirements.txt").write_text("")
-    (project / "iii.worker.yaml").write_text(
-        f"name: cfg\nruntime:\n  kind: python\n  base_image: {image}\n"
-        "scripts:\n  setup: \"echo setup-ran\"\n  install: \"\"\n"
-        "  start: \"echo greeting=$GREETING db=$DB_HOST/$DB_PORT; exec sleep 1000\"\n"
-        "config:\n  greeting: from-manifest\n")
-    return project
+    return make_shell_project(
+        root, image, "cfg", setup="echo setup-ran",
+        start="echo greeting=$GREETING db=$DB_HOST/$DB_PORT; exec sleep 1000",
+        extra="config:\n  greeting: from-manifest\n")
 
 
 def test_force_keeps_config_and_reset_config_drops_it(daemon_factory, busybox_image: str,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import launchers_of
+from tests.support.projects import make_shell_project
 from tests.support.registry import free_port
 from tests.support.wait import wait_until
 
@@ -17,13 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def make_project(root: Path, image: str, name: str = "loop") -> Path:
-    project = root / name
-    project.mkdir()
-    (project / "requirements.txt").write_text("")
-    (project / "iii.worker.yaml").write_text(
-        f"name: {name}\nruntime:\n  kind: python\n  base_image: {image}\n"
-        "scripts:\n  install: \"\"\n  start: \"echo up; exec sleep 1000\"\n")
-    return project
+    return make_shell_project(root, image, name, start="echo up; exec sleep 1000")
 
 
 def test_engine_started_after_add_starts_the_worker(daemon_factory, engine_factory, busybox_image,

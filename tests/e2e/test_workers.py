@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.images import busybox_layers, config_blob, push_image
+from tests.support.projects import make_shell_project
 from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
 
@@ -18,13 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def make_project(root: Path, image: str, name: str, start: str) -> Path:
-    project = root / name
-    project.mkdir()
-    (project / "requirements.txt").write_text("")
-    (project / "iii.worker.yaml").write_text(
-        f"name: {name}\nruntime:\n  kind: python\n  base_image: {image}\n"
-        f"scripts:\n  install: \"\"\n  start: {json.dumps(start)}\n")
-    return project
+    return make_shell_project(root, image, name, start=start)
 
 
 @pytest.fixture(scope="module")

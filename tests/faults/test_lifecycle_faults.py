@@ -4,7 +4,6 @@ workers run, and graceful shutdown. Each test states what must hold afterwards."
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,20 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import III_CLI, launchers_of
+from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def make_project(root: Path, image: str, name: str, *, start: str,
-                 install: str = "") -> Path:
-    project = root / name
-    project.mkdir()
-    (project / "requirements.txt").write_text("")
-    (project / "iii.worker.yaml").write_text(
-        f"name: {name}\nruntime:\n  kind: python\n  base_image: {image}\n"
-        f"scripts:\n  install: {json.dumps(install)}\n  start: {json.dumps(start)}\n")
-    return project
 
 
 def log_of(home: Path, name: str) -> str:
@@ -46,7 +35,7 @@ SLOW_INSTALL = "echo installing; if [ -f slow ]; then sleep 60; fi; echo install
 def test_daemon_killed_during_install(daemon_factory, busybox_image: str, iii_home: Path,
                                       tmp_path: Path) -> None:
     """Afterwards: no orphan install process, no marker, no config entry; a new add works."""
-    project = make_project(tmp_path, busybox_image, "inst", start="exec sleep 1000",
+    project = make_shell_project(tmp_path, busybox_image, "inst", start="exec sleep 1000",
                            install=SLOW_INSTALL)
     (project / "slow").write_text("")
     daemon = daemon_factory()
@@ -69,7 +58,7 @@ def test_daemon_killed_during_install(daemon_factory, busybox_image: str, iii_ho
 def test_launcher_killed_during_install(daemon_factory, busybox_image: str, iii_home: Path,
                                         tmp_path: Path) -> None:
     """Afterwards: add fails with the install's exit, nothing registered, no marker, no strays."""
-    project = make_project(tmp_path, busybox_image, "kl", start="exec sleep 1000",
+    project = make_shell_project(tmp_path, busybox_image, "kl", start="exec sleep 1000",
                            install=SLOW_INSTALL)
     (project / "slow").write_text("")
     daemon = daemon_factory()
@@ -89,7 +78,7 @@ def test_daemon_killed_during_stop(daemon_factory, busybox_image: str, iii_home:
     """A worker ignoring SIGTERM while the daemon dies mid-stop: the new daemon reattaches the
     same process (running, not doubled), and a later stop kills it."""
     stubborn = "trap '' TERM; echo up; while true; do sleep 0.1; done"
-    project = make_project(tmp_path, busybox_image, "stub", start=stubborn)
+    project = make_shell_project(tmp_path, busybox_image, "stub", start=stubborn)
     daemon = daemon_factory()
     daemon.json("worker", "add", str(project))
     assert daemon.iii("worker", "start", "stub").returncode == 0
@@ -117,7 +106,7 @@ def test_engine_flapping_never_starts_a_worker_twice(daemon_factory, engine_fact
     wait_until(lambda: daemon.json("daemon", "status")["engine"]["reachable"], 5, "engine up")
     names = ["f1", "f2"]
     for name in names:
-        daemon.json("worker", "add", str(make_project(tmp_path, busybox_image, name,
+        daemon.json("worker", "add", str(make_shell_project(tmp_path, busybox_image, name,
                                                       start="exec sleep 1000")))
     first = {name: daemon.worker(name)["pid"] for name in names}
     assert all(first.values())
@@ -140,7 +129,7 @@ def test_config_broken_while_running(daemon_factory, busybox_image: str, iii_hom
                                      tmp_path: Path) -> None:
     """Reported, never overwritten, and the workers keep running; fixed → writable again."""
     daemon = daemon_factory()
-    daemon.json("worker", "add", str(make_project(tmp_path, busybox_image, "keeper",
+    daemon.json("worker", "add", str(make_shell_project(tmp_path, busybox_image, "keeper",
                                                   start="exec sleep 1000")))
     assert daemon.iii("worker", "start", "keeper").returncode == 0
     pid = daemon.worker("keeper")["pid"]
@@ -161,7 +150,7 @@ def test_config_broken_while_running(daemon_factory, busybox_image: str, iii_hom
 def test_graceful_shutdown_stops_workers(daemon_factory, busybox_image: str, iii_home: Path,
                                          tmp_path: Path, sig: int) -> None:
     daemon = daemon_factory()
-    daemon.json("worker", "add", str(make_project(tmp_path, busybox_image, "g",
+    daemon.json("worker", "add", str(make_shell_project(tmp_path, busybox_image, "g",
                                                   start="exec sleep 1000")))
     assert daemon.iii("worker", "start", "g").returncode == 0
     assert daemon.proc is not None
@@ -174,7 +163,7 @@ def test_graceful_shutdown_stops_workers(daemon_factory, busybox_image: str, iii
 def test_keep_workers_leaves_them_for_the_next_daemon(daemon_factory, busybox_image: str,
                                                       iii_home: Path, tmp_path: Path) -> None:
     daemon = daemon_factory(args=("--keep-workers",))
-    daemon.json("worker", "add", str(make_project(tmp_path, busybox_image, "k",
+    daemon.json("worker", "add", str(make_shell_project(tmp_path, busybox_image, "k",
                                                   start="exec sleep 1000")))
     assert daemon.iii("worker", "start", "k").returncode == 0
     pid = daemon.worker("k")["pid"]
@@ -193,7 +182,7 @@ def test_launcher_killed_after_start(daemon_factory, busybox_image: str, iii_hom
     (no stray processes), the crash is seen without an exit record, and the worker is
     restarted with backoff as exactly one new launcher."""
     marker = "iii-fault-marker-7d1"
-    project = make_project(tmp_path, busybox_image, "lk", start=f"exec sh -c 'sleep 1000; :' {marker}")
+    project = make_shell_project(tmp_path, busybox_image, "lk", start=f"exec sh -c 'sleep 1000; :' {marker}")
     daemon = daemon_factory()
     daemon.json("worker", "add", str(project))
     assert daemon.iii("worker", "start", "lk").returncode == 0
