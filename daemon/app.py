@@ -73,6 +73,7 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Work
     adopted = await asyncio.to_thread(autopilot.reattach_all)
     log.info("reattached %d running worker(s)", adopted)
     tasks.create_task(autopilot.run(), name="autopilot")
+    tasks.create_task(lifecycle.preload_specs(), name="preload-specs")
     return lifecycle
 
 

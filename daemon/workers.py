@@ -106,9 +106,11 @@ class WorkerLifecycle:
                                       relay.pull if relay else None)
         if resolved.spec is not None:
             self._specs[name] = resolved.spec
-        self._deps.pop(name, None)
-        task, _ = await boot_sandbox(self.layout(name), resolved.boot, self.provisioner,
-                                     progress)
+        try:
+            task, _ = await boot_sandbox(self.layout(name), resolved.boot, self.provisioner,
+                                         progress)
+        finally:
+            self._deps.pop(name, None)  # the marker may have been written (or not)
         return Launched(task=task, isolation=resolved.boot.backend, warnings=resolved.warnings)
 
     def view(self, entry: WorkerEntry, rt: WorkerRuntime | None = None) -> Worker:
@@ -127,6 +129,16 @@ class WorkerLifecycle:
             image=spec.base_image if spec else entry.image,
             resources=Resources(memory=spec.resources.memory, cpus=spec.resources.cpus)
             if spec else None)
+
+    async def preload_specs(self) -> None:
+        """Resolve every local worker's manifest once at start-up, so that ``list`` shows
+        images and resources before the first start (an unusable manifest is left out)."""
+        for entry in self.store.snapshot():
+            if entry.worker_path is not None and entry.name not in self._specs:
+                try:
+                    self._specs[entry.name] = await load_project(entry.worker_path, entry.name)
+                except DaemonError as exc:
+                    log.info("manifest of %s: %s", entry.name, exc.message)
 
     def _deps_installed(self, name: str) -> bool:
         known = self._deps.get(name)
@@ -190,8 +202,10 @@ class WorkerLifecycle:
                 self._specs[name] = spec
             for warning in resolved.warnings:
                 relay.note("provision", f"warning: {warning}")
-            self._deps.pop(name, None)
-            await prepare(self.layout(name), resolved.boot, self.provisioner, relay.boot)
+            try:
+                await prepare(self.layout(name), resolved.boot, self.provisioner, relay.boot)
+            finally:
+                self._deps.pop(name, None)  # the marker may have been written (or not)
             await self.store.add(entry, force=params.force, reset_config=params.reset_config)
         self.events.publish(name, "added")
         return resolved.warnings

@@ -73,6 +73,8 @@ def test_daemon_kill9_reattaches_without_duplicates(daemon_factory, busybox_imag
     daemon.start()
     after = daemon.worker("loop")
     assert after["status"] == "running" and after["pid"] == before["pid"]
+    wait_until(lambda: daemon.worker("loop")["image"] == before["image"] == busybox_image, 10,
+               "the manifest to be resolved again after the restart")
     assert daemon.iii("worker", "start", "loop").returncode == 0  # idempotent, not doubled
     assert launchers_of(iii_home, "loop") == [before["pid"]]
 
