@@ -55,9 +55,12 @@ class InvalidProject(InvalidArgument):
 class ImageError(DaemonError):
     """Raised when an image cannot be resolved, pulled, verified or extracted."""
 
-    def __init__(self, ref: str, message: str) -> None:
+    def __init__(self, ref: str, message: str, hint: str | None = None) -> None:
         super().__init__(f"image {ref}: {message}")
-        self.ref = ref
+        self.ref, self.hint = ref, hint
+
+    def data(self) -> dict[str, object] | None:
+        return None if self.hint is None else {"ref": self.ref, "hint": self.hint}
 
 
 class Unavailable(DaemonError):

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from daemon.errors import ImageError
-from daemon.images.errors import PullFailure
+from daemon.images.errors import PullFailure, RegistryError
 from daemon.images.models import (
     CachedImage,
     ExtractLimits,
@@ -63,13 +63,23 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, onerror=make_writable)
 
 
+def unreachable_hint(ref: str, exc: PullFailure) -> str | None:
+    """How to get a Docker Hub image when Docker Hub cannot be reached (build machines often
+    cannot): a mirror. Only for connection failures, not for 404s or bad credentials."""
+    if not ref.startswith("docker.io/") or not isinstance(exc, RegistryError) \
+            or exc.status is not None:
+        return None
+    return ("Docker Hub is unreachable from here: set III_REGISTRY_MIRROR=host:port (or "
+            "registry_mirror in daemon.yaml) to a registry that serves this image")
+
+
 @contextlib.contextmanager
 def image_errors(ref: str) -> Iterator[None]:
     """The boundary: every pipeline or filesystem failure becomes one ImageError naming ``ref``."""
     try:
         yield
     except PullFailure as exc:
-        raise ImageError(ref, str(exc)) from exc
+        raise ImageError(ref, str(exc), unreachable_hint(ref, exc)) from exc
     except OSError as exc:
         raise ImageError(ref, f"writing the rootfs cache failed: {exc.strerror or exc}") from exc
 
