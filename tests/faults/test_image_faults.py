@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from daemon.images.registry import ATTEMPTS
-from tests.faults.conftest import BlobFaultProxy, complete_looking, temp_dirs
+from tests.faults.conftest import complete_looking, temp_dirs
 from tests.support.daemon import III_CLI, DaemonProcess
 from tests.support.images import Blob, TarEntry, layer_blob, push_image
-from tests.support.registry import RegistryServer
+from tests.support.registry import FaultProxy, RegistryServer
 from tests.support.wait import wait_until
 
 BIG_LAYER_BYTES = 14 << 20  # three of them: ~42 MB of incompressible data
@@ -78,7 +78,7 @@ def cache_state(home: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_kill9_during_pull_leaves_no_half_cache_and_restart_pulls_cleanly(
-        daemon_factory: Any, registry: RegistryServer, fault_proxy: BlobFaultProxy,
+        daemon_factory: Any, registry: RegistryServer, fault_proxy: FaultProxy,
         iii_home: Path) -> None:
     """kill -9 while layer 3 is mid-download and layers 1-2 are already extracted.
 
@@ -188,7 +188,7 @@ def test_disk_full_during_extraction_is_one_clear_error_and_nothing_is_left(
 
 @pytest.mark.slow
 def test_registry_dying_mid_blob_is_a_clear_error_and_the_cache_is_unchanged(
-        daemon_factory: Any, registry: RegistryServer, fault_proxy: BlobFaultProxy,
+        daemon_factory: Any, registry: RegistryServer, fault_proxy: FaultProxy,
         busybox_image: str, iii_home: Path) -> None:
     """Every GET of one layer blob gets its headers and half the body, then the connection drops.
 

@@ -9,14 +9,18 @@ dir and shown when startup fails.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import urllib.error
 import urllib.request
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
@@ -124,48 +128,96 @@ class RegistryServer:
         self.stop()
 
 
-class FaultProxy:
-    """A small aiohttp proxy in front of a real registry that injects faults on demand.
+PROXY_START_TIMEOUT_S = 10.0
+PROXY_STOP_TIMEOUT_S = 10.0
+HOLD_TIMEOUT_S = 120.0  # a held response gives up by itself if the test never releases it
 
-    ``fail(path_part, status, times)`` answers matching requests with ``status``;
-    ``cut(path_part, times)`` sends half the body and then drops the connection;
-    ``seen(path_part)`` counts the requests that reached the proxy.
+
+@dataclass
+class _Fault:
+    path_part: str
+    kind: str  # "fail": answer `status`; "cut": part of the body, then drop; "hold": part, stall
+    times: int
+    fraction: float = 0.5
+    status: int = 0
+
+
+class FaultProxy:
+    """A small aiohttp proxy in front of a real registry that injects faults on demand. It runs
+    on its own event loop in a thread, so sync tests, async tests and other processes (a daemon)
+    can all pull through it.
+
+    ``fail(part, status, times)`` answers matching requests with ``status``;
+    ``cut(part, times)`` sends ``fraction`` of a matching GET's body, then drops the connection;
+    ``hold(part)`` sends ``fraction`` and stalls (``holding`` is set) until :meth:`release`;
+    ``heal()`` forgets pending faults; ``seen(part)`` counts requests that reached the proxy;
+    ``faults_injected`` counts the faults served.
     """
 
     def __init__(self, upstream: RegistryServer) -> None:
         self.upstream = upstream
         self.port = 0
-        self._faults: list[tuple[str, int | None, int]] = []
-        self._log: list[str] = []
-        self._runner: object = None
-        self._client: object = None
+        self.holding = threading.Event()
+        self.faults_injected = 0
+        self.requests: list[str] = []
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy",
+                                        daemon=True)
+        self._release: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def fail(self, path_part: str, status: int, times: int = 1) -> None:
-        self._faults.append((path_part, status, times))
+    # -- fault control (called from the test's thread) -------------------------------------------
+    def _add(self, fault: _Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
 
-    def cut(self, path_part: str, times: int = 1) -> None:
-        self._faults.append((path_part, None, times))
+    def fail(self, path_part: str, status: int, times: int = 1) -> None:
+        self._add(_Fault(path_part, "fail", times, status=status))
+
+    def cut(self, path_part: str, times: int = 1, fraction: float = 0.5) -> None:
+        self._add(_Fault(path_part, "cut", times, fraction))
+
+    def hold(self, path_part: str, fraction: float = 0.5) -> None:
+        self._add(_Fault(path_part, "hold", 1, fraction))
+
+    def heal(self) -> None:
+        """Forget pending faults and let any held response go."""
+        with self._lock:
+            self._faults.clear()
+        self.release()
+
+    def release(self) -> None:
+        if self._release is not None:
+            self._loop.call_soon_threadsafe(self._release.set)
 
     def seen(self, path_part: str) -> int:
-        return sum(1 for path in self._log if path_part in path)
+        with self._lock:
+            return sum(1 for p in self.requests if path_part in p)
 
-    def _take_fault(self, path: str) -> tuple[bool, int | None]:
-        for i, (part, status, times) in enumerate(self._faults):
-            if part in path and times > 0:
-                self._faults[i] = (part, status, times - 1)
-                return True, status
-        return False, None
+    def _take(self, method: str, path: str) -> _Fault | None:
+        with self._lock:
+            self.requests.append(f"{method} {path}")
+            for fault in self._faults:
+                if fault.path_part in path and fault.times > 0 \
+                        and (fault.kind == "fail" or method == "GET"):
+                    fault.times -= 1
+                    self.faults_injected += 1
+                    return fault
+        return None
 
+    # -- serving (on the proxy's loop) -------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self._log.append(request.path_qs)
-        faulty, status = self._take_fault(request.path_qs)
-        if faulty and status is not None:
-            return web.Response(status=status, text="injected fault")
-        assert isinstance(self._client, aiohttp.ClientSession)
+        fault = self._take(request.method, request.path_qs)
+        if fault is not None and fault.kind == "fail":
+            return web.Response(status=fault.status, text="injected fault")
+        assert self._client is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
         async with self._client.request(request.method, f"{self.upstream.url}{request.path_qs}",
                                         headers=headers, data=await request.read(),
@@ -173,30 +225,55 @@ class FaultProxy:
             body = await upstream.read()
             passed = {k: v for k, v in upstream.headers.items()
                       if k.lower() not in ("content-length", "transfer-encoding", "connection")}
-            if not faulty:
-                return web.Response(status=upstream.status, body=body, headers=passed)
-            resp = web.StreamResponse(status=upstream.status, headers=passed)
-            resp.content_length = len(body)
-            await resp.prepare(request)
-            await resp.write(body[: len(body) // 2])
-            assert request.transport is not None
-            request.transport.close()
-            return resp
+        if fault is None or upstream.status != 200:
+            return web.Response(status=upstream.status, body=body, headers=passed)
+        resp = web.StreamResponse(status=upstream.status, headers=passed)
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        await resp.write(body[: int(len(body) * fault.fraction)])
+        if fault.kind == "hold":
+            self.holding.set()
+            assert self._release is not None
+            try:
+                await asyncio.wait_for(self._release.wait(), HOLD_TIMEOUT_S)
+            except TimeoutError:
+                pass
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
 
-    async def start(self) -> FaultProxy:
+    async def _start(self) -> None:
+        self._release = asyncio.Event()
         self._client = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self._runner = runner
-        self.port = runner.addresses[0][1]
+        self.port = int(self._runner.addresses[0][1])
+
+    async def _stop(self) -> None:
+        assert self._release is not None
+        self._release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._client is not None:
+            await self._client.close()
+
+    def _run(self, coro: Any, timeout: float) -> None:
+        future: Future[None] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        future.result(timeout)
+
+    def start(self) -> Self:
+        self._thread.start()
+        self._run(self._start(), PROXY_START_TIMEOUT_S)
         return self
 
-    async def stop(self) -> None:
-        if isinstance(self._runner, web.AppRunner):
-            await self._runner.cleanup()
-        if isinstance(self._client, aiohttp.ClientSession):
-            await self._client.close()
+    def stop(self) -> None:
+        try:
+            self._run(self._stop(), PROXY_STOP_TIMEOUT_S)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(PROXY_STOP_TIMEOUT_S)
+            self._loop.close()

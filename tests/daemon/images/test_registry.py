@@ -4,7 +4,7 @@ front of the real registry."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,10 +16,10 @@ from tests.support.registry import FaultProxy, RegistryServer, free_port
 
 
 @pytest.fixture
-async def proxy(registry: RegistryServer) -> AsyncIterator[FaultProxy]:
-    fault_proxy = await FaultProxy(registry).start()
+def proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
+    fault_proxy = FaultProxy(registry).start()
     yield fault_proxy
-    await fault_proxy.stop()
+    fault_proxy.stop()
 
 
 def push_unique(registry: RegistryServer, name: str, size: int = 256 << 10) -> str:
