@@ -28,6 +28,10 @@ DOCKER_HUB = ("registry-1.docker.io", 443)
 REGISTRATION_TIMEOUT_S = 120.0
 
 
+class DemoUnavailable(Exception):
+    """The demo cannot run on this machine as it is; the message says what to do."""
+
+
 def say(message: str) -> None:
     print(f"demo: {message}", flush=True)
 
@@ -49,10 +53,15 @@ def image_mirror() -> Iterator[str | None]:
     if docker_hub_reachable():
         yield None
         return
-    from tests.support.images import build_python_image, push_image
+    from tests.support.images import build_python_image, push_image, python_image_cached
     from tests.support.registry import RegistryServer
 
     say("Docker Hub (registry-1.docker.io) is unreachable from this machine.")
+    if os.geteuid() != 0 and not python_image_cached():
+        raise DemoUnavailable(
+            "building a local stand-in for docker.io/iiidev/python:latest needs root "
+            "(debootstrap): run `make demo` as root once (the image is cached), or set "
+            "III_REGISTRY_MIRROR=host:port to a registry that serves iiidev/python:latest")
     say("Serving docker.io/iiidev/python:latest from a local registry instead "
         "(to use your own registry: III_REGISTRY_MIRROR=host:port make demo).")
     say("building the image with debootstrap (about a minute, cached afterwards)...")
@@ -107,7 +116,7 @@ def run_demo() -> int:
 def main() -> int:
     try:
         return run_demo()
-    except (subprocess.CalledProcessError, TimeoutError) as exc:
+    except (subprocess.CalledProcessError, TimeoutError, DemoUnavailable) as exc:
         print(f"demo: failed: {exc}", file=sys.stderr)
         return 1
 
