@@ -15,9 +15,7 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import stat
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,6 +30,7 @@ from daemon.images.models import (
 from daemon.images.pull import ImagePuller, ProgressCallback
 from daemon.images.settings import RegistrySettings
 from daemon.images.slug import image_slug
+from daemon.trees import remove_tree
 from manifests.reference import ImageReference, InvalidReference, parse_reference
 
 log = logging.getLogger(__name__)
@@ -41,26 +40,6 @@ DIGEST_FILE = ".oci-digest"
 INFO_FILE = ".oci-image.json"
 TEMP_PREFIX = ".tmp-"
 LOCK_POLL_S = 0.05
-
-
-def remove_tree(path: Path) -> None:
-    """``rm -rf`` that also copes with read-only directories from the image (non-root)."""
-
-    def make_writable(_func: object, failed: str, _exc: object) -> None:
-        parent = os.path.dirname(failed)
-        os.chmod(parent, stat.S_IRWXU)
-        if os.path.isdir(failed) and not os.path.islink(failed):
-            os.chmod(failed, stat.S_IRWXU)
-            remove_tree(Path(failed))
-        else:
-            os.unlink(failed)
-
-    if not (path.exists() or path.is_symlink()):
-        return
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=make_writable)
-    else:
-        shutil.rmtree(path, onerror=make_writable)
 
 
 def unreachable_hint(ref: str, exc: PullFailure) -> str | None:

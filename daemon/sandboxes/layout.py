@@ -10,16 +10,13 @@ from __future__ import annotations
 import enum
 import os
 import re
-import shutil
 import stat
-import sys
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from daemon.errors import InvalidArgument, InvalidState
 from daemon.sandboxes.procinfo import is_alive, is_our_launcher, read_pid_record
+from daemon.trees import remove_tree
 
 # SPEC §3: the worker name rule; it becomes a directory name.
 _SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -197,23 +194,3 @@ def disk_usage(root: Path) -> int:
                 if stat.S_ISDIR(st.st_mode):
                     stack.append(entry.path)
     return total
-
-
-def _make_writable_and_retry(func: Callable[..., Any], path: str, _exc: object) -> None:
-    # overlayfs leaves ``work/work`` with mode 000; a non-root owner must chmod to remove it.
-    parent = os.path.dirname(path)
-    for p in (parent, path):
-        try:
-            if not os.path.islink(p):
-                os.chmod(p, 0o700)
-        except OSError:
-            pass
-    func(path)
-
-
-def remove_tree(path: Path) -> None:
-    """``rmtree`` that copes with overlay's mode-000 work dirs; never follows symlinks."""
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=_make_writable_and_retry)
-    else:
-        shutil.rmtree(path, onerror=_make_writable_and_retry)

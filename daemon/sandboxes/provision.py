@@ -21,7 +21,8 @@ from pathlib import Path
 import msgspec
 
 from daemon.errors import Internal
-from daemon.sandboxes.layout import RootMode, SandboxLayout, remove_tree
+from daemon.sandboxes.layout import RootMode, SandboxLayout
+from daemon.trees import remove_tree
 from vmm_ffi.params import DirectoryRoot, OverlayRoot
 
 log = logging.getLogger(__name__)
