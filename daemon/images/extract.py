@@ -55,6 +55,9 @@ class LayerExtractor:
         self.bytes = 0
         self.skipped_devices = 0
         self.current: str | None = None  # the entry being written (named in I/O errors)
+        # A non-root daemon must still traverse and delete its cache: its directories keep
+        # owner rwx (inside the sandbox, the user namespace's root is not bound by them).
+        self._owner_dir_bits = 0 if os.geteuid() == 0 else stat.S_IRWXU
         self._stop = stop or threading.Event()
         self._dir_meta: dict[str, tuple[int, float]] = {}
         self._created: set[str] = set()
@@ -98,7 +101,7 @@ class LayerExtractor:
             try:
                 if not stat.S_ISDIR(os.lstat(path).st_mode):
                     continue
-                os.chmod(path, mode)
+                os.chmod(path, mode | self._owner_dir_bits)
                 os.utime(path, (mtime, mtime))
             except FileNotFoundError:
                 continue  # deleted by a later whiteout
