@@ -41,7 +41,7 @@ def test_force_keeps_config_and_reset_config_drops_it(daemon_factory, busybox_im
     forced = daemon.json("worker", "add", str(project), "--force")
     assert forced["worker"]["name"] == "cfg"
     assert not (iii_home / "managed/cfg/upper/leftover").exists()
-    assert "setup-ran" in daemon.iii("worker", "logs", "cfg").stdout
+    assert "setup-ran" in daemon.iii("worker", "logs", "cfg").stdout.splitlines()  # its output
     assert "greeting: edited" in config.read_text()
 
     # --reset-config (with --force): the old config: is dropped for the manifest's.

@@ -8,39 +8,55 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import III_CLI, launchers_of
+from tests.support.daemon import III_CLI, DaemonProcess, launchers_of
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow
 
 
-def log_of(home: Path, name: str) -> str:
+def workload_lines(home: Path, name: str) -> list[str]:
+    """What the sandbox's processes printed (the daemon's and launcher's own lines left out)."""
     path = home / "managed" / name / "logs" / "worker.log"
-    return path.read_text(errors="replace") if path.exists() else ""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return [ln for ln in text.splitlines() if not ln.startswith(("[iii]", "[iii-launcher]"))]
 
 
-def background_cli(daemon, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([III_CLI, *args], env=daemon.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+@pytest.fixture
+def background_cli() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start ``iii`` commands in the background; any still running are killed at teardown."""
+    started: list[subprocess.Popen[str]] = []
+
+    def run(daemon: DaemonProcess, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([III_CLI, *args], env=daemon.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        started.append(proc)
+        return proc
+
+    yield run
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 SLOW_INSTALL = "echo installing; if [ -f slow ]; then sleep 60; fi; echo installed"
 
 
 def test_daemon_killed_during_install(daemon_factory, busybox_image: str, iii_home: Path,
-                                      tmp_path: Path) -> None:
+                                      tmp_path: Path, background_cli) -> None:
     """Afterwards: no orphan install process, no marker, no config entry; a new add works."""
     project = make_shell_project(tmp_path, busybox_image, "inst", start="exec sleep 1000",
                            install=SLOW_INSTALL)
     (project / "slow").write_text("")
     daemon = daemon_factory()
     adding = background_cli(daemon, "worker", "add", str(project))
-    wait_until(lambda: "installing" in log_of(iii_home, "inst"), 30, "install to run")
+    wait_until(lambda: "installing" in workload_lines(iii_home, "inst"), 30, "install to run")
     daemon.kill9()
     _, err = adding.communicate(timeout=30)
     assert adding.returncode == 1 and err.startswith("error: "), err
@@ -56,14 +72,14 @@ def test_daemon_killed_during_install(daemon_factory, busybox_image: str, iii_ho
 
 
 def test_launcher_killed_during_install(daemon_factory, busybox_image: str, iii_home: Path,
-                                        tmp_path: Path) -> None:
+                                        tmp_path: Path, background_cli) -> None:
     """Afterwards: add fails with the install's exit, nothing registered, no marker, no strays."""
     project = make_shell_project(tmp_path, busybox_image, "kl", start="exec sleep 1000",
                            install=SLOW_INSTALL)
     (project / "slow").write_text("")
     daemon = daemon_factory()
     adding = background_cli(daemon, "worker", "add", str(project))
-    wait_until(lambda: "installing" in log_of(iii_home, "kl"), 30, "install to run")
+    wait_until(lambda: "installing" in workload_lines(iii_home, "kl"), 30, "install to run")
     (pid,) = launchers_of(iii_home, "kl")
     os.kill(pid, signal.SIGKILL)
     _, err = adding.communicate(timeout=60)
@@ -74,7 +90,7 @@ def test_launcher_killed_during_install(daemon_factory, busybox_image: str, iii_
 
 
 def test_daemon_killed_during_stop(daemon_factory, busybox_image: str, iii_home: Path,
-                                   tmp_path: Path) -> None:
+                                   tmp_path: Path, background_cli) -> None:
     """A worker ignoring SIGTERM while the daemon dies mid-stop: the new daemon reattaches the
     same process (running, not doubled), and a later stop kills it."""
     stubborn = "trap '' TERM; echo up; while true; do sleep 0.1; done"
