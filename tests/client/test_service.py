@@ -26,7 +26,7 @@ import pytest
 
 from client import service
 from client.service import ServiceError, ServicePlatform
-from tests.support.wait import wait_until
+from tests.support.wait import socket_answers, wait_until
 
 VENV_III = str(Path(sys.executable).absolute().parent / "iii")
 
@@ -272,15 +272,6 @@ def test_unsupported_program_path_is_a_service_error(tmp_path: Path) -> None:
                              executable=str(weird))
 
 
-def answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
 def test_install_hands_over_from_a_running_daemon(host: ServiceHost) -> None:
     """A daemon started by hand must not keep running beside the service's: install asks it to
     exit, leaving its workers for the service's daemon to reattach."""
@@ -288,7 +279,7 @@ def test_install_hands_over_from_a_running_daemon(host: ServiceHost) -> None:
     daemon = subprocess.Popen([sys.executable, "-m", "daemon", "run"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: answers(host.home / ".iii/iii.sock"), 60, "the hand-started daemon")
+        wait_until(lambda: socket_answers(host.home / ".iii/iii.sock"), 60, "the hand-started daemon")
         done = host.run("install", "--platform", "systemd")
         assert done.returncode == 0, done.stderr
         # After daemon-reload proved the service manager answers, before it starts its daemon.

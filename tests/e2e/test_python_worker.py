@@ -4,14 +4,13 @@ mirror, and the stand-in engine (TESTING.md)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.support.engine import invoke_blocking
-from tests.support.images import build_python_image, push_image, python_image_cached
+from tests.support.fixtures import push_python_image
 from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
 
@@ -22,10 +21,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "python-worker"
 @pytest.fixture(scope="module")
 def mirror(registry: RegistryServer) -> str:
     """The registry, holding the example's default base image as Docker Hub would."""
-    if os.geteuid() != 0 and not python_image_cached():
-        pytest.skip("building the debootstrap python image needs root (CI runs as root)")
-    built = build_python_image()
-    push_image(registry.access, "iiidev/python", "latest", [built.layer], built.config)
+    push_python_image(registry, "iiidev/python", "latest")
     return registry.host
 
 

@@ -41,11 +41,17 @@ def busybox_image(registry: RegistryServer) -> str:
     return f"{registry.host}/iii-test/busybox:latest"
 
 
-@pytest.fixture(scope="session")
-def python_image(registry: RegistryServer) -> str:
-    """Ref of the debootstrap bookworm python3 image (built once per machine, then cached)."""
+def push_python_image(registry: RegistryServer, repo: str, tag: str) -> str:
+    """Push the debootstrap python image (built once per machine, then cached) as
+    ``repo:tag``; skip the test when it is not built yet and cannot be (debootstrap needs root)."""
     if os.geteuid() != 0 and not python_image_cached():
         pytest.skip("building the debootstrap python image needs root (CI runs as root)")
     built = build_python_image()
-    push_image(registry.access, "iii-test/python", "bookworm", [built.layer], built.config)
-    return f"{registry.host}/iii-test/python:bookworm"
+    push_image(registry.access, repo, tag, [built.layer], built.config)
+    return f"{registry.host}/{repo}:{tag}"
+
+
+@pytest.fixture(scope="session")
+def python_image(registry: RegistryServer) -> str:
+    """Ref of the debootstrap bookworm python3 image."""
+    return push_python_image(registry, "iii-test/python", "bookworm")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.wait import wait_until
+from tests.support.wait import socket_answers, wait_until
 
 SYSTEMD = next((p for p in ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
                 if os.access(p, os.X_OK)), None)
@@ -111,15 +111,6 @@ def user_manager() -> Iterator[UserManager]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
 def daemon_info(sock_path: Path) -> dict[str, object]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(UNIT_TIMEOUT_S)
@@ -140,7 +131,7 @@ def test_install_activate_restart_uninstall(user_manager: UserManager) -> None:
                                env=dict(m.env, III_URL="ws://127.0.0.1:9"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: answers(sock_path), UNIT_TIMEOUT_S, "the hand-started daemon")
+        wait_until(lambda: socket_answers(sock_path), UNIT_TIMEOUT_S, "the hand-started daemon")
         done = m.iii_service("install")
         assert done.returncode == 0, done.stderr
         assert by_hand.wait(UNIT_TIMEOUT_S) == 0  # handed over, exited cleanly
