@@ -21,6 +21,7 @@ from typing import Literal
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import SetupFailed
+from vmm_ffi.overlay import mount_overlay
 from vmm_ffi.params import BindMount, DirectoryRoot, LaunchParams, OverlayRoot
 
 NAMESPACE_FLAGS = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS \
@@ -109,10 +110,7 @@ def mount_root(params: LaunchParams) -> Literal["overlay", "directory"]:
     root = params.rootfs
     try:
         if isinstance(root, OverlayRoot):
-            for d in (root.upper, root.work):
-                os.makedirs(d, exist_ok=True)
-            opts = f"lowerdir={':'.join(root.lower)},upperdir={root.upper},workdir={root.work}"
-            sc.mount("overlay", params.merged, "overlay", 0, opts)
+            mount_overlay(root, params.merged)
             mode: Literal["overlay", "directory"] = "overlay"
         else:
             assert isinstance(root, DirectoryRoot)
