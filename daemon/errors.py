@@ -75,10 +75,12 @@ class Unavailable(DaemonError):
 
 
 class ScriptFailed(DaemonError):
-    """Raised when a worker's setup or install script exits non-zero."""
+    """Raised when a worker's setup or install script exits non-zero, or left the sandbox
+    unable to run the worker (``problem`` then says how: "deleted /workspace, ...")."""
 
-    def __init__(self, script: str, exit_code: int, output_tail: list[str]) -> None:
-        super().__init__(f"{script} script failed with exit code {exit_code}")
+    def __init__(self, script: str, exit_code: int, output_tail: list[str],
+                 problem: str | None = None) -> None:
+        super().__init__(f"{script} script {problem or f'failed with exit code {exit_code}'}")
         self.script, self.exit_code, self.output_tail = script, exit_code, output_tail
 
     def data(self) -> dict[str, object] | None:

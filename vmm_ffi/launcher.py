@@ -141,7 +141,13 @@ class Launcher:
             pass
 
     def record_exit(self, status: ExitStatus) -> None:
-        write_atomic(self.params.exit_path, encode(status) + b"\n")
+        try:
+            write_atomic(self.params.exit_path, encode(status) + b"\n")
+        except OSError as exc:  # a full disk: the daemon still has our exit code
+            try:
+                self.log(f"cannot record the exit status in {self.params.exit_path}: {exc}")
+            except OSError:
+                pass
 
     def fail_setup(self, message: str) -> int:
         self.log(f"sandbox setup failed: {message}")

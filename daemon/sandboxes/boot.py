@@ -146,8 +146,25 @@ async def prepare(layout: SandboxLayout, boot: BootSpec, provisioner: Provisione
         _note(progress, "installing", f"running install ({prepared.reason})")
         await run_script(layout, boot, root, env, "install", boot.install)
         prepared.ran_install = True
+    if prepared.ran_setup or prepared.ran_install:
+        await check_scripts_left_a_runnable_sandbox(
+            layout, boot, root, env, "install" if prepared.ran_install else "setup")
     await asyncio.to_thread(write_file_beneath, writable, MARKER_RELPATH, encode_marker(fp))
     return prepared
+
+
+async def check_scripts_left_a_runnable_sandbox(layout: SandboxLayout, boot: BootSpec,
+                                                root: RootSpec, env: dict[str, str],
+                                                script_name: str) -> None:
+    """After setup/install: the project copy and ``/bin/sh`` must still be there, or every
+    later start would fail the same way; raise ``ScriptFailed`` naming the script instead."""
+    if boot.project is not None and not await asyncio.to_thread(layout.workspace.is_dir):
+        raise ScriptFailed(script_name, 0, [], problem=(
+            f"deleted {WORKSPACE}, the project copy the worker starts in; fix the script "
+            "(install into a subdirectory), then start the worker again"))
+    if boot.argv:
+        return  # an image's own entrypoint: no shell involved
+    await run_script(layout, boot, root, env, script_name, ":", announce=False)
 
 
 def launch_params(layout: SandboxLayout, boot: BootSpec, root: RootSpec, env: dict[str, str],
@@ -201,14 +218,18 @@ def _output_since(layout: SandboxLayout, offset: int) -> list[str]:
 
 
 async def run_script(layout: SandboxLayout, boot: BootSpec, root: RootSpec,
-                     env: dict[str, str], script_name: str, script: str) -> None:
+                     env: dict[str, str], script_name: str, script: str, *,
+                     announce: bool = True) -> None:
     """Run one ``/bin/sh -c script`` in the sandbox (cwd /workspace) as a one-shot launcher.
 
     The caller holds the sandbox lock. Raises ``ScriptFailed`` with the exit code and the last
     20 lines of the script's output (running past ``boot.script_timeout_s`` stops the run and
-    counts as exit code 124).
+    counts as exit code 124), plus what to do when the cause is a known one (no /bin/sh left,
+    a full disk).
     """
-    offset = await asyncio.to_thread(_append_log, layout, f"[iii] running {script_name}: {script}")
+    line = f"[iii] running {script_name}: {script}" if announce \
+        else f"[iii] checking that the sandbox still runs /bin/sh after {script_name}"
+    offset = await asyncio.to_thread(_append_log, layout, line)
     params = launch_params(layout, boot, root, env, ["/bin/sh", "-c", script], WORKSPACE)
     task = SandboxTask(layout)
     await asyncio.to_thread(layout.oneshot_flag.write_text, script_name)
@@ -220,8 +241,26 @@ async def run_script(layout: SandboxLayout, boot: BootSpec, root: RootSpec,
     if status.exit_code != 0:
         tail = await asyncio.to_thread(_output_since, layout, offset)
         if status.error:
-            tail = (tail + [status.error])[-OUTPUT_TAIL_LINES:]
-        raise ScriptFailed(script_name, status.exit_code, tail)
+            tail.append(status.error)
+        hint = await asyncio.to_thread(_hint_for, layout, status, tail)
+        raise ScriptFailed(script_name, status.exit_code,
+                           (tail + ([hint] if hint else []))[-OUTPUT_TAIL_LINES:])
+
+
+def _hint_for(layout: SandboxLayout, status: ExitStatus, tail: list[str]) -> str | None:
+    """What to do about a script failure whose cause we can tell; None when we cannot."""
+    if (status.error or "").startswith("exec /bin/sh"):
+        return ("the sandbox has no /bin/sh any more (did setup or install delete it?): fix "
+                "the script, then `iii worker add --force` re-creates the sandbox")
+    full = any("No space left on device" in line for line in tail)
+    try:
+        full = full or os.statvfs(layout.dir).f_bavail == 0
+    except OSError:
+        pass
+    if full:
+        return (f"the disk holding the sandbox {layout.dir} is full: free space there (`iii "
+                "worker remove` unused workers), then start the worker again")
+    return None
 
 
 async def _wait_script(layout: SandboxLayout, boot: BootSpec, task: SandboxTask,
