@@ -39,6 +39,7 @@ class _DaemonYaml(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The keys ``daemon.yaml`` may hold (all optional)."""
 
     isolation: Literal["auto", "libkrun", "namespace"] | None = None
+    network: Literal["auto", "host"] | None = None
     engine_url: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     engine_down_grace_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
     stop_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] | None = None
@@ -59,6 +60,7 @@ class DaemonSettings:
     settings_path: Path  # daemon.yaml (may not exist)
     engine_url: str = DEFAULT_ENGINE_URL
     isolation: str = "auto"
+    network: str = "auto"  # namespace sandboxes: own netns via pasta; "host" shares the host's
     engine_down_grace_s: float = 30.0
     stop_timeout_s: float = 10.0
     log_max_bytes: int = 10 * 1024 * 1024
@@ -197,6 +199,7 @@ def load_settings(env: Mapping[str, str] | None = None, *,
         settings_path=settings_path,
         engine_url=engine_url,
         isolation=_env_isolation(env) or raw.get("isolation") or "auto",
+        network=raw.get("network") or "auto",
         engine_down_grace_s=float(_pick(raw, "engine_down_grace_s", defaults)),
         stop_timeout_s=float(_pick(raw, "stop_timeout_s", defaults)),
         log_max_bytes=int(_pick(raw, "log_max_bytes", defaults)),

@@ -27,6 +27,7 @@ from vmm_ffi import namespace as ns
 from vmm_ffi import syscalls as sc
 from vmm_ffi.cgroups import CgroupPlan, apply_limits, remove_leaf
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
+from vmm_ffi.network import PASTA_HINT, NetworkHelper, find_pasta
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
     EXIT_INVALID_PARAMS,
@@ -128,6 +129,7 @@ class Launcher:
                               | os.O_CLOEXEC, 0o640)
         self.child = 0
         self.cgroup = CgroupPlan(path=None, note="not enforced: not set up")
+        self.network: NetworkHelper | None = None
 
     def log(self, message: str) -> None:
         """A launcher line in the worker log (and on stderr when that is somewhere else)."""
@@ -153,6 +155,7 @@ class Launcher:
         self.log(f"sandbox setup failed: {message}")
         self.record_exit(ExitStatus(exit_code=EXIT_SETUP_FAILED, finished_at=time.time(),
                                     error=message))
+        self.stop_network()
         remove_leaf(self.cgroup)
         return EXIT_SETUP_FAILED
 
@@ -201,13 +204,16 @@ class Launcher:
             message = str(first.get("error") or
                           f"sandbox process exited early (code {exit_code_of(wait_status)})")
             return self.fail_setup(message)
+        network: Literal["host", "pasta", "tsi"] = "tsi" if p.backend == "libkrun" \
+            else "pasta" if self.network else "host"
         result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
                               sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
-                              limits=self.cgroup.note)
+                              limits=self.cgroup.note, network=network)
         self._answer(result)
         _, wait_status = os.waitpid(child, 0)
         last = _read_message(status_file)
         status = self._exit_status(wait_status, last)
+        self.stop_network()
         self.record_exit(status)
         remove_leaf(self.cgroup)
         how = f"killed by signal {status.signal}, " if status.signal else ""
@@ -225,8 +231,23 @@ class Launcher:
             return "directory", p.rootfs.path
         flags = ns.NAMESPACE_FLAGS if p.backend == "namespace" \
             else sc.CLONE_NEWUSER | sc.CLONE_NEWNS
+        if p.backend == "namespace" and p.network == "pasta":
+            pasta = p.pasta or find_pasta()
+            if pasta is None:
+                raise SetupFailed("network", f"pasta is not installed; {PASTA_HINT}")
+            self.network = NetworkHelper.fork(pasta, self.log_fd)  # in the host's namespaces
+            flags |= sc.CLONE_NEWNET
         ns.unshare_with_id_map(flags)
+        if self.network is not None:
+            self.network.attach()
+            self.network.wait_ready()
         return ns.mount_root(p), p.merged
+
+    def stop_network(self) -> None:
+        """End the sandbox's pasta (the namespace it served is gone or going)."""
+        if self.network is not None:
+            self.network.stop()
+            self.network = None
 
     def _answer(self, result: LaunchResult) -> None:
         try:

@@ -70,7 +70,8 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     ``env`` is exactly the workload's environment: nothing of the launcher's own leaks in.
     ``merged`` is the host directory where the root is mounted (created by the daemon).
-    ``cgroup``: a delegated cgroup v2 directory to create the sandbox's cgroup under; ``None``
+    ``network`` (namespace backend): ``pasta`` = an own network namespace connected by pasta
+    (``vmm_ffi.network``; ``pasta`` names its binary), ``host`` = the host's. ``cgroup``: a delegated cgroup v2 directory to create the sandbox's cgroup under; ``None``
     lets the launcher use its own cgroup when that is v2 and writable. When limits cannot be
     enforced the launcher says why (``LaunchResult.limits``, and in the log).
     """
@@ -90,6 +91,8 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     hostname: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "sandbox"
     binds: list[BindMount] = []
     cgroup: AbsPath | None = None
+    network: Literal["host", "pasta"] = "host"
+    pasta: AbsPath | None = None
 
 
 class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,7 +102,8 @@ class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
     forwarded to the workload). ``sandbox_pid`` is the host pid of the sandbox's init (namespace)
     or VMM process (libkrun): SIGKILL it to kill the whole sandbox while the launcher still
     records ``exit.json`` (SIGKILL of ``pid`` kills everything too, but records nothing).
-    ``limits`` is "enforced" or "not enforced: <reason>".
+    ``limits`` is "enforced" or "not enforced: <reason>". ``network``: what the sandbox got
+    (``tsi`` = libkrun's own transparent socket impersonation).
     """
 
     version: int
@@ -109,6 +113,7 @@ class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float
     root_mode: Literal["overlay", "directory"]
     limits: str
+    network: Literal["host", "pasta", "tsi"] = "host"
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):

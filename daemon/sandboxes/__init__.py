@@ -15,7 +15,7 @@ Typical daemon use (see ``boot.boot_sandbox``)::
 After a daemon restart: ``SandboxTask.reattach(layout)`` for every ``managed/<name>/``.
 """
 
-from daemon.sandboxes.backend import BackendChoice, choose_backend
+from daemon.sandboxes.backend import BackendChoice, NetworkChoice, choose_backend, choose_network
 from daemon.sandboxes.boot import (
                                    BootSpec,
                                    Prepared,
@@ -33,9 +33,11 @@ from daemon.sandboxes.sync import SKIP_NAMES, SyncStats, sync_project
 from daemon.sandboxes.task import SandboxTask, TaskState, TaskStatus, read_exit_file, sandbox_lock
 
 __all__ = [
-    "SKIP_NAMES", "BackendChoice", "BootSpec", "Fingerprint", "Prepared", "Provisioner",
+    "SKIP_NAMES", "BackendChoice", "BootSpec", "Fingerprint", "NetworkChoice", "Prepared",
+    "Provisioner",
     "RootDecision", "RootMode", "SandboxLayout", "SandboxTask", "SyncStats", "TaskState",
-    "TaskStatus", "boot_sandbox", "build_sandbox_env", "choose_backend", "compute_fingerprint",
+    "TaskStatus", "boot_sandbox", "build_sandbox_env", "choose_backend", "choose_network",
+    "compute_fingerprint",
     "explain_change", "launch_params", "place_host_files", "prepare", "read_exit_file",
     "resolve_ca_bundle", "run_script", "sandbox_lock", "start_params", "sync_project",
     "validate_sandbox_id",

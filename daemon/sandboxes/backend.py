@@ -6,13 +6,15 @@ libkrun is not used travels with the choice so every add/start can show it.
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Mapping
+from typing import Literal, cast
 
 import msgspec
 
 from daemon.errors import InvalidArgument, Unavailable
 from vmm_ffi.availability import Setting, select_backend
 from vmm_ffi.errors import BackendUnavailable
+from vmm_ffi.network import find_pasta
 from vmm_ffi.params import Backend
 
 ISOLATION_SETTINGS = ("auto", "libkrun", "namespace")
@@ -39,3 +41,36 @@ def choose_backend(setting: str) -> BackendChoice:
     except BackendUnavailable as exc:
         raise Unavailable(exc.reason, exc.hint) from exc
     return BackendChoice(backend=cast(Backend, backend), reason=reason)
+
+
+HOST_NETWORK_WARNING = ("network: host (daemon.yaml): the sandbox shares the host's network "
+                        "namespace, so host abstract sockets and netns-scoped services are "
+                        "reachable from it")
+
+
+class NetworkChoice(msgspec.Struct, frozen=True, kw_only=True):
+    """The network of new namespace sandboxes, pasta's binary, and a warning to show."""
+
+    mode: Literal["host", "pasta"]
+    pasta: str | None = None
+    warning: str | None = None
+
+
+def choose_network(setting: str, backend: Backend,
+                   environ: Mapping[str, str] | None = None) -> NetworkChoice:
+    """Apply the ``network`` setting (``auto`` | ``host``) for a sandbox of ``backend``.
+
+    libkrun brings its own network (TSI), so only namespace sandboxes get pasta. Raises
+    ``Unavailable`` (with how to fix it) when pasta is missing and ``host`` was not chosen.
+    """
+    if backend != "namespace":
+        return NetworkChoice(mode="host")
+    if setting == "host":
+        return NetworkChoice(mode="host", warning=HOST_NETWORK_WARNING)
+    pasta = find_pasta() if environ is None else find_pasta(environ)
+    if pasta is None:
+        raise Unavailable("pasta is not installed: namespace sandboxes need it for a network "
+                          "stack of their own",
+                          "apt-get install passt, or set `network: host` in daemon.yaml to "
+                          "share the host's network on purpose")
+    return NetworkChoice(mode="pasta", pasta=pasta)

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -68,6 +69,8 @@ class BootSpec(msgspec.Struct, frozen=True, kw_only=True):
     memory_mib: int = 2048
     ca_bundle: str | None = None
     script_timeout_s: float = SCRIPT_TIMEOUT_S
+    network: Literal["host", "pasta"] = "host"
+    pasta: str | None = None
 
 
 @dataclass
@@ -174,7 +177,7 @@ def launch_params(layout: SandboxLayout, boot: BootSpec, root: RootSpec, env: di
                         merged=str(layout.merged), argv=argv, env=env, workdir=workdir,
                         cpus=boot.cpus, memory_mib=boot.memory_mib,
                         log_path=str(layout.worker_log), exit_path=str(layout.exit_file),
-                        hostname=boot.name[:63])
+                        hostname=boot.name[:63], network=boot.network, pasta=boot.pasta)
 
 
 def start_params(layout: SandboxLayout, boot: BootSpec, prepared: Prepared) -> LaunchParams:

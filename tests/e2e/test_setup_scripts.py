@@ -134,3 +134,28 @@ def test_setup_that_fills_the_disk(small_home: Path, busybox_image: str,
         assert daemon.iii("daemon", "status").returncode == 0
     finally:
         daemon.stop()
+
+
+def test_a_host_without_pasta_says_how_to_fix_it(daemon_factory, busybox_image: str,
+                                                 iii_home: Path, tmp_path: Path) -> None:
+    project = make_shell_project(tmp_path, busybox_image, "offline", start="exec sleep 1000")
+    daemon = daemon_factory(III_PASTA=str(tmp_path / "no-pasta"))
+    failed = one_error_line(daemon.iii("worker", "add", str(project)))
+    assert "pasta is not installed" in failed
+    assert "apt-get install passt" in failed and "network: host" in failed
+    assert not (iii_home / "config.yaml").exists() or \
+        "offline" not in (iii_home / "config.yaml").read_text()
+
+
+def test_network_host_is_an_explicit_warned_opt_out(daemon_factory, busybox_image: str,
+                                                    iii_home: Path, tmp_path: Path) -> None:
+    (iii_home / "daemon.yaml").write_text("network: host\n")
+    project = make_shell_project(tmp_path, busybox_image, "shared",
+                                 start="echo ns=$(readlink /proc/self/ns/net); exec sleep 1000")
+    daemon = daemon_factory(III_PASTA=str(tmp_path / "no-pasta"))
+    added = daemon.iii("worker", "add", str(project))
+    assert added.returncode == 0, added.stderr
+    assert "network: host" in added.stderr + added.stdout
+    assert daemon.iii("worker", "start", "shared").returncode == 0
+    host_ns = os.readlink("/proc/self/ns/net")
+    wait_until(lambda: f"ns={host_ns}" in logs(daemon, "shared"), 10, "the worker's output")

@@ -1,0 +1,123 @@
+"""The namespace sandbox's own network namespace, connected by a real pasta (vmm_ffi.network):
+outbound and host-loopback traffic works, the host's netns-scoped surface does not."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.rootfs import extract_python_rootfs
+from tests.vmm_ffi.conftest import Sandboxes, workload_lines
+from vmm_ffi.errors import LaunchFailed
+from vmm_ffi.network import find_pasta
+from vmm_ffi.params import DirectoryRoot
+
+pytestmark = pytest.mark.skipif(find_pasta() is None, reason="pasta (Debian passt) missing")
+PASTA = find_pasta()
+
+
+@pytest.fixture
+def loopback_service() -> Iterator[int]:
+    """A host service on 127.0.0.1 that greets every client; yields its port."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"hello from the host\n")
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_sandbox_has_its_own_network_namespace(sandboxes: Sandboxes) -> None:
+    code, _, log = sandboxes.run(["readlink", "/proc/self/ns/net"], network="pasta", pasta=PASTA)
+    assert code == 0, log
+    assert workload_lines(log)[-1].startswith("net:[")
+    assert workload_lines(log)[-1] != os.readlink("/proc/self/ns/net")
+    # the host's network namespace is still what a `network: host` sandbox gets
+    _, _, host_log = sandboxes.run(["readlink", "/proc/self/ns/net"])
+    assert workload_lines(host_log)[-1] == os.readlink("/proc/self/ns/net")
+
+
+def test_host_loopback_is_reached_at_127_0_0_1(sandboxes: Sandboxes,
+                                               loopback_service: int) -> None:
+    # By design, as libkrun's TSI: the engine on the host's loopback needs no III_URL rewrite.
+    code, status, log = sandboxes.run(["nc", "-w", "3", "127.0.0.1", str(loopback_service)],
+                                      network="pasta", pasta=PASTA)
+    assert (code, status.exit_code) == (0, 0), log
+    assert "hello from the host" in workload_lines(log)
+
+
+def test_pasta_ends_with_the_sandbox(sandboxes: Sandboxes) -> None:
+    _, _, log = sandboxes.run(["true"], network="pasta", pasta=PASTA)
+    mine = [pid for pid in os.listdir("/proc") if pid.isdigit()
+            and _cmdline(pid).startswith(f"{PASTA} ") and str(sandboxes.pids[-1]) in
+            _cmdline(pid)]
+    assert mine == [], log
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_missing_pasta_is_a_setup_error_naming_the_fix(sandboxes: Sandboxes,
+                                                       tmp_path: Path) -> None:
+    params = sandboxes.params(["true"], network="pasta", pasta=str(tmp_path / "none"))
+    with pytest.raises(LaunchFailed) as failed:
+        sandboxes.spawn(params)
+    assert failed.value.exit_code == 125
+    message = str(failed.value)
+    assert f"cannot run pasta (exec {tmp_path / 'none'}" in message
+    assert "apt-get install passt" in message and "network: host" in message
+
+
+@pytest.fixture(scope="module")
+def python_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return extract_python_rootfs(tmp_path_factory.mktemp("image") / "rootfs")
+
+
+ABSTRACT_PROBE = """
+import socket
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect("\\0iii-test-{tag}")
+    print("abstract: reached")
+except OSError as exc:
+    print("abstract:", exc.strerror)
+"""
+
+
+def test_host_abstract_unix_sockets_are_out_of_reach(sandboxes: Sandboxes, python_rootfs: Path,
+                                                     tmp_path: Path) -> None:
+    tag = os.urandom(4).hex()
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(f"\0iii-test-{tag}")
+    listener.listen()
+    try:
+        copy = DirectoryRoot(path=str(python_rootfs))  # read-only use: nothing is written
+        argv = ["python3", "-c", ABSTRACT_PROBE.format(tag=tag)]
+        _, _, own = sandboxes.run(argv, rootfs=copy, network="pasta", pasta=PASTA,
+                                  env={"PATH": "/usr/bin:/bin"})
+        _, _, shared = sandboxes.run(argv, rootfs=copy, env={"PATH": "/usr/bin:/bin"})
+    finally:
+        listener.close()
+    assert "abstract: Connection refused" in workload_lines(own), own
+    assert "abstract: reached" in workload_lines(shared)  # the probe can tell the difference

@@ -1,0 +1,164 @@
+"""The sandbox's own network namespace, connected by pasta (Debian ``passt``), as rootless podman.
+
+A namespace sandbox that shared the host's network namespace could reach everything scoped by
+it rather than by the file system: abstract unix sockets (a shim's, a desktop bus), netlink,
+the host's interfaces. So the launcher unshares a network namespace along with the others and a
+pasta process, its child, connects it:
+
+- outbound traffic (installs through the host's proxy) leaves through pasta's NAT;
+- ``-T auto -U auto``: every port bound on the host (its loopback included) is forwarded from
+  the namespace's own ``127.0.0.1``, so the engine at ``ws://127.0.0.1:49134`` is reached as
+  under libkrun's TSI, with no ``III_URL`` rewriting; ports bound later are picked up by
+  pasta's rescan (about a second), and the SDKs reconnect;
+- ``-t none -u none``: nothing of the sandbox is published on the host.
+
+Process model: ``NetworkHelper.fork()`` runs before the launcher unshares (the child stays in the
+host's namespaces, with PDEATHSIG=SIGKILL so it dies with the launcher); ``attach()``, once the
+launcher is in its new namespaces, lets it exec pasta aimed at the launcher's pid;
+``wait_ready()`` waits until pasta has configured the interface and forwards the host's bound
+ports. The launcher stops pasta when the sandbox ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Mapping
+from typing import Literal
+
+from vmm_ffi import syscalls as sc
+from vmm_ffi.errors import SetupFailed
+
+NetworkMode = Literal["host", "pasta"]
+PASTA_READY_TIMEOUT_S = 5.0  # interface configured and the host's bound ports forwarded
+PASTA_STOP_TIMEOUT_S = 2.0
+_POLL_S = 0.002
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
+_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PASTA_HINT = ("install pasta (`apt-get install passt`), or set `network: host` in daemon.yaml "
+              "to share the host's network on purpose")
+
+
+def find_pasta(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Path of the ``pasta`` binary (``III_PASTA`` overrides the PATH search), or None."""
+    explicit = environ.get("III_PASTA")
+    if explicit:
+        return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
+    return shutil.which("pasta", path=environ.get("PATH", "") + ":" + _SEARCH_PATH)
+
+
+def pasta_argv(pasta: str, target_pid: int) -> list[str]:
+    """pasta attached to ``target_pid``'s user + network namespaces."""
+    argv = [pasta, "--config-net", "--quiet", "--foreground", "-t", "none", "-u", "none",
+            "-T", "auto", "-U", "auto"]
+    if os.geteuid() == 0:  # root: pasta would drop to nobody, who may not join our namespaces
+        argv += ["--runas", "0"]
+    return [*argv, str(target_pid)]
+
+
+def listening_tcp_ports(net_dir: str = "/proc/self/net") -> set[int]:
+    """TCP ports listened on in the current network namespace (IPv4 and IPv6)."""
+    ports: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(os.path.join(net_dir, name)) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == _LISTEN:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def has_default_route(net_dir: str = "/proc/self/net") -> bool:
+    """Whether the current network namespace has an IPv4 default route (pasta configured it)."""
+    try:
+        with open(os.path.join(net_dir, "route")) as f:
+            return any(line.split()[1] == "00000000" for line in f.read().splitlines()[1:])
+    except (OSError, IndexError):
+        return False
+
+
+class NetworkHelper:
+    """The pasta process of one sandbox, from fork (before unshare) to stop."""
+
+    def __init__(self, pid: int, go_w: int, err_r: int, host_ports: set[int]) -> None:
+        self.pid, self._go_w, self._err_r, self.host_ports = pid, go_w, err_r, host_ports
+
+    @classmethod
+    def fork(cls, pasta: str, log_fd: int) -> NetworkHelper:
+        """Fork the helper (in the host's namespaces) that will run ``pasta``."""
+        host_ports = listening_tcp_ports()
+        target = os.getpid()
+        go_r, go_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child execs or _exits
+            try:
+                os.close(go_w)
+                os.close(err_r)
+                sc.set_parent_death_signal(signal.SIGKILL)
+                if os.read(go_r, 1) != b"1":
+                    os._exit(0)  # the launcher gave up before attaching
+                # pasta refuses to start when SIGPIPE is already ignored (Python ignores it)
+                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, [])
+                os.dup2(log_fd, 1)
+                os.dup2(log_fd, 2)
+                os.execv(pasta, pasta_argv(pasta, target))
+            except OSError as exc:
+                os.write(err_w, f"exec {pasta}: {exc.strerror}".encode())
+            os._exit(127)
+        os.close(go_r)
+        os.close(err_w)
+        return cls(pid, go_w, err_r, host_ports)
+
+    def attach(self) -> None:
+        """Let pasta join our (new) namespaces; raises ``SetupFailed`` if it cannot start."""
+        os.write(self._go_w, b"1")
+        os.close(self._go_w)
+        error = os.read(self._err_r, 4096).decode(errors="replace")  # EOF: exec succeeded
+        os.close(self._err_r)
+        if error:
+            raise SetupFailed("network", f"cannot run pasta ({error}); {PASTA_HINT}")
+
+    def wait_ready(self, timeout: float = PASTA_READY_TIMEOUT_S) -> None:
+        """Wait for the default route and the forwards of the host's bound ports.
+
+        Raises ``SetupFailed`` when pasta exits or the interface never comes up; ports that are
+        still missing at the deadline are left to pasta's rescan (the route is what matters).
+        """
+        deadline = time.monotonic() + timeout
+        while not has_default_route():
+            if self.exited() is not None or time.monotonic() > deadline:
+                raise SetupFailed("network", "pasta did not configure the sandbox's network "
+                                  f"(exit status {self.exited()}); see the worker log")
+            time.sleep(_POLL_S)
+        while not self.host_ports <= listening_tcp_ports() and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+
+    def exited(self) -> int | None:
+        """pasta's wait status if it has exited (reaped here), else None."""
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        return status if pid else None
+
+    def stop(self) -> None:
+        """SIGTERM pasta, SIGKILL after a grace period, reap it."""
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + PASTA_STOP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(self.pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:
+                return
+            time.sleep(0.01)
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
