@@ -239,9 +239,11 @@ class Launcher:
             flags |= sc.CLONE_NEWNET
         ns.unshare_with_id_map(flags)
         if self.network is not None:
-            self.network.attach()
+            self.network.attach()  # pasta configures the interface while we build the root
+        mode = ns.mount_root(p)
+        if self.network is not None:
             self.network.wait_ready()
-        return ns.mount_root(p), p.merged
+        return mode, p.merged
 
     def stop_network(self) -> None:
         """End the sandbox's pasta (the namespace it served is gone or going)."""
