@@ -13,7 +13,7 @@ from daemon.errors import InvalidArgument, InvalidProject, InvalidState
 from daemon.images import ImageStore
 from daemon.images.models import CachedImage
 from daemon.images.pull import ProgressCallback
-from daemon.sandboxes import BootSpec, choose_backend, choose_network
+from daemon.sandboxes import BootSpec, choose_backend, choose_ids, choose_network
 from daemon.settings import DaemonSettings
 from manifests import ManifestError, WorkerSpec, load_worker
 
@@ -58,13 +58,14 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
     choice = await asyncio.to_thread(choose_backend, settings.isolation)
     warnings = [] if choice.reason is None else [f"isolation: namespace ({choice.reason})"]
     network = choose_network(settings.network, choice.backend)
+    id_shift = await asyncio.to_thread(choose_ids, choice.backend)
     if network.warning:
         warnings.append(network.warning)
     config_env = flatten_config(entry.config, environ=os.environ, worker=entry.name)
     ca = None if settings.ca_bundle is None else str(settings.ca_bundle)
     common = {"name": entry.name, "engine_url": settings.engine_url, "backend": choice.backend,
               "config_env": config_env, "ca_bundle": ca, "network": network.mode,
-              "pasta": network.pasta}
+              "pasta": network.pasta, "id_shift": id_shift}
     if kind is WorkerKind.LOCAL:
         assert entry.worker_path is not None
         spec = await load_project(entry.worker_path, entry.name)

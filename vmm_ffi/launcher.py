@@ -27,6 +27,8 @@ from vmm_ffi import namespace as ns
 from vmm_ffi import syscalls as sc
 from vmm_ffi.cgroups import CgroupPlan, apply_limits, remove_leaf
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
+from vmm_ffi.exit_recorder import ExitRecorder
+from vmm_ffi.idmap import present_root
 from vmm_ffi.network import PASTA_HINT, NetworkHelper, find_pasta
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
@@ -35,9 +37,11 @@ from vmm_ffi.params import (
     PROTOCOL_VERSION,
     DirectoryRoot,
     ExitStatus,
+    IdShift,
     LaunchParams,
     LaunchResult,
     OverlayRoot,
+    RootSpec,
     decode_params,
     encode,
 )
@@ -130,6 +134,7 @@ class Launcher:
         self.child = 0
         self.cgroup = CgroupPlan(path=None, note="not enforced: not set up")
         self.network: NetworkHelper | None = None
+        self.recorder: ExitRecorder | None = None
 
     def log(self, message: str) -> None:
         """A launcher line in the worker log (and on stderr when that is somewhere else)."""
@@ -143,6 +148,11 @@ class Launcher:
             pass
 
     def record_exit(self, status: ExitStatus) -> None:
+        if self.recorder is not None:  # we run on shifted ids: the host-side helper writes it
+            recorder, self.recorder = self.recorder, None
+            if not recorder.record(status):
+                self.log(f"cannot record the exit status in {self.params.exit_path}")
+            return
         try:
             write_atomic(self.params.exit_path, encode(status) + b"\n")
         except OSError as exc:  # a full disk: the daemon still has our exit code
@@ -172,6 +182,7 @@ class Launcher:
                      f"{self.cgroup.note}")
         try:
             root_mode, vm_root = self._build_root()
+            p = self.params  # with an id shift, paths are now relative to the state dir
         except SetupFailed as exc:
             return self.fail_setup(str(exc))
         status_r, status_w = os.pipe()
@@ -237,13 +248,38 @@ class Launcher:
                 raise SetupFailed("network", f"pasta is not installed; {PASTA_HINT}")
             self.network = NetworkHelper.fork(pasta, self.log_fd)  # in the host's namespaces
             flags |= sc.CLONE_NEWNET
-        ns.unshare_with_id_map(flags)
+        root = None
+        if p.id_shift is not None:
+            root = self._present_shifted_root(p.id_shift)
+            p = self.params
+        ns.unshare_with_id_map(flags, p.id_shift)
         if self.network is not None:
             self.network.attach()  # pasta configures the interface while we build the root
-        mode = ns.mount_root(p)
+        mode = ns.mount_root(p, root)
         if self.network is not None:
             self.network.wait_ready()
         return mode, p.merged
+
+    def _present_shifted_root(self, shift: IdShift) -> RootSpec:
+        """While still host root: a mount namespace of our own with the root's directories
+        idmapped (``vmm_ffi.idmap``), the exit recorder, and the state dir as cwd, since the
+        shifted ids cannot walk the private parents of ``$III_HOME``."""
+        if os.geteuid() != 0 or self.params.backend != "namespace":
+            raise SetupFailed("id map", "id_shift needs a root launcher and the namespace "
+                              "backend")
+        try:
+            sc.unshare(sc.CLONE_NEWNS)
+        except OSError as exc:
+            raise SetupFailed("unshare mount namespace", str(exc)) from exc
+        ns.make_mounts_private()
+        state = os.path.dirname(self.params.exit_path)
+        os.chdir(state)
+        root = present_root(self.params, shift)
+        self.params = msgspec.structs.replace(
+            self.params, merged=os.path.relpath(self.params.merged, state))
+        cgroup = self.cgroup
+        self.recorder = ExitRecorder.fork(self.params.exit_path, lambda: remove_leaf(cgroup))
+        return root
 
     def stop_network(self) -> None:
         """End the sandbox's pasta (the namespace it served is gone or going)."""

@@ -21,8 +21,9 @@ from typing import Literal
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import SetupFailed
+from vmm_ffi.idmap import map_lines
 from vmm_ffi.overlay import mount_overlay
-from vmm_ffi.params import BindMount, DirectoryRoot, LaunchParams, OverlayRoot
+from vmm_ffi.params import BindMount, DirectoryRoot, IdShift, LaunchParams, OverlayRoot
 
 NAMESPACE_FLAGS = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS \
     | sc.CLONE_NEWIPC
@@ -35,17 +36,21 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
-def id_maps(host_uid: int, host_gid: int) -> tuple[str, str, bool]:
+def id_maps(host_uid: int, host_gid: int,
+            shift: IdShift | None = None) -> tuple[str, str, bool]:
     """(uid_map, gid_map, deny_setgroups) for a sandbox created by ``host_uid``."""
+    if host_uid == 0 and shift is not None:
+        return *map_lines(shift), False
     if host_uid == 0:
         line = f"0 0 {ROOT_ID_RANGE}\n"
         return line, line, False
     return f"0 {host_uid} 1\n", f"0 {host_gid} 1\n", True
 
 
-def write_id_maps(pid: int, host_uid: int, host_gid: int) -> None:
+def write_id_maps(pid: int, host_uid: int, host_gid: int,
+                  shift: IdShift | None = None) -> None:
     """Write /proc/<pid>/{uid,gid}_map from the parent user namespace."""
-    uid_map, gid_map, deny = id_maps(host_uid, host_gid)
+    uid_map, gid_map, deny = id_maps(host_uid, host_gid, shift)
     if deny:
         with open(f"/proc/{pid}/setgroups", "w") as f:
             f.write("deny")
@@ -55,7 +60,7 @@ def write_id_maps(pid: int, host_uid: int, host_gid: int) -> None:
         f.write(gid_map)
 
 
-def unshare_with_id_map(flags: int) -> None:
+def unshare_with_id_map(flags: int, shift: IdShift | None = None) -> None:
     """Unshare ``flags`` (which include CLONE_NEWUSER) and become root inside.
 
     The id maps must be written from the parent user namespace, so a short-lived forked helper
@@ -72,7 +77,7 @@ def unshare_with_id_map(flags: int) -> None:
             os.close(ready_w)
             os.close(done_r)
             if os.read(ready_r, 1) == b"1":
-                write_id_maps(me, uid, gid)
+                write_id_maps(me, uid, gid, shift)
                 os.write(done_w, b"ok")
         except OSError as exc:
             os.write(done_w, f"write id maps: {exc}".encode())
@@ -101,13 +106,20 @@ def unshare_with_id_map(flags: int) -> None:
     os.setresuid(0, 0, 0)
 
 
-def mount_root(params: LaunchParams) -> Literal["overlay", "directory"]:
-    """Mount the sandbox root at ``params.merged`` (in our private mount ns); returns the mode."""
+def make_mounts_private() -> None:
+    """Nothing we mount from here on propagates to the mount namespace we came from."""
     try:
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     except OSError as exc:
         raise SetupFailed("make mounts private", str(exc)) from exc
-    root = params.rootfs
+
+
+def mount_root(params: LaunchParams,
+               root: OverlayRoot | DirectoryRoot | None = None) -> Literal["overlay", "directory"]:
+    """Mount the sandbox root (``root``, default ``params.rootfs``) at ``params.merged``, in
+    our private mount ns; returns the mode."""
+    make_mounts_private()
+    root = params.rootfs if root is None else root
     try:
         if isinstance(root, OverlayRoot):
             mount_overlay(root, params.merged)

@@ -49,13 +49,18 @@ def find_pasta(environ: Mapping[str, str] = os.environ) -> str | None:
     return shutil.which("pasta", path=environ.get("PATH", "") + ":" + _SEARCH_PATH)
 
 
-def pasta_argv(pasta: str, target_pid: int) -> list[str]:
-    """pasta attached to ``target_pid``'s user + network namespaces."""
+def pasta_argv(pasta: str, userns_fd: int, netns_fd: int) -> list[str]:
+    """pasta attached to the user + network namespaces open at these fds.
+
+    Namespace files opened by us, not a pid: pasta drops CAP_SYS_PTRACE early, so it could not
+    open ``/proc/<pid>/ns/*`` of a launcher that runs on shifted ids.
+    """
     argv = [pasta, "--config-net", "--quiet", "--foreground", "-t", "none", "-u", "none",
             "-T", "auto", "-U", "auto"]
     if os.geteuid() == 0:  # root: pasta would drop to nobody, who may not join our namespaces
         argv += ["--runas", "0"]
-    return [*argv, str(target_pid)]
+    return [*argv, "--userns", f"/proc/self/fd/{userns_fd}",
+            "--netns", f"/proc/self/fd/{netns_fd}"]
 
 
 def listening_tcp_ports(net_dir: str = "/proc/self/net") -> set[int]:
@@ -88,6 +93,7 @@ class NetworkHelper:
 
     def __init__(self, pid: int, go_w: int, err_r: int, host_ports: set[int]) -> None:
         self.pid, self._go_w, self._err_r, self.host_ports = pid, go_w, err_r, host_ports
+        self._status: int | None = None  # pasta's wait status once reaped
 
     @classmethod
     def fork(cls, pasta: str, log_fd: int) -> NetworkHelper:
@@ -107,9 +113,13 @@ class NetworkHelper:
                 # pasta refuses to start when SIGPIPE is already ignored (Python ignores it)
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, [])
+                userns = os.open(f"/proc/{target}/ns/user", os.O_RDONLY)
+                netns = os.open(f"/proc/{target}/ns/net", os.O_RDONLY)
+                os.set_inheritable(userns, True)
+                os.set_inheritable(netns, True)
                 os.dup2(log_fd, 1)
                 os.dup2(log_fd, 2)
-                os.execv(pasta, pasta_argv(pasta, target))
+                os.execv(pasta, pasta_argv(pasta, userns, netns))
             except OSError as exc:
                 os.write(err_w, f"exec {pasta}: {exc.strerror}".encode())
             os._exit(127)
@@ -134,23 +144,33 @@ class NetworkHelper:
         """
         deadline = time.monotonic() + timeout
         while not has_default_route():
-            if self.exited() is not None or time.monotonic() > deadline:
-                raise SetupFailed("network", "pasta did not configure the sandbox's network "
-                                  f"(exit status {self.exited()}); see the worker log")
+            status = self.exited()
+            if status is not None or time.monotonic() > deadline:
+                how = "timed out" if status is None else \
+                    f"pasta exited with code {os.waitstatus_to_exitcode(status)}"
+                raise SetupFailed("network", f"pasta did not configure the sandbox's network "
+                                  f"({how}); see the worker log")
             time.sleep(_POLL_S)
         while not self.host_ports <= listening_tcp_ports() and time.monotonic() < deadline:
             time.sleep(_POLL_S)
 
     def exited(self) -> int | None:
         """pasta's wait status if it has exited (reaped here), else None."""
-        pid, status = os.waitpid(self.pid, os.WNOHANG)
-        return status if pid else None
+        if self._status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self._status = status
+        return self._status
 
     def stop(self) -> None:
         """SIGTERM pasta, SIGKILL after a grace period, reap it."""
+        if self._status is not None:
+            return
         try:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
+            return
+        except PermissionError:  # we run on shifted ids: PDEATHSIG ends pasta when we exit
             return
         deadline = time.monotonic() + PASTA_STOP_TIMEOUT_S
         while time.monotonic() < deadline:

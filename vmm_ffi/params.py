@@ -65,6 +65,17 @@ class BindMount(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     readonly: bool = True
 
 
+class IdShift(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Sandbox ids 0..65535 run as host ids ``uid_base..`` / ``gid_base..`` (a root launcher).
+
+    The root and the sandbox's state dir are shown through idmapped mounts, so files keep
+    their sandbox owners on disk (0..65535) while no sandbox process is host root.
+    """
+
+    uid_base: Annotated[int, msgspec.Meta(ge=1, le=(1 << 32) - 65536)]
+    gid_base: Annotated[int, msgspec.Meta(ge=1, le=(1 << 32) - 65536)]
+
+
 class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything one launcher needs to become one sandbox.
 
@@ -93,6 +104,7 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     cgroup: AbsPath | None = None
     network: Literal["host", "pasta"] = "host"
     pasta: AbsPath | None = None
+    id_shift: IdShift | None = None
 
 
 class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select  # imported here: a launcher on shifted ids may not read the stdlib later
 import signal
 import sys
 from collections.abc import Callable
@@ -42,7 +43,6 @@ def guard_parent_death(alive_r: int) -> None:
     """
     if sys.platform.startswith("linux"):
         sc.set_parent_death_signal(signal.SIGKILL)
-        import select
         readable, _, _ = select.select([alive_r], [], [], 0)
         if readable:
             os._exit(EXIT_SETUP_FAILED)

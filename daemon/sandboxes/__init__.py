@@ -15,7 +15,13 @@ Typical daemon use (see ``boot.boot_sandbox``)::
 After a daemon restart: ``SandboxTask.reattach(layout)`` for every ``managed/<name>/``.
 """
 
-from daemon.sandboxes.backend import BackendChoice, NetworkChoice, choose_backend, choose_network
+from daemon.sandboxes.backend import (
+    BackendChoice,
+    NetworkChoice,
+    choose_backend,
+    choose_ids,
+    choose_network,
+)
 from daemon.sandboxes.boot import (
                                    BootSpec,
                                    Prepared,
@@ -36,7 +42,7 @@ __all__ = [
     "SKIP_NAMES", "BackendChoice", "BootSpec", "Fingerprint", "NetworkChoice", "Prepared",
     "Provisioner",
     "RootDecision", "RootMode", "SandboxLayout", "SandboxTask", "SyncStats", "TaskState",
-    "TaskStatus", "boot_sandbox", "build_sandbox_env", "choose_backend", "choose_network",
+    "TaskStatus", "boot_sandbox", "build_sandbox_env", "choose_backend", "choose_ids", "choose_network",
     "compute_fingerprint",
     "explain_change", "launch_params", "place_host_files", "prepare", "read_exit_file",
     "resolve_ca_bundle", "run_script", "sandbox_lock", "start_params", "sync_project",

@@ -6,6 +6,7 @@ libkrun is not used travels with the choice so every add/start can show it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Literal, cast
 
@@ -15,7 +16,7 @@ from daemon.errors import InvalidArgument, Unavailable
 from vmm_ffi.availability import Setting, select_backend
 from vmm_ffi.errors import BackendUnavailable
 from vmm_ffi.network import find_pasta
-from vmm_ffi.params import Backend
+from vmm_ffi.params import Backend, IdShift
 
 ISOLATION_SETTINGS = ("auto", "libkrun", "namespace")
 
@@ -74,3 +75,16 @@ def choose_network(setting: str, backend: Backend,
                           "apt-get install passt, or set `network: host` in daemon.yaml to "
                           "share the host's network on purpose")
     return NetworkChoice(mode="pasta", pasta=pasta)
+
+
+def choose_ids(backend: Backend) -> IdShift | None:
+    """Where a root daemon's namespace sandboxes run their ids (``daemon.sandboxes.subids``);
+    None for libkrun (a VM) and for a non-root daemon (its uid is the sandbox's root).
+    Blocking (reads, and once writes, /etc/subuid): call via a thread. Raises ``Unavailable``.
+    """
+    if backend != "namespace" or os.geteuid() != 0:
+        return None
+    from daemon.sandboxes.subids import ensure_subordinate_range, ensure_user
+
+    ensure_user()
+    return ensure_subordinate_range()

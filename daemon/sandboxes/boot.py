@@ -32,7 +32,7 @@ from daemon.sandboxes.layout import MARKER_RELPATH, SandboxLayout
 from daemon.sandboxes.provision import Provisioner, RootSpec
 from daemon.sandboxes.sync import SyncStats, sync_project
 from daemon.sandboxes.task import SandboxTask, sandbox_lock
-from vmm_ffi.params import Backend, ExitStatus, LaunchParams
+from vmm_ffi.params import Backend, ExitStatus, IdShift, LaunchParams
 
 SCRIPT_TIMEOUT_S = 3600.0  # one setup or install run, end to end
 SCRIPT_STOP_TIMEOUT_S = 3.0  # a timed-out script: SIGTERM, then SIGKILL after this
@@ -71,6 +71,7 @@ class BootSpec(msgspec.Struct, frozen=True, kw_only=True):
     script_timeout_s: float = SCRIPT_TIMEOUT_S
     network: Literal["host", "pasta"] = "host"
     pasta: str | None = None
+    id_shift: IdShift | None = None
 
 
 @dataclass
@@ -177,7 +178,8 @@ def launch_params(layout: SandboxLayout, boot: BootSpec, root: RootSpec, env: di
                         merged=str(layout.merged), argv=argv, env=env, workdir=workdir,
                         cpus=boot.cpus, memory_mib=boot.memory_mib,
                         log_path=str(layout.worker_log), exit_path=str(layout.exit_file),
-                        hostname=boot.name[:63], network=boot.network, pasta=boot.pasta)
+                        hostname=boot.name[:63], network=boot.network, pasta=boot.pasta,
+                        id_shift=boot.id_shift)
 
 
 def start_params(layout: SandboxLayout, boot: BootSpec, prepared: Prepared) -> LaunchParams:

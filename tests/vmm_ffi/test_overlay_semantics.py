@@ -5,7 +5,10 @@ overlay root as on a plain copy of the image in the same namespaces (the referen
 from __future__ import annotations
 
 import difflib
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ import pytest
 from tests.support.rootfs import build_deb, extract_python_rootfs
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from vmm_ffi.namespace import DEFAULT_PATH
-from vmm_ffi.params import BindMount, DirectoryRoot
+from vmm_ffi.params import BindMount, DirectoryRoot, IdShift
 
 pytestmark = pytest.mark.slow
 SUITE = Path(__file__).resolve().parents[1] / "support" / "fs_semantics"
@@ -32,12 +35,17 @@ def python_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_suite(sandboxes: Sandboxes, tmp_path: Path, **root: object) -> list[str]:
-    deb = build_deb(tmp_path, "iii-fs-test", PACKAGE_FILES)
+    # A launcher on shifted ids reads bind sources as its subordinate uid: keep them where
+    # anyone may walk (tmp_path's parents are private to root).
+    shared = Path(tempfile.mkdtemp(prefix="iii-fs-", dir="/tmp"))
+    shared.chmod(0o755)
+    deb = build_deb(shared, "iii-fs-test", PACKAGE_FILES)
     binds = [BindMount(source=str(deb), target="/mnt/iii-fs-test.deb"),
              BindMount(source=str(SUITE / "listing.py"), target="/mnt/listing.py"),
              BindMount(source=str(SUITE / "operations.sh"), target="/mnt/operations.sh")]
     code, status, log = sandboxes.run(["/bin/sh", "/mnt/operations.sh"], binds=binds,
                                       workdir="/", env=ENV, **root)
+    shutil.rmtree(shared)
     lines = workload_lines(log)
     assert (code, status.exit_code) == (0, 0), "\n".join(lines[-20:])
     assert "operations: done" in lines
@@ -59,3 +67,20 @@ def test_overlay_root_equals_a_plain_copy(sandboxes: Sandboxes, python_rootfs: P
     paths = {line.split("\t")[1] for line in overlay}
     assert "/usr/bin/iii-fs-test" in paths and "/usr/share/doc/iii-fs-test/copyright" in paths
     assert "/usr/share/common-licenses" not in paths and "/etc/debian_version" not in paths
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="id shifting is for root launchers")
+def test_overlay_root_on_shifted_ids_equals_a_plain_copy(sandboxes: Sandboxes,
+                                                         python_rootfs: Path,
+                                                         tmp_path: Path) -> None:
+    """The same suite with the sandbox's ids in a subordinate range (vmm_ffi.idmap): owners
+    are what the sandbox sees, in the listing as on disk."""
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", "--", str(python_rootfs), str(copy)], check=True)
+    reference = run_suite(sandboxes, tmp_path / "ref", rootfs=DirectoryRoot(path=str(copy)))
+    sandboxes.lower = python_rootfs
+    shifted = run_suite(sandboxes, tmp_path / "ovl",
+                        id_shift=IdShift(uid_base=2_000_000, gid_base=2_000_000))
+    diff = list(difflib.unified_diff(reference, shifted, "plain copy", "shifted overlay",
+                                     lineterm="", n=0))
+    assert not diff, "\n".join(diff[:60])

@@ -1,0 +1,47 @@
+"""What a namespace sandbox started by a root daemon isolates (SPEC §8): no host root, its own
+network stack; the workload still owns the image's files as its root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from daemon.sandboxes.subids import SANDBOX_USER, SUBUID, parse_ranges
+from tests.support.projects import make_shell_project
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def host_uid(pid: int) -> int:
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if x.startswith("Uid:"))
+    return int(line.split()[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the id shift is what a root daemon does")
+def test_root_daemon_sandbox_runs_on_subordinate_ids(daemon_factory, busybox_image: str,
+                                                     iii_home: Path, tmp_path: Path) -> None:
+    script = ("echo uid=$(id -u) owner=$(stat -c %u /bin/busybox) "
+              "net=$(readlink /proc/self/ns/net); echo mine > /workspace/made; exec sleep 1000")
+    project = make_shell_project(tmp_path, busybox_image, "shifted", start=script)
+    daemon = daemon_factory()
+    assert daemon.iii("worker", "add", str(project)).returncode == 0
+    started = daemon.json("worker", "start", "shifted")
+    wait_until(lambda: "uid=" in daemon.iii("worker", "logs", "shifted").stdout, 10, "output")
+    line = next(x for x in daemon.iii("worker", "logs", "shifted").stdout.splitlines()
+                if x.startswith("uid="))
+    assert line.startswith("uid=0 owner=0 ")  # root of its own namespace, owning the image
+    assert f"net={os.readlink('/proc/self/ns/net')}" not in line
+    base = next(start for name, start, _ in parse_ranges(SUBUID.read_text())
+                if name == SANDBOX_USER)
+    assert host_uid(started["pid"]) == base  # the launcher, and everything under it
+    made = iii_home / "managed/shifted/upper/workspace/made"
+    wait_until(made.exists, 10, "the worker's file")
+    assert made.stat().st_uid == 0  # on disk: the sandbox's owner, through the idmapped mount
+    stopped = daemon.json("worker", "stop", "shifted")
+    assert stopped["status"] == "stopped" and stopped["last_exit_code"] == 143
+    removed = daemon.json("worker", "remove", "shifted")
+    assert removed["removed"] is True and not (iii_home / "managed/shifted").exists()

@@ -1,0 +1,101 @@
+"""No host root in a sandbox: ids shifted into a subordinate range, files shown idmapped.
+
+A root launcher without ``id_shift`` would map the sandbox's 0..65535 onto the host's
+0..65535: a sandbox process that escaped its mount namespace, or reached anything by uid (a
+socket's peer credentials, a file on a shared mount), would be host root. With ``id_shift`` the
+sandbox's ids run as ``uid_base..uid_base+65535`` on the host, like docker's ``userns-remap``
+and podman's ``--userns=auto``.
+
+The image cache and the sandbox's own state dir (overlay upper and work) keep their owners on
+disk as the sandbox sees them (0..65535): the launcher, still host root in a private mount
+namespace, binds them through idmapped mounts (``mount_setattr(MOUNT_ATTR_IDMAP)``, Linux
+>= 5.12, as overlay layers >= 5.19) before it enters the user namespace. So the daemon's own
+writes (the project copy, the marker) need no chown, an export reads sandbox owners, and a
+cache is shared by sandboxes of any range.
+"""
+
+from __future__ import annotations
+
+import os
+
+from vmm_ffi import syscalls as sc
+from vmm_ffi.errors import SetupFailed
+from vmm_ffi.params import DirectoryRoot, IdShift, LaunchParams, OverlayRoot, RootSpec
+
+ID_RANGE = 65536
+STAGING_DIR = "idmapped"  # in the sandbox's state dir: mount points of the idmapped binds
+
+
+def map_lines(shift: IdShift) -> tuple[str, str]:
+    """(uid_map, gid_map) of a shifted sandbox."""
+    return f"0 {shift.uid_base} {ID_RANGE}\n", f"0 {shift.gid_base} {ID_RANGE}\n"
+
+
+def mapping_userns(shift: IdShift) -> int:
+    """An fd of a user namespace with ``shift``'s maps (the idmapped mounts' mapping)."""
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only unshares and waits to be killed
+        try:
+            os.close(ready_r)
+            os.close(hold_w)
+            sc.unshare(sc.CLONE_NEWUSER)
+            os.write(ready_w, b"1")
+            os.read(hold_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(hold_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise SetupFailed("id map", "could not create a user namespace for the id mapping")
+        uid_map, gid_map = map_lines(shift)
+        with open(f"/proc/{pid}/uid_map", "w") as f:
+            f.write(uid_map)
+        with open(f"/proc/{pid}/gid_map", "w") as f:
+            f.write(gid_map)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SetupFailed("id map", str(exc)) from exc
+    finally:
+        os.close(ready_r)
+        os.close(hold_w)  # EOF: the child ends; its namespace lives on in our fd
+        os.waitpid(pid, 0)
+
+
+def present_root(params: LaunchParams, shift: IdShift) -> RootSpec:
+    """Bind the root's directories idmapped under the state dir; return the root to mount,
+    its paths relative to the state dir (the shifted ids may not walk the dirs above it).
+
+    Call as host root, in a private mount namespace, before entering the user namespace.
+    Raises ``SetupFailed`` naming the kernel requirement when idmapped mounts are refused.
+    """
+    staging = STAGING_DIR
+    userns = mapping_userns(shift)
+    try:
+        root = params.rootfs
+        if isinstance(root, OverlayRoot):
+            lowers = [_bind(lower, os.path.join(staging, f"lower{i}"), userns)
+                      for i, lower in enumerate(root.lower)]
+            # upper and work must stay on one mount: bind their common parent
+            parent = os.path.dirname(root.upper)
+            shown = _bind(parent, os.path.join(staging, "state"), userns)
+            return OverlayRoot(lower=lowers,
+                               upper=os.path.join(shown, os.path.relpath(root.upper, parent)),
+                               work=os.path.join(shown, os.path.relpath(root.work, parent)))
+        assert isinstance(root, DirectoryRoot)
+        return DirectoryRoot(path=_bind(root.path, os.path.join(staging, "root"), userns))
+    finally:
+        os.close(userns)
+
+
+def _bind(source: str, target: str, userns: int) -> str:
+    """Bind ``source`` idmapped at ``target`` (relative to the state dir, our cwd)."""
+    os.makedirs(target, exist_ok=True)
+    try:
+        sc.idmapped_bind(source, target, userns)
+    except OSError as exc:
+        raise SetupFailed("idmapped mount", f"{exc} (sandboxes with shifted ids need Linux >= "
+                          "5.19 and a filesystem that supports idmapped mounts)") from exc
+    return target
