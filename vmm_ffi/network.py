@@ -63,6 +63,17 @@ def pasta_argv(pasta: str, userns_fd: int, netns_fd: int) -> list[str]:
             "--netns", f"/proc/self/fd/{netns_fd}"]
 
 
+TUN = "/dev/net/tun"
+
+
+def tun_problem() -> str | None:
+    """Why pasta could not open the tun device for us, or None (pasta needs it)."""
+    if os.access(TUN, os.R_OK | os.W_OK):
+        return None
+    return (f"pasta needs {TUN}, which uid {os.geteuid()} may not open: `chmod 0666 {TUN}` "
+            "(its usual mode), or set `network: host` in daemon.yaml")
+
+
 def listening_tcp_ports(net_dir: str = "/proc/self/net") -> set[int]:
     """TCP ports listened on in the current network namespace (IPv4 and IPv6)."""
     ports: set[int] = set()
@@ -97,7 +108,11 @@ class NetworkHelper:
 
     @classmethod
     def fork(cls, pasta: str, log_fd: int) -> NetworkHelper:
-        """Fork the helper (in the host's namespaces) that will run ``pasta``."""
+        """Fork the helper (in the host's namespaces) that will run ``pasta``; raises
+        ``SetupFailed`` when the tun device is not ours to open."""
+        problem = tun_problem()
+        if problem is not None:
+            raise SetupFailed("network", problem)
         host_ports = listening_tcp_ports()
         target = os.getpid()
         go_r, go_w = os.pipe()

@@ -15,7 +15,7 @@ import msgspec
 from daemon.errors import InvalidArgument, Unavailable
 from vmm_ffi.availability import Setting, select_backend
 from vmm_ffi.errors import BackendUnavailable
-from vmm_ffi.network import find_pasta
+from vmm_ffi.network import TUN, find_pasta, tun_problem
 from vmm_ffi.params import Backend, IdShift
 
 ISOLATION_SETTINGS = ("auto", "libkrun", "namespace")
@@ -74,6 +74,10 @@ def choose_network(setting: str, backend: Backend,
                           "stack of their own",
                           "apt-get install passt, or set `network: host` in daemon.yaml to "
                           "share the host's network on purpose")
+    problem = tun_problem()
+    if problem is not None:
+        raise Unavailable(f"namespace sandboxes cannot have a network of their own: {problem}",
+                          f"chmod 0666 {TUN}, or set `network: host` in daemon.yaml")
     return NetworkChoice(mode="pasta", pasta=pasta)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.rootfs import make_busybox_rootfs
 from vmm_ffi.launch import launcher_python_path
+from vmm_ffi.network import find_pasta
 from vmm_ffi.params import LaunchParams, OverlayRoot, decode_result, encode, read_exit_status
 
 NOBODY = 65534
@@ -73,3 +74,32 @@ def test_unprivileged_user_gets_a_sandbox(open_dir: Path) -> None:
     made = open_dir / "upper/made"
     assert made.stat().st_uid == NOBODY  # ...but only nobody on the host
     assert read_exit_status((open_dir / "state/exit.json").read_bytes()).exit_code == 0
+
+
+def test_unprivileged_user_gets_its_own_network_through_pasta(open_dir: Path) -> None:
+    python = interpreter_for_nobody()
+    pasta = find_pasta()
+    if python is None or pasta is None:
+        pytest.skip("needs root (to become uid 65534), setpriv, pasta and a usable Python")
+    lower = make_busybox_rootfs(open_dir / "image")
+    for sub in ("upper", "work", "merged", "state"):
+        (open_dir / sub).mkdir()
+        os.chown(open_dir / sub, NOBODY, NOBODY)
+    params = LaunchParams(
+        name="nb", backend="namespace", network="pasta", pasta=pasta,
+        rootfs=OverlayRoot(lower=[str(lower)], upper=str(open_dir / "upper"),
+                           work=str(open_dir / "work")),
+        merged=str(open_dir / "merged"), argv=["readlink", "/proc/self/ns/net"],
+        env={"PATH": "/bin"}, log_path=str(open_dir / "state/worker.log"),
+        exit_path=str(open_dir / "state/exit.json"))
+    done = as_nobody([python, "-S", "-m", "vmm_ffi.launcher"], input=encode(params))
+    log = (open_dir / "state/worker.log").read_text()
+    if os.stat("/dev/net/tun").st_mode & 0o006 != 0o006:  # this machine's tun is root-only
+        assert done.returncode == 125
+        assert "pasta needs /dev/net/tun, which uid 65534 may not open" in log
+        assert "chmod 0666 /dev/net/tun" in log and "network: host" in log
+        return
+    assert done.returncode == 0, done.stderr.decode() + log
+    assert decode_result(done.stdout.splitlines()[0]).network == "pasta"
+    own = [line for line in log.splitlines() if line.startswith("net:[")]
+    assert own and own[0] != os.readlink("/proc/self/ns/net")
