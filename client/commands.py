@@ -248,10 +248,22 @@ def worker_inspect(name: str = typer.Argument(..., help="Worker name."),
             ("kind", manifest.get("kind")), ("setup", scripts.get("setup")),
             ("install", scripts.get("install")), ("start", scripts.get("start")),
             ("sandbox", paths.get("sandbox")), ("logs", paths.get("logs")),
+            *_isolation_rows(w.get("isolation_detail")),
         ])
         _print_warnings(w.get("warnings", []))
 
     run_cli(body)
+
+
+def _isolation_rows(detail: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """The running sandbox's isolation block of ``inspect`` (nothing while none runs)."""
+    if not detail:
+        return []
+    nnp = detail.get("no_new_privs")
+    return [("isolation:", ""), ("  backend", detail.get("backend")),
+            ("  network", detail.get("network")), ("  ids", detail.get("id_map")),
+            ("  no_new_privs", "unknown" if nnp is None else ("yes" if nnp else "no")),
+            ("  seccomp", detail.get("seccomp") or "none"), ("  limits", detail.get("limits"))]
 
 
 @worker_app.command("logs")
@@ -372,6 +384,7 @@ def daemon_status(as_json: bool = JSON_OPT) -> None:
             ("isolation", info["isolation"]["default"]),
             *[(f"  {name}", "available" if b["available"] else f"unavailable: {b.get('reason')}")
               for name, b in backends.items()],
+            *[(f"  {key}", value) for key, value in (info["isolation"].get("host") or {}).items()],
         ])
 
     run_cli(body)

@@ -76,10 +76,23 @@ class WorkerPaths(Result):
     logs: str
 
 
+class SandboxIsolation(Result):
+    """What the running sandbox got (from its launcher): ``network`` pasta | host | tsi,
+    ``id_map`` "0-65535 -> 100000-165535", ``limits`` "enforced" | "not enforced: <why>"."""
+
+    backend: str
+    network: str
+    id_map: str
+    limits: str
+    no_new_privs: bool | None = None
+    seccomp: str | None = None
+
+
 class WorkerInspectResult(Worker):
     manifest: ManifestView | None = None
     warnings: list[str] = []
     paths: WorkerPaths | None = None
+    isolation_detail: SandboxIsolation | None = None  # None while no sandbox runs
 
 
 class BackendAvailability(Result):
@@ -87,9 +100,18 @@ class BackendAvailability(Result):
     reason: str | None = None
 
 
+class HostIsolation(Result):
+    """What this host gives namespace sandboxes: own network, shifted ids, enforced limits."""
+
+    network: str
+    ids: str
+    cgroups: str
+
+
 class IsolationInfo(Result):
     default: str
     backends: dict[str, BackendAvailability]
+    host: HostIsolation | None = None
 
 
 class EngineInfo(Result):

@@ -121,7 +121,9 @@ def isolation_info(settings: DaemonSettings) -> IsolationInfo:
     default = settings.isolation
     if default == "auto":
         default = "libkrun" if backends["libkrun"].available else "namespace"
-    return IsolationInfo(default=default, backends=backends)
+    from daemon.isolation import host_isolation
+
+    return IsolationInfo(default=default, backends=backends, host=host_isolation(settings))
 
 
 def open_listener(settings: DaemonSettings) -> Listener:

@@ -42,6 +42,7 @@ from daemon.config_store import ConfigChange, ConfigStore
 from daemon.errors import AlreadyExists, DaemonError, InvalidArgument, InvalidState, NotFound
 from daemon.events import EventBus
 from daemon.images import ImageStore
+from daemon.isolation import sandbox_isolation
 from daemon.progress import ProgressRelay, progress_relay
 from daemon.sandboxes import Provisioner, SandboxLayout, boot_sandbox, prepare
 from daemon.service_api import ClientGone, Notify
@@ -277,9 +278,13 @@ class WorkerLifecycle:
                 warnings = [f"manifest: {exc.message}"]
         layout = self.layout(entry.name)
         fields = {f: getattr(base, f) for f in base.__struct_fields__}
+        detail = None
+        if base.pid is not None:
+            detail = await asyncio.to_thread(sandbox_isolation, layout)
         return WorkerInspectResult(**fields, manifest=manifest, warnings=warnings,
                                    paths=WorkerPaths(sandbox=str(layout.dir),
-                                                     logs=str(layout.worker_log)))
+                                                     logs=str(layout.worker_log)),
+                                   isolation_detail=detail)
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
         self.entry(params.name)

@@ -219,7 +219,8 @@ class Launcher:
             else "pasta" if self.network else "host"
         result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
                               sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
-                              limits=self.cgroup.note, network=network)
+                              limits=self.cgroup.note, network=network,
+                              id_map=describe_id_map(p))
         self._answer(result)
         _, wait_status = os.waitpid(child, 0)
         last = _read_message(status_file)
@@ -314,6 +315,21 @@ class Launcher:
                               error=str(error) if error else None)
         return ExitStatus(exit_code=os.WEXITSTATUS(status), finished_at=now,
                           error=str(error) if error else None)
+
+
+def describe_id_map(params: LaunchParams) -> str:
+    """Sandbox ids -> host ids, as ``inspect`` shows them."""
+    if params.backend == "host":
+        return "none (a host process)"
+    if params.backend == "libkrun":
+        return "the VM's own"
+    if params.id_shift is not None:
+        u, g = params.id_shift.uid_base, params.id_shift.gid_base
+        gids = "" if g == u else f" (gids -> {g}-{g + ns.ROOT_ID_RANGE - 1})"
+        return f"0-{ns.ROOT_ID_RANGE - 1} -> {u}-{u + ns.ROOT_ID_RANGE - 1}{gids}"
+    if os.geteuid() == 0:
+        return f"0-{ns.ROOT_ID_RANGE - 1} -> 0-{ns.ROOT_ID_RANGE - 1} (host ids)"
+    return f"0 -> {os.geteuid()}"
 
 
 def _read_message(stream: object) -> dict[str, object]:

@@ -126,6 +126,7 @@ class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
     root_mode: Literal["overlay", "directory"]
     limits: str
     network: Literal["host", "pasta", "tsi"] = "host"
+    id_map: str = ""  # "0-65535 -> 100000-165535": sandbox ids -> host ids
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import msgspec
 
+from vmm_ffi.params import LaunchResult
 from vmm_ffi.statefiles import write_atomic
 
 LAUNCHER_MODULE = "vmm_ffi.launcher"
@@ -25,6 +26,7 @@ class PidRecord(msgspec.Struct, frozen=True, kw_only=True):
     start_time: int  # /proc/<pid>/stat field 22
     sandbox_pid: int | None = None
     backend: str | None = None
+    launch: LaunchResult | None = None  # what the sandbox got; shown by inspect after restarts
 
 
 def _stat_fields(pid: int) -> list[str] | None:

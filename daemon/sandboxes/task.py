@@ -167,7 +167,8 @@ class SandboxTask:
         self.result = result
         self._is_child = True
         self._record = PidRecord(pid=result.pid, start_time=start_time or 0,
-                                 sandbox_pid=result.sandbox_pid, backend=result.backend)
+                                 sandbox_pid=result.sandbox_pid, backend=result.backend,
+                                 launch=result)
         if start_time is not None:
             self._pidfd = _open_pidfd(result.pid, start_time)
         write_pid_record(lay.pid_file, self._record)
@@ -189,6 +190,7 @@ class SandboxTask:
                 and is_our_launcher(record.pid, layout.bootstrap)):
             task = cls(layout)
             task._record = record
+            task.result = record.launch
             task._pidfd = _open_pidfd(record.pid, record.start_time)
             # No pidfd (old kernel) is fine: wait() then polls /proc. Only a pid that is no
             # longer the recorded process (it changed under us) is rejected.

@@ -38,6 +38,20 @@ def test_root_daemon_sandbox_runs_on_subordinate_ids(daemon_factory, busybox_ima
     base = next(start for name, start, _ in parse_ranges(SUBUID.read_text())
                 if name == SANDBOX_USER)
     assert host_uid(started["pid"]) == base  # the launcher, and everything under it
+    detail = daemon.json("worker", "inspect", "shifted")["isolation_detail"]
+    assert detail["backend"] == "namespace"
+    assert detail["network"] == "own network namespace (pasta)"
+    assert detail["id_map"] == f"0-65535 -> {base}-{base + 65535}"
+    assert detail["limits"].startswith(("enforced", "not enforced: "))
+    daemon.kill9()  # the block comes from the launcher's record: it survives a restart
+    daemon.start()
+    assert daemon.json("worker", "inspect", "shifted")["isolation_detail"] == detail
+    shown = daemon.iii("worker", "inspect", "shifted").stdout
+    assert "own network namespace (pasta)" in shown and f"-> {base}-" in shown
+    host = daemon.json("daemon", "status")["isolation"]["host"]
+    assert host["network"].startswith("own network namespace via ")
+    assert host["ids"] == f"subordinate range {base}-{base + 65535} ({SANDBOX_USER} in {SUBUID})"
+    assert host["cgroups"].startswith("cgroup v")
     made = iii_home / "managed/shifted/upper/workspace/made"
     wait_until(made.exists, 10, "the worker's file")
     assert made.stat().st_uid == 0  # on disk: the sandbox's owner, through the idmapped mount

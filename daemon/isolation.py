@@ -1,0 +1,70 @@
+"""What isolation is in place: per running sandbox (``inspect``) and per host (``daemon status``).
+
+The sandbox's own figures come from its launcher's ``LaunchResult``, kept in ``launcher.pid``
+so they survive a daemon restart; the host's are probed here without changing anything (the
+subordinate range is only read: a start adds it when missing).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from client.protocol import HostIsolation, SandboxIsolation
+from daemon.sandboxes import SandboxLayout
+from daemon.sandboxes.procinfo import read_pid_record
+from daemon.sandboxes.subids import ID_RANGE, SANDBOX_USER, SUBUID, parse_ranges
+from daemon.settings import DaemonSettings
+from vmm_ffi.network import find_pasta, tun_problem
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def sandbox_isolation(layout: SandboxLayout) -> SandboxIsolation | None:
+    """The running sandbox's isolation, or None (no launcher record). Blocking: a file read."""
+    record = read_pid_record(layout.pid_file)
+    launch = None if record is None else record.launch
+    if launch is None:
+        return None
+    network = {"pasta": "own network namespace (pasta)", "host": "the host's network",
+               "tsi": "the VM's (libkrun TSI)"}[launch.network]
+    return SandboxIsolation(backend=launch.backend, network=network,
+                            id_map=launch.id_map or "unknown", limits=launch.limits)
+
+
+def host_isolation(settings: DaemonSettings) -> HostIsolation:
+    """What this host can give namespace sandboxes. Blocking (reads files): use a thread."""
+    return HostIsolation(network=_network(settings), ids=_ids(), cgroups=_cgroups())
+
+
+def _network(settings: DaemonSettings) -> str:
+    if settings.network == "host":
+        return "the host's network (network: host in daemon.yaml)"
+    pasta = find_pasta()
+    if pasta is None:
+        return "unavailable: pasta is not installed (apt-get install passt)"
+    problem = tun_problem()
+    return f"unavailable: {problem}" if problem else f"own network namespace via {pasta}"
+
+
+def _ids() -> str:
+    if os.geteuid() != 0:
+        return f"sandbox root is this daemon's uid {os.geteuid()} (a non-root daemon)"
+    try:
+        ranges = parse_ranges(SUBUID.read_text())
+    except OSError:
+        ranges = []
+    start = next((s for name, s, count in ranges if name == SANDBOX_USER and count >= ID_RANGE),
+                 None)
+    if start is None:
+        return f"subordinate range of {SANDBOX_USER}: added to {SUBUID} at the first start"
+    return f"subordinate range {start}-{start + ID_RANGE - 1} ({SANDBOX_USER} in {SUBUID})"
+
+
+def _cgroups() -> str:
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return "cgroup v2"
+    controllers = [c for c in ("memory", "cpu", "pids") if (CGROUP_ROOT / c).is_dir()]
+    if controllers:
+        return f"cgroup v1 ({', '.join(controllers)})"
+    return "no cgroup hierarchy found"
