@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 import sys
 from pathlib import Path
+
+from vmm_ffi.launch import launcher_python_path
+
+REMOVE_TIMEOUT_S = 600.0
 
 
 def remove_tree(path: Path) -> None:
@@ -24,7 +29,25 @@ def remove_tree(path: Path) -> None:
 
     if not (path.exists() or path.is_symlink()):
         return
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=make_writable)
-    else:
-        shutil.rmtree(path, onerror=make_writable)
+    try:
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=make_writable)
+        else:
+            shutil.rmtree(path, onerror=make_writable)
+    except PermissionError:
+        if os.geteuid() == 0:
+            raise
+        _remove_as_mapped_root(path)
+
+
+def _remove_as_mapped_root(path: Path) -> None:
+    """What a sandbox made under the user's subordinate ids: delete it as root of a user
+    namespace with the same maps (``python -m vmm_ffi.idmap remove``)."""
+    proc = subprocess.run([sys.executable, "-m", "vmm_ffi.idmap", "remove", str(path)],
+                          check=False, capture_output=True, text=True,
+                          timeout=REMOVE_TIMEOUT_S,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                               "PYTHONPATH": launcher_python_path()})
+    if proc.returncode != 0 or path.exists():
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PermissionError(f"cannot remove {path}: {tail}")

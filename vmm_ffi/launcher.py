@@ -28,7 +28,7 @@ from vmm_ffi import syscalls as sc
 from vmm_ffi.cgroups import CgroupPlan, apply_limits, remove_leaf
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.exit_recorder import ExitRecorder
-from vmm_ffi.idmap import present_root
+from vmm_ffi.idmap import present_root, user_maps
 from vmm_ffi.network import PASTA_HINT, NetworkHelper, find_pasta
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
@@ -135,6 +135,7 @@ class Launcher:
         self.cgroup = CgroupPlan(path=None, note="not enforced: not set up")
         self.network: NetworkHelper | None = None
         self.recorder: ExitRecorder | None = None
+        self.id_map = describe_id_map(params, os.geteuid(), os.getegid())  # before any unshare
 
     def log(self, message: str) -> None:
         """A launcher line in the worker log (and on stderr when that is somewhere else)."""
@@ -220,7 +221,7 @@ class Launcher:
         result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
                               sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
                               limits=self.cgroup.note, network=network,
-                              id_map=describe_id_map(p))
+                              id_map=self.id_map)
         self._answer(result)
         _, wait_status = os.waitpid(child, 0)
         last = _read_message(status_file)
@@ -317,8 +318,8 @@ class Launcher:
                           error=str(error) if error else None)
 
 
-def describe_id_map(params: LaunchParams) -> str:
-    """Sandbox ids -> host ids, as ``inspect`` shows them."""
+def describe_id_map(params: LaunchParams, uid: int, gid: int) -> str:
+    """Sandbox ids -> host ids for a launcher started as ``uid``, as ``inspect`` shows them."""
     if params.backend == "host":
         return "none (a host process)"
     if params.backend == "libkrun":
@@ -327,9 +328,12 @@ def describe_id_map(params: LaunchParams) -> str:
         u, g = params.id_shift.uid_base, params.id_shift.gid_base
         gids = "" if g == u else f" (gids -> {g}-{g + ns.ROOT_ID_RANGE - 1})"
         return f"0-{ns.ROOT_ID_RANGE - 1} -> {u}-{u + ns.ROOT_ID_RANGE - 1}{gids}"
-    if os.geteuid() == 0:
+    if uid == 0:
         return f"0-{ns.ROOT_ID_RANGE - 1} -> 0-{ns.ROOT_ID_RANGE - 1} (host ids)"
-    return f"0 -> {os.geteuid()}"
+    wide = user_maps(uid, gid)
+    if wide is None:
+        return f"0 -> {uid}"
+    return f"0 -> {uid}, 1-{wide.count} -> {wide.uid_start}-{wide.uid_start + wide.count - 1}"
 
 
 def _read_message(stream: object) -> dict[str, object]:

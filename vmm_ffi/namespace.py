@@ -21,7 +21,7 @@ from typing import Literal
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import SetupFailed
-from vmm_ffi.idmap import map_lines
+from vmm_ffi.idmap import map_lines, user_maps, write_user_maps
 from vmm_ffi.overlay import mount_overlay
 from vmm_ffi.params import BindMount, DirectoryRoot, IdShift, LaunchParams, OverlayRoot
 
@@ -64,9 +64,12 @@ def unshare_with_id_map(flags: int, shift: IdShift | None = None) -> None:
     """Unshare ``flags`` (which include CLONE_NEWUSER) and become root inside.
 
     The id maps must be written from the parent user namespace, so a short-lived forked helper
-    that stayed outside writes them while we wait.
+    that stayed outside writes them while we wait. A non-root user with a subordinate range
+    (``/etc/subuid``, ``/etc/subgid``) gets it through newuidmap/newgidmap as ids 1..65535, so
+    images' own users (apt's ``_apt``) and ``chown`` work, as in rootless podman.
     """
     uid, gid = os.geteuid(), os.getegid()
+    wide = None if uid == 0 else user_maps(uid, gid)  # a user's subordinate range, if any
     ready_r, ready_w = os.pipe()
     done_r, done_w = os.pipe()
     me = os.getpid()
@@ -77,7 +80,10 @@ def unshare_with_id_map(flags: int, shift: IdShift | None = None) -> None:
             os.close(ready_w)
             os.close(done_r)
             if os.read(ready_r, 1) == b"1":
-                write_id_maps(me, uid, gid, shift)
+                if wide is not None:
+                    write_user_maps(me, wide)
+                else:
+                    write_id_maps(me, uid, gid, shift)
                 os.write(done_w, b"ok")
         except OSError as exc:
             os.write(done_w, f"write id maps: {exc}".encode())
@@ -100,7 +106,7 @@ def unshare_with_id_map(flags: int, shift: IdShift | None = None) -> None:
         os.waitpid(helper, 0)
     if answer != "ok":
         raise SetupFailed("user namespace", answer or "id map helper died")
-    if uid == 0:
+    if uid == 0 or wide is not None:  # setgroups is denied only with a single-id map
         os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)

@@ -103,3 +103,64 @@ def test_unprivileged_user_gets_its_own_network_through_pasta(open_dir: Path) ->
     assert decode_result(done.stdout.splitlines()[0]).network == "pasta"
     own = [line for line in log.splitlines() if line.startswith("net:[")]
     assert own and own[0] != os.readlink("/proc/self/ns/net")
+
+
+@pytest.fixture
+def nobody_range() -> Iterator[int]:
+    """A subordinate range for uid 65534 in /etc/subuid and /etc/subgid (restored after)."""
+    if os.geteuid() != 0 or shutil.which("newuidmap") is None:
+        pytest.skip("needs root (to edit /etc/subuid) and newuidmap (Debian uidmap)")
+    start = 5_000_000
+    saved = {}
+    for path in (Path("/etc/subuid"), Path("/etc/subgid")):
+        saved[path] = path.read_text() if path.exists() else None
+        path.write_text((saved[path] or "") + f"nobody:{start}:65536\n")
+    try:
+        yield start
+    finally:
+        for path, text in saved.items():
+            if text is None:
+                path.unlink()
+            else:
+                path.write_text(text)
+
+
+def test_unprivileged_user_with_a_subordinate_range_gets_it(open_dir: Path,
+                                                            nobody_range: int) -> None:
+    python = interpreter_for_nobody()
+    if python is None:
+        pytest.skip("needs setpriv and a Python 3.11 that uid 65534 can run")
+    lower = make_busybox_rootfs(open_dir / "image")
+    # as a non-root daemon's own extraction and home: the user owns the image and the dirs
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(lower)], check=True)
+    os.chown(open_dir, NOBODY, NOBODY)
+    for sub in ("upper", "work", "merged", "state"):
+        (open_dir / sub).mkdir()
+        os.chown(open_dir / sub, NOBODY, NOBODY)
+    script = ("cat /proc/self/uid_map; mkdir -p /var/cache/apt && chown 42:42 /var/cache/apt "
+              "&& touch /var/cache/apt/pkg && chown 42 /var/cache/apt/pkg && echo chowned")
+    params = LaunchParams(
+        name="nb", backend="namespace", rootfs=OverlayRoot(
+            lower=[str(lower)], upper=str(open_dir / "upper"), work=str(open_dir / "work")),
+        merged=str(open_dir / "merged"), argv=["sh", "-c", script], env={"PATH": "/bin"},
+        log_path=str(open_dir / "state/worker.log"), exit_path=str(open_dir / "state/exit.json"))
+    done = as_nobody([python, "-S", "-m", "vmm_ffi.launcher"], input=encode(params))
+    log = (open_dir / "state/worker.log").read_text()
+    assert done.returncode == 0, done.stderr.decode() + log
+    assert decode_result(done.stdout.splitlines()[0]).id_map == \
+        f"0 -> {NOBODY}, 1-65535 -> {nobody_range}-{nobody_range + 65534}"
+    maps = [line.split() for line in log.splitlines() if line.strip()[:1].isdigit()]
+    assert ["0", str(NOBODY), "1"] in maps and ["1", str(nobody_range), "65535"] in maps
+    assert "chowned" in log  # apt's _apt (42) exists in the sandbox
+    apt_dir = open_dir / "upper/var/cache/apt"
+    assert apt_dir.stat().st_uid == nobody_range + 41  # a subordinate id on the host
+    # The daemon (as this user) cannot delete that dir's contents itself; remove_tree can
+    # (through a helper it runs with its own interpreter: one uid 65534 may exec again).
+    system_python = f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"
+    if not os.path.exists(system_python):
+        pytest.skip(f"{system_python} is needed to run the removal as uid 65534")
+    code = ("from pathlib import Path; from daemon.trees import remove_tree; "
+            f"remove_tree(Path({str(open_dir / 'upper')!r}))")
+    removed = as_nobody([system_python, "-c", code])
+    assert removed.returncode == 0, removed.stderr.decode()
+    assert not (open_dir / "upper").exists()
