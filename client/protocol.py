@@ -160,8 +160,11 @@ class WorkerRemoveResult(Result):
     freed_bytes: int
 
 
-class WorkerListResult(Result):
+class WorkerListResult(Result, omit_defaults=True):
     workers: list[Worker]
+    #: Seconds since the engine last answered ``engine::workers::list`` (what every
+    #: ``engine_registered`` is based on); left out while the engine cannot be asked.
+    engine_age_s: float | None = None
 
 
 class WorkerLogsParams(Params, frozen=True):
