@@ -137,13 +137,20 @@ class EngineRoster:
     async def run(self) -> None:
         """The background refresh; cancel to stop."""
         async with asyncio.TaskGroup() as self._tg:
+            last = time.monotonic()
             while True:
-                interval = ROSTER_BUSY_INTERVAL_S if self.busy() else ROSTER_STEADY_INTERVAL_S
+                # Wake at the busy pace and decide then: a worker that starts during a steady
+                # wait must not wait for the steady period to end.
                 try:
-                    await asyncio.wait_for(self._kick.wait(), interval)
+                    await asyncio.wait_for(self._kick.wait(), ROSTER_BUSY_INTERVAL_S)
                 except TimeoutError:
                     pass
+                due = self._kick.is_set() or self.busy() or \
+                    time.monotonic() - last >= ROSTER_STEADY_INTERVAL_S
                 self._kick.clear()
+                if not due:
+                    continue
+                last = time.monotonic()
                 task = self._start_refresh()
                 if task is not None:
                     await asyncio.wait({task})

@@ -23,8 +23,9 @@ class Setup:
         self.events = EventBus()
         self.session = EngineSession(engine.url, version="t")
         self.updates: list[set[str] | None] = []
+        self.busy = False
         self.roster = EngineRoster(self.session, self.events, managed=lambda n: n != "other",
-                                   busy=lambda: False, on_update=self.updates.append)
+                                   busy=lambda: self.busy, on_update=self.updates.append)
 
 
 @pytest.fixture
@@ -122,3 +123,13 @@ async def test_session_down_forgets_the_truth(setup: Setup) -> None:
     await async_wait_until(lambda: setup.roster.fresh(), 10, "a first answer")
     setup.roster.forget()
     assert setup.roster.names is None and setup.roster.age() is None
+
+
+async def test_becoming_busy_during_a_steady_wait_refreshes_at_the_busy_pace(
+        setup: Setup) -> None:
+    await async_wait_until(lambda: setup.roster.fresh(), 10, "a first answer")
+    calls = setup.engine.list_calls
+    setup.busy = True  # a worker started: the steady 10 s wait must not hold its truth back
+    await async_wait_until(lambda: asyncio.sleep(0, setup.engine.list_calls >= calls + 2), 8,
+                           "two background refreshes")
+    assert setup.engine.connections_opened == 1
