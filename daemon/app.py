@@ -53,6 +53,7 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Work
     from daemon.autostart import Autopilot
     from daemon.background import BackgroundTasks
     from daemon.config_store import ConfigStore
+    from daemon.engine_api import EngineApi
     from daemon.events import EventBus
     from daemon.images import ImageStore, RegistrySettings
     from daemon.sandboxes import Provisioner
@@ -69,7 +70,8 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Work
     tasks = await stack.enter_async_context(BackgroundTasks())
     lifecycle = WorkerLifecycle(settings, store, images, Provisioner(settings.home), EventBus(),
                                 tasks)  # type: ignore[arg-type]
-    autopilot = Autopilot(lifecycle, tasks, version=daemon_version())
+    api = EngineApi(lifecycle, lifecycle.events, engine_control=settings.engine_control)
+    autopilot = Autopilot(lifecycle, tasks, version=daemon_version(), api=api)
     adopted = await asyncio.to_thread(autopilot.reattach_all)
     log.info("reattached %d running worker(s)", adopted)
     tasks.create_task(autopilot.run(), name="autopilot")

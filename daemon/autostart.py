@@ -18,6 +18,7 @@ from daemon.background import BackgroundTasks
 from daemon.config_entries import ConfigError, WorkerKind
 from daemon.config_store import ConfigChange
 from daemon.engine import EngineSession
+from daemon.engine_api import EngineApi
 from daemon.engine_roster import EngineRoster
 from daemon.sandboxes import SandboxTask
 from daemon.worker_logs import rotate_if_needed
@@ -58,12 +59,14 @@ class Autopilot:
     """Runs the daemon's own loops for one :class:`WorkerLifecycle`."""
 
     def __init__(self, lifecycle: WorkerLifecycle, tasks: BackgroundTasks, *,
-                 version: str) -> None:
+                 version: str, api: EngineApi | None = None) -> None:
         self.lc = lifecycle
         self.settings = lifecycle.settings
         self.tasks = tasks
+        self.api = api
         self.session = EngineSession(self.settings.engine_url, version=version,
-                                     on_up=self._engine_up, on_down=self._engine_down)
+                                     on_up=self._engine_up, on_down=self._engine_down,
+                                     functions=api.functions() if api else None, triggers=api)
         self.roster = EngineRoster(self.session, lifecycle.events,
                                    managed=lambda name: lifecycle.store.find(name) is not None,
                                    busy=self._expecting_registrations,
@@ -114,6 +117,8 @@ class Autopilot:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.session.run())
             tg.create_task(self.roster.run())
+            if self.api is not None:
+                tg.create_task(self.api.forward_events(self.session))
             tg.create_task(self._grace_loop())
             tg.create_task(self._rotation_loop())
             tg.create_task(self.lc.store.watch(self._config_changed))
@@ -142,6 +147,8 @@ class Autopilot:
 
     async def _engine_down(self) -> None:
         self.roster.forget()
+        if self.api is not None:
+            self.api.forget_triggers()
 
     def _registered_changed(self, names: set[str] | None) -> None:
         self.lc.registered = names
