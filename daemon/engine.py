@@ -33,15 +33,27 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
-import msgspec
 
-from daemon.errors import InvalidArgument
+from daemon.engine_address import (
+    DEFAULT_ENGINE_URL,
+    engine_address,
+    engine_url_from_env,
+    tcp_reachable,
+)
+from daemon.engine_calls import (
+    Callback,
+    EngineCallFailed,
+    EngineWorker,
+    FunctionError,
+    Handler,
+    TriggerProvider,
+)
 
+# The session's public surface, including what it re-exports from engine_address/engine_calls.
 __all__ = [
     "DAEMON_WORKER_NAME",
     "DEFAULT_ENGINE_URL",
@@ -58,12 +70,9 @@ __all__ = [
 
 log = logging.getLogger("iii.daemon.engine")
 
-DEFAULT_ENGINE_URL = "ws://127.0.0.1:49134"
 DAEMON_WORKER_NAME = "iii-sandbox-daemon"
 #: While the engine is down, a TCP probe this often (SPEC §10: notice an engine within 1 s).
 ENGINE_PROBE_INTERVAL_S = 0.25
-#: One TCP probe's budget.
-ENGINE_CONNECT_TIMEOUT_S = 0.2
 #: WebSocket upgrade plus the engine's ``workerregistered`` greeting.
 ENGINE_HANDSHAKE_TIMEOUT_S = 2.0
 #: Backoff after a failed try: first delay, doubling up to the cap (SPEC §10: ≤ 5 s).
@@ -80,86 +89,6 @@ ENGINE_CALL_TIMEOUT_S = 3.0
 ENGINE_CLOSE_TIMEOUT_S = 1.0
 #: The engine's messages may be large (the SDK declares 64 MiB).
 ENGINE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-Callback = Callable[[], Awaitable[None]]
-#: Serves one function: takes the call's ``data``, returns a JSON-able result or raises
-#: :class:`FunctionError`.
-Handler = Callable[[Any], Awaitable[Any]]
-
-
-class EngineCallFailed(Exception):
-    """Raised by :meth:`EngineSession.call` when there is no session, the session closed before
-    the answer, the answer did not come in time, or the engine answered an ``error``
-    (``code`` holds the engine's code, or ``unavailable`` / ``timeout``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code, self.message = code, message
-
-
-class FunctionError(Exception):
-    """Raised by a :data:`Handler` to answer the caller with ``error: {code, message}``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-class TriggerProvider(Protocol):
-    """Serves the trigger types the session registers (``registertriggertype``)."""
-
-    def trigger_types(self) -> Mapping[str, str]:
-        """Trigger type id → description."""
-        ...
-
-    def register_trigger(self, trigger_id: str, trigger_type: str, function_id: str,
-                         config: Any) -> None:
-        """Accept a trigger; raise :class:`FunctionError` to refuse it."""
-        ...
-
-    def unregister_trigger(self, trigger_id: str) -> None: ...
-
-
-class EngineWorker(msgspec.Struct, frozen=True):
-    """One worker the engine lists (``status`` is the engine's word, e.g. ``connected``)."""
-
-    name: str
-    status: str = "unknown"
-
-
-def engine_url_from_env(environ: Mapping[str, str]) -> str:
-    """``III_URL`` if set and non-empty, else :data:`DEFAULT_ENGINE_URL`."""
-    return environ.get("III_URL") or DEFAULT_ENGINE_URL
-
-
-def engine_address(url: str) -> tuple[str, int]:
-    """(host, port) of a ``ws://`` / ``wss://`` (or http/https) URL; raises InvalidArgument."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidArgument(f"engine URL {url!r} is invalid: {exc}") from exc
-    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
-        raise InvalidArgument(
-            f"engine URL {url!r} is invalid: expected ws://HOST:PORT (e.g. {DEFAULT_ENGINE_URL})")
-    if port is None:
-        port = 443 if parts.scheme in ("wss", "https") else 80
-    return parts.hostname, port
-
-
-async def tcp_reachable(host: str, port: int, timeout: float = ENGINE_CONNECT_TIMEOUT_S) -> bool:
-    """Whether something accepts a TCP connection at host:port within ``timeout``."""
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (TimeoutError, OSError):
-        return False
-    writer.close()
-    try:
-        await writer.wait_closed()
-    except OSError:
-        pass  # a reset on close still proves the port answered
-    return True
-
 
 class _HandshakeFailed(Exception):
     """The engine answered TCP but did not complete the WebSocket handshake and greeting."""
@@ -389,6 +318,10 @@ class EngineSession:
             self.triggers.unregister_trigger(str(data.get("id")))
         elif kind == "ping":
             calls.create_task(self._send_quietly(ws, {"type": "pong"}))
+        elif kind == "registrationrejected":  # e.g. another worker already serves worker::list
+            log.warning("the engine refused a registration of ours: %s %s (function %s, owner "
+                        "%s)", data.get("code"), data.get("namespace", ""),
+                        data.get("function_id", ""), data.get("owner_worker_id", ""))
 
     async def _send_quietly(self, ws: aiohttp.ClientWebSocketResponse,
                             data: dict[str, Any]) -> None:
