@@ -67,6 +67,7 @@ class EngineRoster:
         self._kick = asyncio.Event()
         self._inflight: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
+        self._warned = False
 
     def age(self) -> float | None:
         """Seconds since the last answer, or None (never asked, or the truth is unknown)."""
@@ -103,18 +104,29 @@ class EngineRoster:
             workers = msgspec.convert(result, _ListResult).workers
         except EngineCallFailed as exc:
             if exc.code == "timeout":
-                log.warning("engine::workers::list: %s; showing the last answer", exc.message)
+                self._warn(f"engine::workers::list: {exc.message}; showing the last answer")
             else:
-                log.warning("engine::workers::list failed: %s", exc)
+                self._warn(f"engine::workers::list failed: {exc}")
                 self._set(None)
             return
         except msgspec.ValidationError as exc:
-            log.warning("engine::workers::list answered something unexpected: %s", exc)
+            self._warn(f"engine::workers::list answered something unexpected: {exc}")
             self._set(None)
             return
+        if self._warned:
+            log.info("engine::workers::list answers again")
+            self._warned = False
         self.fetched_at = time.monotonic()
         self.refreshes += 1
         self._set({w.name for w in workers})
+
+    def _warn(self, message: str) -> None:
+        """Once per run of failures (a broken engine is asked every second: no log flood)."""
+        if not self._warned:
+            log.warning("%s", message)
+            self._warned = True
+        else:
+            log.debug("%s", message)
 
     def _start_refresh(self) -> asyncio.Task[None] | None:
         if self._tg is None or not self.session.reachable:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -133,3 +134,17 @@ async def test_becoming_busy_during_a_steady_wait_refreshes_at_the_busy_pace(
     await async_wait_until(lambda: asyncio.sleep(0, setup.engine.list_calls >= calls + 2), 8,
                            "two background refreshes")
     assert setup.engine.connections_opened == 1
+
+
+async def test_a_broken_engine_is_reported_once_not_every_second(
+        setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+    await async_wait_until(lambda: setup.roster.fresh(), 10, "a first answer")
+    setup.engine.list_answer = "error"
+    with caplog.at_level(logging.INFO, logger="iii.daemon.engine"):
+        for _ in range(4):
+            assert await setup.roster.fresh(max_age=0) is None
+        setup.engine.list_answer = "ok"
+        assert await setup.roster.fresh(max_age=0) is not None
+    messages = [r.getMessage() for r in caplog.records if r.name == "iii.daemon.engine"]
+    assert messages == ["engine::workers::list failed: internal: the roster is on fire",
+                        "engine::workers::list answers again"], messages
