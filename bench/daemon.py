@@ -2,9 +2,8 @@
 
 (a) ``iii worker list --json`` with 20 registered workers vs ``python -c pass`` (the floor);
 (b) ``worker.list`` calls/s and p99 with 8 concurrent raw-socket clients (separate processes);
-(c) idle RSS of ``python -m daemon run``;
-(d) time from engine-up to all of 10 workers running (namespace backend, busybox image from a
-    real local registry, workers added while the engine was down).
+(c) idle RSS of ``python -m daemon run``.
+(Engine up -> 10 workers running is in ``bench/engine.py``.)
 
     python -m bench daemon
 """
@@ -22,17 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import III_CLI, DaemonProcess, kill_sandboxes
-from tests.support.engine import EngineProcess
-from tests.support.images import busybox_layers, push_image
-from tests.support.projects import make_shell_project
-from tests.support.registry import RegistryServer, free_port
+from tests.support.daemon import III_CLI, DaemonProcess
+from tests.support.registry import free_port
 
 RUNS = 10
 CLIENTS = 8
 DURATION_S = 3.0
 LISTED = 20
-STARTED = 10
 IDLE_SETTLE_S = 1.0  # let the daemon idle after the requests before reading its RSS
 
 
@@ -118,40 +113,10 @@ def bench_list() -> None:
             daemon.stop()
 
 
-def bench_engine_up() -> None:
-    with tempfile.TemporaryDirectory(prefix="iiib-", dir="/tmp") as tmp, \
-            RegistryServer() as registry:
-        home = Path(tmp)
-        push_image(registry.access, "bench/busybox", "latest", busybox_layers())
-        image = f"{registry.host}/bench/busybox:latest"
-        engine = EngineProcess()
-        daemon = DaemonProcess(home, III_URL=engine.url).start()
-        try:
-            for i in range(STARTED):
-                out = daemon.iii("worker", "add", str(make_shell_project(home, image, f"b{i}",
-                                                                    start="exec sleep 1000")))
-                assert out.returncode == 0, out.stderr
-            start = time.perf_counter()
-            engine.start()
-            while sum(w["status"] == "running"
-                      for w in daemon.json("worker", "list")["workers"]) < STARTED:
-                if time.perf_counter() - start > 120:
-                    raise SystemExit("workers did not all start within 120 s")
-                time.sleep(0.02)
-            elapsed = time.perf_counter() - start
-            print(f"(d) engine up -> all {STARTED} workers running: {elapsed * 1000:.0f} ms "
-                  f"(engine polled every 1 s; {elapsed / STARTED * 1000:.0f} ms per worker)")
-        finally:
-            daemon.stop()
-            kill_sandboxes(home)
-            engine.stop()
-
-
 def main() -> int:
     os.environ.pop("III_SOCKET", None)
     bench_list()
     bench_idle_rss()
-    bench_engine_up()
     return 0
 
 

@@ -24,6 +24,7 @@ __all__ = [
 
 TYPE_LABELS = {"local": "Local", "oci": "OCI", "binary": "Binary", "config": "Config"}
 WORKER_COLUMNS = ("NAME", "TYPE", "STATUS", "PID", "ISOLATION", "ENGINE")
+STALE_ENGINE_S = 1.0  # worker list notes an ENGINE column older than this
 PLAIN_PROGRESS_MIN_INTERVAL_S = 1.0  # same-phase progress lines are rate-limited when not a TTY
 
 
@@ -83,11 +84,15 @@ def print_table(columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> 
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def print_workers(workers: list[dict[str, Any]]) -> None:
+def print_workers(workers: list[dict[str, Any]], engine_age_s: Any = None) -> None:
+    """The worker table; a note when the ENGINE column is older than :data:`STALE_ENGINE_S`
+    (the engine did not answer in time, so the daemon showed its last answer)."""
     if not workers:
         print("no workers (add one with `iii worker add ./my-project`)")
         return
     print_table(WORKER_COLUMNS, [worker_row(w) for w in workers])
+    if isinstance(engine_age_s, (int, float)) and engine_age_s > STALE_ENGINE_S:
+        print(f"(ENGINE as the engine answered {engine_age_s:.1f}s ago: it is slow to answer)")
 
 
 def print_kv(pairs: list[tuple[str, Any]]) -> None:

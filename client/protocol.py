@@ -182,8 +182,11 @@ class WorkerRemoveResult(Result):
     freed_bytes: int
 
 
-class WorkerListResult(Result):
+class WorkerListResult(Result, omit_defaults=True):
     workers: list[Worker]
+    #: Seconds since the engine last answered ``engine::workers::list`` (what every
+    #: ``engine_registered`` is based on); left out while the engine cannot be asked.
+    engine_age_s: float | None = None
 
 
 class WorkerLogsParams(Params, frozen=True):
@@ -248,6 +251,42 @@ class EventNotification(Result):
     status: str
     time: float
     detail: str | None = None
+
+
+# ---- the management API on the engine bus (SPEC §10) ------------------------------------------
+# The daemon serves these iii functions over its engine session with the socket methods' own
+# Params/Result types (no second schema); the mutating ones only with ``engine_control: true``.
+
+class WorkerValidateParams(Params, frozen=True):
+    """``worker::validate``: the result is ``iii worker validate --json``'s document."""
+
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class LifecycleTriggerConfig(Params, frozen=True):
+    """Config of a ``worker::lifecycle`` trigger: which events reach its function (each an
+    :class:`EventNotification`); an absent filter matches everything."""
+
+    statuses: list[str] | None = None
+    worker: WorkerName | None = None
+
+
+LIFECYCLE_TRIGGER_TYPE = "worker::lifecycle"
+
+# iii function id → socket method whose params and result it takes and returns
+ENGINE_FUNCTIONS: dict[str, str] = {
+    "worker::list": "worker.list",
+    "worker::status": "worker.inspect",
+    "worker::logs": "worker.logs",
+    "worker::start": "worker.start",
+    "worker::stop": "worker.stop",
+    "worker::restart": "worker.restart",
+    "worker::add": "worker.add",
+    "worker::remove": "worker.remove",
+}
+#: Functions that change workers: served only with ``engine_control: true`` in daemon.yaml.
+ENGINE_CONTROL_FUNCTIONS = frozenset({"worker::start", "worker::stop", "worker::restart",
+                                      "worker::add", "worker::remove"})
 
 
 # method name → (params type, result type)

@@ -53,6 +53,7 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Work
     from daemon.autostart import Autopilot
     from daemon.background import BackgroundTasks
     from daemon.config_store import ConfigStore
+    from daemon.engine_api import EngineApi
     from daemon.events import EventBus
     from daemon.images import ImageStore, RegistrySettings
     from daemon.sandboxes import Provisioner
@@ -69,7 +70,8 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Work
     tasks = await stack.enter_async_context(BackgroundTasks())
     lifecycle = WorkerLifecycle(settings, store, images, Provisioner(settings.home), EventBus(),
                                 tasks)  # type: ignore[arg-type]
-    autopilot = Autopilot(lifecycle, tasks)
+    api = EngineApi(lifecycle, lifecycle.events, engine_control=settings.engine_control)
+    autopilot = Autopilot(lifecycle, tasks, version=daemon_version(), api=api)
     adopted = await asyncio.to_thread(autopilot.reattach_all)
     log.info("reattached %d running worker(s)", adopted)
     tasks.create_task(autopilot.run(), name="autopilot")
@@ -187,7 +189,11 @@ async def serve_daemon(settings: DaemonSettings, *, keep_workers: bool = False,
         stop.set()
 
     async def info() -> DaemonInfoResult:
-        engine = await probe_engine(settings.engine_url)
+        # Reachable = the daemon's engine session is open (SPEC §10); a service without one
+        # (tests' scripted services) is answered with a TCP probe.
+        session_open = getattr(service, "engine_reachable", None)
+        engine = EngineInfo(url=settings.engine_url, reachable=session_open()) \
+            if callable(session_open) else await probe_engine(settings.engine_url)
         isolation = await asyncio.to_thread(isolation_info, settings)
         return DaemonInfoResult(
             version=daemon_version(), protocol=PROTOCOL_VERSION, pid=os.getpid(),

@@ -1,5 +1,6 @@
-"""What the daemon does on its own (SPEC §2, §9, §10): reattach at start, follow the engine,
-reconcile hand edits of config.yaml, refresh engine truth, rotate logs."""
+"""What the daemon does on its own (SPEC §2, §9, §10): reattach at start, hold the engine session
+(engine up → auto-start, engine down past the grace → stop the auto-started), keep engine truth
+fresh, reconcile hand edits of config.yaml, rotate logs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -15,7 +17,9 @@ import msgspec
 from daemon.background import BackgroundTasks
 from daemon.config_entries import ConfigError, WorkerKind
 from daemon.config_store import ConfigChange
-from daemon.engine import EngineWatcher, list_engine_workers
+from daemon.engine import EngineSession
+from daemon.engine_api import EngineApi
+from daemon.engine_roster import EngineRoster
 from daemon.sandboxes import SandboxTask
 from daemon.worker_logs import rotate_if_needed
 from daemon.worker_state import WorkerState
@@ -25,7 +29,9 @@ from vmm_ffi.params import LaunchParams
 log = logging.getLogger("iii.daemon.autostart")
 
 GRACE_CHECK_INTERVAL_S = 1.0
-REGISTRATION_REFRESH_S = 1.0
+#: A running worker the engine does not list yet keeps the roster refreshing fast this long.
+REGISTRATION_SETTLE_S = 30.0
+STARTING_STATES = (WorkerState.PREPARING, WorkerState.INSTALLING, WorkerState.STARTING)
 LOG_ROTATE_INTERVAL_S = 5.0
 ORPHAN_KILL_TIMEOUT_S = 5.0
 SUPERVISED = (WorkerKind.LOCAL, WorkerKind.OCI, WorkerKind.BINARY)  # not Config
@@ -52,13 +58,21 @@ def kill_orphan(task: SandboxTask) -> None:
 class Autopilot:
     """Runs the daemon's own loops for one :class:`WorkerLifecycle`."""
 
-    def __init__(self, lifecycle: WorkerLifecycle, tasks: BackgroundTasks) -> None:
+    def __init__(self, lifecycle: WorkerLifecycle, tasks: BackgroundTasks, *,
+                 version: str, api: EngineApi | None = None) -> None:
         self.lc = lifecycle
         self.settings = lifecycle.settings
         self.tasks = tasks
-        self.watcher = EngineWatcher(self.settings.engine_url, on_up=self._engine_up,
-                                     on_down=self._engine_down)
-        lifecycle.engine_reachable = lambda: self.watcher.reachable
+        self.api = api
+        self.session = EngineSession(self.settings.engine_url, version=version,
+                                     on_up=self._engine_up, on_down=self._engine_down,
+                                     functions=api.functions() if api else None, triggers=api)
+        self.roster = EngineRoster(self.session, lifecycle.events,
+                                   managed=lambda name: lifecycle.store.find(name) is not None,
+                                   busy=self._expecting_registrations,
+                                   on_update=self._registered_changed)
+        lifecycle.engine_reachable = lambda: self.session.reachable
+        lifecycle.engine_truth_age = self.roster.fresh
         lifecycle.config_changed = self._config_changed
         self._grace_fired = False
 
@@ -101,9 +115,11 @@ class Autopilot:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.watcher.run())
+            tg.create_task(self.session.run())
+            tg.create_task(self.roster.run())
+            if self.api is not None:
+                tg.create_task(self.api.forward_events(self.session))
             tg.create_task(self._grace_loop())
-            tg.create_task(self._registration_loop())
             tg.create_task(self._rotation_loop())
             tg.create_task(self.lc.store.watch(self._config_changed))
 
@@ -114,6 +130,7 @@ class Autopilot:
 
     async def _engine_up(self) -> None:
         self._grace_fired = False
+        self.roster.kick()
         for entry in self.lc.store.snapshot():
             if self.lc.kind(entry) in SUPERVISED:
                 self._spawn(self._auto_start(entry.name), f"autostart:{entry.name}")
@@ -129,13 +146,30 @@ class Autopilot:
             self.lc.events.publish(name, "stopped", f"auto-start failed: {exc}")
 
     async def _engine_down(self) -> None:
-        self.lc.registered = None
+        self.roster.forget()
+        if self.api is not None:
+            self.api.forget_triggers()
+
+    def _registered_changed(self, names: set[str] | None) -> None:
+        self.lc.registered = names
+
+    def _expecting_registrations(self) -> bool:
+        """Workers are starting, or run without being listed yet: engine truth moves now."""
+        names = self.roster.names or set()
+        now = time.time()
+        for rt in self.lc.supervisor.runtimes():
+            if rt.state in STARTING_STATES:
+                return True
+            if rt.state is WorkerState.RUNNING and rt.name not in names and \
+                    now - (rt.started_at or 0.0) < REGISTRATION_SETTLE_S:
+                return True
+        return False
 
     async def _grace_loop(self) -> None:
         grace = self.settings.engine_down_grace_s
         while True:
             await asyncio.sleep(GRACE_CHECK_INTERVAL_S)
-            down_for = self.watcher.down_for()
+            down_for = self.session.down_for()
             if grace <= 0 or down_for is None or down_for < grace or self._grace_fired:
                 continue
             self._grace_fired = True
@@ -144,13 +178,6 @@ class Autopilot:
                     log.info("engine down for %.0fs: stopping %s", down_for, rt.name)
                     self._spawn(self.lc.supervisor.stop(rt.name, self.settings.stop_timeout_s,
                                                         manual=False), f"grace-stop:{rt.name}")
-
-    async def _registration_loop(self) -> None:
-        while True:
-            if self.watcher.reachable:
-                workers = await list_engine_workers(self.settings.engine_url)
-                self.lc.registered = None if workers is None else {w.name for w in workers}
-            await asyncio.sleep(REGISTRATION_REFRESH_S)
 
     async def _rotation_loop(self) -> None:
         while True:
@@ -172,7 +199,7 @@ class Autopilot:
             log.info("%s was removed from config.yaml by hand: stopping it", entry.name)
             self._spawn(self._stop_removed(entry.name), f"unmanage:{entry.name}")
         for entry in change.added:
-            if self.lc.kind(entry) in SUPERVISED and self.watcher.reachable:
+            if self.lc.kind(entry) in SUPERVISED and self.session.reachable:
                 log.info("%s was added to config.yaml by hand: starting it", entry.name)
                 self._spawn(self._auto_start(entry.name), f"autostart:{entry.name}")
         for entry in change.changed:

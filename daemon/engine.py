@@ -1,18 +1,27 @@
-"""The iii engine as the daemon sees it (SPEC §10): reachability and ``engine::workers::list``.
+"""The daemon's one long-lived session with the iii engine (SPEC §10).
 
-- :class:`EngineWatcher` probes ``host:port`` of the engine URL with a TCP connect (200 ms
-  timeout) every second and awaits ``on_up`` / ``on_down`` on transitions.
-- :func:`list_engine_workers` asks the engine which workers are connected, over the same
-  WebSocket protocol the iii SDK speaks (field names checked against ``iii-sdk`` 0.25:
-  ``iii/iii_types.py``): the engine first sends ``{"type": "workerregistered", "worker_id": ...}``;
-  we send ``{"type": "invokefunction", "invocation_id": <uuid4>, "function_id":
-  "engine::workers::list", "data": {}}`` and read ``{"type": "invocationresult",
-  "invocation_id": ..., "function_id": ..., "result": {"workers": [{"name", "status", ...}]}}``
-  (or ``"error": {"code", "message"}``).
+Every WebSocket connection is a worker in the engine's eyes (it greets each one with
+``{"type": "workerregistered", "worker_id": ...}``), so the daemon holds exactly **one**
+connection, opened as soon as the engine answers and kept open:
 
-An SDK worker's name on the engine is ``III_WORKER_NAME`` from its environment, else
-``InitOptions(worker_name=...)``, else ``<hostname>:<pid>``: the daemon sets ``III_WORKER_NAME`` to
-the config.yaml name (SPEC §8), which is what ``engine_registered`` matches on.
+- :class:`EngineSession` ``run()`` loops: a TCP probe every :data:`ENGINE_PROBE_INTERVAL_S` while
+  the engine is down (a refused TCP connect is no worker, so it leaves no ghost), then the
+  WebSocket handshake; a handshake that fails, or a session that ends within
+  :data:`ENGINE_STABLE_S`, makes the next try wait a capped exponential backoff with jitter
+  (:data:`ENGINE_RETRY_FIRST_S` doubling up to :data:`ENGINE_RETRY_MAX_S`). A session that lived
+  resets the backoff, so an engine restart costs exactly one reconnect.
+- The session identifies itself with the void call ``engine::workers::register`` (name
+  :data:`DAEMON_WORKER_NAME`, pid, version, runtime ``python``), registers the functions it
+  serves (``registerfunction``) and trigger types (``registertriggertype``), and keeps WebSocket
+  pings going (aiohttp heartbeat: no pong within half of :data:`ENGINE_HEARTBEAT_S` closes it).
+- Reachable = the session is open. ``on_up`` / ``on_down`` are awaited on transitions.
+- :meth:`EngineSession.call` sends ``invokefunction`` over the session and awaits the matching
+  ``invocationresult`` (field names as in ``iii-sdk`` 0.25 ``iii/iii_types.py``).
+- An ``invokefunction`` from the engine runs the registered :data:`Handler` (one task per call,
+  owned by the session) and is answered with ``invocationresult`` (``result`` or ``error``
+  ``{code, message}``); a call without ``invocation_id`` is void and gets no answer.
+- ``registertrigger`` / ``unregistertrigger`` for one of our trigger types go to the
+  :class:`TriggerProvider`; ``registertrigger`` is answered with ``triggerregistrationresult``.
 """
 
 from __future__ import annotations
@@ -20,199 +29,375 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from urllib.parse import urlsplit
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
-import msgspec
 
-from daemon.errors import InvalidArgument
+from daemon.engine_address import (
+    DEFAULT_ENGINE_URL,
+    engine_address,
+    engine_url_from_env,
+    tcp_reachable,
+)
+from daemon.engine_calls import (
+    Callback,
+    EngineCallFailed,
+    EngineWorker,
+    FunctionError,
+    Handler,
+    TriggerProvider,
+)
 
+# The session's public surface, including what it re-exports from engine_address/engine_calls.
 __all__ = [
+    "DAEMON_WORKER_NAME",
     "DEFAULT_ENGINE_URL",
-    "ENGINE_CONNECT_TIMEOUT_S",
-    "ENGINE_LIST_TIMEOUT_S",
-    "ENGINE_POLL_INTERVAL_S",
-    "EngineWatcher",
+    "ENGINE_CALL_TIMEOUT_S",
+    "EngineCallFailed",
+    "EngineSession",
     "EngineWorker",
+    "FunctionError",
+    "Handler",
+    "TriggerProvider",
     "engine_address",
     "engine_url_from_env",
-    "list_engine_workers",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("iii.daemon.engine")
 
-DEFAULT_ENGINE_URL = "ws://127.0.0.1:49134"
-#: Reachable = a TCP connect succeeds within this (SPEC §10).
-ENGINE_CONNECT_TIMEOUT_S = 0.2
-#: How often the watcher probes (SPEC §10).
-ENGINE_POLL_INTERVAL_S = 1.0
-#: Whole budget of one ``engine::workers::list`` call: connect, handshake, answer.
-ENGINE_LIST_TIMEOUT_S = 3.0
+DAEMON_WORKER_NAME = "iii-sandbox-daemon"
+#: While the engine is down, a TCP probe this often (SPEC §10: notice an engine within 1 s).
+ENGINE_PROBE_INTERVAL_S = 0.25
+#: WebSocket upgrade plus the engine's ``workerregistered`` greeting.
+ENGINE_HANDSHAKE_TIMEOUT_S = 2.0
+#: Backoff after a failed try: first delay, doubling up to the cap (SPEC §10: ≤ 5 s).
+ENGINE_RETRY_FIRST_S = 0.25
+ENGINE_RETRY_MAX_S = 5.0
+#: A session that ends sooner than this counts as a failed try (no reconnect storm against an
+#: engine that accepts and drops us at once).
+ENGINE_STABLE_S = 2.0
+#: WebSocket ping interval; a pong missing for half of it closes the session.
+ENGINE_HEARTBEAT_S = 10.0
+#: Default budget of one :meth:`EngineSession.call`.
+ENGINE_CALL_TIMEOUT_S = 3.0
+#: How long closing waits for the engine's close frame.
+ENGINE_CLOSE_TIMEOUT_S = 1.0
+#: The engine's messages may be large (the SDK declares 64 MiB).
+ENGINE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-Callback = Callable[[], Awaitable[None]]
-
-
-class EngineWorker(msgspec.Struct, frozen=True):
-    """One worker the engine lists (``status`` is the engine's word, e.g. ``connected``)."""
-
-    name: str
-    status: str = "unknown"
-
-
-class _ListResult(msgspec.Struct):
-    workers: list[EngineWorker]
-
-
-def engine_url_from_env(environ: Mapping[str, str]) -> str:
-    """``III_URL`` if set and non-empty, else :data:`DEFAULT_ENGINE_URL`."""
-    return environ.get("III_URL") or DEFAULT_ENGINE_URL
+class _HandshakeFailed(Exception):
+    """The engine answered TCP but did not complete the WebSocket handshake and greeting."""
 
 
-def engine_address(url: str) -> tuple[str, int]:
-    """(host, port) of a ``ws://`` / ``wss://`` (or http/https) URL; raises InvalidArgument."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidArgument(f"engine URL {url!r} is invalid: {exc}") from exc
-    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
-        raise InvalidArgument(
-            f"engine URL {url!r} is invalid: expected ws://HOST:PORT (e.g. {DEFAULT_ENGINE_URL})")
-    if port is None:
-        port = 443 if parts.scheme in ("wss", "https") else 80
-    return parts.hostname, port
-
-
-async def _tcp_reachable(host: str, port: int, timeout: float) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (TimeoutError, OSError):
-        return False
-    writer.close()
-    try:
-        await writer.wait_closed()
-    except OSError:
-        pass  # a reset on close still proves the port answered
-    return True
-
-
-class EngineWatcher:
-    """Tracks whether the engine accepts TCP connections.
-
-    ``on_up`` is awaited when the engine becomes reachable (also on the first probe if it already
-    is); ``on_down`` when a reachable engine stops answering. Callbacks run inside :meth:`run`, one
-    at a time, in order: keep them short (hand long work to your TaskGroup). Until the first probe
-    :attr:`reachable` is False and :attr:`down_since` is None.
+class EngineSession:
+    """The daemon's one session with the engine; run :meth:`run` in a TaskGroup, cancel to close.
 
     Example::
 
-        watcher = EngineWatcher(url, on_up=start_all, on_down=arm_grace_timer)
-        tg.create_task(watcher.run())
-        await watcher.wait_reachable(True)
+        session = EngineSession(url, version="1.0", on_up=start_all, on_down=arm_grace)
+        tg.create_task(session.run())
+        await session.wait_reachable(True)
+        workers = await session.call("engine::workers::list", {})
     """
 
-    def __init__(self, url: str, *, poll_interval: float = ENGINE_POLL_INTERVAL_S,
-                 connect_timeout: float = ENGINE_CONNECT_TIMEOUT_S,
-                 on_up: Callback | None = None, on_down: Callback | None = None) -> None:
+    def __init__(self, url: str, *, version: str, on_up: Callback | None = None,
+                 on_down: Callback | None = None,
+                 functions: Mapping[str, Handler] | None = None,
+                 triggers: TriggerProvider | None = None,
+                 probe_interval: float = ENGINE_PROBE_INTERVAL_S,
+                 handshake_timeout: float = ENGINE_HANDSHAKE_TIMEOUT_S,
+                 retry_max: float = ENGINE_RETRY_MAX_S,
+                 heartbeat: float = ENGINE_HEARTBEAT_S) -> None:
         self.url = url
         self.host, self.port = engine_address(url)
-        self.poll_interval = poll_interval
-        self.connect_timeout = connect_timeout
+        self.version = version
         self.on_up, self.on_down = on_up, on_down
-        self._reachable = False
+        self.functions: dict[str, Handler] = dict(functions or {})
+        self.triggers = triggers
+        self.probe_interval = probe_interval
+        self.handshake_timeout = handshake_timeout
+        self.retry_max = retry_max
+        self.heartbeat = heartbeat
+        self.sessions_opened = 0  #: WebSocket sessions opened so far (each one a connection)
+        self.worker_id: str | None = None  #: what the engine calls us in this session
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._probed = False
         self._down_since: float | None = None
+        self._pending: dict[str, asyncio.Future[Any]] = {}
         self._changed = asyncio.Condition()
+        self._random = random.Random()
+        self._calls: asyncio.TaskGroup | None = None
+
+    # -- state -------------------------------------------------------------------------------
 
     @property
     def reachable(self) -> bool:
-        """The last probe's answer (False before the first probe)."""
-        return self._reachable
+        """True while the session is open (SPEC §10)."""
+        return self._ws is not None
 
     @property
     def down_since(self) -> float | None:
-        """``time.monotonic()`` of the probe that first found the engine down (None while up or
-        before the first probe)."""
+        """``time.monotonic()`` when the session dropped, or when the first try found the engine
+        down; None while the session is open and before the first try."""
         return self._down_since
 
     def down_for(self) -> float | None:
-        """Seconds the engine has been down, or None while it is up / not yet probed."""
+        """Seconds since :attr:`down_since`, or None."""
         return None if self._down_since is None else time.monotonic() - self._down_since
 
-    async def probe(self) -> bool:
-        """One probe: update the state and await the transition callback, if any."""
-        now_up = await _tcp_reachable(self.host, self.port, self.connect_timeout)
-        first, was_up = not self._probed, self._reachable
-        self._probed = True
-        self._reachable = now_up
-        if now_up:
-            self._down_since = None
-        elif was_up or first:
-            self._down_since = time.monotonic()
-        if now_up != was_up or first:
-            async with self._changed:
-                self._changed.notify_all()
-            if now_up and self.on_up is not None:
-                log.info("engine at %s is reachable", self.url)
-                await self.on_up()
-            elif not now_up and was_up and self.on_down is not None:
-                log.warning("engine at %s is unreachable", self.url)
-                await self.on_down()
-        return now_up
-
     async def wait_reachable(self, reachable: bool = True) -> None:
-        """Return once a probe has found the engine ``reachable`` (or not)."""
+        """Return once the session is open (or, with False, known to be closed)."""
         async with self._changed:
-            await self._changed.wait_for(lambda: self._probed and self._reachable == reachable)
+            await self._changed.wait_for(lambda: self._probed and self.reachable == reachable)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def retry_delay(self, failures: int) -> float:
+        """Backoff before try ``failures + 1``: capped exponential, jittered to 50-100 %."""
+        base: float = min(self.retry_max, ENGINE_RETRY_FIRST_S * 2.0 ** max(0, failures - 1))
+        return base * self._random.uniform(0.5, 1.0)
 
     async def run(self) -> None:
-        """Probe forever every ``poll_interval`` seconds; cancel to stop."""
-        while True:
-            started = time.monotonic()
-            await self.probe()
-            await asyncio.sleep(max(0.0, self.poll_interval - (time.monotonic() - started)))
+        """Keep one session open for as long as this runs; cancel to close it."""
+        failures = 0
+        outage_logged = False
+        # Calls the engine makes to us outlive the session they came on (their answer is then
+        # dropped): a long worker::add never holds up a reconnect.
+        async with asyncio.TaskGroup() as self._calls:
+            while True:
+                if failures:
+                    await asyncio.sleep(self.retry_delay(failures))
+                await self._wait_for_tcp()
+                opened_at = time.monotonic()
+                try:
+                    await self._session()
+                except _HandshakeFailed as exc:
+                    failures += 1
+                    await self._mark_down()
+                    if not outage_logged:
+                        log.warning("engine at %s accepts connections but no session opens: "
+                                    "%s (retrying with backoff)", self.url, exc)
+                        outage_logged = True
+                    continue
+                outage_logged = False
+                lived = time.monotonic() - opened_at
+                failures = 0 if lived >= ENGINE_STABLE_S else failures + 1
 
+    async def _mark_down(self) -> None:
+        """Not connected: start the outage clock if it is not running yet."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        if not self._probed:
+            self._probed = True
+            await self._notify()
 
-async def list_engine_workers(url: str, *, timeout: float = ENGINE_LIST_TIMEOUT_S
-                              ) -> list[EngineWorker] | None:
-    """The workers the engine lists, or None when the engine cannot be asked (unreachable, no
-    answer within ``timeout``, an error answer, or an answer of the wrong shape; logged)."""
-    try:
-        return await asyncio.wait_for(_ask_workers(url), timeout)
-    except (TimeoutError, aiohttp.ClientError, OSError, ValueError,
-            msgspec.ValidationError) as exc:
-        log.debug("engine::workers::list on %s failed: %s: %s", url, type(exc).__name__, exc)
-        return None
+    async def _wait_for_tcp(self) -> None:
+        while not await tcp_reachable(self.host, self.port):
+            await self._mark_down()
+            await asyncio.sleep(self.probe_interval)
 
+    async def _session(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            try:
+                async with asyncio.timeout(self.handshake_timeout):
+                    ws = await http.ws_connect(
+                        self.url, heartbeat=self.heartbeat, autoping=True,
+                        max_msg_size=ENGINE_MAX_MESSAGE_BYTES,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=ENGINE_CLOSE_TIMEOUT_S))
+                    try:
+                        self.worker_id = await self._greeting(ws)
+                    except BaseException:
+                        await ws.close()
+                        raise
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+                raise _HandshakeFailed(f"{type(exc).__name__}: {exc}" if str(exc)
+                                       else type(exc).__name__) from exc
+            self.sessions_opened += 1
+            try:
+                await self._serve(ws)
+            finally:
+                await ws.close()
+                await self._closed()
 
-async def _ask_workers(url: str) -> list[EngineWorker] | None:
-    invocation_id = str(uuid.uuid4())
-    request = {"type": "invokefunction", "invocation_id": invocation_id,
-               "function_id": "engine::workers::list", "data": {}}
-    async with aiohttp.ClientSession() as session, \
-            session.ws_connect(url, autoping=True, heartbeat=None,
-                               max_msg_size=64 * 1024 * 1024) as ws:
-        registered = False
+    @staticmethod
+    async def _greeting(ws: aiohttp.ClientWebSocketResponse) -> str:
+        msg = await ws.receive()
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            raise ValueError(f"the engine closed before greeting ({msg.type.name})")
+        data = json.loads(msg.data)
+        if not isinstance(data, dict) or data.get("type") != "workerregistered":
+            raise ValueError("the engine's first message is not workerregistered")
+        return str(data.get("worker_id", ""))
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        await self._send(ws, {
+            "type": "invokefunction", "function_id": "engine::workers::register",
+            "data": {"name": DAEMON_WORKER_NAME, "pid": os.getpid(), "version": self.version,
+                     "runtime": "python", "description": "iii sandbox worker manager"},
+            "action": {"type": "void"}})
+        for function_id in self.functions:
+            await self._send(ws, {"type": "registerfunction", "id": function_id})
+        if self.triggers is not None:
+            for type_id, description in self.triggers.trigger_types().items():
+                await self._send(ws, {"type": "registertriggertype", "id": type_id,
+                                      "description": description})
+        self._ws = ws
+        self._probed = True
+        self._down_since = None
+        await self._notify()
+        log.info("engine session open at %s (worker id %s)", self.url, self.worker_id)
+        await self._callback(self.on_up)
         async for msg in ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                                aiohttp.WSMsgType.ERROR):
-                    break
+            if msg.type is not aiohttp.WSMsgType.TEXT:
                 continue
-            data = json.loads(msg.data)
-            if not isinstance(data, dict):
+            try:
+                data = json.loads(msg.data)
+            except ValueError:
                 continue
-            kind = data.get("type")
-            if kind == "workerregistered" and not registered:
-                registered = True
-                await ws.send_str(json.dumps(request))
-            elif kind == "invocationresult" and data.get("invocation_id") == invocation_id:
-                if data.get("error"):
-                    log.warning("engine::workers::list on %s answered an error: %s",
-                                url, data["error"])
-                    return None
-                return msgspec.convert(data.get("result"), _ListResult).workers
-    return None  # closed before answering
+            if isinstance(data, dict):
+                self._dispatch(ws, data)
+
+    @staticmethod
+    async def _callback(callback: Callback | None) -> None:
+        if callback is None:
+            return
+        try:
+            await callback()
+        except Exception:  # a callback's bug must not end the session loop
+            log.exception("engine session callback %s failed", callback)
+
+    async def _closed(self) -> None:
+        was_open = self._ws is not None
+        self._ws = None
+        self.worker_id = None
+        if was_open:
+            self._down_since = time.monotonic()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(EngineCallFailed("unavailable",
+                                                      "the engine session closed"))
+        await self._notify()
+        if was_open:
+            log.warning("engine session at %s closed", self.url)
+            await self._callback(self.on_down)
+
+    # -- messages ------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _send(ws: aiohttp.ClientWebSocketResponse, data: dict[str, Any]) -> None:
+        await ws.send_str(json.dumps(data, separators=(",", ":")))
+
+    def _dispatch(self, ws: aiohttp.ClientWebSocketResponse, data: dict[str, Any]) -> None:
+        calls = self._calls
+        assert calls is not None  # set by run(), which is the only way a session opens
+        kind = data.get("type")
+        if kind == "invocationresult":
+            future = self._pending.get(str(data.get("invocation_id")))
+            if future is not None and not future.done():
+                error = data.get("error")
+                if error:
+                    code = error.get("code", "error") if isinstance(error, dict) else "error"
+                    text = error.get("message", "") if isinstance(error, dict) else str(error)
+                    future.set_exception(EngineCallFailed(str(code), str(text)))
+                else:
+                    future.set_result(data.get("result"))
+        elif kind == "invokefunction":
+            calls.create_task(self._answer(ws, data))
+        elif kind == "registertrigger":
+            calls.create_task(self._register_trigger(ws, data))
+        elif kind == "unregistertrigger" and self.triggers is not None:
+            self.triggers.unregister_trigger(str(data.get("id")))
+        elif kind == "ping":
+            calls.create_task(self._send_quietly(ws, {"type": "pong"}))
+        elif kind == "registrationrejected":  # e.g. another worker already serves worker::list
+            log.warning("the engine refused a registration of ours: %s %s (function %s, owner "
+                        "%s)", data.get("code"), data.get("namespace", ""),
+                        data.get("function_id", ""), data.get("owner_worker_id", ""))
+
+    async def _send_quietly(self, ws: aiohttp.ClientWebSocketResponse,
+                            data: dict[str, Any]) -> None:
+        try:
+            await self._send(ws, data)
+        except (ConnectionError, RuntimeError) as exc:  # the session is closing
+            log.debug("engine send failed: %s", exc)
+
+    async def _answer(self, ws: aiohttp.ClientWebSocketResponse, data: dict[str, Any]) -> None:
+        function_id = str(data.get("function_id", ""))
+        invocation_id = data.get("invocation_id")
+        handler = self.functions.get(function_id)
+        reply: dict[str, Any] = {"type": "invocationresult", "invocation_id": invocation_id,
+                                 "function_id": function_id}
+        try:
+            if handler is None:
+                raise FunctionError("function_not_found", f"Function '{function_id}' not found")
+            reply["result"] = await handler(data.get("data"))
+        except FunctionError as exc:
+            reply["error"] = {"code": exc.code, "message": exc.message}
+        except Exception:
+            log.exception("engine call of %s failed", function_id)
+            reply["error"] = {"code": "internal", "message": "internal error (see daemon log)"}
+        if invocation_id:
+            await self._send_quietly(ws, reply)
+
+    async def _register_trigger(self, ws: aiohttp.ClientWebSocketResponse,
+                                data: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"type": "triggerregistrationresult", "id": data.get("id"),
+                                 "trigger_type": data.get("trigger_type"),
+                                 "function_id": data.get("function_id")}
+        try:
+            if self.triggers is None:
+                raise FunctionError("trigger_type_not_found", "no trigger types here")
+            self.triggers.register_trigger(str(data.get("id")), str(data.get("trigger_type")),
+                                           str(data.get("function_id")), data.get("config"))
+        except FunctionError as exc:
+            reply["error"] = {"code": exc.code, "message": exc.message}
+        await self._send_quietly(ws, reply)
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    async def call(self, function_id: str, data: Any, *,
+                   timeout: float = ENGINE_CALL_TIMEOUT_S) -> Any:
+        """Invoke ``function_id`` through the engine and return its result.
+
+        Raises :class:`EngineCallFailed` (no session, session closed, timeout, error answer)."""
+        ws = self._ws
+        if ws is None:
+            raise EngineCallFailed("unavailable", f"no session with the engine at {self.url}")
+        invocation_id = str(uuid.uuid4())
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[invocation_id] = future
+        try:
+            await self._send(ws, {"type": "invokefunction", "invocation_id": invocation_id,
+                                  "function_id": function_id, "data": data})
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            raise EngineCallFailed("timeout", f"{function_id} did not answer within "
+                                              f"{timeout:g}s") from None
+        except (ConnectionError, RuntimeError) as exc:
+            raise EngineCallFailed("unavailable", f"the engine session closed: {exc}") from exc
+        finally:
+            self._pending.pop(invocation_id, None)
+
+    async def fire(self, function_id: str, data: Any) -> bool:
+        """A void ``invokefunction`` (a trigger firing): no answer expected. False when there is
+        no session or the send failed."""
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            await self._send(ws, {"type": "invokefunction", "function_id": function_id,
+                                  "data": data, "action": {"type": "void"}})
+        except (ConnectionError, RuntimeError) as exc:
+            log.debug("firing %s failed: %s", function_id, exc)
+            return False
+        return True

@@ -48,6 +48,7 @@ class _DaemonYaml(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     insecure_registries: list[str] | None = None
     registry_mirror: str | None = None
     ca_bundle: str | None = None
+    engine_control: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class DaemonSettings:
     insecure_registries: tuple[str, ...] = ()
     registry_mirror: str | None = None
     ca_bundle: Path | None = None  # None: do not give sandboxes a CA bundle
+    engine_control: bool = False  # serve worker::start/stop/... on the engine bus (SPEC §10)
 
     @property
     def log_path(self) -> Path:
@@ -207,4 +209,5 @@ def load_settings(env: Mapping[str, str] | None = None, *,
         insecure_registries=tuple(insecure),
         registry_mirror=env.get("III_REGISTRY_MIRROR") or raw.get("registry_mirror") or None,
         ca_bundle=ca_bundle,
+        engine_control=bool(_pick(raw, "engine_control", defaults)),
     )

@@ -65,7 +65,9 @@ class WorkerLifecycle:
         self.provisioner, self.events = provisioner, events
         self.supervisor = Supervisor(self._launch, events, tasks)
         self.registered: set[str] | None = None  # engine truth, refreshed by autostart
-        self.engine_reachable: Callable[[], bool] = lambda: False  # the engine watcher's view
+        self.engine_reachable: Callable[[], bool] = lambda: False  # the engine session's view
+        # Set by the autopilot: makes engine truth fresh for a list; returns its age in seconds.
+        self.engine_truth_age: Callable[[], Awaitable[float | None]] = _unknown_age
         self._specs: dict[str, WorkerSpec] = {}
         self._deps: dict[str, bool] = {}  # marker present? cached: list is the hot path
         self._relays: dict[str, ProgressRelay] = {}
@@ -256,7 +258,11 @@ class WorkerLifecycle:
     # -- reads ----------------------------------------------------------------------------------
 
     async def list(self) -> WorkerListResult:
-        return WorkerListResult(workers=[self.view(e) for e in self.store.snapshot()])
+        age = await self.engine_truth_age()
+        if not self.engine_reachable():
+            age = None
+        return WorkerListResult(workers=[self.view(e) for e in self.store.snapshot()],
+                                engine_age_s=None if age is None else round(age, 3))
 
     async def inspect(self, params: WorkerNameParams) -> WorkerInspectResult:
         entry = self.entry(params.name)
@@ -335,6 +341,10 @@ class WorkerLifecycle:
                                  return_exceptions=True)
         for rt in runtimes:
             self.supervisor.detach(rt.name)
+
+
+async def _unknown_age() -> float | None:
+    return None
 
 
 def managed_names(home: Path) -> list[str]:

@@ -40,6 +40,16 @@ def test_plain_worker_table_maps_types_and_engine(capsys: pytest.CaptureFixture[
                     ["c", "Config", "stopped", "-", "-", "-"]]
 
 
+@pytest.mark.parametrize("age,noted", [(None, False), (0.2, False), (3.25, True)],
+                         ids=["unknown", "fresh", "stale"])
+def test_stale_engine_column_is_noted(capsys: pytest.CaptureFixture[str], age: float | None,
+                                      noted: bool) -> None:
+    print_workers([{"name": "a", "type": "oci", "status": "running", "pid": 1,
+                    "isolation": "namespace", "engine_registered": True}], age)
+    out = capsys.readouterr().out
+    assert ("answered 3.2s ago" in out) is noted, out
+
+
 def test_no_workers_says_how_to_add_one(capsys: pytest.CaptureFixture[str]) -> None:
     print_workers([])
     assert "iii worker add" in capsys.readouterr().out

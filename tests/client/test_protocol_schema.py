@@ -22,7 +22,8 @@ def current_schema() -> dict:
         params, result = protocol.METHODS[method]
         types += [params, result]
     types += [protocol.ProgressNotification, protocol.LogNotification,
-              protocol.EventNotification]
+              protocol.EventNotification, protocol.WorkerValidateParams,
+              protocol.LifecycleTriggerConfig]
     unique = list(dict.fromkeys(types))
     _, components = msgspec.json.schema_components(unique)
     return {
@@ -32,6 +33,9 @@ def current_schema() -> dict:
         "methods": {m: {"params": p.__name__, "result": r.__name__}
                     for m, (p, r) in sorted(protocol.METHODS.items())},
         "components": components,
+        "engine_functions": dict(sorted(protocol.ENGINE_FUNCTIONS.items())),
+        "engine_control_functions": sorted(protocol.ENGINE_CONTROL_FUNCTIONS),
+        "engine_trigger_types": [protocol.LIFECYCLE_TRIGGER_TYPE],
     }
 
 
@@ -48,3 +52,9 @@ def test_params_forbid_unknown_fields_and_results_tolerate_them() -> None:
     for params, result in protocol.METHODS.values():
         assert params.__struct_config__.forbid_unknown_fields, params.__name__
         assert not result.__struct_config__.forbid_unknown_fields, result.__name__
+
+
+def test_engine_functions_reuse_socket_methods() -> None:
+    """The engine bus has no schema of its own: each function is a socket method."""
+    assert set(protocol.ENGINE_FUNCTIONS.values()) <= set(protocol.METHODS)
+    assert protocol.ENGINE_CONTROL_FUNCTIONS <= set(protocol.ENGINE_FUNCTIONS)

@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon.engine import EngineWorker, list_engine_workers
+from daemon.engine import EngineWorker
 from tests.support.engine import (
     EngineFactory,
     EngineProcess,
@@ -92,9 +92,18 @@ def sdk_worker(tmp_path: Path) -> Iterator[WorkerFactory]:
         proc.wait()
 
 
+async def engine_workers(url: str) -> list[EngineWorker] | None:
+    """What ``engine::workers::list`` answers, asked as a caller; None when nothing answers."""
+    try:
+        result = await invoke(url, "engine::workers::list", {}, timeout=5)
+    except (OSError, aiohttp.ClientError, TimeoutError):
+        return None
+    return [EngineWorker(name=w["name"], status=w["status"]) for w in result["workers"]]
+
+
 async def listed(url: str, names: set[str]) -> bool:
     """True once the engine lists exactly ``names``."""
-    workers = await list_engine_workers(url)
+    workers = await engine_workers(url)
     return workers is not None and {w.name for w in workers} == names
 
 
@@ -103,7 +112,7 @@ async def test_real_sdk_worker_registers_answers_and_disappears(
     engine = engines()
     proc = sdk_worker(engine.url, "echo-worker")
     await async_wait_until(lambda: listed(engine.url, {"echo-worker"}), 30, "echo-worker listed")
-    assert await list_engine_workers(engine.url) == [EngineWorker(name="echo-worker", status="connected")]
+    assert await engine_workers(engine.url) == [EngineWorker(name="echo-worker", status="connected")]
 
     answer = await invoke(engine.url, "t::echo", {"x": [1, "two"]})
     assert answer == {"echo": {"x": [1, "two"]}, "pid": proc.pid}
@@ -115,7 +124,7 @@ async def test_real_sdk_worker_registers_answers_and_disappears(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     await async_wait_until(lambda: listed(engine.url, set()), 10, "worker gone")
-    assert await list_engine_workers(engine.url) == []
+    assert await engine_workers(engine.url) == []
     with pytest.raises(InvocationFailed):
         await invoke(engine.url, "t::echo", {})
 
@@ -138,7 +147,7 @@ async def test_sdk_reconnects_after_engine_restart_on_same_port(
     survivor = sdk_worker(engine.url, "survivor")
     await async_wait_until(lambda: listed(engine.url, {"survivor"}), 30, "listed")
     engine.stop()
-    assert await list_engine_workers(engine.url) is None
+    assert await engine_workers(engine.url) is None
     engine.start()
     assert engine.port == port
     await async_wait_until(lambda: listed(engine.url, {"survivor"}), 30, "listed again")

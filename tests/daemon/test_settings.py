@@ -35,6 +35,21 @@ def test_daemon_yaml_keys_are_read(tmp_path: Path) -> None:
     assert s.ca_bundle is None
 
 
+@pytest.mark.parametrize("text, expected", [("", False), ("engine_control: true\n", True),
+                                            ("engine_control: false\n", False)],
+                         ids=["default", "on", "off"])
+def test_engine_control_is_off_unless_asked_for(tmp_path: Path, text: str,
+                                                expected: bool) -> None:
+    (tmp_path / "daemon.yaml").write_text(text)
+    assert load_settings(env_for(tmp_path)).engine_control is expected
+
+
+def test_engine_control_must_be_a_boolean(tmp_path: Path) -> None:
+    (tmp_path / "daemon.yaml").write_text("engine_control: sure\n")
+    with pytest.raises(SettingsError, match="engine_control: Expected `bool"):
+        load_settings(env_for(tmp_path))
+
+
 def test_environment_wins_over_daemon_yaml(tmp_path: Path) -> None:
     (tmp_path / "daemon.yaml").write_text(
         "isolation: libkrun\nengine_url: ws://a:1\ninsecure_registries: [a]\n"

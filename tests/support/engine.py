@@ -16,6 +16,17 @@ It is a real part the e2e tests run, not a mock of our code:
 - ``/otel`` (the SDK's telemetry socket) is accepted and everything on it ignored.
 - WebSocket pings are answered (aiohttp autoping) and so is a JSON ``{"type": "ping"}``;
   unknown message types and non-JSON frames are ignored.
+- Triggers as the SDK exposes them: ``registertriggertype`` makes the connection the provider of
+  that type; a worker's ``registertrigger`` is forwarded to the provider, whose
+  ``triggerregistrationresult`` goes back to the worker (an unknown type is answered with an
+  error); ``unregistertrigger`` (or the worker leaving) is forwarded to the provider. The
+  provider fires a trigger with a plain ``invokefunction``, routed like any other.
+- It counts: ``GET /_standin/stats`` (and :meth:`StandInEngine.stats`) answers
+  ``{"connections_opened", "open": [{"worker_id", "name"}], "list_calls"}``, so tests can see
+  every connection a client opens (each one a worker in the engine's eyes).
+- Faults on demand: ``POST /_standin/fault?list=ok|error|garbage|silent`` (or ``--list-answer``)
+  makes ``engine::workers::list`` answer normally, with an error, with a result of the wrong
+  shape, or not at all.
 
 Three ways to run it:
 
@@ -52,6 +63,8 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 INVOKE_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 1.0
+STATS_TIMEOUT_S = 5.0
+LIST_ANSWERS = ("ok", "error", "garbage", "silent")
 
 
 @dataclass
@@ -60,13 +73,19 @@ class _Connection:
     ws: web.WebSocketResponse
     registration: dict[str, Any] | None = None
     functions: set[str] = field(default_factory=set)
+    trigger_types: set[str] = field(default_factory=set)
 
 
 class StandInEngine:
     """The stand-in engine inside the current event loop. ``port=0`` picks a free port."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, list_answer: str = "ok") -> None:
         self.host, self.port = host, port
+        self.list_answer = list_answer  # ok | error | garbage | silent
+        self.connections_opened = 0
+        self.list_calls = 0
+        self._trigger_types: dict[str, str] = {}  # trigger type -> provider worker_id
+        self._triggers: dict[str, tuple[str, str]] = {}  # trigger id -> (registrant, provider)
         self._connections: dict[str, _Connection] = {}
         self._functions: dict[str, str] = {}  # function_id -> worker_id
         self._pending: dict[str, tuple[str, str]] = {}  # invocation_id -> (caller, callee)
@@ -88,9 +107,30 @@ class StandInEngine:
                             "worker_id": conn.worker_id})
         return out
 
+    def stats(self) -> dict[str, Any]:
+        """Connections opened since start, those open now, ``engine::workers::list`` calls."""
+        return {"connections_opened": self.connections_opened,
+                "open": [{"worker_id": c.worker_id,
+                          "name": (c.registration or {}).get("name")}
+                         for c in self._connections.values()],
+                "list_calls": self.list_calls}
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def _fault(self, request: web.Request) -> web.Response:
+        answer = request.query.get("list", "ok")
+        if answer not in LIST_ANSWERS:
+            return web.json_response({"error": f"list must be one of {LIST_ANSWERS}"},
+                                     status=400)
+        self.list_answer = answer
+        return web.json_response({"list": answer})
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/otel", self._otel)
+        app.router.add_get("/_standin/stats", self._stats)
+        app.router.add_post("/_standin/fault", self._fault)
         app.router.add_get("/{tail:.*}", self._engine)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -134,6 +174,7 @@ class StandInEngine:
         ws = await self._accept(request)
         conn = _Connection(str(uuid.uuid4()), ws)
         self._connections[conn.worker_id] = conn
+        self.connections_opened += 1
         try:
             await ws.send_json({"type": "workerregistered", "worker_id": conn.worker_id})
             async for msg in ws:
@@ -186,7 +227,34 @@ class StandInEngine:
             pending = self._pending.pop(str(data.get("invocation_id")), None)
             if pending is not None:
                 await self._send(pending[0], data)
-        # anything else (reattach, registertrigger, observe, ...) is ignored
+        elif kind == "registertriggertype" and isinstance(data.get("id"), str):
+            self._trigger_types[data["id"]] = conn.worker_id
+            conn.trigger_types.add(data["id"])
+        elif kind == "registertrigger" and isinstance(data.get("id"), str):
+            await self._register_trigger(conn, data)
+        elif kind == "triggerregistrationresult":
+            trigger = self._triggers.get(str(data.get("id")))
+            if trigger is not None:
+                if data.get("error"):
+                    del self._triggers[str(data.get("id"))]
+                await self._send(trigger[0], data)
+        elif kind == "unregistertrigger":
+            trigger = self._triggers.pop(str(data.get("id")), None)
+            if trigger is not None:
+                await self._send(trigger[1], data)
+        # anything else (reattach, observe, ...) is ignored
+
+    async def _register_trigger(self, conn: _Connection, data: dict[str, Any]) -> None:
+        provider = self._trigger_types.get(str(data.get("trigger_type")))
+        if provider is None:
+            await self._send(conn.worker_id, {
+                "type": "triggerregistrationresult", "id": data["id"],
+                "trigger_type": data.get("trigger_type"), "function_id": data.get("function_id"),
+                "error": {"code": "trigger_type_not_found",
+                          "message": f"Trigger type '{data.get('trigger_type')}' not found"}})
+            return
+        self._triggers[data["id"]] = (conn.worker_id, provider)
+        await self._send(provider, data)
 
     async def _invoke(self, conn: _Connection, data: dict[str, Any]) -> None:
         function_id = data.get("function_id")
@@ -195,7 +263,15 @@ class StandInEngine:
             conn.registration = payload if isinstance(payload, dict) else {}
             await self._answer(conn, data, result=None)
         elif function_id == "engine::workers::list":
-            await self._answer(conn, data, result={"workers": self.registered_workers()})
+            self.list_calls += 1
+            if self.list_answer == "error":
+                await self._answer(conn, data, error={"code": "internal",
+                                                      "message": "the roster is on fire"})
+            elif self.list_answer == "garbage":
+                await self._answer(conn, data, result={"workers": "not-a-list"})
+            elif self.list_answer == "ok":
+                await self._answer(conn, data, result={"workers": self.registered_workers()})
+            # silent: never answers
         elif isinstance(function_id, str) and function_id in self._functions:
             callee = self._functions[function_id]
             if data.get("invocation_id"):
@@ -210,6 +286,15 @@ class StandInEngine:
         for function_id in conn.functions:
             if self._functions.get(function_id) == conn.worker_id:
                 del self._functions[function_id]
+        for type_id in conn.trigger_types:
+            if self._trigger_types.get(type_id) == conn.worker_id:
+                del self._trigger_types[type_id]
+        for trigger_id, (registrant, provider) in list(self._triggers.items()):
+            if provider == conn.worker_id:
+                del self._triggers[trigger_id]
+            elif registrant == conn.worker_id:
+                del self._triggers[trigger_id]
+                await self._send(provider, {"type": "unregistertrigger", "id": trigger_id})
         for invocation_id, (caller, callee) in list(self._pending.items()):
             if callee == conn.worker_id:
                 del self._pending[invocation_id]
@@ -320,6 +405,32 @@ class EngineProcess:
         self.stop()
         return self.start()
 
+    def kill(self) -> None:
+        """SIGKILL (an engine that dies mid-session: nothing is closed cleanly); reaped."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def _http(self, method: str, path: str) -> Any:
+        import urllib.request
+
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=STATS_TIMEOUT_S) as response:
+            return json.loads(response.read())
+
+    def stats(self) -> dict[str, Any]:
+        """The running engine's :meth:`StandInEngine.stats` (counts since this start)."""
+        result: dict[str, Any] = self._http("GET", "/_standin/stats")
+        return result
+
+    def set_list_answer(self, answer: str) -> None:
+        """``engine::workers::list`` answers: ok | error | garbage | silent."""
+        self._http("POST", f"/_standin/fault?list={answer}")
+
 
 def _readline_with_deadline(proc: subprocess.Popen[str], timeout: float) -> str:
     assert proc.stdout is not None
@@ -366,8 +477,8 @@ def engine_factory(tmp_path: Path) -> Iterator[EngineFactory]:
         yield factory
 
 
-async def _serve(host: str, port: int) -> None:
-    engine = StandInEngine(host, port)
+async def _serve(host: str, port: int, list_answer: str = "ok") -> None:
+    engine = StandInEngine(host, port, list_answer)
     await engine.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -383,8 +494,10 @@ def main(argv: list[str] | None = None) -> None:
                                      description="The stand-in iii engine (TESTING.md).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=49134)
+    parser.add_argument("--list-answer", choices=LIST_ANSWERS, default="ok",
+                        help="how engine::workers::list answers (fault injection)")
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.host, args.port))
+    asyncio.run(_serve(args.host, args.port, args.list_answer))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,183 @@
+"""The management API on the engine bus (SPEC §10), called by the real Python iii SDK through the
+stand-in engine, against the real daemon: same shapes as the socket protocol, engine_control
+respected, lifecycle events through the engine's trigger mechanism."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.daemon import DaemonProcess
+from tests.support.projects import make_shell_project
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.slow
+
+CALLER = textwrap.dedent("""\
+    import json, os, sys, warnings
+    from iii import register_worker
+
+    iii = register_worker(os.environ["III_URL"])
+
+    def on_event(data):
+        with open(os.environ["EVENTS"], "a") as f:
+            f.write(json.dumps(data) + "\\n")
+
+    iii.register_function("t::on_event", on_event)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        try:
+            if cmd["op"] == "subscribe":
+                with warnings.catch_warnings():  # deprecated in 0.25 in favour of observe()
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    iii.register_trigger({"type": "worker::lifecycle",
+                                          "function_id": "t::on_event", "config": cmd["config"]})
+                out = {"result": None}
+            else:
+                out = {"result": iii.trigger({"function_id": cmd["function_id"],
+                                              "payload": cmd["payload"]})}
+        except Exception as exc:
+            out = {"error": {"code": getattr(exc, "code", type(exc).__name__),
+                             "message": getattr(exc, "message", str(exc))}}
+        print(json.dumps(out), flush=True)
+""")
+
+
+class Caller:
+    """A real SDK worker process that calls functions through the engine on request."""
+
+    def __init__(self, proc: subprocess.Popen[str], events: Path) -> None:
+        self.proc, self.events_path = proc, events
+
+    def _send(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, "the SDK caller exited"
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def call(self, function_id: str, payload: Any) -> Any:
+        answer = self._send({"op": "call", "function_id": function_id, "payload": payload})
+        assert "error" not in answer, answer
+        return answer["result"]
+
+    def fails(self, function_id: str, payload: Any) -> dict[str, str]:
+        answer = self._send({"op": "call", "function_id": function_id, "payload": payload})
+        assert "error" in answer, answer
+        error: dict[str, str] = answer["error"]
+        return error
+
+    def subscribe(self, config: dict[str, Any]) -> None:
+        self._send({"op": "subscribe", "config": config})
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.events_path.exists():
+            return []
+        return [json.loads(ln) for ln in self.events_path.read_text().splitlines()]
+
+
+@pytest.fixture
+def sdk_caller(tmp_path: Path) -> Iterator[Callable[[str], Caller]]:
+    procs: list[subprocess.Popen[str]] = []
+    home = tmp_path / "sdk-home"  # the SDK writes ~/.iii/run/ markers: never the real home
+    home.mkdir()
+
+    def start(url: str) -> Caller:
+        events = tmp_path / f"events-{len(procs)}.jsonl"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
+        env.update(HOME=str(home), III_URL=url, III_WORKER_NAME="api-caller",
+                   EVENTS=str(events))
+        proc = subprocess.Popen([sys.executable, "-c", CALLER], env=env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        return Caller(proc, events)
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.communicate()
+
+
+def test_management_api_with_engine_control(daemon_factory, engine_factory, sdk_caller,
+                                            busybox_image: str, iii_home: Path,
+                                            tmp_path: Path) -> None:
+    engine = engine_factory()
+    (iii_home / "daemon.yaml").write_text("engine_control: true\n")
+    daemon: DaemonProcess = daemon_factory(III_URL=engine.url)
+    wait_until(lambda: daemon.json("daemon", "status")["engine"]["reachable"], 10, "engine up")
+    caller = sdk_caller(engine.url)
+    assert caller.call("worker::list", {})["workers"] == []
+    caller.subscribe({"worker": "bus"})
+    caller.call("worker::list", {})  # ordered after the subscription on both connections
+
+    project = make_shell_project(tmp_path, busybox_image, "bus",
+                                 start="echo bus-up; exec sleep 1000")
+    added = caller.call("worker::add", {"target": str(project)})
+    assert added["started"] is True and added["worker"]["status"] == "running"
+    socket_view = daemon.worker("bus")
+    assert set(added["worker"]) == set(socket_view)  # the socket protocol's Worker, no other
+    status = caller.call("worker::status", {"name": "bus"})
+    assert set(status) == set(daemon.json("worker", "inspect", "bus"))
+    assert status["pid"] == socket_view["pid"] and status["paths"]["logs"].endswith("worker.log")
+    wait_until(lambda: "bus-up" in caller.call("worker::logs", {"name": "bus"})["lines"], 10,
+               "the worker's output")
+    follow = caller.fails("worker::logs", {"name": "bus", "follow": True})
+    assert follow["code"] == "invalid_params" and "iii worker logs -f" in follow["message"]
+
+    assert caller.call("worker::stop", {"name": "bus", "timeout_s": 2})["status"] == "stopped"
+    assert daemon.worker("bus")["status"] == "stopped"
+    assert caller.call("worker::start", {"name": "bus"})["status"] == "running"
+    restarted = caller.call("worker::restart", {"name": "bus"})
+    assert restarted["status"] == "running" and restarted["pid"] != socket_view["pid"]
+
+    spec = caller.call("worker::validate", {"path": str(project)})
+    assert spec["name"] == "bus" and spec["scripts"]["start"] == "echo bus-up; exec sleep 1000"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "iii.worker.yaml").write_text("name: bad\nresources:\n  memory: lots\n")
+    invalid = caller.fails("worker::validate", {"path": str(bad)})
+    assert invalid["code"] == "invalid_project" and "resources.memory" in invalid["message"]
+
+    assert caller.fails("worker::status", {"name": "nope"})["code"] == "not_found"
+    assert caller.fails("worker::start", {"nam": "bus"})["code"] == "invalid_params"
+    assert caller.call("worker::remove", {"name": "bus"})["removed"] is True
+    assert daemon.json("worker", "list")["workers"] == []
+
+    wait_until(lambda: {"running", "stopping", "stopped", "removed"} <=
+               {e["status"] for e in caller.events()}, 10, "lifecycle events")
+    events = caller.events()
+    assert all(e["worker"] == "bus" and set(e) >= {"worker", "status", "time"} for e in events)
+    statuses = [e["status"] for e in events]
+    assert statuses[:2] == ["added", "preparing"] and statuses.count("running") == 3
+    assert statuses[-1] == "removed"
+    assert engine.stats()["connections_opened"] == 2  # the daemon's session and the caller
+
+
+def test_mutations_refused_without_engine_control(daemon_factory, engine_factory, sdk_caller,
+                                                  busybox_image: str, tmp_path: Path) -> None:
+    engine = engine_factory()
+    daemon: DaemonProcess = daemon_factory(III_URL=engine.url)
+    wait_until(lambda: daemon.json("daemon", "status")["engine"]["reachable"], 10, "engine up")
+    daemon.json("worker", "add", str(make_shell_project(tmp_path, busybox_image, "ro",
+                                                        start="exec sleep 1000")))
+    caller = sdk_caller(engine.url)
+    assert [w["name"] for w in caller.call("worker::list", {})["workers"]] == ["ro"]
+    for function_id in ("worker::start", "worker::stop", "worker::restart", "worker::remove"):
+        refused = caller.fails(function_id, {"name": "ro"})
+        assert refused["code"] == "forbidden" and "engine_control: true" in refused["message"]
+    refused = caller.fails("worker::add", {"target": "iii-http"})
+    assert refused["code"] == "forbidden"
+    assert daemon.worker("ro")["status"] == "running"  # nothing was changed
+    unknown = caller.fails("worker::lifecycle", {})
+    assert unknown["code"] == "function_not_found"
