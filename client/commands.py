@@ -102,6 +102,41 @@ def worker_validate(
     raise typer.Exit(run_validate(path, as_json))
 
 
+@worker_app.command("init")
+def worker_init(
+    name: str | None = typer.Argument(None, help="Worker name (default: the directory's)."),
+    language: str = typer.Option("typescript", "--language", "-l",
+                                 help="typescript, javascript, bun, python or rust."),
+    directory: Path | None = typer.Option(None, "--dir", "-d",  # noqa: B008
+                                          help="Where to write it (default: ./NAME, or .)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Write into a non-empty directory."),
+) -> None:
+    """Write a minimal working worker (manifest, entry, dependencies on the real iii SDK)."""
+    from client.errors import CliError
+    from client.scaffold import LANGUAGES, ScaffoldError, write_worker
+    from manifests import ManifestError, validate_worker_name
+
+    def body() -> None:
+        target = (directory or Path(name or ".")).expanduser().resolve()
+        worker = name or target.name
+        if language not in LANGUAGES:
+            raise CliError(f"unknown language {language!r}", f"use one of {', '.join(LANGUAGES)}")
+        try:
+            validate_worker_name(worker)
+        except (ManifestError, ValueError) as exc:
+            raise CliError(str(exc), "pass a NAME, or use a directory named after the worker") \
+                from None
+        try:
+            files = write_worker(target, worker, language, force=force)
+        except (ScaffoldError, OSError) as exc:
+            raise CliError(str(exc)) from None
+        for path in files:
+            print(f"wrote {path}")
+        print(f"next: iii worker add {target}")
+
+    run_cli(body)
+
+
 @worker_app.command("add")
 def worker_add(
     target: str = typer.Argument(..., help="./project, an OCI image reference, or a config name."),
