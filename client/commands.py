@@ -301,6 +301,40 @@ def _isolation_rows(detail: dict[str, Any] | None) -> list[tuple[str, Any]]:
             ("  seccomp", detail.get("seccomp") or "none"), ("  limits", detail.get("limits"))]
 
 
+@worker_app.command("exec")
+def worker_exec(
+    name: str = typer.Argument(..., help="A running worker."),
+    command: list[str] = typer.Argument(..., help="The command and its arguments (after --)."),  # noqa: B008
+    env: list[str] = typer.Option([], "--env", "-e", help="K=V for the command (repeatable)."),  # noqa: B008
+    workdir: str | None = typer.Option(None, "--workdir", "-w",
+                                       help="In-sandbox directory (default: the worker's)."),
+    use_tty: bool | None = typer.Option(None, "--tty/--no-tty", "-t",
+                                        help="A pty for the command (default: when stdin is one)."),
+    timeout: float | None = typer.Option(None, "--timeout", min=0.001,
+                                         help="Seconds; then the command is stopped, exit 124."),
+) -> None:
+    """Run a command in a running worker's sandbox; exits with the command's code."""
+    from client.errors import CliError
+
+    def body() -> int:
+        pairs = {}
+        for item in env:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise CliError(f"-e {item!r}: use KEY=VALUE")
+            pairs[key] = value
+        params: dict[str, Any] = {"name": name, "argv": command, "env": pairs}
+        if workdir is not None:
+            params["workdir"] = workdir
+        if timeout is not None:
+            params["timeout_s"] = timeout
+        from client.exec_cli import run_exec
+
+        return run_exec(params, sys.stdin.isatty() if use_tty is None else use_tty)
+
+    raise typer.Exit(run_cli(body))
+
+
 @worker_app.command("logs")
 def worker_logs(
     name: str = typer.Argument(..., help="Worker name."),

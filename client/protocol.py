@@ -199,6 +199,30 @@ class WorkerLogsResult(Result):
     lines: list[str]
 
 
+class WorkerExecParams(Params, frozen=True):
+    """Run ``argv`` in the running sandbox. The request carries the command's stdin, stdout and
+    stderr as three file descriptors (SCM_RIGHTS) and must be the first line on its connection;
+    with ``tty`` they are the client's pty slave. ``exec_id`` names it for ``worker.exec_signal``."""
+
+    name: WorkerName
+    argv: Annotated[list[str], msgspec.Meta(min_length=1)]
+    env: dict[str, str] = {}
+    workdir: str | None = None
+    tty: bool = False
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
+    exec_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class WorkerExecResult(Result):
+    exit_code: int
+    timed_out: bool = False
+
+
+class WorkerExecSignalParams(Params, frozen=True):
+    exec_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    signal: Annotated[int, msgspec.Meta(ge=1, le=64)]
+
+
 # ---- image.* ----------------------------------------------------------------------------------
 
 class ImagePullParams(Params, frozen=True):
@@ -301,6 +325,8 @@ METHODS: dict[str, tuple[type[Params], type[Result]]] = {
     "worker.list": (NoParams, WorkerListResult),
     "worker.inspect": (WorkerInspectParams, WorkerInspectResult),
     "worker.logs": (WorkerLogsParams, WorkerLogsResult),
+    "worker.exec": (WorkerExecParams, WorkerExecResult),
+    "worker.exec_signal": (WorkerExecSignalParams, EmptyResult),
     "image.pull": (ImagePullParams, ImagePullResult),
     "image.list": (NoParams, ImageListResult),
     "events.subscribe": (NoParams, EmptyResult),

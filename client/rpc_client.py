@@ -15,12 +15,13 @@ started), :class:`client.errors.RpcError` subclasses for JSON-RPC errors (by cod
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -179,10 +180,14 @@ class RpcClient:
             time.sleep(AUTOSTART_POLL_S)
 
     # -- framing -----------------------------------------------------------------------------
-    def _send(self, payload: bytes) -> None:
+    def _send(self, payload: bytes, fds: Sequence[int] = ()) -> None:
         assert self._sock is not None
         try:
             self._sock.settimeout(None)
+            if fds:  # SCM_RIGHTS travel with the first byte; the rest follows as usual
+                sent = self._sock.sendmsg([payload[:1]], [(
+                    socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())])
+                payload = payload[sent:]
             self._sock.sendall(payload)
         except OSError as exc:
             raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from exc
@@ -215,15 +220,17 @@ class RpcClient:
 
     # -- calls -------------------------------------------------------------------------------
     def _request(self, method: str, params: Mapping[str, Any] | None,
-                 on_notification: NotificationHandler | None) -> tuple[int, bytes, Any]:
-        """Send one request; return (id, the response line, its result decoded)."""
+                 on_notification: NotificationHandler | None,
+                 fds: Sequence[int] = ()) -> tuple[int, bytes, Any]:
+        """Send one request (with ``fds`` passed alongside, SCM_RIGHTS); return (id, the
+        response line, its result decoded)."""
         self.connect()
         req_id = self._next_id
         self._next_id += 1
         request: dict[str, Any] = {"jsonrpc": "2.0", "id": req_id, "method": method}
         if params:
             request["params"] = params
-        self._send(_encode(request) + b"\n")
+        self._send(_encode(request) + b"\n", fds)
         self._deadline = None if self._reply_timeout_s is None \
             else time.monotonic() + self._reply_timeout_s
         while True:
@@ -260,9 +267,11 @@ class RpcClient:
         return _encode(result)  # another framing: the same value, compactly re-encoded
 
     def call(self, method: str, params: Mapping[str, Any] | None = None,
-             on_notification: NotificationHandler | None = None) -> Any:
-        """Like :meth:`call_raw`, returning the decoded result (dicts and lists)."""
-        return self._request(method, params, on_notification)[2]
+             on_notification: NotificationHandler | None = None,
+             fds: Sequence[int] = ()) -> Any:
+        """Like :meth:`call_raw`, returning the decoded result (dicts and lists). ``fds`` go
+        with the request (``worker.exec``: the first request on a new connection)."""
+        return self._request(method, params, on_notification, fds)[2]
 
     def follow(self, on_notification: NotificationHandler) -> None:
         """After a streaming call (``logs`` with follow, ``events.subscribe``): deliver

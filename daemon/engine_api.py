@@ -60,6 +60,9 @@ class _NoNotify:
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         coro.close()
 
+    def take_fds(self) -> list[int]:
+        return []  # nothing crosses the bus as a file descriptor (worker.exec is socket-only)
+
 
 async def _no_info() -> DaemonInfoResult:
     raise FunctionError("function_not_found", "daemon.* is not served on the engine bus")

@@ -119,6 +119,8 @@ class Dispatcher:
             "worker.list": lambda p, n: s.list(),
             "worker.inspect": lambda p, n: s.inspect(p),
             "worker.logs": s.logs,
+            "worker.exec": lambda p, n: s.exec(p, n),
+            "worker.exec_signal": lambda p, n: s.exec_signal(p),
             "image.pull": s.image_pull,
             "image.list": lambda p, n: s.image_list(),
             "events.subscribe": lambda p, n: s.subscribe(n),

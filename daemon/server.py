@@ -14,6 +14,7 @@ Peers of another uid are refused; over ``max_connections`` a client gets a busy 
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import logging
@@ -39,6 +40,7 @@ ACCEPT_ERROR_BACKOFF_S = 0.1  # after EMFILE and friends, before accepting again
 REFUSAL_SEND_TIMEOUT_S = 1.0  # a refused peer gets this long to take its error line
 CLOSE_TIMEOUT_S = 2.0  # waiting for a closed transport to finish
 NOTIFY_BACKPRESSURE_TIMEOUT_S = 30.0  # a notifier waits this long for queue room, then drops
+MAX_PASSED_FDS = 3  # worker.exec: the command's stdin, stdout, stderr
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,10 @@ class _Notifier:
     async def __call__(self, method: str, params: msgspec.Struct) -> None:
         await self._conn.send_notification(encode_notification(method, params) + b"\n")
 
+    def take_fds(self) -> list[int]:
+        fds, self._conn.passed_fds = self._conn.passed_fds, []
+        return fds
+
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         if self._held is not None:
             self._held.append(coro)
@@ -111,9 +117,41 @@ class _Connection:
         self._writer: asyncio.StreamWriter | None = None
         self.closed = False
         self._closing = False
+        self.passed_fds: list[int] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
+    async def _peek_passed_fds(self) -> None:
+        """File descriptors sent with the first message (``worker.exec``: the client's stdio).
+
+        A peek installs copies of them and leaves the bytes for the stream; the stream's own
+        read then drops the originals (the kernel closes fds nobody receives).
+        """
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not readable.done():
+                readable.set_result(None)
+        loop.add_reader(self._sock.fileno(), wake)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(self._sock.fileno())
+        try:
+            _, ancillary, _, _ = self._sock.recvmsg(
+                1, socket.CMSG_SPACE(MAX_PASSED_FDS * 4), socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError, ConnectionError):
+            return
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+                self.passed_fds.extend(fds)
+        for fd in self.passed_fds:
+            os.set_inheritable(fd, False)
+
     async def run(self) -> None:
+        await self._peek_passed_fds()
         reader, writer = await asyncio.open_unix_connection(
             sock=self._sock, limit=self._limits.max_line_bytes)
         self._writer = writer
@@ -131,6 +169,9 @@ class _Connection:
                 self._close_queue()
         finally:
             self.closed = True
+            for fd in self.passed_fds:  # passed but never taken by a request
+                os.close(fd)
+            self.passed_fds = []
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT_S)

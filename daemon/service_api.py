@@ -31,6 +31,9 @@ from client.protocol import (
     Worker,
     WorkerAddParams,
     WorkerAddResult,
+    WorkerExecParams,
+    WorkerExecResult,
+    WorkerExecSignalParams,
     WorkerInspectResult,
     WorkerListResult,
     WorkerLogsParams,
@@ -56,6 +59,11 @@ class Notify(Protocol):
 
         Raises :class:`ClientGone` when the client has disconnected.
         """
+        ...
+
+    def take_fds(self) -> list[int]:
+        """The file descriptors the client passed with the connection's first message (now the
+        caller's to close); empty when none came or another request took them."""
         ...
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -91,6 +99,10 @@ class WorkerService(Protocol):
     async def inspect(self, params: WorkerNameParams) -> WorkerInspectResult: ...
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult: ...
+
+    async def exec(self, params: WorkerExecParams, notify: Notify) -> WorkerExecResult: ...
+
+    async def exec_signal(self, params: WorkerExecSignalParams) -> EmptyResult: ...
 
     async def image_pull(self, params: ImagePullParams, notify: Notify) -> ImagePullResult: ...
 

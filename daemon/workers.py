@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from client.protocol import (
     Worker,
     WorkerAddParams,
     WorkerAddResult,
+    WorkerExecParams,
+    WorkerExecResult,
+    WorkerExecSignalParams,
     WorkerInspectResult,
     WorkerListResult,
     WorkerLogsParams,
@@ -49,6 +53,7 @@ from daemon.service_api import ClientGone, Notify
 from daemon.settings import DaemonSettings
 from daemon.supervisor import Launched, Progress, Supervisor, WorkerRuntime
 from daemon.targets import TargetKind, classify_target
+from daemon.worker_exec import ExecRegistry, enter_spec, run_exec
 from daemon.worker_logs import follow, tail
 from daemon.worker_state import WorkerState
 from manifests import WorkerSpec
@@ -71,6 +76,7 @@ class WorkerLifecycle:
         self._specs: dict[str, WorkerSpec] = {}
         self._deps: dict[str, bool] = {}  # marker present? cached: list is the hot path
         self._relays: dict[str, ProgressRelay] = {}
+        self._execs = ExecRegistry()
         # Set by the autopilot: hand edits found by a launch are reconciled like the watcher's.
         self.config_changed: Callable[[ConfigChange], Awaitable[None]] | None = None
 
@@ -291,6 +297,23 @@ class WorkerLifecycle:
                                    paths=WorkerPaths(sandbox=str(layout.dir),
                                                      logs=str(layout.worker_log)),
                                    isolation_detail=detail)
+
+    async def exec(self, params: WorkerExecParams, notify: Notify) -> WorkerExecResult:
+        fds = notify.take_fds()
+        try:
+            self.entry(params.name)
+            if self.view(self.entry(params.name)).pid is None:
+                raise InvalidState(f"worker '{params.name}' is not running; start it first")
+            spec = await asyncio.to_thread(enter_spec, self.layout(params.name), params)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return await run_exec(spec, fds, params, self._execs)
+
+    async def exec_signal(self, params: WorkerExecSignalParams) -> EmptyResult:
+        self._execs.signal(params.exec_id, params.signal)
+        return EmptyResult()
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
         self.entry(params.name)

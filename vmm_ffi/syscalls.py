@@ -63,6 +63,11 @@ def unshare(flags: int) -> None:
     _check(_lib().unshare(ctypes.c_int(flags)), "unshare")
 
 
+def setns(fd: int, nstype: int) -> None:
+    """setns(2): join the namespace open at ``fd``."""
+    _check(_lib().setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
     """mount(2); ``target`` must exist."""

@@ -1,0 +1,119 @@
+"""``iii worker exec`` end to end: a real daemon, a real namespace sandbox, the CLI's own stdio
+(or a pty it opens) passed to the command over the socket."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import signal
+import struct
+import subprocess
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import III_CLI, DaemonProcess
+from tests.support.projects import make_shell_project
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def running(daemon_factory, busybox_image: str, tmp_path: Path) -> DaemonProcess:
+    project = make_shell_project(tmp_path, busybox_image, "box",
+                                 start="echo ready > /tmp/ready; exec sleep 1000")
+    daemon = daemon_factory()
+    assert daemon.iii("worker", "add", str(project)).returncode == 0
+    assert daemon.json("worker", "start", "box")["status"] == "running"
+    return daemon
+
+
+def test_output_exit_code_env_and_workdir(running: DaemonProcess) -> None:
+    done = running.iii("worker", "exec", "box", "-e", "WHO=exec", "-w", "/tmp", "--",
+                       "sh", "-c", "echo $WHO in $(pwd) as $(id -u); cat ready; exit 3")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.splitlines() == ["exec in /tmp as 0", "ready"]
+    stdin = subprocess.run([III_CLI, "worker", "exec", "box", "--", "cat"], input="piped\n",
+                           env=running.env, capture_output=True, text=True, timeout=60)
+    assert (stdin.returncode, stdin.stdout) == (0, "piped\n")
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (("box", "--", "no-such-command"), 127, "exec no-such-command"),
+    (("nosuch", "--", "true"), 1, "error: "),
+    (("box", "-e", "III_URL=x", "--", "true"), 1, "III_URL: reserved"),
+], ids=["command-not-found", "unknown-worker", "reserved-env"])
+def test_bad_input(running: DaemonProcess, args: tuple[str, ...], code: int,
+                   message: str) -> None:
+    done = running.iii("worker", "exec", *args)
+    assert done.returncode == code and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_stopped_worker_is_a_clear_error(running: DaemonProcess) -> None:
+    running.json("worker", "stop", "box")
+    done = running.iii("worker", "exec", "box", "--", "true")
+    assert done.returncode == 1 and "not running" in done.stderr
+
+
+def test_timeout_stops_a_command_that_ignores_sigint(running: DaemonProcess) -> None:
+    started = time.monotonic()
+    done = running.iii("worker", "exec", "--timeout", "1", "box", "--",
+                       "sh", "-c", "trap '' INT; sleep 100")
+    assert done.returncode == 124, done.stderr
+    assert time.monotonic() - started < 20
+
+
+def test_tty_gets_a_pty_resizes_and_ctrl_c(running: DaemonProcess) -> None:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    proc = subprocess.Popen([III_CLI, "worker", "exec", "box", "--", "sh", "-c",
+                             "[ -t 0 ] && echo on-a-tty; stty size; echo go; sleep 100; echo never"],
+                            stdin=slave, stdout=slave, stderr=slave, env=running.env,
+                            start_new_session=True)
+    os.close(slave)
+    out = bytearray()
+
+    def read_until(text: bytes) -> bool:
+        try:
+            out.extend(os.read(master, 4096))
+        except OSError:
+            pass
+        return text in out
+    try:
+        wait_until(lambda: read_until(b"go"), 30, "the command's output")
+        assert b"on-a-tty" in out and b"33 101" in out, bytes(out)
+        os.write(master, b"\x03")  # Ctrl-C, as typed: the pty delivers SIGINT to the command
+        assert proc.wait(30) == 130
+        assert b"never" not in out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        os.close(master)
+
+
+def test_daemon_killed_during_exec_takes_the_command(running: DaemonProcess) -> None:
+    proc = subprocess.Popen([III_CLI, "worker", "exec", "box", "--", "sleep", "4321"],
+                            env=running.env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_until(lambda: _sleepers("4321"), 30, "the command to run")
+    running.kill9()
+    wait_until(lambda: not _sleepers("4321"), 30, "the command to end with the daemon")
+    assert proc.wait(30) != 0
+    assert proc.stderr is not None
+    proc.stderr.close()
+
+
+def _sleepers(arg: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == f"sleep\0{arg}\0".encode():
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found

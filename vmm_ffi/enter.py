@@ -1,0 +1,144 @@
+"""``python -m vmm_ffi.enter SPEC.json``: run one command inside a running namespace sandbox.
+
+What ``iii worker exec`` runs (the daemon spawns it with the client's own stdin/stdout/stderr,
+passed over the socket, so no byte goes through the daemon). It joins the sandbox init's user,
+mount, pid, uts, ipc and net namespaces (``setns``: the mount namespace brings the sandbox's
+root), forks into the pid namespace, becomes the sandbox's root, and execs the command with the
+sandbox's environment in its workdir. With ``tty`` the command gets a session of its own with
+stdin as its controlling terminal (the client's pty slave), so Ctrl-C and resizes reach it as
+they would over ssh.
+
+Lifetime: both processes have PDEATHSIG=SIGKILL, so a daemon that dies takes its execs along
+(the command would otherwise live on as an orphan of the sandbox's init). The helper exits
+with the command's code (128+N when killed by signal N; 127/126 when it cannot be executed).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+import sys
+import termios
+
+import msgspec
+
+from vmm_ffi import syscalls as sc
+from vmm_ffi.namespace import resolve_program
+from vmm_ffi.params import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
+
+# setns order: the user namespace first (it grants the capabilities the others need).
+NAMESPACES = (("user", sc.CLONE_NEWUSER), ("mnt", sc.CLONE_NEWNS), ("uts", sc.CLONE_NEWUTS),
+              ("ipc", sc.CLONE_NEWIPC), ("net", sc.CLONE_NEWNET), ("pid", sc.CLONE_NEWPID))
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGWINCH)
+
+
+class EnterSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where and what to run: the sandbox init's host pid and the command."""
+
+    sandbox_pid: int
+    argv: list[str]
+    env: dict[str, str]
+    workdir: str = "/"
+    tty: bool = False
+
+
+def enter(spec: EnterSpec) -> None:
+    """Join the sandbox's namespaces (all fds opened first: /proc goes away with the mnt ns)."""
+    fds = []
+    try:
+        for name, flag in NAMESPACES:
+            path = f"/proc/{spec.sandbox_pid}/ns/{name}"
+            if os.readlink(path) == os.readlink(f"/proc/self/ns/{name}"):
+                continue  # shared with us (a sandbox on the host's network, say)
+            fds.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag))
+        for fd, flag in fds:
+            sc.setns(fd, flag)
+    finally:
+        for fd, _ in fds:
+            os.close(fd)
+
+
+def run(spec: EnterSpec) -> int:
+    """Enter, fork the command, wait for it; returns the exit code."""
+    sc.set_parent_death_signal(signal.SIGKILL)
+    try:
+        enter(spec)
+    except OSError as exc:
+        print(f"error: cannot enter the sandbox: {exc}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+    sc.set_parent_death_signal(signal.SIGKILL)  # again: a credentials change clears it
+    if os.getppid() == 1:
+        return EXIT_SETUP_FAILED  # the daemon died before we asked
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    child = os.fork()
+    if child == 0:
+        _exec(spec)
+    for sig in FORWARDED:
+        signal.signal(sig, lambda signum, _frame: _forward(child, signum))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _forward(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _exec(spec: EnterSpec) -> None:
+    """In the child, now inside the sandbox's pid namespace. Never returns."""
+    code = EXIT_SETUP_FAILED
+    try:
+        for sig in FORWARDED + (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.setsid()
+        if spec.tty:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        sc.set_parent_death_signal(signal.SIGKILL)  # after setresuid, which clears it
+        os.umask(0o022)
+        os.chdir(spec.workdir)
+        program = resolve_program(spec.argv[0], spec.env)
+        code = EXIT_NOT_FOUND
+        os.execve(program, spec.argv, spec.env)
+    except OSError as exc:
+        if code == EXIT_NOT_FOUND:  # the execve itself failed
+            code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_NOT_EXECUTABLE
+            what = f"exec {spec.argv[0]}"
+        else:
+            what = "set up the command"
+        os.write(2, f"iii: {what}: {exc.strerror}\n".encode())
+    finally:
+        os._exit(code)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: the spec as the one argument (stdin is the command's)."""
+    if len(argv) != 1:
+        print("usage: python -m vmm_ffi.enter SPEC-JSON", file=sys.stderr)
+        return 2
+    try:
+        spec = msgspec.json.decode(argv[0], type=EnterSpec)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        print(f"error: invalid enter spec: {exc}", file=sys.stderr)
+        return 2
+    sc.load()
+    return run(spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
