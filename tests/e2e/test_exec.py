@@ -38,7 +38,8 @@ def test_output_exit_code_env_and_workdir(running: DaemonProcess) -> None:
     assert done.returncode == 3, done.stderr
     assert done.stdout.splitlines() == ["exec in /tmp as 0", "ready"]
     stdin = subprocess.run([III_CLI, "worker", "exec", "box", "--", "cat"], input="piped\n",
-                           env=running.env, capture_output=True, text=True, timeout=60)
+                           env=running.env, capture_output=True, text=True, timeout=60,
+                           check=False)
     assert (stdin.returncode, stdin.stdout) == (0, "piped\n")
 
 
