@@ -335,6 +335,19 @@ def worker_exec(
     raise typer.Exit(run_cli(body))
 
 
+@worker_app.command("status")
+def worker_status(
+    name: str = typer.Argument(..., help="Worker name."),
+    watch: bool = typer.Option(True, "--watch/--no-watch",
+                               help="Follow changes live (default on a terminal)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """One worker at a glance: phase, pid, uptime, restarts, isolation, engine, last log lines."""
+    from client.status_view import run_status
+
+    run_cli(lambda: run_status(name, as_json, watch))
+
+
 @worker_app.command("logs")
 def worker_logs(
     name: str = typer.Argument(..., help="Worker name."),
