@@ -144,6 +144,8 @@ def worker_add(
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing worker."),
     reset_config: bool = typer.Option(False, "--reset-config",
                                       help="With --force: drop the old entry's config."),
+    no_watch: bool = typer.Option(False, "--no-watch",
+                                  help="No hot reload for this local worker (watch: false)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Register, prepare and (when the engine runs) start a worker."""
@@ -152,6 +154,8 @@ def worker_add(
                                  param_hint="--reset-config")
     params: dict[str, Any] = {"target": resolve_target(target), "force": force,
                               "reset_config": reset_config}
+    if no_watch:
+        params["watch"] = False
     if name is not None:
         params["name"] = name
 

@@ -148,6 +148,7 @@ class WorkerAddParams(Params, frozen=True):
     force: bool = False
     reset_config: bool = False
     progress: bool = False
+    watch: bool = True  # local workers: hot reload (False writes `watch: false` to the entry)
 
 
 class WorkerAddResult(Result):

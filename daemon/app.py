@@ -55,6 +55,7 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Work
     from daemon.config_store import ConfigStore
     from daemon.engine_api import EngineApi
     from daemon.events import EventBus
+    from daemon.hot_reload import HotReload
     from daemon.images import ImageStore, RegistrySettings
     from daemon.sandboxes import Provisioner
     from daemon.workers import WorkerLifecycle
@@ -75,6 +76,7 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Work
     adopted = await asyncio.to_thread(autopilot.reattach_all)
     log.info("reattached %d running worker(s)", adopted)
     tasks.create_task(autopilot.run(), name="autopilot")
+    tasks.create_task(HotReload(lifecycle, lifecycle.events, tasks).run(), name="hot-reload")
     tasks.create_task(lifecycle.preload_specs(), name="preload-specs")
     return lifecycle
 

@@ -62,6 +62,7 @@ class WorkerEntry(msgspec.Struct, frozen=True, kw_only=True):
     worker_path: str | None = None
     image: str | None = None
     config: dict[str, Any] | None = None
+    watch: bool | None = None  # local workers: hot reload, on unless false
 
     def kind(self, home: Path) -> WorkerKind:
         """Local (worker_path), OCI (image), Binary (an executable ``$III_HOME/workers/<name>``),
@@ -82,6 +83,8 @@ class WorkerEntry(msgspec.Struct, frozen=True, kw_only=True):
             out["worker_path"] = self.worker_path
         if self.image is not None:
             out["image"] = self.image
+        if self.watch is not None:
+            out["watch"] = self.watch
         if self.config is not None:
             out["config"] = self.config
         return out
@@ -208,5 +211,9 @@ def _parse_entry(item: CommentedMap, label: str, file: str,
     config = item.get("config")
     if config is not None and not isinstance(config, CommentedMap):
         raise _fail(file, _mark(item, key="config"), f"{label}.config must be a mapping")
+    watch = item.get("watch")
+    if watch is not None and not isinstance(watch, bool):
+        raise _fail(file, _mark(item, key="watch"),
+                    f"{label}.watch must be true or false (got {plain(watch)!r})")
     return WorkerEntry(name=str(name), worker_path=fields["worker_path"], image=fields["image"],
-                       config=None if config is None else plain(config))
+                       config=None if config is None else plain(config), watch=watch)

@@ -172,7 +172,8 @@ class WorkerLifecycle:
             if target.kind is TargetKind.LOCAL:
                 spec = await load_project(str(target.path), params.name)
                 entry = WorkerEntry(name=spec.name, worker_path=spec.project_dir,
-                                    config=spec.config or None)
+                                    config=spec.config or None,
+                                    watch=None if params.watch else False)
             else:
                 assert target.name is not None and target.image is not None
                 entry = WorkerEntry(name=target.name, image=target.image)
