@@ -75,6 +75,9 @@ def test_a_deleted_project_is_reported_and_the_worker_keeps_running(
     shutil.rmtree(project)
     wait_until(lambda: "is gone" in logs(daemon, "live"), 20, "the watcher to report it")
     assert daemon.worker("live")["status"] == "running"
+    daemon.json("worker", "stop", "live")
+    again = daemon.iii("worker", "start", "live")
+    assert again.returncode == 1 and str(project) in again.stderr, again.stderr
 
 
 def test_no_watch_turns_it_off(daemon_factory, busybox_image: str, iii_home: Path,
@@ -89,3 +92,21 @@ def test_no_watch_turns_it_off(daemon_factory, busybox_image: str, iii_home: Pat
     (project / "msg.txt").write_text("two\n")
     with pytest.raises(TimeoutError):  # a bounded wait for something that must not happen
         wait_until(lambda: "reloading" in logs(daemon, "still"), 3, "no reload")
+
+
+def test_a_broken_edit_backs_off_with_its_error_and_the_next_save_fixes_it(
+        daemon_factory, busybox_image: str, tmp_path: Path) -> None:
+    project = make_shell_project(tmp_path, busybox_image, "fragile", start="sh run.sh")
+    (project / "run.sh").write_text("echo good-1; exec sleep 1000\n")
+    daemon = daemon_factory()
+    assert daemon.iii("worker", "add", str(project)).returncode == 0
+    assert daemon.json("worker", "start", "fragile")["status"] == "running"
+    wait_until(lambda: "good-1" in logs(daemon, "fragile"), 15, "the first version")
+    (project / "run.sh").write_text("echo broken; if then fi\n")  # a syntax error
+    wait_until(lambda: daemon.worker("fragile")["status"] in ("backoff", "crashed"), 20,
+               "the broken version to fail")
+    status = daemon.iii("worker", "status", "fragile", "--no-watch").stdout
+    assert "phase:      backoff" in status and "syntax error" in status
+    (project / "run.sh").write_text("echo good-2; exec sleep 1000\n")
+    wait_until(lambda: "good-2" in logs(daemon, "fragile"), 20, "the fixed version")
+    wait_until(lambda: daemon.worker("fragile")["status"] == "running", 10, "running again")
