@@ -67,7 +67,8 @@ def bench_reload(tmp: Path, registry: RegistryServer) -> None:
             source.write_text(original.replace('os.environ.get("GREETING", "Hello")',
                                                f'"{greeting}"'))
             t0 = time.perf_counter()
-            wait_until(lambda: str(answer(engine.url)).find(f"'{greeting}, ") >= 0, 60,
+            wanted = f"'{greeting}, "
+            wait_until(lambda w=wanted: w in str(answer(engine.url)), 60,  # type: ignore[misc]
                        "the reloaded version")
             reloads.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
