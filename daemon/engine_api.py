@@ -16,7 +16,8 @@ offers it: iii functions served over the daemon's one :class:`~daemon.engine.Eng
   ``worker::lifecycle`` (config ``LifecycleTriggerConfig``); every worker event (the
   ``events.subscribe`` notifications: ``preparing``, ``starting``, ``running``, ``stopped``,
   ``crashed``, ``registered``, ...) is sent to each matching trigger's function as an
-  ``EventNotification``.
+  ``EventNotification`` plus ``lifecycle``, upstream's name for it (``starting``, ``running``,
+  ``stopped``, ``failed``, ``registered``, ...); a trigger's ``statuses`` may name either.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from client.protocol import (
     ENGINE_FUNCTIONS,
     LIFECYCLE_TRIGGER_TYPE,
     DaemonInfoResult,
+    EventNotification,
     LifecycleTriggerConfig,
     WorkerValidateParams,
 )
@@ -76,6 +78,19 @@ def _no_shutdown(stop_workers: bool) -> None:
 class _Trigger:
     function_id: str
     config: LifecycleTriggerConfig
+
+
+_LIFECYCLE = {"preparing": "starting", "installing": "starting", "starting": "starting",
+              "running": "running", "stopping": "stopping", "stopped": "stopped",
+              "crashed": "failed", "backoff": "failed"}
+
+
+def lifecycle_of(event: EventNotification) -> str:
+    """Upstream's lifecycle name for a worker event: starting, running, stopped, failed,
+    registered, unregistered (a start that failed is ``failed``, not ``stopped``)."""
+    if event.status == "stopped" and (event.detail or "").startswith("start failed"):
+        return "failed"
+    return _LIFECYCLE.get(event.status, event.status)
 
 
 class EngineApi:
@@ -171,11 +186,13 @@ class EngineApi:
         async for event in self.events.stream():
             if not self._triggers:
                 continue
-            payload = msgspec.to_builtins(event)
+            phase = lifecycle_of(event)
+            payload = {**msgspec.to_builtins(event), "lifecycle": phase}
             for trigger in list(self._triggers.values()):
                 config = trigger.config
                 if config.worker is not None and config.worker != event.worker:
                     continue
-                if config.statuses is not None and event.status not in config.statuses:
+                if config.statuses is not None and event.status not in config.statuses \
+                        and phase not in config.statuses:
                     continue
                 await session.fire(trigger.function_id, payload)

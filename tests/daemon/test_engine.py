@@ -322,3 +322,17 @@ async def test_heartbeat_closes_a_session_whose_engine_stopped_answering() -> No
         frozen.set()
         await runner.cleanup()
 
+
+
+@pytest.mark.parametrize(("status", "detail", "phase"), [
+    ("preparing", None, "starting"), ("installing", None, "starting"),
+    ("running", None, "running"), ("stopped", "exit code 0", "stopped"),
+    ("stopped", "start failed: install script failed", "failed"), ("crashed", None, "failed"),
+    ("backoff", None, "failed"), ("registered", None, "registered"),
+], ids=lambda v: str(v))
+def test_lifecycle_names_of_worker_events(status: str, detail: str | None, phase: str) -> None:
+    from client.protocol import EventNotification
+    from daemon.engine_api import lifecycle_of
+
+    event = EventNotification(worker="w", status=status, time=0.0, detail=detail)
+    assert lifecycle_of(event) == phase

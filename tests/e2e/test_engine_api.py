@@ -161,6 +161,9 @@ def test_management_api_with_engine_control(daemon_factory, engine_factory, sdk_
     statuses = [e["status"] for e in events]
     assert statuses[:2] == ["added", "preparing"] and statuses.count("running") == 3
     assert statuses[-1] == "removed"
+    phases = {e["status"]: e["lifecycle"] for e in events}  # upstream's names beside ours
+    assert phases["preparing"] == "starting" and phases["running"] == "running"
+    assert phases["stopped"] == "stopped"
     assert engine.stats()["connections_opened"] == 2  # the daemon's session and the caller
 
 
