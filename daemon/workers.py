@@ -197,7 +197,8 @@ class WorkerLifecycle:
             raise InvalidState(f"worker '{name}' is busy ({rt.state.value})")
         async with rt.lock:
             resolved = await resolve_boot(entry, WorkerKind.LOCAL if spec else WorkerKind.OCI,
-                                          self.settings, self.images, relay.pull)
+                                          self.settings, self.images, relay.pull,
+                                          refresh=params.force)
             if spec is not None:
                 self._specs[name] = spec
             for warning in resolved.warnings:
