@@ -140,6 +140,19 @@ class WorkerLifecycle:
                 except DaemonError as exc:
                     log.info("manifest of %s: %s", entry.name, exc.message)
 
+    def restore_manual_stops(self) -> None:
+        """At daemon start: a ``stop`` the user gave an earlier daemon still holds. Blocking."""
+        for entry in self.store.snapshot():
+            if self.layout(entry.name).manual_stop_flag.exists():
+                self.supervisor.runtime(entry.name).manual_stop = True
+
+    def _remember_manual_stop(self, name: str, stopped: bool) -> None:
+        flag = self.layout(name).manual_stop_flag
+        if not stopped:
+            flag.unlink(missing_ok=True)
+        elif flag.parent.is_dir():  # a worker never prepared has nothing to auto-start
+            flag.touch()
+
     def _deps_installed(self, name: str) -> bool:
         known = self._deps.get(name)
         if known is None:
@@ -189,6 +202,7 @@ class WorkerLifecycle:
         if params.force:
             await self.supervisor.stop(name, self.settings.stop_timeout_s, manual=False)
             rt.manual_stop = False
+            self._remember_manual_stop(name, False)
             layout = self.layout(name)
             if layout.exists():
                 relay.note("provision", f"deleting the old sandbox of {name}")
@@ -222,6 +236,7 @@ class WorkerLifecycle:
 
     async def start(self, params: WorkerStartParams, notify: Notify) -> Worker:
         entry = self._startable(params.name)
+        self._remember_manual_stop(params.name, False)
         async with progress_relay(notify, params.name, params.progress) as relay:
             self._relays[params.name] = relay
             try:
@@ -232,6 +247,7 @@ class WorkerLifecycle:
 
     async def stop(self, params: WorkerStopParams) -> Worker:
         entry = self._startable(params.name)
+        self._remember_manual_stop(params.name, True)  # first: it holds even if we die stopping
         rt = await self.supervisor.stop(params.name, params.timeout_s)
         return self.view(entry, rt)
 

@@ -116,6 +116,12 @@ class SandboxLayout:
         not adopt that launcher as the worker (it kills it; the next start re-runs install)."""
         return self.dir / "oneshot"
 
+    @property
+    def manual_stop_flag(self) -> Path:
+        """Present while the user's ``stop`` holds: a restarted daemon must not auto-start the
+        worker either (the flag lives with the sandbox, so ``remove`` and ``--force`` drop it)."""
+        return self.dir / "manual-stop"
+
     def mode(self) -> RootMode | None:
         """The provisioning mode recorded on disk, or None when not provisioned yet."""
         try:
