@@ -141,8 +141,12 @@ def _change_state(method: str, params: dict[str, Any], as_json: bool,
         except InvalidState:
             # start of a running / stop of a stopped worker is a success (upstream relies on it)
             current = _current_status(params["name"]) if idempotent_status else None
-            if current is None or current.get("status") != idempotent_status \
-                    or current.get("type") == "config":
+            if current is not None and current.get("type") == "config":
+                # The upstream `iii` CLI spawns `iii-worker start|stop` for builtin config
+                # workers (SPEC §12): the engine serves them, so there is nothing to do here.
+                print(f"note: worker '{current['name']}' is a config worker served by the "
+                      "engine; there is nothing to start or stop here", file=sys.stderr)
+            elif current is None or current.get("status") != idempotent_status:
                 raise
             worker = current
             if as_json:

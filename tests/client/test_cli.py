@@ -124,9 +124,24 @@ def test_iii_worker_start_stop_accept_upstream_flags_and_are_idempotent(
         assert out.stdout.strip() == "worker 'w0': stopped"
 
 
-def test_starting_a_config_worker_is_a_clear_error(daemon: ThreadedDaemon) -> None:
+@pytest.mark.parametrize("program, argv", [
+    ("iii-worker", ["start", "--port", "49134", "--", "iii-http"]),
+    ("iii-worker", ["stop", "--no-wait", "iii-http"]),
+    ("iii", ["worker", "start", "iii-http"]),
+], ids=["iii-worker-start", "iii-worker-stop", "iii-start"])
+def test_start_stop_of_a_config_worker_is_a_noop_with_a_note(
+        daemon: ThreadedDaemon, program: str, argv: list[str]) -> None:
+    # The upstream `iii` CLI spawns exactly these for builtin config workers (SPEC §12).
     iii("worker", "add", "iii-http", env=daemon.env())
-    out = iii("worker", "start", "iii-http", env=daemon.env())
+    out = iii(*argv, env=daemon.env(), program=program)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.startswith("note: worker 'iii-http' is a config worker")
+    assert "error" not in out.stderr
+
+
+def test_restarting_a_config_worker_is_a_clear_error(daemon: ThreadedDaemon) -> None:
+    iii("worker", "add", "iii-http", env=daemon.env())
+    out = iii("worker", "restart", "iii-http", env=daemon.env())
     assert out.returncode == 1
     assert out.stderr.startswith("error: worker 'iii-http' is a config worker")
 
