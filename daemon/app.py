@@ -192,7 +192,14 @@ async def serve_daemon(settings: DaemonSettings, *, keep_workers: bool = False,
             home=str(settings.home), config_path=str(settings.config_path),
             socket=str(settings.socket_path), engine=engine, isolation=isolation)
 
-    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = settings.home / f".write-probe-{os.getpid()}"
+        probe.touch()  # a read-only home fails here, in one line, not deep in a subsystem
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(f"III_HOME {settings.home}: cannot write: {exc.strerror}; set "
+                            "III_HOME to a directory you can write") from exc
     async with AsyncExitStack() as stack:
         listener = open_listener(settings)
         stack.callback(listener.close)
@@ -240,7 +247,7 @@ def main(config: Path | None = None, keep_workers: bool = False,
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(run())
-    except (ListenerError, DaemonError) as exc:
+    except (ListenerError, DaemonError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
