@@ -118,6 +118,7 @@ def worker_add(
     params: dict[str, Any] = {"target": resolve_target(target), "force": force,
                               "reset_config": reset_config}
     if name is not None:
+        _check_name(name)
         params["name"] = name
 
     def body() -> None:
@@ -131,6 +132,19 @@ def worker_add(
         print(f"added worker '{worker['name']}' ({worker['type']}): {started}")
 
     run_cli(body)
+
+
+def _check_name(name: str) -> None:
+    """``--name`` is checked here, with the manifest's own message, before any daemon is
+    started or a sandbox prepared (exit 2: a usage error)."""
+    from manifests import ManifestError
+    from manifests.spec import validate_worker_name
+
+    try:
+        validate_worker_name(name)
+    except ManifestError as exc:
+        print(f"error: --name: {exc.message}", file=sys.stderr)
+        raise typer.Exit(2) from None
 
 
 def _change_state(method: str, params: dict[str, Any], as_json: bool,

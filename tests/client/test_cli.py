@@ -292,3 +292,15 @@ def test_logs_json_follow_prints_the_result_then_one_json_line_per_log_line(
         proc.wait()
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
+
+
+def test_a_bad_name_is_refused_by_the_cli_with_the_manifest_message(iii_home: Path,
+                                                                      tmp_path: Path) -> None:
+    from manifests.spec import invalid_name_message
+
+    # No daemon at all: the name is checked before one is needed (or autostarted).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
+    env.update(III_HOME=str(iii_home), III_NO_AUTOSTART="1")
+    out = iii("worker", "add", str(tmp_path), "--name", "bad name!", env=env)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == f"error: --name: {invalid_name_message('worker name', 'bad name!')}\n"
