@@ -150,6 +150,9 @@ class ProgressView:
             return
         phase = str(params.get("phase", ""))
         message = str(params.get("message", ""))
+        if message.startswith("warning: "):  # a warning is a line of its own, on stderr
+            print(message, file=sys.stderr, flush=True)
+            return
         current, total = params.get("current"), params.get("total")
         if self._progress is not None:
             self._render_bar(phase, message, current, total, params.get("unit"))

@@ -215,8 +215,7 @@ class WorkerLifecycle:
                                           refresh=params.force)
             if spec is not None:
                 self._specs[name] = spec
-            for warning in resolved.warnings:
-                relay.note("provision", f"warning: {warning}")
+            # The warnings go back in the result (the CLI prints them once): no progress note.
             try:
                 await prepare(self.layout(name), resolved.boot, self.provisioner, relay.boot)
             finally:
@@ -240,9 +239,11 @@ class WorkerLifecycle:
         async with progress_relay(notify, params.name, params.progress) as relay:
             self._relays[params.name] = relay
             try:
-                rt, _ = await self.supervisor.start(params.name, relay.boot)
+                rt, warnings = await self.supervisor.start(params.name, relay.boot)
             finally:
                 self._relays.pop(params.name, None)
+            for warning in warnings:  # e.g. no hardware isolation: said on every start
+                relay.note("start", f"warning: {warning}")
         return self.view(entry, rt)
 
     async def stop(self, params: WorkerStopParams) -> Worker:

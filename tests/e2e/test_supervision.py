@@ -136,3 +136,19 @@ def test_reattached_worker_is_not_stopped_by_the_engine_down_grace(
     wait_until(lambda: daemon.worker("auto")["status"] == "stopped", 10.0, "grace stop")
     assert daemon.worker("loop")["status"] == "running"
     assert launchers_of(iii_home, "loop") == [pid]
+
+
+def test_no_hardware_isolation_warning_once_on_add_and_again_on_start(
+        daemon_factory, busybox_image, iii_home: Path, tmp_path: Path) -> None:
+    daemon = daemon_factory()
+    backends = daemon.json("daemon", "status")["isolation"]["backends"]
+    if backends.get("libkrun", {}).get("available"):
+        pytest.skip("libkrun works here: there is no namespace-fallback warning to show")
+    warning = "(no hardware isolation)"
+    added = daemon.iii("worker", "add", str(make_project(tmp_path, busybox_image)))
+    assert added.returncode == 0, added.stderr
+    assert (added.stdout + added.stderr).count(warning) == 1, (added.stdout, added.stderr)
+    started = daemon.iii("worker", "start", "loop")
+    assert started.returncode == 0, started.stderr
+    assert started.stderr.count(warning) == 1, (started.stdout, started.stderr)
+    assert started.stderr.startswith("warning: isolation: namespace")
