@@ -30,7 +30,8 @@ def _fast(method: str, as_json: bool) -> int:
             if as_json:
                 print_json_raw(client.call_raw(method))
             else:
-                print_workers(client.call(method).get("workers", []))
+                result = client.call(method)
+                print_workers(result.get("workers", []), result.get("config_error"))
     except CliError as exc:
         print_error(exc)
         return 1

@@ -240,7 +240,7 @@ def worker_list(as_json: bool = JSON_OPT) -> None:
     def body() -> None:
         result = _call("worker.list", as_json=as_json)
         if result is not None:
-            print_workers(result.get("workers", []))
+            print_workers(result.get("workers", []), result.get("config_error"))
 
     run_cli(body)
 

@@ -83,7 +83,10 @@ def print_table(columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> 
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def print_workers(workers: list[dict[str, Any]]) -> None:
+def print_workers(workers: list[dict[str, Any]], config_error: str | None = None) -> None:
+    if config_error:
+        print(f"warning: config.yaml is broken ({config_error}); showing the last good state "
+              "until it is fixed", file=sys.stderr)
     if not workers:
         print("no workers (add one with `iii worker add ./my-project`)")
         return

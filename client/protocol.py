@@ -162,6 +162,8 @@ class WorkerRemoveResult(Result):
 
 class WorkerListResult(Result):
     workers: list[Worker]
+    # Set while config.yaml is broken: ``workers`` is then the last good state, not the file.
+    config_error: str | None = None
 
 
 class WorkerLogsParams(Params, frozen=True):

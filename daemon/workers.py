@@ -273,7 +273,9 @@ class WorkerLifecycle:
     # -- reads ----------------------------------------------------------------------------------
 
     async def list(self) -> WorkerListResult:
-        return WorkerListResult(workers=[self.view(e) for e in self.store.snapshot()])
+        error = self.store.error
+        return WorkerListResult(workers=[self.view(e) for e in self.store.snapshot()],
+                                config_error=None if error is None else str(error))
 
     async def inspect(self, params: WorkerNameParams) -> WorkerInspectResult:
         entry = self.entry(params.name)

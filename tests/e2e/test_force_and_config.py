@@ -91,3 +91,24 @@ def test_force_pulls_the_base_image_again(daemon_factory, registry: RegistryServ
     push("two")
     daemon.json("worker", "add", str(project), "--force")
     assert "version=two" in daemon.iii("worker", "logs", "refreshed").stdout.splitlines()
+
+
+def test_list_says_a_broken_config_shows_the_last_good_state(daemon_factory, iii_home: Path
+                                                             ) -> None:
+    daemon = daemon_factory()
+    daemon.json("worker", "add", "iii-http")
+    config = iii_home / "config.yaml"
+    good = config.read_text()
+    config.write_text(good + "  - name: [broken\n")
+    note = "config.yaml is broken"
+
+    def warned() -> bool:
+        out = daemon.iii("worker", "list")
+        return out.returncode == 0 and note in out.stderr and "iii-http" in out.stdout
+    wait_until(warned, 10, "list to say it shows the last good state")
+    out = daemon.iii("worker", "list")
+    assert out.stderr.startswith("warning: ") and "last good state" in out.stderr
+    assert "invalid YAML" in out.stderr or str(config) in out.stderr  # names what is wrong
+    assert daemon.json("worker", "list")["config_error"]
+    config.write_text(good)
+    wait_until(lambda: daemon.iii("worker", "list").stderr == "", 10, "the warning to go")
