@@ -256,7 +256,7 @@ def worker_inspect(name: str = typer.Argument(..., help="Worker name."),
             return
         manifest = w.get("manifest") or {}
         scripts = manifest.get("scripts") or {}
-        paths = w.get("paths") or {}
+        paths = w.get("paths")
         print_kv([
             ("name", w.get("name")), ("type", w.get("type")), ("source", w.get("source")),
             ("status", w.get("status")), ("pid", w.get("pid")),
@@ -265,8 +265,8 @@ def worker_inspect(name: str = typer.Argument(..., help="Worker name."),
             ("image", w.get("image") or manifest.get("base_image")),
             ("kind", manifest.get("kind")), ("setup", scripts.get("setup")),
             ("install", scripts.get("install")), ("start", scripts.get("start")),
-            ("sandbox", paths.get("sandbox")), ("logs", paths.get("logs")),
-        ])
+        ] + ([] if paths is None else [  # none for a config worker: the engine serves it
+            ("sandbox", paths.get("sandbox")), ("logs", paths.get("logs"))]))
         _print_warnings(w.get("warnings", []))
 
     run_cli(body)

@@ -297,9 +297,10 @@ class WorkerLifecycle:
                 warnings = [f"manifest: {exc.message}"]
         layout = self.layout(entry.name)
         fields = {f: getattr(base, f) for f in base.__struct_fields__}
-        return WorkerInspectResult(**fields, manifest=manifest, warnings=warnings,
-                                   paths=WorkerPaths(sandbox=str(layout.dir),
-                                                     logs=str(layout.worker_log)))
+        # A config worker is served by the engine: it has no sandbox and no logs of ours.
+        paths = None if self.kind(entry) is WorkerKind.CONFIG else WorkerPaths(
+            sandbox=str(layout.dir), logs=str(layout.worker_log))
+        return WorkerInspectResult(**fields, manifest=manifest, warnings=warnings, paths=paths)
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
         self.entry(params.name)

@@ -112,3 +112,14 @@ def test_list_says_a_broken_config_shows_the_last_good_state(daemon_factory, iii
     assert daemon.json("worker", "list")["config_error"]
     config.write_text(good)
     wait_until(lambda: daemon.iii("worker", "list").stderr == "", 10, "the warning to go")
+
+
+def test_inspect_of_a_config_worker_shows_no_sandbox_paths(daemon_factory, iii_home: Path
+                                                           ) -> None:
+    daemon = daemon_factory()
+    daemon.json("worker", "add", "iii-http")
+    inspected = daemon.json("worker", "inspect", "iii-http")
+    assert inspected["type"] == "config" and inspected["paths"] is None
+    human = daemon.iii("worker", "inspect", "iii-http")
+    assert human.returncode == 0, human.stderr
+    assert "managed" not in human.stdout and "sandbox" not in human.stdout
