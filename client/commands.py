@@ -120,6 +120,10 @@ def worker_add(
     if name is not None:
         _check_name(name)
         params["name"] = name
+    if _looks_like_a_forgotten_dot(target):
+        print(f"error: '{target}' names a config worker (an engine builtin), but ./{target} is "
+              f"a directory here\nhint: did you mean ./{target}?", file=sys.stderr)
+        raise typer.Exit(1)
 
     def body() -> None:
         result = _call("worker.add", params, as_json=as_json, progress=True)
@@ -132,6 +136,13 @@ def worker_add(
         print(f"added worker '{worker['name']}' ({worker['type']}): {started}")
 
     run_cli(body)
+
+
+def _looks_like_a_forgotten_dot(target: str) -> bool:
+    """A bare name is a config worker (SPEC §5); when a directory of that name is right here
+    the user almost surely meant the project, and a bogus config entry would be written."""
+    return not target.startswith(("~", ".", "/")) and "/" not in target \
+        and ":" not in target and Path(target).is_dir()
 
 
 def _check_name(name: str) -> None:

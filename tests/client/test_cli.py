@@ -304,3 +304,14 @@ def test_a_bad_name_is_refused_by_the_cli_with_the_manifest_message(iii_home: Pa
     out = iii("worker", "add", str(tmp_path), "--name", "bad name!", env=env)
     assert out.returncode == 2, out.stderr
     assert out.stderr == f"error: --name: {invalid_name_message('worker name', 'bad name!')}\n"
+
+
+def test_add_of_a_bare_name_that_is_a_directory_here_hints_the_path(daemon: ThreadedDaemon,
+                                                                    tmp_path: Path) -> None:
+    (tmp_path / "my-project").mkdir()
+    out = iii("worker", "add", "my-project", env=daemon.env(), cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == "hint: did you mean ./my-project?"
+    listed = iii("worker", "list", "--json", env=daemon.env())
+    assert "my-project" not in listed.stdout  # no bogus config entry was written
+    assert iii("worker", "add", "my-project", env=daemon.env()).returncode == 0  # elsewhere: ok
