@@ -315,3 +315,15 @@ def test_add_of_a_bare_name_that_is_a_directory_here_hints_the_path(daemon: Thre
     listed = iii("worker", "list", "--json", env=daemon.env())
     assert "my-project" not in listed.stdout  # no bogus config entry was written
     assert iii("worker", "add", "my-project", env=daemon.env()).returncode == 0  # elsewhere: ok
+
+
+@pytest.mark.parametrize("argv", [("worker", "add", "--help"), ("worker", "stop", "--help")],
+                         ids=["add", "stop"])
+def test_help_does_not_render_types_as_placeholders(argv: tuple[str, ...]) -> None:
+    # typer >= 0.27 renders every option's type (`<str>`, and `<bool>` for plain flags):
+    # noise in the help of a CLI whose flags are mostly switches. pyproject pins below it.
+    env = {**os.environ, "COLUMNS": "120"}
+    out = iii(*argv, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "--force" in out.stdout or "--timeout" in out.stdout
+    assert "<bool>" not in out.stdout and "<str>" not in out.stdout, out.stdout
