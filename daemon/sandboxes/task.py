@@ -36,6 +36,7 @@ from daemon.sandboxes.procinfo import (
     read_pid_record,
     write_pid_record,
 )
+from vmm_ffi.codesign import CodesignFailed, launcher_interpreter
 from vmm_ffi.errors import LaunchFailed
 from vmm_ffi.launch import spawn_launcher
 from vmm_ffi.params import ExitStatus, LaunchParams, LaunchResult
@@ -160,7 +161,13 @@ class SandboxTask:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lay.exit_file)
         try:
-            result = spawn_launcher(params, lay.dir, timeout=LAUNCH_TIMEOUT_S)
+            # macOS: libkrun needs the hypervisor entitlement on the launcher process itself.
+            python, env = launcher_interpreter(lay.home)
+        except CodesignFailed as exc:
+            raise Unavailable(f"sandbox {lay.name!r} could not start: {exc}") from exc
+        try:
+            result = spawn_launcher(params, lay.dir, timeout=LAUNCH_TIMEOUT_S, python=python,
+                                    extra_env=env)
         except LaunchFailed as exc:
             raise Unavailable(f"sandbox {lay.name!r} could not start: {exc}") from exc
         start_time = process_start_time(result.pid)

@@ -209,3 +209,29 @@ async def test_reattach_rejects_stale_and_reused_pids(
         found.close()
     finally:
         await task.stop(5)
+
+
+async def test_macos_launcher_runs_under_the_signed_interpreter(
+        layout: SandboxLayout, busybox_image: Path, provisioner: Provisioner,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No Mac here: the platform is said to be darwin and `codesign` is a recording stand-in
+    # (it signs nothing); the copied interpreter really runs the launcher and the sandbox.
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    record = tmp_path / "codesign-calls"
+    (bindir / "codesign").write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    (bindir / "codesign").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    task_params = params(layout, busybox_image, provisioner, "echo signed-up; exec sleep 100")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    task = SandboxTask(layout)
+    pid = await task.start(task_params)
+    monkeypatch.setattr(sys, "platform", "linux")
+    try:
+        signed = layout.home / "bin" / "python3-iii"
+        assert os.readlink(f"/proc/{pid}/exe") == str(signed)
+        assert "--entitlements" in record.read_text()
+        await async_wait_until(lambda: asyncio.sleep(0, log_has(layout, "signed-up")), 10,
+                               "the workload's output")
+    finally:
+        await task.stop(5)
