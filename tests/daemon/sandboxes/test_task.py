@@ -235,3 +235,27 @@ async def test_macos_launcher_runs_under_the_signed_interpreter(
                                "the workload's output")
     finally:
         await task.stop(5)
+
+
+async def test_reattach_and_stop_without_proc_or_pidfd(
+        layout: SandboxLayout, busybox_image: Path, provisioner: Provisioner,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The macOS path run here: process facts from ps(1), no pidfd_open (wait polls).
+    from daemon.sandboxes import processes, procinfo
+
+    monkeypatch.setattr(procinfo, "TABLE", processes.PsTable())
+    monkeypatch.delattr(os, "pidfd_open")
+    first = SandboxTask(layout)
+    pid = await first.start(params(layout, busybox_image, provisioner,
+                                   "echo up; exec sleep 1000"))
+    first.close()
+    layout.pid_file.unlink()  # the daemon died before writing it: found by searching ps
+    task = SandboxTask.reattach(layout)
+    assert task is not None and task.pid == pid
+    assert task.state().status is TaskStatus.RUNNING
+    assert read_pid_record(layout.pid_file) == task._record
+    status = await task.stop(5)
+    assert status.signal == signal.SIGTERM
+    await task.delete()
+    assert SandboxTask.reattach(layout) is None
+    await asyncio.to_thread(os.waitpid, pid, 0)  # the first handle was its parent: reap it
