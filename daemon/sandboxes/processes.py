@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-LAUNCHER_MODULE = "vmm_ffi.launcher"
+from vmm_ffi.launch import LAUNCHER_MODULE
+
 PS_TIMEOUT_S = 10.0
 _LAUNCHER_FLAG = f" -m {LAUNCHER_MODULE} "
 

@@ -16,7 +16,6 @@ import msgspec
 from daemon.sandboxes import processes
 from vmm_ffi.statefiles import write_atomic
 
-LAUNCHER_MODULE = processes.LAUNCHER_MODULE
 # Which process table answers: /proc on Linux, ps(1) on macOS (tests swap it to run the
 # macOS path here).
 TABLE: processes.ProcessTable = processes.current()

@@ -38,10 +38,9 @@ from daemon.sandboxes.procinfo import (
 )
 from vmm_ffi.codesign import CodesignFailed, launcher_interpreter
 from vmm_ffi.errors import LaunchFailed
-from vmm_ffi.launch import spawn_launcher
+from vmm_ffi.launch import LAUNCH_TIMEOUT_S, read_exit, spawn_launcher
 from vmm_ffi.params import ExitStatus, LaunchParams, LaunchResult
 
-LAUNCH_TIMEOUT_S = 30.0  # launcher spawn → its LaunchResult line
 STOP_TIMEOUT_S = 10.0  # SIGTERM → SIGKILL (SPEC §9 default)
 KILL_WAIT_S = 5.0  # after SIGKILL of the sandbox, before SIGKILL of the launcher itself
 WAIT_POLL_S = 0.05  # liveness polling where pidfd_open is unavailable
@@ -80,14 +79,7 @@ def sandbox_lock(layout: SandboxLayout) -> Iterator[int]:
 
 def read_exit_file(layout: SandboxLayout) -> ExitStatus | None:
     """The last recorded exit of this sandbox (None when none or unreadable)."""
-    try:
-        data = layout.exit_file.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        return msgspec.json.decode(data, type=ExitStatus)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    return read_exit(layout.exit_file)
 
 
 def _open_pidfd(pid: int, start_time: int) -> int | None:

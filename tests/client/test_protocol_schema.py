@@ -48,3 +48,14 @@ def test_params_forbid_unknown_fields_and_results_tolerate_them() -> None:
     for params, result in protocol.METHODS.values():
         assert params.__struct_config__.forbid_unknown_fields, params.__name__
         assert not result.__struct_config__.forbid_unknown_fields, result.__name__
+
+
+def test_the_wire_name_rule_is_the_manifest_rule() -> None:
+    # client.protocol keeps its own copy (importing manifests would slow every `iii` command);
+    # this pins it to the one source of truth.
+    from typing import get_args
+
+    from manifests.spec import NAME_PATTERN
+
+    meta = get_args(protocol.WorkerName)[1]
+    assert meta.pattern == f"^{NAME_PATTERN}$"
