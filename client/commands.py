@@ -25,6 +25,7 @@ from client.output import (
     print_workers,
 )
 from client.rpc_client import CONTROL_REPLY_TIMEOUT_S, RpcClient
+from client.service_cli import service_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="iii sandbox workers.")
 worker_app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -34,12 +35,7 @@ daemon_app = typer.Typer(no_args_is_help=True, help="Run and control the iii dae
 app.add_typer(worker_app, name="worker")
 app.add_typer(image_app, name="image")
 app.add_typer(daemon_app, name="daemon")
-try:
-    from client.service_cli import service_app
-except ImportError:  # service integration not installed in this build
-    pass
-else:
-    app.add_typer(service_app, name="service")
+app.add_typer(service_app, name="service")
 
 T = TypeVar("T")
 DAEMON_STOP_DEADLINE_S = 120.0  # stopping workers can take stop_timeout_s each, in parallel

@@ -13,7 +13,6 @@ import io
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -104,13 +103,8 @@ async def probe_engine(url: str) -> EngineInfo:
 
 def isolation_info(settings: DaemonSettings) -> IsolationInfo:
     """Which isolation backends work here and which one ``auto`` picks (SPEC §8)."""
-    try:
-        from vmm_ffi.availability import check_libkrun, check_namespace
-    except ImportError:
-        missing = BackendAvailability(available=False,
-                                      reason="availability checks are not installed")
-        return IsolationInfo(default=settings.isolation,
-                             backends={"libkrun": missing, "namespace": missing})
+    from vmm_ffi.availability import check_libkrun, check_namespace
+
     backends = {}
     for name, check in (("libkrun", check_libkrun), ("namespace", check_namespace)):
         status = check()
@@ -126,12 +120,9 @@ def isolation_info(settings: DaemonSettings) -> IsolationInfo:
 
 def open_listener(settings: DaemonSettings) -> Listener:
     """The systemd-activated socket when one was passed to us, else our own at socket_path."""
-    try:
-        from daemon.activation import inherited_listen_socket
-    except ImportError:  # service integration not installed
-        inherited: socket.socket | None = None
-    else:
-        inherited = inherited_listen_socket()
+    from daemon.activation import inherited_listen_socket
+
+    inherited = inherited_listen_socket()
     if inherited is not None:
         log.info("serving on the socket passed by systemd")
         return adopt_listener(inherited)
@@ -139,10 +130,8 @@ def open_listener(settings: DaemonSettings) -> Listener:
 
 
 def _sd_notify(state: str) -> None:
-    try:
-        from daemon import sdnotify
-    except ImportError:
-        return
+    from daemon import sdnotify
+
     sdnotify.notify(state)
 
 
