@@ -31,7 +31,8 @@ def _fast(method: str, as_json: bool) -> int:
                 print_json_raw(client.call_raw(method))
             else:
                 result = client.call(method)
-                print_workers(result.get("workers", []), result.get("engine_age_s"))
+                print_workers(result.get("workers", []), result.get("engine_age_s"),
+                              result.get("config_error"))
     except CliError as exc:
         print_error(exc)
         return 1

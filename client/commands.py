@@ -25,6 +25,7 @@ from client.output import (
     print_workers,
 )
 from client.rpc_client import CONTROL_REPLY_TIMEOUT_S, RpcClient
+from client.service_cli import service_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="iii sandbox workers.")
 worker_app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -34,12 +35,7 @@ daemon_app = typer.Typer(no_args_is_help=True, help="Run and control the iii dae
 app.add_typer(worker_app, name="worker")
 app.add_typer(image_app, name="image")
 app.add_typer(daemon_app, name="daemon")
-try:
-    from client.service_cli import service_app
-except ImportError:  # service integration not installed in this build
-    pass
-else:
-    app.add_typer(service_app, name="service")
+app.add_typer(service_app, name="service")
 
 T = TypeVar("T")
 DAEMON_STOP_DEADLINE_S = 120.0  # stopping workers can take stop_timeout_s each, in parallel
@@ -157,7 +153,12 @@ def worker_add(
     if no_watch:
         params["watch"] = False
     if name is not None:
+        _check_name(name)
         params["name"] = name
+    if _looks_like_a_forgotten_dot(target):
+        print(f"error: '{target}' names a config worker (an engine builtin), but ./{target} is "
+              f"a directory here\nhint: did you mean ./{target}?", file=sys.stderr)
+        raise typer.Exit(1)
 
     def body() -> None:
         result = _call("worker.add", params, as_json=as_json, progress=True)
@@ -172,6 +173,26 @@ def worker_add(
     run_cli(body)
 
 
+def _looks_like_a_forgotten_dot(target: str) -> bool:
+    """A bare name is a config worker (SPEC §5); when a directory of that name is right here
+    the user almost surely meant the project, and a bogus config entry would be written."""
+    return not target.startswith(("~", ".", "/")) and "/" not in target \
+        and ":" not in target and Path(target).is_dir()
+
+
+def _check_name(name: str) -> None:
+    """``--name`` is checked here, with the manifest's own message, before any daemon is
+    started or a sandbox prepared (exit 2: a usage error)."""
+    from manifests import ManifestError
+    from manifests.spec import validate_worker_name
+
+    try:
+        validate_worker_name(name)
+    except ManifestError as exc:
+        print(f"error: --name: {exc.message}", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
 def _change_state(method: str, params: dict[str, Any], as_json: bool,
                   idempotent_status: str | None, progress: bool) -> None:
     def body() -> None:
@@ -180,8 +201,12 @@ def _change_state(method: str, params: dict[str, Any], as_json: bool,
         except InvalidState:
             # start of a running / stop of a stopped worker is a success (upstream relies on it)
             current = _current_status(params["name"]) if idempotent_status else None
-            if current is None or current.get("status") != idempotent_status \
-                    or current.get("type") == "config":
+            if current is not None and current.get("type") == "config":
+                # The upstream `iii` CLI spawns `iii-worker start|stop` for builtin config
+                # workers (SPEC §12): the engine serves them, so there is nothing to do here.
+                print(f"note: worker '{current['name']}' is a config worker served by the "
+                      "engine; there is nothing to start or stop here", file=sys.stderr)
+            elif current is None or current.get("status") != idempotent_status:
                 raise
             worker = current
             if as_json:
@@ -261,7 +286,8 @@ def worker_list(as_json: bool = JSON_OPT) -> None:
     def body() -> None:
         result = _call("worker.list", as_json=as_json)
         if result is not None:
-            print_workers(result.get("workers", []), result.get("engine_age_s"))
+            print_workers(result.get("workers", []), result.get("engine_age_s"),
+                          result.get("config_error"))
 
     run_cli(body)
 
@@ -277,7 +303,7 @@ def worker_inspect(name: str = typer.Argument(..., help="Worker name."),
             return
         manifest = w.get("manifest") or {}
         scripts = manifest.get("scripts") or {}
-        paths = w.get("paths") or {}
+        paths = w.get("paths")
         print_kv([
             ("name", w.get("name")), ("type", w.get("type")), ("source", w.get("source")),
             ("status", w.get("status")), ("pid", w.get("pid")),
@@ -286,9 +312,9 @@ def worker_inspect(name: str = typer.Argument(..., help="Worker name."),
             ("image", w.get("image") or manifest.get("base_image")),
             ("kind", manifest.get("kind")), ("setup", scripts.get("setup")),
             ("install", scripts.get("install")), ("start", scripts.get("start")),
-            ("sandbox", paths.get("sandbox")), ("logs", paths.get("logs")),
-            *_isolation_rows(w.get("isolation_detail")),
-        ])
+        ] + ([] if paths is None else [  # none for a config worker: the engine serves it
+            ("sandbox", paths.get("sandbox")), ("logs", paths.get("logs"))])
+            + _isolation_rows(w.get("isolation_detail")))
         _print_warnings(w.get("warnings", []))
 
     run_cli(body)

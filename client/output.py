@@ -84,9 +84,14 @@ def print_table(columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> 
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def print_workers(workers: list[dict[str, Any]], engine_age_s: Any = None) -> None:
+def print_workers(workers: list[dict[str, Any]], engine_age_s: Any = None,
+                  config_error: str | None = None) -> None:
     """The worker table; a note when the ENGINE column is older than :data:`STALE_ENGINE_S`
-    (the engine did not answer in time, so the daemon showed its last answer)."""
+    (the engine did not answer in time, so the daemon showed its last answer), a warning when
+    config.yaml is broken (the table is then its last good state)."""
+    if config_error:
+        print(f"warning: config.yaml is broken ({config_error}); showing the last good state "
+              "until it is fixed", file=sys.stderr)
     if not workers:
         print("no workers (add one with `iii worker add ./my-project`)")
         return
@@ -155,6 +160,9 @@ class ProgressView:
             return
         phase = str(params.get("phase", ""))
         message = str(params.get("message", ""))
+        if message.startswith("warning: "):  # a warning is a line of its own, on stderr
+            print(message, file=sys.stderr, flush=True)
+            return
         current, total = params.get("current"), params.get("total")
         if self._progress is not None:
             self._render_bar(phase, message, current, total, params.get("unit"))

@@ -188,6 +188,8 @@ class WorkerListResult(Result, omit_defaults=True):
     #: Seconds since the engine last answered ``engine::workers::list`` (what every
     #: ``engine_registered`` is based on); left out while the engine cannot be asked.
     engine_age_s: float | None = None
+    # Set while config.yaml is broken: ``workers`` is then the last good state, not the file.
+    config_error: str | None = None
 
 
 class WorkerLogsParams(Params, frozen=True):

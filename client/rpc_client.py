@@ -85,8 +85,13 @@ def spawn_daemon(env: Mapping[str, str] | None = None) -> Any:
     for inherited in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"):
         env.pop(inherited, None)
     home = default_home(env)
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with open(home / "daemon.log", "ab") as log:
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log = open(home / "daemon.log", "ab")  # noqa: SIM115 - closed below, once spawned
+    except OSError as exc:
+        raise DaemonUnavailable(f"cannot start the daemon: III_HOME {home}: {exc.strerror}",
+                                hint="set III_HOME to a directory you can write") from exc
+    with log:
         # -P: never let a `daemon/` directory in some cwd shadow ours.
         return subprocess.Popen(
             [sys.executable, "-P", "-m", "daemon", "run"], stdin=subprocess.DEVNULL,

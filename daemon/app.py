@@ -13,7 +13,6 @@ import io
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -108,13 +107,8 @@ async def probe_engine(url: str) -> EngineInfo:
 
 def isolation_info(settings: DaemonSettings) -> IsolationInfo:
     """Which isolation backends work here and which one ``auto`` picks (SPEC §8)."""
-    try:
-        from vmm_ffi.availability import check_libkrun, check_namespace
-    except ImportError:
-        missing = BackendAvailability(available=False,
-                                      reason="availability checks are not installed")
-        return IsolationInfo(default=settings.isolation,
-                             backends={"libkrun": missing, "namespace": missing})
+    from vmm_ffi.availability import check_libkrun, check_namespace
+
     backends = {}
     for name, check in (("libkrun", check_libkrun), ("namespace", check_namespace)):
         status = check()
@@ -132,12 +126,9 @@ def isolation_info(settings: DaemonSettings) -> IsolationInfo:
 
 def open_listener(settings: DaemonSettings) -> Listener:
     """The systemd-activated socket when one was passed to us, else our own at socket_path."""
-    try:
-        from daemon.activation import inherited_listen_socket
-    except ImportError:  # service integration not installed
-        inherited: socket.socket | None = None
-    else:
-        inherited = inherited_listen_socket()
+    from daemon.activation import inherited_listen_socket
+
+    inherited = inherited_listen_socket()
     if inherited is not None:
         log.info("serving on the socket passed by systemd")
         return adopt_listener(inherited)
@@ -145,10 +136,8 @@ def open_listener(settings: DaemonSettings) -> Listener:
 
 
 def _sd_notify(state: str) -> None:
-    try:
-        from daemon import sdnotify
-    except ImportError:
-        return
+    from daemon import sdnotify
+
     sdnotify.notify(state)
 
 
@@ -202,7 +191,14 @@ async def serve_daemon(settings: DaemonSettings, *, keep_workers: bool = False,
             home=str(settings.home), config_path=str(settings.config_path),
             socket=str(settings.socket_path), engine=engine, isolation=isolation)
 
-    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = settings.home / f".write-probe-{os.getpid()}"
+        probe.touch()  # a read-only home fails here, in one line, not deep in a subsystem
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(f"III_HOME {settings.home}: cannot write: {exc.strerror}; set "
+                            "III_HOME to a directory you can write") from exc
     async with AsyncExitStack() as stack:
         listener = open_listener(settings)
         stack.callback(listener.close)
@@ -250,7 +246,7 @@ def main(config: Path | None = None, keep_workers: bool = False,
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(run())
-    except (ListenerError, DaemonError) as exc:
+    except (ListenerError, DaemonError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -80,6 +80,7 @@ class Autopilot:
 
     def reattach_all(self) -> int:
         """Adopt every sandbox whose launcher still runs; remove stale pid files. Blocking."""
+        self.lc.restore_manual_stops()
         known = {e.name for e in self.lc.store.snapshot()}
         adopted = 0
         for name in managed_names(self.settings.home):

@@ -42,9 +42,12 @@ class ResolvedBoot:
 
 
 async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSettings,
-                       images: ImageStore, pull_progress: ProgressCallback | None = None
-                       ) -> ResolvedBoot:
+                       images: ImageStore, pull_progress: ProgressCallback | None = None,
+                       *, refresh: bool = False) -> ResolvedBoot:
     """Load the manifest (local) or image config (OCI), pull the image, choose the backend.
+
+    ``refresh`` pulls the image even when it is cached: ``add --force`` is how users pick up
+    an updated base image (the seed says so), so it must not reuse the old one.
 
     Raises ``InvalidState`` for config and binary entries, ``InvalidProject``, ``ImageError``,
     ``Unavailable`` (isolation) or ``InvalidArgument`` (config env expansion).
@@ -69,7 +72,7 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
     if kind is WorkerKind.LOCAL:
         assert entry.worker_path is not None
         spec = await load_project(entry.worker_path, entry.name)
-        image = await images.pull(spec.base_image, progress=pull_progress)
+        image = await images.pull(spec.base_image, refresh=refresh, progress=pull_progress)
         boot = BootSpec(image_rootfs=str(image.path), image_env=list(image.config.env),
                         project=spec.project_dir, setup=spec.scripts.setup,
                         install=spec.scripts.install, start=spec.scripts.start,
@@ -77,7 +80,7 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
                         memory_mib=spec.resources.memory, **common)  # type: ignore[arg-type]
         return ResolvedBoot(boot, image, spec, warnings + list(spec.warnings))
     assert entry.image is not None
-    image = await images.pull(entry.image, progress=pull_progress)
+    image = await images.pull(entry.image, refresh=refresh, progress=pull_progress)
     argv = list(image.config.entrypoint) + list(image.config.cmd)
     if not argv:
         raise InvalidArgument(f"image {entry.image} has neither Entrypoint nor Cmd: "

@@ -110,6 +110,9 @@ class ConfigStore:
         # Signature of the file version the belief was checked against; None forces a re-read.
         self._checked: _Signature | None = None
         self._reported_error: tuple[_Signature, str] | None = None
+        # Why the file is unusable right now (None when it is fine): readers of the belief
+        # say that what they show is the last good state.
+        self.error: ConfigError | None = None
 
     @property
     def lock_path(self) -> Path:
@@ -146,7 +149,12 @@ class ConfigStore:
 
     def load(self) -> list[WorkerEntry]:
         """Read the file now (missing = no workers) and make it the store's belief."""
-        _, entries, sig = self._read()
+        try:
+            _, entries, sig = self._read()
+        except ConfigError as exc:
+            self.error = exc
+            raise
+        self.error = None
         self._belief, self._checked = entries, sig
         return list(entries)
 
@@ -306,12 +314,13 @@ class ConfigStore:
         try:
             _, entries, sig = self._read()
         except ConfigError as exc:
+            self.error = exc
             key = (sig, str(exc))
             if self._reported_error == key:
                 return None, None, sig
             self._reported_error = key
             return ConfigChange(error=exc), None, sig
-        self._reported_error = None
+        self._reported_error = self.error = None
         return diff_entries(self._belief, entries), entries, sig
 
     async def poll(self) -> ConfigChange | None:

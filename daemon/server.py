@@ -320,10 +320,6 @@ class RpcServer:
         self._uid = os.geteuid()
         self.accepting = asyncio.Event()
 
-    @property
-    def connection_count(self) -> int:
-        return len(self._connections)
-
     async def serve(self, listen_sock: socket.socket) -> None:
         """Serve until :meth:`shutdown` has finished every connection."""
         self._listen_sock = listen_sock

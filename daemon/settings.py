@@ -93,6 +93,9 @@ def _read_daemon_yaml(path: Path) -> dict[str, Any]:
         size = path.stat().st_size
     except FileNotFoundError:
         return {}
+    except OSError as exc:  # III_HOME under a file, or not searchable: one line, no traceback
+        raise SettingsError(f"{path}: cannot read: {exc.strerror}; set III_HOME to a "
+                            "directory you can write") from exc
     if size > MAX_DAEMON_YAML_BYTES:
         raise SettingsError(f"{path}: file is larger than {MAX_DAEMON_YAML_BYTES} bytes")
     try:

@@ -127,10 +127,12 @@ class Supervisor:
         return launched.warnings
 
     def adopt(self, name: str, task: SandboxTask, isolation: str | None) -> WorkerRuntime:
-        """Take over a sandbox found running at daemon start (reattach)."""
+        """Take over a sandbox found running at daemon start (reattach). Who started it is not
+        known, so it counts as a manual start: the engine-down grace must not stop a worker
+        the user started by hand."""
         rt = self.runtime(name)
         rt.state = WorkerState.STOPPED
-        self._adopt(rt, task, isolation, auto=True)
+        self._adopt(rt, task, isolation, auto=False)
         return rt
 
     def _adopt(self, rt: WorkerRuntime, task: SandboxTask, isolation: str | None, *,

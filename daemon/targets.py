@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.errors import InvalidArgument
+from manifests.errors import ManifestError
 from manifests.reference import InvalidReference, parse_reference
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+from manifests.spec import validate_worker_name
 
 
 class TargetKind(enum.Enum):
@@ -50,10 +49,8 @@ def classify_target(target: str, name: str | None = None) -> AddTarget:
 
 
 def validate_name(name: str) -> str:
-    """Worker names become directory names: ``[A-Za-z0-9][A-Za-z0-9._-]{0,62}``."""
-    if not NAME_RE.match(name):
-        raise InvalidArgument(
-            f"invalid worker name {name!r}: use letters, digits, '.', '_' or '-' "
-            "(at most 63 characters, starting with a letter or digit)"
-        )
-    return name
+    """The manifest's worker-name rule (names become directory names), as ``InvalidArgument``."""
+    try:
+        return validate_worker_name(name)
+    except ManifestError as exc:
+        raise InvalidArgument(exc.message) from exc

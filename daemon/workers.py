@@ -149,6 +149,19 @@ class WorkerLifecycle:
                 except DaemonError as exc:
                     log.info("manifest of %s: %s", entry.name, exc.message)
 
+    def restore_manual_stops(self) -> None:
+        """At daemon start: a ``stop`` the user gave an earlier daemon still holds. Blocking."""
+        for entry in self.store.snapshot():
+            if self.layout(entry.name).manual_stop_flag.exists():
+                self.supervisor.runtime(entry.name).manual_stop = True
+
+    def _remember_manual_stop(self, name: str, stopped: bool) -> None:
+        flag = self.layout(name).manual_stop_flag
+        if not stopped:
+            flag.unlink(missing_ok=True)
+        elif flag.parent.is_dir():  # a worker never prepared has nothing to auto-start
+            flag.touch()
+
     def _deps_installed(self, name: str) -> bool:
         known = self._deps.get(name)
         if known is None:
@@ -199,6 +212,7 @@ class WorkerLifecycle:
         if params.force:
             await self.supervisor.stop(name, self.settings.stop_timeout_s, manual=False)
             rt.manual_stop = False
+            self._remember_manual_stop(name, False)
             layout = self.layout(name)
             if layout.exists():
                 relay.note("provision", f"deleting the old sandbox of {name}")
@@ -207,11 +221,11 @@ class WorkerLifecycle:
             raise InvalidState(f"worker '{name}' is busy ({rt.state.value})")
         async with rt.lock:
             resolved = await resolve_boot(entry, WorkerKind.LOCAL if spec else WorkerKind.OCI,
-                                          self.settings, self.images, relay.pull)
+                                          self.settings, self.images, relay.pull,
+                                          refresh=params.force)
             if spec is not None:
                 self._specs[name] = spec
-            for warning in resolved.warnings:
-                relay.note("provision", f"warning: {warning}")
+            # The warnings go back in the result (the CLI prints them once): no progress note.
             try:
                 await prepare(self.layout(name), resolved.boot, self.provisioner, relay.boot)
             finally:
@@ -231,16 +245,20 @@ class WorkerLifecycle:
 
     async def start(self, params: WorkerStartParams, notify: Notify) -> Worker:
         entry = self._startable(params.name)
+        self._remember_manual_stop(params.name, False)
         async with progress_relay(notify, params.name, params.progress) as relay:
             self._relays[params.name] = relay
             try:
-                rt, _ = await self.supervisor.start(params.name, relay.boot)
+                rt, warnings = await self.supervisor.start(params.name, relay.boot)
             finally:
                 self._relays.pop(params.name, None)
+            for warning in warnings:  # e.g. no hardware isolation: said on every start
+                relay.note("start", f"warning: {warning}")
         return self.view(entry, rt)
 
     async def stop(self, params: WorkerStopParams) -> Worker:
         entry = self._startable(params.name)
+        self._remember_manual_stop(params.name, True)  # first: it holds even if we die stopping
         rt = await self.supervisor.stop(params.name, params.timeout_s)
         return self.view(entry, rt)
 
@@ -268,8 +286,10 @@ class WorkerLifecycle:
         age = await self.engine_truth_age()
         if not self.engine_reachable():
             age = None
+        error = self.store.error
         return WorkerListResult(workers=[self.view(e) for e in self.store.snapshot()],
-                                engine_age_s=None if age is None else round(age, 3))
+                                engine_age_s=None if age is None else round(age, 3),
+                                config_error=None if error is None else str(error))
 
     async def inspect(self, params: WorkerNameParams) -> WorkerInspectResult:
         entry = self.entry(params.name)
@@ -294,9 +314,10 @@ class WorkerLifecycle:
         detail = None
         if base.pid is not None:
             detail = await asyncio.to_thread(sandbox_isolation, layout)
-        return WorkerInspectResult(**fields, manifest=manifest, warnings=warnings,
-                                   paths=WorkerPaths(sandbox=str(layout.dir),
-                                                     logs=str(layout.worker_log)),
+        # A config worker is served by the engine: it has no sandbox and no logs of ours.
+        paths = None if self.kind(entry) is WorkerKind.CONFIG else WorkerPaths(
+            sandbox=str(layout.dir), logs=str(layout.worker_log))
+        return WorkerInspectResult(**fields, manifest=manifest, warnings=warnings, paths=paths,
                                    isolation_detail=detail)
 
     async def exec(self, params: WorkerExecParams, notify: Notify) -> WorkerExecResult:

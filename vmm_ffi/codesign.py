@@ -83,3 +83,17 @@ def interpreter_env() -> dict[str, str]:
     """Env that lets the copied interpreter find this interpreter's stdlib and packages."""
     return {"PYTHONHOME": sys.base_prefix,
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+
+def launcher_interpreter(home: str | os.PathLike[str], *,
+                         system: str | None = None) -> tuple[str, dict[str, str]]:
+    """The interpreter to spawn launchers with, and the env it needs on top of the usual.
+
+    Off macOS: this interpreter, nothing extra. On macOS: the signed copy (made on first use),
+    which finds the stdlib through ``PYTHONHOME``; the launcher's ``PYTHONPATH`` names our
+    packages already (``vmm_ffi.launch.launcher_python_path``). Raises ``CodesignFailed``.
+    """
+    python = ensure_signed_interpreter(home, system=sys.platform if system is None else system)
+    if python == sys.executable:
+        return python, {}
+    return python, {"PYTHONHOME": interpreter_env()["PYTHONHOME"]}

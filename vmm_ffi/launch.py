@@ -143,19 +143,13 @@ def _kill_and_reap(pid: int) -> None:
 
 
 def read_exit(path: str | os.PathLike[str]) -> ExitStatus | None:
-    """The recorded ``exit.json``, or None while the sandbox has not ended (or none exists)."""
+    """The recorded ``exit.json``, or None while the sandbox has not ended (or none exists,
+    or it is torn: the launcher writes it atomically, so that is a foreign file)."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return None
-    return msgspec.json.decode(data, type=ExitStatus)
-
-
-def is_launcher(pid: int, bootstrap: str | os.PathLike[str]) -> bool:
-    """True when ``pid`` is alive and is our launcher for ``bootstrap`` (PIDs get reused)."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = f.read().split(b"\0")
-    except OSError:
-        return False
-    return LAUNCHER_MODULE.encode() in args and os.fsencode(str(bootstrap)) in args
+        return msgspec.json.decode(data, type=ExitStatus)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None

@@ -17,9 +17,10 @@ from pathlib import Path
 from daemon.errors import InvalidArgument, InvalidState
 from daemon.sandboxes.procinfo import is_alive, is_our_launcher, read_pid_record
 from daemon.trees import remove_tree
+from manifests.spec import NAME_PATTERN, invalid_name_message
 
-# SPEC §3: the worker name rule; it becomes a directory name.
-_SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+# SPEC §3: the worker name rule (one copy, the manifest's); it becomes a directory name.
+_SANDBOX_ID = re.compile(NAME_PATTERN)
 
 MARKER_RELPATH = "var/.iii-prepared"
 WORKSPACE_RELPATH = "workspace"
@@ -32,10 +33,7 @@ def validate_sandbox_id(name: object) -> str:
     slash or NUL can never pass (first char must be alphanumeric, no ``/`` in the alphabet).
     """
     if not isinstance(name, str) or not _SANDBOX_ID.fullmatch(name):
-        raise InvalidArgument(
-            f"invalid sandbox name {name!r}: use 1-63 characters from [A-Za-z0-9._-], "
-            "starting with a letter or digit"
-        )
+        raise InvalidArgument(f"invalid sandbox name: {invalid_name_message('name', name)}")
     return name
 
 
@@ -115,6 +113,12 @@ class SandboxLayout:
         """Present while a setup/install run owns ``launcher.pid``: a daemon restarting then must
         not adopt that launcher as the worker (it kills it; the next start re-runs install)."""
         return self.dir / "oneshot"
+
+    @property
+    def manual_stop_flag(self) -> Path:
+        """Present while the user's ``stop`` holds: a restarted daemon must not auto-start the
+        worker either (the flag lives with the sandbox, so ``remove`` and ``--force`` drop it)."""
+        return self.dir / "manual-stop"
 
     def mode(self) -> RootMode | None:
         """The provisioning mode recorded on disk, or None when not provisioned yet."""

@@ -1,9 +1,9 @@
-"""Identifying a launcher process across daemon restarts: the pid file and ``/proc`` checks.
+"""Identifying a launcher process across daemon restarts: the pid file and process checks.
 
 PIDs get reused, so a pid alone proves nothing. ``launcher.pid`` records the pid *and* the
-process start time (``/proc/<pid>/stat`` field 22, in clock ticks since boot); a process is our
-launcher only when both match and its cmdline is ``... -m vmm_ffi.launcher <bootstrap.json>``
-for this very sandbox.
+process start time (from ``daemon.sandboxes.processes``: ``/proc`` on Linux, ``ps`` on macOS);
+a process is our launcher only when both match and its command line is ``... -m
+vmm_ffi.launcher <bootstrap.json>`` for this very sandbox.
 """
 
 from __future__ import annotations
@@ -13,87 +13,63 @@ from pathlib import Path
 
 import msgspec
 
+from daemon.sandboxes import processes
 from vmm_ffi.params import LaunchResult
 from vmm_ffi.statefiles import write_atomic
 
-LAUNCHER_MODULE = "vmm_ffi.launcher"
+# Which process table answers: /proc on Linux, ps(1) on macOS (tests swap it to run the
+# macOS path here).
+TABLE: processes.ProcessTable = processes.current()
 
 
 class PidRecord(msgspec.Struct, frozen=True, kw_only=True):
     """What ``launcher.pid`` holds."""
 
     pid: int
-    start_time: int  # /proc/<pid>/stat field 22
+    start_time: int  # as the process table gives it (ticks since boot on Linux)
     sandbox_pid: int | None = None
     backend: str | None = None
     launch: LaunchResult | None = None  # what the sandbox got; shown by inspect after restarts
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read().decode("ascii", "replace")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # comm (field 2) may contain spaces and parens: split after the last ')'.
-    return raw[raw.rindex(")") + 2:].split()
-
-
 def process_start_time(pid: int) -> int | None:
-    """Field 22 of ``/proc/<pid>/stat`` (start time in ticks), or None when gone."""
-    fields = _stat_fields(pid)
-    return None if fields is None else int(fields[22 - 3])
-
-
-def process_state(pid: int) -> str | None:
-    """The state letter (R, S, Z, ...) or None when the pid does not exist."""
-    fields = _stat_fields(pid)
-    return None if fields is None else fields[0]
+    """The process's start time (ticks since boot on Linux), or None when gone."""
+    facts = TABLE.facts(pid)
+    return None if facts is None else facts.start_time
 
 
 def parent_pid(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return None if fields is None else int(fields[4 - 3])
+    facts = TABLE.facts(pid)
+    return None if facts is None else facts.ppid
 
 
 def is_alive(pid: int, start_time: int | None = None) -> bool:
     """True when ``pid`` runs (not a zombie) and, if given, started at ``start_time``."""
-    fields = _stat_fields(pid)
-    if fields is None or fields[0] in ("Z", "X"):
+    facts = TABLE.facts(pid)
+    if facts is None or facts.state in ("Z", "X"):
         return False
-    return start_time is None or int(fields[22 - 3]) == start_time
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return []
-    return [os.fsdecode(a) for a in raw.split(b"\0") if a]
+    return start_time is None or facts.start_time == start_time
 
 
 def is_our_launcher(pid: int, bootstrap: Path) -> bool:
     """Is ``pid`` running ``-m vmm_ffi.launcher <bootstrap>`` for exactly this sandbox?"""
-    args = cmdline(pid)
-    for i, arg in enumerate(args[:-1]):
-        if arg == "-m" and args[i + 1] == LAUNCHER_MODULE:
-            # realpath: the same home reached through another spelling is still this sandbox
-            # (rejecting a live launcher would let a second one start on the same root).
-            return os.path.realpath(args[-1]) == os.path.realpath(bootstrap)
-    return False
+    arg = TABLE.launcher_bootstrap(pid)
+    # realpath: the same home reached through another spelling is still this sandbox
+    # (rejecting a live launcher would let a second one start on the same root).
+    return arg is not None and os.path.realpath(arg) == os.path.realpath(bootstrap)
 
 
 def find_launcher(bootstrap: Path) -> PidRecord | None:
-    """Scan ``/proc`` for this sandbox's launcher: the recovery path when the daemon died
-    between spawning a launcher and writing ``launcher.pid``. The sandbox init is forked from
-    the launcher with the same command line, so the launcher is the one whose parent is not.
+    """Search the process table for this sandbox's launcher: the recovery path when the daemon
+    died between spawning a launcher and writing ``launcher.pid``. The sandbox init is forked
+    from the launcher with the same command line, so the launcher is the one whose parent is
+    not.
     """
     found: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and is_our_launcher(int(entry), bootstrap):
-            ppid = parent_pid(int(entry))
-            found[int(entry)] = -1 if ppid is None else ppid
+    for pid in TABLE.pids():
+        if is_our_launcher(pid, bootstrap):
+            ppid = parent_pid(pid)
+            found[pid] = -1 if ppid is None else ppid
     roots = [pid for pid, ppid in found.items() if ppid not in found]
     if len(roots) != 1:
         return None

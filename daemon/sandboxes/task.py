@@ -36,11 +36,11 @@ from daemon.sandboxes.procinfo import (
     read_pid_record,
     write_pid_record,
 )
+from vmm_ffi.codesign import CodesignFailed, launcher_interpreter
 from vmm_ffi.errors import LaunchFailed
-from vmm_ffi.launch import spawn_launcher
+from vmm_ffi.launch import LAUNCH_TIMEOUT_S, read_exit, spawn_launcher
 from vmm_ffi.params import ExitStatus, LaunchParams, LaunchResult
 
-LAUNCH_TIMEOUT_S = 30.0  # launcher spawn → its LaunchResult line
 STOP_TIMEOUT_S = 10.0  # SIGTERM → SIGKILL (SPEC §9 default)
 KILL_WAIT_S = 5.0  # after SIGKILL of the sandbox, before SIGKILL of the launcher itself
 WAIT_POLL_S = 0.05  # liveness polling where pidfd_open is unavailable
@@ -79,14 +79,7 @@ def sandbox_lock(layout: SandboxLayout) -> Iterator[int]:
 
 def read_exit_file(layout: SandboxLayout) -> ExitStatus | None:
     """The last recorded exit of this sandbox (None when none or unreadable)."""
-    try:
-        data = layout.exit_file.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        return msgspec.json.decode(data, type=ExitStatus)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    return read_exit(layout.exit_file)
 
 
 def _open_pidfd(pid: int, start_time: int) -> int | None:
@@ -160,7 +153,13 @@ class SandboxTask:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lay.exit_file)
         try:
-            result = spawn_launcher(params, lay.dir, timeout=LAUNCH_TIMEOUT_S)
+            # macOS: libkrun needs the hypervisor entitlement on the launcher process itself.
+            python, env = launcher_interpreter(lay.home)
+        except CodesignFailed as exc:
+            raise Unavailable(f"sandbox {lay.name!r} could not start: {exc}") from exc
+        try:
+            result = spawn_launcher(params, lay.dir, timeout=LAUNCH_TIMEOUT_S, python=python,
+                                    extra_env=env)
         except LaunchFailed as exc:
             raise Unavailable(f"sandbox {lay.name!r} could not start: {exc}") from exc
         start_time = process_start_time(result.pid)

@@ -124,9 +124,24 @@ def test_iii_worker_start_stop_accept_upstream_flags_and_are_idempotent(
         assert out.stdout.strip() == "worker 'w0': stopped"
 
 
-def test_starting_a_config_worker_is_a_clear_error(daemon: ThreadedDaemon) -> None:
+@pytest.mark.parametrize("program, argv", [
+    ("iii-worker", ["start", "--port", "49134", "--", "iii-http"]),
+    ("iii-worker", ["stop", "--no-wait", "iii-http"]),
+    ("iii", ["worker", "start", "iii-http"]),
+], ids=["iii-worker-start", "iii-worker-stop", "iii-start"])
+def test_start_stop_of_a_config_worker_is_a_noop_with_a_note(
+        daemon: ThreadedDaemon, program: str, argv: list[str]) -> None:
+    # The upstream `iii` CLI spawns exactly these for builtin config workers (SPEC §12).
     iii("worker", "add", "iii-http", env=daemon.env())
-    out = iii("worker", "start", "iii-http", env=daemon.env())
+    out = iii(*argv, env=daemon.env(), program=program)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.startswith("note: worker 'iii-http' is a config worker")
+    assert "error" not in out.stderr
+
+
+def test_restarting_a_config_worker_is_a_clear_error(daemon: ThreadedDaemon) -> None:
+    iii("worker", "add", "iii-http", env=daemon.env())
+    out = iii("worker", "restart", "iii-http", env=daemon.env())
     assert out.returncode == 1
     assert out.stderr.startswith("error: worker 'iii-http' is a config worker")
 
@@ -277,3 +292,38 @@ def test_logs_json_follow_prints_the_result_then_one_json_line_per_log_line(
         proc.wait()
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
+
+
+def test_a_bad_name_is_refused_by_the_cli_with_the_manifest_message(iii_home: Path,
+                                                                      tmp_path: Path) -> None:
+    from manifests.spec import invalid_name_message
+
+    # No daemon at all: the name is checked before one is needed (or autostarted).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
+    env.update(III_HOME=str(iii_home), III_NO_AUTOSTART="1")
+    out = iii("worker", "add", str(tmp_path), "--name", "bad name!", env=env)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == f"error: --name: {invalid_name_message('worker name', 'bad name!')}\n"
+
+
+def test_add_of_a_bare_name_that_is_a_directory_here_hints_the_path(daemon: ThreadedDaemon,
+                                                                    tmp_path: Path) -> None:
+    (tmp_path / "my-project").mkdir()
+    out = iii("worker", "add", "my-project", env=daemon.env(), cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == "hint: did you mean ./my-project?"
+    listed = iii("worker", "list", "--json", env=daemon.env())
+    assert "my-project" not in listed.stdout  # no bogus config entry was written
+    assert iii("worker", "add", "my-project", env=daemon.env()).returncode == 0  # elsewhere: ok
+
+
+@pytest.mark.parametrize("argv", [("worker", "add", "--help"), ("worker", "stop", "--help")],
+                         ids=["add", "stop"])
+def test_help_does_not_render_types_as_placeholders(argv: tuple[str, ...]) -> None:
+    # typer >= 0.27 renders every option's type (`<str>`, and `<bool>` for plain flags):
+    # noise in the help of a CLI whose flags are mostly switches. pyproject pins below it.
+    env = {**os.environ, "COLUMNS": "120"}
+    out = iii(*argv, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "--force" in out.stdout or "--timeout" in out.stdout
+    assert "<bool>" not in out.stdout and "<str>" not in out.stdout, out.stdout

@@ -58,3 +58,14 @@ def test_engine_functions_reuse_socket_methods() -> None:
     """The engine bus has no schema of its own: each function is a socket method."""
     assert set(protocol.ENGINE_FUNCTIONS.values()) <= set(protocol.METHODS)
     assert protocol.ENGINE_CONTROL_FUNCTIONS <= set(protocol.ENGINE_FUNCTIONS)
+
+
+def test_the_wire_name_rule_is_the_manifest_rule() -> None:
+    # client.protocol keeps its own copy (importing manifests would slow every `iii` command);
+    # this pins it to the one source of truth.
+    from typing import get_args
+
+    from manifests.spec import NAME_PATTERN
+
+    meta = get_args(protocol.WorkerName)[1]
+    assert meta.pattern == f"^{NAME_PATTERN}$"

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.images import TarEntry, busybox_layers, layer_blob, push_image
 from tests.support.projects import make_shell_project
+from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow
@@ -66,3 +68,58 @@ def test_missing_config_variable_fails_the_start_naming_it(daemon_factory, busyb
         return result.returncode == 1 and "NOT_SET_ANYWHERE" in result.stderr
     wait_until(start_fails, 10, "the start to fail naming the variable")
     assert daemon.worker("cfg")["status"] == "stopped"
+
+
+def test_force_pulls_the_base_image_again(daemon_factory, registry: RegistryServer,
+                                          iii_home: Path, tmp_path: Path) -> None:
+    # The seed tells users to re-add with --force after updating the base image: the tag now
+    # names new content, and the rebuilt sandbox must be made from it, not from the cache.
+    def push(version: str) -> str:
+        marker = layer_blob([TarEntry("etc", "dir", mode=0o755),
+                             TarEntry("etc/image-version", data=version.encode())])
+        push_image(registry.access, "iii-test/refreshed", "latest",
+                   [*busybox_layers(), marker])
+        return f"{registry.host}/iii-test/refreshed:latest"
+
+    image = push("one")
+    project = make_shell_project(tmp_path, image, "refreshed",
+                                 setup="echo version=$(cat /etc/image-version)",
+                                 start="exec sleep 1000")
+    daemon = daemon_factory()
+    daemon.json("worker", "add", str(project))
+    assert "version=one" in daemon.iii("worker", "logs", "refreshed").stdout.splitlines()
+    push("two")
+    daemon.json("worker", "add", str(project), "--force")
+    assert "version=two" in daemon.iii("worker", "logs", "refreshed").stdout.splitlines()
+
+
+def test_list_says_a_broken_config_shows_the_last_good_state(daemon_factory, iii_home: Path
+                                                             ) -> None:
+    daemon = daemon_factory()
+    daemon.json("worker", "add", "iii-http")
+    config = iii_home / "config.yaml"
+    good = config.read_text()
+    config.write_text(good + "  - name: [broken\n")
+    note = "config.yaml is broken"
+
+    def warned() -> bool:
+        out = daemon.iii("worker", "list")
+        return out.returncode == 0 and note in out.stderr and "iii-http" in out.stdout
+    wait_until(warned, 10, "list to say it shows the last good state")
+    out = daemon.iii("worker", "list")
+    assert out.stderr.startswith("warning: ") and "last good state" in out.stderr
+    assert "invalid YAML" in out.stderr or str(config) in out.stderr  # names what is wrong
+    assert daemon.json("worker", "list")["config_error"]
+    config.write_text(good)
+    wait_until(lambda: daemon.iii("worker", "list").stderr == "", 10, "the warning to go")
+
+
+def test_inspect_of_a_config_worker_shows_no_sandbox_paths(daemon_factory, iii_home: Path
+                                                           ) -> None:
+    daemon = daemon_factory()
+    daemon.json("worker", "add", "iii-http")
+    inspected = daemon.json("worker", "inspect", "iii-http")
+    assert inspected["type"] == "config" and inspected["paths"] is None
+    human = daemon.iii("worker", "inspect", "iii-http")
+    assert human.returncode == 0, human.stderr
+    assert "managed" not in human.stdout and "sandbox" not in human.stdout

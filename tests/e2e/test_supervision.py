@@ -94,3 +94,61 @@ def test_killed_worker_is_restarted_with_backoff(daemon_factory, busybox_image, 
     worker = daemon.worker("loop")
     assert worker["pid"] != first and worker["last_exit_code"] == 128 + signal.SIGKILL
     assert len(launchers_of(iii_home, "loop")) == 1
+
+
+def test_manual_stop_survives_a_daemon_restart(daemon_factory, engine_factory, busybox_image,
+                                               iii_home: Path, tmp_path: Path) -> None:
+    engine = engine_factory()
+    daemon = daemon_factory(III_URL=engine.url)
+    wait_until(lambda: daemon.json("daemon", "status")["engine"]["reachable"], 5, "engine up")
+    daemon.json("worker", "add", str(make_project(tmp_path, busybox_image)))
+    assert daemon.iii("worker", "stop", "loop").returncode == 0
+    daemon.stop()
+    daemon.start()  # the engine is up: the restarted daemon auto-starts what it may
+    # A second worker added now is auto-started: once it runs, the engine-up pass is done.
+    other = daemon.json("worker", "add", str(make_project(tmp_path, busybox_image, "other")))
+    assert other["started"] is True
+    wait_until(lambda: daemon.json("daemon", "status")["engine"]["reachable"], 5, "engine up")
+    assert daemon.worker("loop")["status"] == "stopped"
+    assert launchers_of(iii_home, "loop") == []
+    assert daemon.iii("worker", "start", "loop").returncode == 0  # a manual start clears it
+    daemon.stop()
+    daemon.start()
+    wait_until(lambda: daemon.worker("loop")["status"] == "running", 10, "auto-start")
+
+
+def test_reattached_worker_is_not_stopped_by_the_engine_down_grace(
+        daemon_factory, engine_factory, busybox_image, iii_home: Path, tmp_path: Path) -> None:
+    engine = engine_factory()
+    (iii_home / "daemon.yaml").write_text("engine_down_grace_s: 1\n")
+    daemon = daemon_factory(III_URL=engine.url)
+    wait_until(lambda: daemon.json("daemon", "status")["engine"]["reachable"], 5, "engine up")
+    daemon.json("worker", "add", str(make_project(tmp_path, busybox_image)))
+    assert daemon.iii("worker", "stop", "loop").returncode == 0
+    assert daemon.iii("worker", "start", "loop").returncode == 0  # started by hand
+    pid = daemon.worker("loop")["pid"]
+    daemon.kill9()
+    daemon.start()
+    assert daemon.worker("loop")["pid"] == pid  # reattached
+    added = daemon.json("worker", "add", str(make_project(tmp_path, busybox_image, "auto")))
+    assert added["started"] is True  # auto-started: the grace stops this one
+    engine.stop()
+    wait_until(lambda: daemon.worker("auto")["status"] == "stopped", 10.0, "grace stop")
+    assert daemon.worker("loop")["status"] == "running"
+    assert launchers_of(iii_home, "loop") == [pid]
+
+
+def test_no_hardware_isolation_warning_once_on_add_and_again_on_start(
+        daemon_factory, busybox_image, iii_home: Path, tmp_path: Path) -> None:
+    daemon = daemon_factory()
+    backends = daemon.json("daemon", "status")["isolation"]["backends"]
+    if backends.get("libkrun", {}).get("available"):
+        pytest.skip("libkrun works here: there is no namespace-fallback warning to show")
+    warning = "(no hardware isolation)"
+    added = daemon.iii("worker", "add", str(make_project(tmp_path, busybox_image)))
+    assert added.returncode == 0, added.stderr
+    assert (added.stdout + added.stderr).count(warning) == 1, (added.stdout, added.stderr)
+    started = daemon.iii("worker", "start", "loop")
+    assert started.returncode == 0, started.stderr
+    assert started.stderr.count(warning) == 1, (started.stdout, started.stderr)
+    assert started.stderr.startswith("warning: isolation: namespace")

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from daemon.sandboxes.procinfo import is_our_launcher
 from tests.support.wait import wait_until
 from tests.vmm_ffi.conftest import Sandboxes
 from vmm_ffi.errors import AlreadyRunning, LaunchFailed
-from vmm_ffi.launch import is_launcher, read_exit, spawn_launcher, tail_lines
+from vmm_ffi.launch import read_exit, spawn_launcher, tail_lines
 from vmm_ffi.params import BindMount, decode_params, encode
 
 
@@ -32,9 +33,9 @@ def test_bootstrap_written_and_launcher_detached(sandboxes: Sandboxes) -> None:
     assert decode_params(bootstrap.read_bytes()) == params
     assert oct(bootstrap.stat().st_mode & 0o777) == "0o600"
     assert os.getsid(result.pid) == result.pid  # its own session: survives the daemon
-    assert is_launcher(result.pid, bootstrap)
-    assert not is_launcher(result.pid, "/other/bootstrap.json")
-    assert not is_launcher(os.getpid(), bootstrap)
+    assert is_our_launcher(result.pid, bootstrap)
+    assert not is_our_launcher(result.pid, Path("/other/bootstrap.json"))
+    assert not is_our_launcher(os.getpid(), bootstrap)
     assert read_exit(params.exit_path) is None  # still running
     os.kill(result.pid, signal.SIGTERM)
     assert sandboxes.wait(result, params)[1].signal == signal.SIGTERM
@@ -137,10 +138,10 @@ def test_sandbox_outlives_its_spawner_and_records_its_exit(sandboxes: Sandboxes,
     launcher = int(done.stdout)
     sandboxes.pids.append(launcher)
     wait_until(lambda: "up" in Path(params.log_path).read_text(), 10, "workload up")
-    assert is_launcher(launcher, sandboxes.state_dir(params) / "bootstrap.json")
+    assert is_our_launcher(launcher, sandboxes.state_dir(params) / "bootstrap.json")
     assert read_exit(params.exit_path) is None
     (gate / "go").touch()
     recorded = wait_until(lambda: read_exit(params.exit_path), 10, "exit.json")
     assert (recorded.exit_code, recorded.signal) == (5, None)
-    wait_until(lambda: not is_launcher(launcher, sandboxes.state_dir(params) / "bootstrap.json"),
+    wait_until(lambda: not is_our_launcher(launcher, sandboxes.state_dir(params) / "bootstrap.json"),
                10, "launcher gone")

@@ -209,3 +209,53 @@ async def test_reattach_rejects_stale_and_reused_pids(
         found.close()
     finally:
         await task.stop(5)
+
+
+async def test_macos_launcher_runs_under_the_signed_interpreter(
+        layout: SandboxLayout, busybox_image: Path, provisioner: Provisioner,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No Mac here: the platform is said to be darwin and `codesign` is a recording stand-in
+    # (it signs nothing); the copied interpreter really runs the launcher and the sandbox.
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    record = tmp_path / "codesign-calls"
+    (bindir / "codesign").write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    (bindir / "codesign").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    task_params = params(layout, busybox_image, provisioner, "echo signed-up; exec sleep 100")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    task = SandboxTask(layout)
+    pid = await task.start(task_params)
+    monkeypatch.setattr(sys, "platform", "linux")
+    try:
+        signed = layout.home / "bin" / "python3-iii"
+        assert os.readlink(f"/proc/{pid}/exe") == str(signed)
+        assert "--entitlements" in record.read_text()
+        await async_wait_until(lambda: asyncio.sleep(0, log_has(layout, "signed-up")), 10,
+                               "the workload's output")
+    finally:
+        await task.stop(5)
+
+
+async def test_reattach_and_stop_without_proc_or_pidfd(
+        layout: SandboxLayout, busybox_image: Path, provisioner: Provisioner,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The macOS path run here: process facts from ps(1), no pidfd_open (wait polls).
+    from daemon.sandboxes import processes, procinfo
+
+    monkeypatch.setattr(procinfo, "TABLE", processes.PsTable())
+    monkeypatch.delattr(os, "pidfd_open")
+    first = SandboxTask(layout)
+    pid = await first.start(params(layout, busybox_image, provisioner,
+                                   "echo up; exec sleep 1000"))
+    first.close()
+    layout.pid_file.unlink()  # the daemon died before writing it: found by searching ps
+    task = SandboxTask.reattach(layout)
+    assert task is not None and task.pid == pid
+    assert task.state().status is TaskStatus.RUNNING
+    assert read_pid_record(layout.pid_file) == task._record
+    status = await task.stop(5)
+    assert status.signal == signal.SIGTERM
+    await task.delete()
+    assert SandboxTask.reattach(layout) is None
+    await asyncio.to_thread(os.waitpid, pid, 0)  # the first handle was its parent: reap it
