@@ -22,6 +22,7 @@ from daemon.sandboxes.procinfo import (
     read_pid_record,
     write_pid_record,
 )
+from tests.support.wait import wait_until
 
 
 @pytest.fixture(params=["proc", "ps"], autouse=True)
@@ -40,6 +41,9 @@ def lookalike(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     bootstrap.write_text("{}")
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m",
                              "vmm_ffi.launcher", str(bootstrap)])
+    # Between fork and exec the child still shows our own command line: wait for its own.
+    wait_until(lambda: b"vmm_ffi.launcher" in Path(f"/proc/{proc.pid}/cmdline").read_bytes(),
+               10, "the lookalike to exec")
     yield proc, bootstrap
     proc.kill()
     proc.wait()
