@@ -90,6 +90,9 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     hostname: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "sandbox"
     binds: list[BindMount] = []
     cgroup: AbsPath | None = None
+    # no_new_privs + the seccomp filter (namespace backend). False only to test the error path
+    # and to measure the filter's cost: a missing libseccomp otherwise fails the launch.
+    seccomp: bool = True
 
 
 class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,7 +102,9 @@ class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
     forwarded to the workload). ``sandbox_pid`` is the host pid of the sandbox's init (namespace)
     or VMM process (libkrun): SIGKILL it to kill the whole sandbox while the launcher still
     records ``exit.json`` (SIGKILL of ``pid`` kills everything too, but records nothing).
-    ``limits`` is "enforced" or "not enforced: <reason>".
+    ``limits`` is "enforced" or "not enforced: <reason>". ``seccomp`` names the filter every
+    sandbox process runs under (``iii-default/1``), ``None`` when there is none (libkrun, host,
+    or disabled by the params); older launchers omit it.
     """
 
     version: int
@@ -109,6 +114,7 @@ class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float
     root_mode: Literal["overlay", "directory"]
     limits: str
+    seccomp: str | None = None
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,107 @@
+"""no_new_privs + the seccomp filter, from inside real namespace sandboxes.
+
+A static C probe makes each refused call for real (``tests/support/syscall_probe.c``); the same
+probe without the filter shows which refusals are the filter's own and not the kernel's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.syscall_probe import build_syscall_probe, parse
+from tests.vmm_ffi.conftest import Sandboxes, workload_lines
+from vmm_ffi import seccomp
+from vmm_ffi.errors import SetupFailed
+from vmm_ffi.launch import LaunchFailed, launcher_python_path, spawn_launcher
+from vmm_ffi.params import EXIT_SETUP_FAILED, BindMount
+
+PROBE = "/usr/local/bin/syscall-probe"
+# Each answers EPERM under the filter (the kernel alone may answer ENOSYS/EINVAL/ok).
+REFUSED = ("kexec_load", "init_module", "finit_module", "bpf", "keyctl", "add_key",
+           "unshare_user", "unshare_mount", "clone_newuser", "mount_proc", "mount_tmpfs",
+           "umount_proc", "ptrace_init", "perf_event_open", "userfaultfd", "open_by_handle_at",
+           "io_uring_setup")
+STATUS = "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status"
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_syscall_probe(tmp_path_factory.mktemp("probe"))
+
+
+def run_probe(sandboxes: Sandboxes, probe: Path, **overrides: object) -> tuple[int, str]:
+    code, status, log = sandboxes.run(
+        ["sh", "-c", f"{STATUS}; {PROBE}; echo after=$?"],
+        binds=[BindMount(source=str(probe), target=PROBE)], **overrides)
+    assert status.exit_code == code
+    return code, "\n".join(workload_lines(log))
+
+
+def test_refused_calls_answer_eperm_and_the_workload_keeps_running(
+        sandboxes: Sandboxes, probe: Path) -> None:
+    code, out = run_probe(sandboxes, probe)
+    results = parse(out)
+    assert code == 0, out
+    assert {name: results.get(name) for name in REFUSED} == dict.fromkeys(REFUSED, "EPERM")
+    assert results["write_sysctl"] == "EROFS"  # /proc/sys is a read-only bind
+    assert results["fork"] == "ok"  # clone3 answers ENOSYS; glibc falls back to clone
+    assert "alive" in out and "after=0" in out  # never SIGSYS
+    assert "NoNewPrivs:\t1" in out and "Seccomp:\t2" in out
+
+
+def test_without_the_filter_the_same_calls_go_through(sandboxes: Sandboxes,
+                                                      probe: Path) -> None:
+    """The control: these refusals come from the filter, not from the user namespace."""
+    code, out = run_probe(sandboxes, probe, seccomp=False)
+    results = parse(out)
+    assert code == 0, out
+    # (the rest the kernel refuses here anyway: no kexec/modules in a user namespace, a
+    # non-dumpable init, proc over a /proc with read-only binds; the filter is a second wall)
+    for name in ("keyctl", "add_key", "unshare_user", "unshare_mount", "mount_tmpfs"):
+        assert results[name] == "ok", (name, out)
+    assert results["write_sysctl"] == "EROFS"  # the read-only bind does not need the filter
+    assert "Seccomp:\t0" in out
+
+
+def test_launch_result_names_the_filter(sandboxes: Sandboxes) -> None:
+    filtered = sandboxes.params(["true"])
+    assert sandboxes.spawn(filtered).seccomp == seccomp.FILTER_NAME == "iii-default/1"
+    unfiltered = sandboxes.params(["true"], seccomp=False)
+    assert sandboxes.spawn(unfiltered).seccomp is None
+
+
+def test_missing_libseccomp_fails_the_launch_with_the_package(
+        sandboxes: Sandboxes, tmp_path: Path) -> None:
+    # A cffi whose dlopen fails the way a host without libseccomp2 does.
+    fake = tmp_path / "fake" / "cffi"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "class FFI:\n"
+        "    def cdef(self, text):\n        pass\n"
+        "    def dlopen(self, name):\n"
+        "        raise OSError(f'{name}: cannot open shared object file')\n")
+    env = {"PYTHONPATH": f"{fake.parent}:{launcher_python_path()}"}
+    params = sandboxes.params(["sh", "-c", "echo unfiltered"])
+    with pytest.raises(LaunchFailed) as info:
+        spawn_launcher(params, sandboxes.state_dir(params), extra_env=env)
+    assert f"exited with code {EXIT_SETUP_FAILED} before answering" in str(info.value)
+    log = Path(params.log_path).read_text()
+    assert "apt-get install libseccomp2" in log and "unfiltered" not in log
+    # the explicit opt-out runs without it
+    params = sandboxes.params(["sh", "-c", "echo unfiltered"], seccomp=False)
+    result = spawn_launcher(params, sandboxes.state_dir(params), extra_env=env)
+    sandboxes.pids.append(result.pid)
+    assert result.seccomp is None
+    code, _ = sandboxes.wait(result, params)
+    assert code == 0 and "unfiltered" in Path(params.log_path).read_text()
+
+
+def test_load_names_the_package_when_the_library_is_absent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(seccomp, "LIBRARY", "libseccomp-absent.so.9")
+    monkeypatch.setattr(seccomp, "_lib", None)
+    with pytest.raises(SetupFailed, match=r"libseccomp-absent\.so\.9 not found "
+                                          r"\(apt-get install libseccomp2\)"):
+        seccomp.load()
