@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.rootfs import build_deb, extract_python_rootfs
 from tests.support.syscall_probe import build_syscall_probe, parse
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from vmm_ffi import seccomp
@@ -105,3 +106,44 @@ def test_load_names_the_package_when_the_library_is_absent(
     with pytest.raises(SetupFailed, match=r"libseccomp-absent\.so\.9 not found "
                                           r"\(apt-get install libseccomp2\)"):
         seccomp.load()
+
+
+@pytest.fixture(scope="module")
+def python_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return extract_python_rootfs(tmp_path_factory.mktemp("image") / "rootfs")
+
+
+PYTHON_CHECKS = """
+import asyncio, ctypes, errno, os, subprocess, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+rc = libc.syscall(250, 0, -3, 0)  # keyctl(KEYCTL_GET_KEYRING_ID)
+print("keyctl", rc, errno.errorcode.get(ctypes.get_errno()))
+t = threading.Thread(target=lambda: print("thread ok")); t.start(); t.join()
+print(subprocess.run([sys.executable, "-c", "print('child ok')"], capture_output=True,
+                     text=True).stdout.strip())
+async def main():
+    p = await asyncio.create_subprocess_exec("true"); print("asyncio", await p.wait())
+asyncio.run(main())
+"""
+
+
+def test_python_and_apt_get_work_under_the_filter(sandboxes: Sandboxes, python_rootfs: Path,
+                                                  tmp_path: Path) -> None:
+    deb = build_deb(tmp_path, "iii-seccomp-test",
+                    {"/usr/share/iii-seccomp-test/ok": (0o644, "installed\n")})
+    script = tmp_path / "checks.py"
+    script.write_text(PYTHON_CHECKS)
+    sandboxes.lower = python_rootfs
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "HOME": "/root", "LANG": "C.UTF-8"}
+    code, status, log = sandboxes.run(
+        ["/bin/sh", "-c", ("set -e; grep Seccomp: /proc/self/status; python3 /mnt/checks.py; "
+                           "apt-get install -y -q /mnt/pkg.deb >/dev/null 2>&1; "
+                           "cat /usr/share/iii-seccomp-test/ok; "
+                           "dpkg -s iii-seccomp-test | grep Status")],
+        binds=[BindMount(source=str(deb), target="/mnt/pkg.deb"),
+               BindMount(source=str(script), target="/mnt/checks.py")], env=env, workdir="/")
+    lines = workload_lines(log)
+    assert (code, status.exit_code) == (0, 0), "\n".join(lines[-20:])
+    assert lines == ["Seccomp:\t2", "keyctl -1 EPERM", "thread ok", "child ok", "asyncio 0",
+                     "installed", "Status: install ok installed"]
