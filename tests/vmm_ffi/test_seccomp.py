@@ -75,15 +75,15 @@ def test_launch_result_names_the_filter(sandboxes: Sandboxes) -> None:
 
 def test_missing_libseccomp_fails_the_launch_with_the_package(
         sandboxes: Sandboxes, tmp_path: Path) -> None:
-    # A cffi whose dlopen fails the way a host without libseccomp2 does.
-    fake = tmp_path / "fake" / "cffi"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text(
+    # A cffi backend whose dlopen fails the way a host without libseccomp2 does.
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "_cffi_backend.py").write_text(
         "class FFI:\n"
-        "    def cdef(self, text):\n        pass\n"
+        "    def __init__(self, *args, **kwargs):\n        pass\n"
         "    def dlopen(self, name):\n"
         "        raise OSError(f'{name}: cannot open shared object file')\n")
-    env = {"PYTHONPATH": f"{fake.parent}:{launcher_python_path()}"}
+    env = {"PYTHONPATH": f"{fake}:{launcher_python_path()}"}
     params = sandboxes.params(["sh", "-c", "echo unfiltered"])
     with pytest.raises(LaunchFailed) as info:
         spawn_launcher(params, sandboxes.state_dir(params), extra_env=env)
@@ -147,3 +147,12 @@ def test_python_and_apt_get_work_under_the_filter(sandboxes: Sandboxes, python_r
     assert (code, status.exit_code) == (0, 0), "\n".join(lines[-20:])
     assert lines == ["Seccomp:\t2", "keyctl -1 EPERM", "thread ok", "child ok", "asyncio 0",
                      "installed", "Status: install ok installed"]
+
+
+def test_the_committed_ffi_module_matches_the_declarations(tmp_path: Path) -> None:
+    fresh = tmp_path / "_seccomp_ffi.py"
+    seccomp.emit_ffi_module(str(fresh))
+    committed = Path(seccomp.__file__).with_name("_seccomp_ffi.py")
+    assert fresh.read_text() == committed.read_text(), \
+        "regenerate: python -c 'from vmm_ffi.seccomp import emit_ffi_module as e; " \
+        "e(\"vmm_ffi/_seccomp_ffi.py\")'"
