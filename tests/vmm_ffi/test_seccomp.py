@@ -156,3 +156,14 @@ def test_the_committed_ffi_module_matches_the_declarations(tmp_path: Path) -> No
     assert fresh.read_text() == committed.read_text(), \
         "regenerate: python -c 'from vmm_ffi.seccomp import emit_ffi_module as e; " \
         "e(\"vmm_ffi/_seccomp_ffi.py\")'"
+
+
+def test_libkrun_vmm_process_runs_with_no_new_privs(
+        sandboxes: Sandboxes, libkrun_double: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("III_LIBKRUN_PATH", str(libkrun_double))
+    monkeypatch.delenv("KRUN_DOUBLE_FAIL", raising=False)
+    params = sandboxes.params(["sh", "-c", "echo up; exec sleep 30"], backend="libkrun")
+    result = sandboxes.spawn(params)
+    assert result.seccomp is None  # no filter on the VMM: only no_new_privs
+    status = Path(f"/proc/{result.sandbox_pid}/status").read_text()
+    assert "NoNewPrivs:\t1" in status and "Seccomp:\t0" in status
