@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 from typing import Any
 
 from vmm_ffi.errors import SetupFailed
@@ -52,7 +53,11 @@ SCMP_ACT_ERRNO_BASE = 0x00050000
 SCMP_CMP_EQ = 4
 SCMP_CMP_MASKED_EQ = 7
 SCMP_FLTATR_CTL_NNP = 3  # let us set no_new_privs ourselves (and say so if it fails)
-__NR_SCMP_ERROR = -1
+_NR_SCMP_ERROR = -1
+# The compat ABIs a 64-bit kernel also runs (i386 and x32 on x86_64, arm on aarch64), as moby
+# lists them: a filter without them answers their syscalls with SIGSYS (libseccomp's "bad
+# arch" default), which would kill a 32-bit program outright instead of refusing the same calls.
+_COMPAT_ARCHES = {"x86_64": (0x40000003, 0x4000003E), "aarch64": (0x40000028,)}
 
 # Refused outright (moby/podman: only with CAP_SYS_ADMIN, CAP_SYS_MODULE, CAP_SYS_BOOT, ...,
 # none of which a default container has). Names unknown on this architecture are skipped.
@@ -133,13 +138,17 @@ def apply() -> None:
     try:
         def rule(name: str, action: int, *cmps: tuple[int, int, int, int]) -> None:
             nr = lib.seccomp_syscall_resolve_name(name.encode())
-            if nr == __NR_SCMP_ERROR:
+            if nr == _NR_SCMP_ERROR:
                 return  # not a syscall on this architecture (vm86, iopl on arm64, ...)
             array = ffi.new("struct scmp_arg_cmp[]", list(cmps)) if cmps else ffi.NULL
             rc = lib.seccomp_rule_add_array(ctx, action, nr, len(cmps), array)
             if rc < 0:
                 raise SetupFailed("seccomp", f"rule for {name}: {errno.errorcode.get(-rc, rc)}")
         _check(lib.seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0), "attr")
+        for arch in _COMPAT_ARCHES.get(os.uname().machine, ()):
+            rc = lib.seccomp_arch_add(ctx, arch)
+            if rc < 0 and rc != -errno.EEXIST:
+                raise SetupFailed("seccomp", f"arch {arch:#x}: {errno.errorcode.get(-rc, rc)}")
         for name in DENIED:
             rule(name, eperm)
         for flag in CLONE_NAMESPACE_FLAGS:
