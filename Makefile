@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := python3 python3-venv python3-dev gcc libc6-dev ca-certificates \
 	docker-registry debootstrap busybox-static skopeo umoci rsync apache2-utils zstd \
-	systemd iproute2 procps passt uidmap
+	systemd iproute2 procps passt uidmap libseccomp2
 # Binaries that prove the packages above are present (checked when we cannot install).
 APT_PROBES := gcc docker-registry debootstrap busybox skopeo umoci rsync htpasswd zstd systemd-analyze \
 	pasta newuidmap
@@ -16,6 +16,7 @@ setup: apt venv
 apt:
 	@missing=""; for b in $(APT_PROBES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	/sbin/ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2 ' || missing="$$missing libseccomp2"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 		echo "installing apt packages (missing:$$missing)"; \

@@ -1,10 +1,12 @@
-"""Launcher benchmarks (issue 4, items c and d), printed, never asserted.
+"""Launcher benchmarks (issue 4, items c and d; issue 11: e), printed, never asserted.
 
 (c) warm start to the worker's first output line with the namespace backend (median of N),
     against spawning the same command with plain ``subprocess`` (goal <= 150 ms absolute);
 (d) launcher memory per running worker: RSS (and PSS, which splits pages shared between the
     launcher and its forked init fairly) of the launcher's own processes, workload excluded
-    (goal <= 20 MiB).
+    (goal <= 20 MiB);
+(e) the start of (c) with and without no_new_privs + the seccomp filter (interleaved, median of
+    N each), as a ratio in the same run: the filter's cost (goal: still <= 150 ms with it).
 
 Run: ``.venv/bin/python bench/launcher.py [--runs N]``.
 """
@@ -33,7 +35,7 @@ POLL_S = 0.0005
 LINE_TIMEOUT_S = 10.0
 
 
-def sandbox_params(base: Path, lower: Path, i: int) -> LaunchParams:
+def sandbox_params(base: Path, lower: Path, i: int, *, seccomp: bool = True) -> LaunchParams:
     d = base / f"s{i}"
     for sub in ("upper", "work", "merged"):
         (d / sub).mkdir(parents=True)
@@ -41,7 +43,7 @@ def sandbox_params(base: Path, lower: Path, i: int) -> LaunchParams:
         name=f"bench{i}", backend="namespace",
         rootfs=OverlayRoot(lower=[str(lower)], upper=str(d / "upper"), work=str(d / "work")),
         merged=str(d / "merged"), argv=COMMAND, env={"PATH": "/bin"}, workdir="/",
-        log_path=str(d / "worker.log"), exit_path=str(d / "exit.json"))
+        log_path=str(d / "worker.log"), exit_path=str(d / "exit.json"), seccomp=seccomp)
 
 
 def wait_for_line(path: str) -> None:
@@ -64,8 +66,9 @@ def stop(result: LaunchResult) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def time_sandbox(base: Path, lower: Path, i: int) -> tuple[float, LaunchResult]:
-    params = sandbox_params(base, lower, i)
+def time_sandbox(base: Path, lower: Path, i: int, *,
+                 seccomp: bool = True) -> tuple[float, LaunchResult]:
+    params = sandbox_params(base, lower, i, seccomp=seccomp)
     t0 = time.perf_counter()
     result = spawn_launcher(params, Path(params.exit_path).parent)
     wait_for_line(params.log_path)
@@ -124,6 +127,17 @@ def main() -> None:
               f"(goal <= 150 ms: {'met' if ours <= 0.150 else 'NOT met'}); CPU per sandbox "
               f"start+stop {statistics.median(cpu_times) * 1000:.1f} ms (less sensitive to load "
               f"from other processes; load average now {os.getloadavg()[0]:.1f})")
+        # (e) the same start without no_new_privs + seccomp, interleaved run for run
+        filtered, unfiltered = [], []
+        for i in range(args.runs):
+            for flag, times in ((True, filtered), (False, unfiltered)):
+                elapsed, result = time_sandbox(base, lower, 1000 + 2 * i + flag, seccomp=flag)
+                times.append(elapsed)
+                stop(result)
+        on, off = statistics.median(filtered), statistics.median(unfiltered)
+        print(f"(e) seccomp filter cost, warm start to first output line, median of "
+              f"{args.runs}: with {on * 1000:.1f} ms, without {off * 1000:.1f} ms, ratio "
+              f"{on / off:.2f}x (goal <= 150 ms with it: {'met' if on <= 0.150 else 'NOT met'})")
         _, result = time_sandbox(base, lower, args.runs + 1)
         try:
             parts = {"launcher": memory_kib(result.pid),

@@ -24,6 +24,7 @@ from typing import Literal
 import msgspec
 
 from vmm_ffi import namespace as ns
+from vmm_ffi import seccomp
 from vmm_ffi import syscalls as sc
 from vmm_ffi.cgroups import CgroupPlan, apply_limits, remove_leaf
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
@@ -181,7 +182,10 @@ class Launcher:
         if self.cgroup.path is None and self.cgroup.note != "enforced" and p.backend != "host":
             self.log(f"resource limits (cpus={p.cpus}, memory={p.memory_mib} MiB) "
                      f"{self.cgroup.note}")
+        filtered = p.seccomp and p.backend == "namespace"
         try:
+            if filtered:
+                seccomp.load()  # before fork: the init inherits the library, or we fail here
             root_mode, vm_root = self._build_root()
             p = self.params  # with an id shift, paths are now relative to the state dir
         except SetupFailed as exc:
@@ -221,7 +225,8 @@ class Launcher:
         result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
                               sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
                               limits=self.cgroup.note, network=network,
-                              id_map=self.id_map)
+                              id_map=self.id_map,
+                              seccomp=seccomp.FILTER_NAME if filtered else None)
         self._answer(result)
         _, wait_status = os.waitpid(child, 0)
         last = _read_message(status_file)

@@ -182,6 +182,22 @@ def apply_bind(root: str, bind: BindMount) -> None:
         raise SetupFailed(f"bind {bind.source} -> {bind.target}", str(exc)) from exc
 
 
+# Kernel knobs, as runc/crun make them read-only: the sandbox's root maps to a host id and
+# sysctl writes are checked against the file owner only; the seccomp filter then forbids the
+# mount calls that could undo these binds.
+READONLY_PROC_PATHS = ("sys", "sysrq-trigger", "irq", "bus")
+
+
+def _readonly_proc_paths(proc: str) -> None:
+    for name in READONLY_PROC_PATHS:
+        path = os.path.join(proc, name)
+        if not os.path.exists(path):
+            continue
+        sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+        sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC
+                 | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+
+
 def _mount_dev(root: str) -> None:
     dev = mountpoint(root, "/dev", replace_link=True)
     sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=755,size=65536k")
@@ -222,6 +238,8 @@ def enter_sandbox_root(params: LaunchParams) -> None:
         step = "mount /proc"
         proc = mountpoint(root, "/proc", replace_link=True)
         sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        step = "read-only /proc/sys"
+        _readonly_proc_paths(proc)
         step = "mount /dev"
         _mount_dev(root)
         step = "mount /tmp"

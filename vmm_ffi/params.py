@@ -105,6 +105,9 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     network: Literal["host", "pasta"] = "host"
     pasta: AbsPath | None = None
     id_shift: IdShift | None = None
+    # no_new_privs + the seccomp filter (namespace backend). False only to test the error path
+    # and to measure the filter's cost: a missing libseccomp otherwise fails the launch.
+    seccomp: bool = True
 
 
 class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,7 +118,9 @@ class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
     or VMM process (libkrun): SIGKILL it to kill the whole sandbox while the launcher still
     records ``exit.json`` (SIGKILL of ``pid`` kills everything too, but records nothing).
     ``limits`` is "enforced" or "not enforced: <reason>". ``network``: what the sandbox got
-    (``tsi`` = libkrun's own transparent socket impersonation).
+    (``tsi`` = libkrun's own transparent socket impersonation). ``seccomp`` names the filter
+    every sandbox process runs under (``iii-default/1``), ``None`` when there is none (libkrun,
+    host, or disabled by the params); older launchers omit it.
     """
 
     version: int
@@ -127,6 +132,7 @@ class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
     limits: str
     network: Literal["host", "pasta", "tsi"] = "host"
     id_map: str = ""  # "0-65535 -> 100000-165535": sandbox ids -> host ids
+    seccomp: str | None = None
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from vmm_ffi import seccomp
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import SetupFailed
 from vmm_ffi.namespace import enter_sandbox_root, is_executable_file, resolve_program
@@ -118,6 +119,8 @@ def run_init(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
                 os.chdir(params.workdir)
             else:
                 enter_sandbox_root(params)
+                if params.seccomp:  # last: the mounts of the boot itself are done by now
+                    seccomp.apply()
         except (SetupFailed, OSError) as exc:
             send(status_fd, {"error": str(exc)})
             os._exit(EXIT_SETUP_FAILED)
