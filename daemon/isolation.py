@@ -29,7 +29,9 @@ def sandbox_isolation(layout: SandboxLayout) -> SandboxIsolation | None:
     network = {"pasta": "own network namespace (pasta)", "host": "the host's network",
                "tsi": "the VM's (libkrun TSI)"}[launch.network]
     return SandboxIsolation(backend=launch.backend, network=network,
-                            id_map=launch.id_map or "unknown", limits=launch.limits)
+                            id_map=launch.id_map or "unknown", limits=launch.limits,
+                            no_new_privs=launch.seccomp is not None or launch.backend == "libkrun",
+                            seccomp=launch.seccomp)
 
 
 def host_isolation(settings: DaemonSettings) -> HostIsolation:

@@ -77,7 +77,8 @@ def enter_spec(layout: SandboxLayout, params: WorkerExecParams) -> EnterSpec:
         raise InvalidArgument(f"-e {reserved[0]}: reserved (set by the system); leave it out")
     return EnterSpec(sandbox_pid=record.launch.sandbox_pid, argv=list(params.argv),
                      env={**launch.env, **params.env},
-                     workdir=params.workdir or launch.workdir, tty=params.tty)
+                     workdir=params.workdir or launch.workdir, tty=params.tty,
+                     seccomp=record.launch.seccomp is not None)
 
 
 async def run_exec(spec: EnterSpec, fds: list[int], params: WorkerExecParams,

@@ -24,7 +24,9 @@ import termios
 
 import msgspec
 
+from vmm_ffi import seccomp
 from vmm_ffi import syscalls as sc
+from vmm_ffi.errors import LauncherError
 from vmm_ffi.namespace import resolve_program
 from vmm_ffi.params import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
 
@@ -36,13 +38,15 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signa
 
 
 class EnterSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Where and what to run: the sandbox init's host pid and the command."""
+    """Where and what to run: the sandbox init's host pid and the command. ``seccomp``: put the
+    command under the sandbox's own no_new_privs + filter (what its workload runs under)."""
 
     sandbox_pid: int
     argv: list[str]
     env: dict[str, str]
     workdir: str = "/"
     tty: bool = False
+    seccomp: bool = True
 
 
 def enter(spec: EnterSpec) -> None:
@@ -65,8 +69,10 @@ def run(spec: EnterSpec) -> int:
     """Enter, fork the command, wait for it; returns the exit code."""
     sc.set_parent_death_signal(signal.SIGKILL)
     try:
+        if spec.seccomp:
+            seccomp.load()  # before setns: the library lives on the host's file system
         enter(spec)
-    except OSError as exc:
+    except (OSError, LauncherError) as exc:
         print(f"error: cannot enter the sandbox: {exc}", file=sys.stderr)
         return EXIT_SETUP_FAILED
     sc.set_parent_death_signal(signal.SIGKILL)  # again: a credentials change clears it
@@ -112,16 +118,19 @@ def _exec(spec: EnterSpec) -> None:
         sc.set_parent_death_signal(signal.SIGKILL)  # after setresuid, which clears it
         os.umask(0o022)
         os.chdir(spec.workdir)
+        if spec.seccomp:
+            seccomp.apply()
         program = resolve_program(spec.argv[0], spec.env)
         code = EXIT_NOT_FOUND
         os.execve(program, spec.argv, spec.env)
-    except OSError as exc:
-        if code == EXIT_NOT_FOUND:  # the execve itself failed
+    except (OSError, LauncherError) as exc:
+        if code == EXIT_NOT_FOUND and isinstance(exc, OSError):  # the execve itself failed
             code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_NOT_EXECUTABLE
             what = f"exec {spec.argv[0]}"
         else:
             what = "set up the command"
-        os.write(2, f"iii: {what}: {exc.strerror}\n".encode())
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        os.write(2, f"iii: {what}: {reason}\n".encode())
     finally:
         os._exit(code)
 

@@ -43,6 +43,7 @@ def test_root_daemon_sandbox_runs_on_subordinate_ids(daemon_factory, busybox_ima
     assert detail["network"] == "own network namespace (pasta)"
     assert detail["id_map"] == f"0-65535 -> {base}-{base + 65535}"
     assert detail["limits"].startswith(("enforced", "not enforced: "))
+    assert detail["no_new_privs"] is True and detail["seccomp"] == "iii-default/1"
     daemon.kill9()  # the block comes from the launcher's record: it survives a restart
     daemon.start()
     assert daemon.json("worker", "inspect", "shifted")["isolation_detail"] == detail

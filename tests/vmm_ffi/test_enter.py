@@ -58,3 +58,10 @@ def test_exit_codes_pass_through(running: LaunchResult) -> None:
     assert missing.returncode == 127 and "exec no-such-command" in missing.stderr
     killed = enter(running, ["sh", "-c", "kill -9 $$"])
     assert killed.returncode == 137
+
+
+def test_command_runs_under_the_sandboxs_filter(running: LaunchResult) -> None:
+    done = enter(running, ["sh", "-c", "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status"],
+                 seccomp=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["NoNewPrivs:", "1", "Seccomp:", "2"]
