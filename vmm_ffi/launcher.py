@@ -1,7 +1,8 @@
 """``python -m vmm_ffi.launcher [SPEC.json]``: one process per sandbox (params on stdin if no arg).
 
 1. Read and validate ``LaunchParams`` (one clear line on stderr and exit 2 when invalid).
-2. Apply cgroup v2 limits when delegated (else log "not enforced: <reason>").
+2. Apply memory/cpu/pids limits: cgroup v2 when delegated, v1 as root (else log "not
+   enforced: <reason>").
 3. Enter a user + mount namespace (plus pid, uts, ipc for the namespace backend) and mount the
    root at ``merged``.
 4. Fork the sandbox: the namespace backend's init (PID 1, see ``sandbox_init``), or the libkrun
@@ -25,7 +26,7 @@ import msgspec
 
 from vmm_ffi import namespace as ns
 from vmm_ffi import syscalls as sc
-from vmm_ffi.cgroups import CgroupPlan, apply_limits, remove_leaf
+from vmm_ffi.cgroups import CgroupPlan, apply_limits, oom_kills, oom_message, remove_leaf
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
@@ -127,7 +128,7 @@ class Launcher:
         self.log_fd = os.open(params.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
                               | os.O_CLOEXEC, 0o640)
         self.child = 0
-        self.cgroup = CgroupPlan(path=None, note="not enforced: not set up")
+        self.cgroup = CgroupPlan(note="not enforced: not set up")
 
     def log(self, message: str) -> None:
         """A launcher line in the worker log (and on stderr when that is somewhere else)."""
@@ -159,11 +160,12 @@ class Launcher:
     def run(self) -> int:
         p = self.params
         if p.backend == "host":  # a Binary worker: a host process, no sandbox limits
-            self.cgroup = CgroupPlan(path=None, note="not enforced: host process")
+            self.cgroup = CgroupPlan(note="not enforced: host process")
         elif p.backend == "libkrun":  # the VM itself has exactly cpus vCPUs and memory_mib RAM
-            self.cgroup = CgroupPlan(path=None, note="enforced")
+            self.cgroup = CgroupPlan(note="enforced")
         else:
-            self.cgroup = apply_limits(p.name, p.cpus, p.memory_mib, p.cgroup)
+            self.cgroup = apply_limits(p.name, p.cpus, p.memory_mib, p.cgroup,
+                                       pids_max=p.pids_max)
         if self.cgroup.path is None and self.cgroup.note != "enforced" and p.backend != "host":
             self.log(f"resource limits (cpus={p.cpus}, memory={p.memory_mib} MiB) "
                      f"{self.cgroup.note}")
@@ -208,6 +210,10 @@ class Launcher:
         _, wait_status = os.waitpid(child, 0)
         last = _read_message(status_file)
         status = self._exit_status(wait_status, last)
+        if oom_kills(self.cgroup):  # read before the leaf goes; exit.json outlives the daemon
+            oom = oom_message(p.memory_mib)
+            status = msgspec.structs.replace(
+                status, error=oom if not status.error else f"{oom}; {status.error}")
         self.record_exit(status)
         remove_leaf(self.cgroup)
         how = f"killed by signal {status.signal}, " if status.signal else ""

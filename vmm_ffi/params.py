@@ -71,7 +71,8 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ``env`` is exactly the workload's environment: nothing of the launcher's own leaks in.
     ``merged`` is the host directory where the root is mounted (created by the daemon).
     ``cgroup``: a delegated cgroup v2 directory to create the sandbox's cgroup under; ``None``
-    lets the launcher use its own cgroup when that is v2 and writable. When limits cannot be
+    lets the launcher use its own cgroup when that is v2 and writable (cgroup v1: a root launcher
+    makes its own leaves). ``pids_max`` caps the sandbox's processes + threads. When limits cannot be
     enforced the launcher says why (``LaunchResult.limits``, and in the log).
     """
 
@@ -90,6 +91,7 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     hostname: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "sandbox"
     binds: list[BindMount] = []
     cgroup: AbsPath | None = None
+    pids_max: Annotated[int, msgspec.Meta(ge=16, le=1 << 22)] = 4096
 
 
 class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
