@@ -147,6 +147,30 @@ def sweep_stale(parents: list[str]) -> list[str]:
     return removed
 
 
+def enter_daemon_leaf(root: str = CGROUP_ROOT, proc: str = "/proc/self/cgroup") -> str:
+    """Move this process (the daemon) into ``<own cgroup>/daemon``; returns what happened.
+
+    cgroup v2's "no internal processes" rule: a cgroup that hands controllers to children may
+    hold no process itself. With ``Delegate=yes`` systemd gives us the service cgroup; the daemon
+    vacates it so launchers (started from the leaf) can make sibling leaves with limits.
+    """
+    if not is_v2(root):
+        return "cgroup v1 host: a root launcher makes its own leaves"
+    own = own_cgroup(root, proc)
+    if own is None:
+        return "no cgroup v2 membership found"
+    if os.path.basename(own) == DAEMON_LEAF:
+        return f"already in {own}"
+    leaf = os.path.join(own, DAEMON_LEAF)
+    try:
+        os.makedirs(leaf, exist_ok=True)
+        write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+    except OSError as exc:
+        return f"cgroup {own} is not delegated to us ({exc.strerror or exc}); without " \
+            "Delegate=yes sandbox limits cannot be enforced"
+    return f"moved to {leaf}; sandboxes get sibling leaves"
+
+
 def oom_kills(plan: CgroupPlan) -> int:
     """How many processes the kernel OOM-killed in the sandbox's memory cgroup."""
     if plan.version == 2:

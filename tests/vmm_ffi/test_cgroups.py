@@ -23,7 +23,7 @@ def fake_v2(tmp_path: Path, own: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     proc = tmp_path / "proc-self-cgroup"
     proc.write_text(f"0::/{own}\n")
     real = cgroups.own_cgroup
-    monkeypatch.setattr(cgroups, "own_cgroup", lambda root: real(root, str(proc)))
+    monkeypatch.setattr(cgroups, "own_cgroup", lambda root, _proc="": real(root, str(proc)))
     (tmp_path / own).mkdir(parents=True)
     return tmp_path
 
@@ -102,3 +102,30 @@ def test_sweep_removes_only_dead_launchers_leaves(tmp_path: Path) -> None:
     assert cgroups.sweep_stale([str(tmp_path)]) == [str(tmp_path / f"iii-w1-{dead}")]
     assert sorted(p.name for p in tmp_path.iterdir()) == \
         sorted([f"iii-w2-{os.getpid()}", "iii-odd-name", "other-1"])
+
+
+def test_daemon_moves_into_its_leaf_and_launchers_use_siblings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = "user.slice/user@0.service/app.slice/iii-daemon.service"
+    root = fake_v2(tmp_path, service, monkeypatch)
+    proc = tmp_path / "proc-self-cgroup"
+    message = cgroups.enter_daemon_leaf(str(root), str(proc))
+    leaf = root / service / "daemon"
+    assert message == f"moved to {leaf}; sandboxes get sibling leaves"
+    assert (leaf / "cgroup.procs").read_text() == str(os.getpid())
+    # What /proc/self/cgroup says from now on, as a launcher the daemon spawns sees it:
+    proc.write_text(f"0::/{service}/daemon\n")
+    assert cgroups.enter_daemon_leaf(str(root), str(proc)) == f"already in {leaf}"
+    (root / service / "cgroup.subtree_control").write_text("")
+    plan = apply_limits("w1", 1, 128, None, root=str(root))
+    assert Path(plan.leaves[0]).parent == root / service
+
+
+def test_daemon_leaf_reports_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cgroups.enter_daemon_leaf(str(tmp_path)) == \
+        "cgroup v1 host: a root launcher makes its own leaves"
+    root = fake_v2(tmp_path, "init.scope", monkeypatch)
+    (root / "init.scope" / "daemon").write_text("a file where the leaf would go")
+    message = cgroups.enter_daemon_leaf(str(root), str(tmp_path / "proc-self-cgroup"))
+    assert message.startswith(f"cgroup {root / 'init.scope'} is not delegated to us (")
+    assert message.endswith("without Delegate=yes sandbox limits cannot be enforced")
