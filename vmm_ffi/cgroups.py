@@ -20,6 +20,7 @@ import time
 import msgspec
 
 CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP_ROOT_ENV = "III_LAUNCHER_CGROUP_ROOT"  # where the launcher looks instead (bench, tests)
 CPU_PERIOD_US = 100_000
 DAEMON_LEAF = "daemon"
 # Enough for a parallel cargo/npm build (threads count as pids too), far below the host's

@@ -26,7 +26,15 @@ import msgspec
 
 from vmm_ffi import namespace as ns
 from vmm_ffi import syscalls as sc
-from vmm_ffi.cgroups import CgroupPlan, apply_limits, oom_kills, oom_message, remove_leaf
+from vmm_ffi.cgroups import (
+    CGROUP_ROOT,
+    CGROUP_ROOT_ENV,
+    CgroupPlan,
+    apply_limits,
+    oom_kills,
+    oom_message,
+    remove_leaf,
+)
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
@@ -164,7 +172,10 @@ class Launcher:
         elif p.backend == "libkrun":  # the VM itself has exactly cpus vCPUs and memory_mib RAM
             self.cgroup = CgroupPlan(note="enforced")
         else:
-            self.cgroup = apply_limits(p.name, p.cpus, p.memory_mib, p.cgroup,
+            # CGROUP_ROOT_ENV moves the hierarchies elsewhere: the bench points it at an empty
+            # directory to time a start without limits beside one with them.
+            root = os.environ.get(CGROUP_ROOT_ENV) or CGROUP_ROOT
+            self.cgroup = apply_limits(p.name, p.cpus, p.memory_mib, p.cgroup, root=root,
                                        pids_max=p.pids_max)
         if self.cgroup.path is None and self.cgroup.note != "enforced" and p.backend != "host":
             self.log(f"resource limits (cpus={p.cpus}, memory={p.memory_mib} MiB) "
