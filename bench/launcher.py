@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.rootfs import make_busybox_rootfs
+from vmm_ffi.cgroups import CGROUP_ROOT_ENV
 from vmm_ffi.launch import spawn_launcher
 from vmm_ffi.params import LaunchParams, LaunchResult, OverlayRoot
 
@@ -66,11 +67,11 @@ def stop(result: LaunchResult) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def time_sandbox(base: Path, lower: Path, i: int, *,
-                 seccomp: bool = True) -> tuple[float, LaunchResult]:
+def time_sandbox(base: Path, lower: Path, i: int, *, seccomp: bool = True,
+                 env: dict[str, str] | None = None) -> tuple[float, LaunchResult]:
     params = sandbox_params(base, lower, i, seccomp=seccomp)
     t0 = time.perf_counter()
-    result = spawn_launcher(params, Path(params.exit_path).parent)
+    result = spawn_launcher(params, Path(params.exit_path).parent, extra_env=env)
     wait_for_line(params.log_path)
     return time.perf_counter() - t0, result
 
@@ -114,12 +115,20 @@ def main() -> None:
         _, warm = time_sandbox(base, lower, 0)  # warm caches and imports on both sides
         stop(warm)
         time_subprocess(lower)
-        sandbox_times, plain_times, cpu_times = [], [], []
+        # "Without limits": the launcher looks for cgroups in an empty directory, finds none.
+        (base / "no-cgroups").mkdir()
+        no_limits = {CGROUP_ROOT_ENV: str(base / "no-cgroups")}
+        sandbox_times, plain_times, cpu_times, unlimited_times = [], [], [], []
+        limits = "?"
         for i in range(1, args.runs + 1):
             elapsed, result = time_sandbox(base, lower, i)
+            limits = result.limits
             sandbox_times.append(elapsed)
             cpu_times.append(stop(result))
             plain_times.append(time_subprocess(lower))
+            elapsed, result = time_sandbox(base, lower, 1000 + i, no_limits)
+            unlimited_times.append(elapsed)
+            stop(result)
         ours, theirs = statistics.median(sandbox_times), statistics.median(plain_times)
         print(f"(c) warm start to first output line, median of {args.runs}: "
               f"namespace sandbox {ours * 1000:.1f} ms, plain subprocess "
@@ -138,6 +147,9 @@ def main() -> None:
         print(f"(e) seccomp filter cost, warm start to first output line, median of "
               f"{args.runs}: with {on * 1000:.1f} ms, without {off * 1000:.1f} ms, ratio "
               f"{on / off:.2f}x (goal <= 150 ms with it: {'met' if on <= 0.150 else 'NOT met'})")
+        bare = statistics.median(unlimited_times)
+        print(f"(c') the same start with resource limits ({limits}) {ours * 1000:.1f} ms vs "
+              f"without {bare * 1000:.1f} ms (no cgroups found), ratio {ours / bare:.2f}x")
         _, result = time_sandbox(base, lower, args.runs + 1)
         try:
             parts = {"launcher": memory_kib(result.pid),

@@ -222,6 +222,12 @@ def _change_state(method: str, params: dict[str, Any], as_json: bool,
     run_cli(body)
 
 
+def _last_exit(w: dict[str, Any]) -> Any:
+    """The last exit code, with the launcher's reason when it gave one (an OOM kill)."""
+    code, error = w.get("last_exit_code"), w.get("last_error")
+    return f"{code} ({error})" if code is not None and error else code
+
+
 def _current_status(name: str) -> dict[str, Any] | None:
     try:
         with RpcClient() as client:
@@ -308,7 +314,7 @@ def worker_inspect(name: str = typer.Argument(..., help="Worker name."),
             ("name", w.get("name")), ("type", w.get("type")), ("source", w.get("source")),
             ("status", w.get("status")), ("pid", w.get("pid")),
             ("isolation", w.get("isolation")), ("engine", w.get("engine_registered")),
-            ("restarts", w.get("restarts")), ("last exit", w.get("last_exit_code")),
+            ("restarts", w.get("restarts")), ("last exit", _last_exit(w)),
             ("image", w.get("image") or manifest.get("base_image")),
             ("kind", manifest.get("kind")), ("setup", scripts.get("setup")),
             ("install", scripts.get("install")), ("start", scripts.get("start")),

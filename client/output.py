@@ -54,12 +54,20 @@ def _engine_label(value: Any) -> str:
     return {True: "yes", False: "no"}.get(value, "-") if isinstance(value, bool) else "-"
 
 
+def _status_cell(worker: dict[str, Any]) -> str:
+    """The status; after a kill by the system (OOM), why, e.g. "backoff (killed: out of ...)"."""
+    status, error = str(worker.get("status", "")), worker.get("last_error")
+    if status in ("crashed", "backoff") and isinstance(error, str) and error.startswith("killed:"):
+        return f"{status} ({error})"
+    return status
+
+
 def worker_row(worker: dict[str, Any]) -> list[str]:
     pid = worker.get("pid")
     return [
         str(worker.get("name", "")),
         TYPE_LABELS.get(str(worker.get("type")), str(worker.get("type"))),
-        str(worker.get("status", "")),
+        _status_cell(worker),
         "-" if pid is None else str(pid),
         worker.get("isolation") or "-",
         _engine_label(worker.get("engine_registered")),

@@ -55,6 +55,7 @@ class Worker(Result):
     engine_registered: bool | None = None
     restarts: int = 0
     last_exit_code: int | None = None
+    last_error: str | None = None
     started_at: float | None = None
     deps_installed: bool = False
     image: str | None = None

@@ -37,6 +37,9 @@ ExecStart={PLACEHOLDER_COMMAND} daemon run
 # Stop or restart only the daemon: sandboxed workers keep running and the next daemon reattaches
 # them. A requested stop (SIGTERM) still stops them gracefully; the daemon does that itself.
 KillMode=process
+# Our own cgroup subtree: the daemon moves itself into <service cgroup>/daemon and puts each
+# sandbox in a sibling leaf with memory.max, cpu.max and pids.max (SPEC §8 "resources").
+Delegate=yes
 Restart=on-failure
 RestartSec=2
 StandardOutput=journal

@@ -32,6 +32,7 @@ from daemon.rpc import DaemonControl, Dispatcher
 from daemon.server import RpcServer, ServerLimits
 from daemon.service_api import WorkerService
 from daemon.settings import DaemonSettings, SettingsError, load_settings
+from vmm_ffi.cgroups import enter_daemon_leaf
 
 __all__ = ["ServiceFactory", "build_service", "daemon_version", "main", "serve_daemon"]
 
@@ -199,6 +200,9 @@ async def serve_daemon(settings: DaemonSettings, *, keep_workers: bool = False,
     except OSError as exc:
         raise SettingsError(f"III_HOME {settings.home}: cannot write: {exc.strerror}; set "
                             "III_HOME to a directory you can write") from exc
+    if sys.platform.startswith("linux") and os.environ.get("INVOCATION_ID"):
+        # Only under systemd (which sets INVOCATION_ID): elsewhere our cgroup is a shell's.
+        log.info("cgroup: %s", enter_daemon_leaf())
     async with AsyncExitStack() as stack:
         listener = open_listener(settings)
         stack.callback(listener.close)

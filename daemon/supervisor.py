@@ -45,6 +45,7 @@ class WorkerRuntime:
     isolation: str | None = None
     restarts: int = 0
     last_exit_code: int | None = None
+    last_error: str | None = None  # the launcher's reason, e.g. "killed: out of memory (...)"
     started_at: float | None = None
     auto_started: bool = False
     manual_stop: bool = False
@@ -146,6 +147,7 @@ class Supervisor:
         status = await task.wait()
         await task.delete()
         rt.last_exit_code = status.exit_code
+        rt.last_error = status.error
         if rt.task is not task:
             return
         rt.task = None

@@ -133,7 +133,8 @@ class WorkerLifecycle:
             name=entry.name, type=kind.value, source=entry.worker_path or entry.image,
             status=rt.state.value, pid=rt.pid, isolation=rt.isolation,  # type: ignore[arg-type]
             engine_registered=registered, restarts=rt.restarts,
-            last_exit_code=rt.last_exit_code, started_at=rt.started_at,
+            last_exit_code=rt.last_exit_code, last_error=rt.last_error,
+            started_at=rt.started_at,
             deps_installed=kind is WorkerKind.LOCAL and self._deps_installed(entry.name),
             image=spec.base_image if spec else entry.image,
             resources=Resources(memory=spec.resources.memory, cpus=spec.resources.cpus)

@@ -72,6 +72,7 @@ def test_service_unit_keys() -> None:
     expected = {
         "Type": "notify", "NotifyAccess": "main", "ExecStart": "@III@ daemon run",
         "KillMode": "process", "Restart": "on-failure", "StandardError": "journal",
+        "Delegate": "yes",
     }
     assert {k: the(unit, "Service", k) for k in expected} == expected
     assert the(unit, "Unit", "Requires") == "iii-daemon.socket"

@@ -1,32 +1,75 @@
-"""cgroup v2 limits (memory.max, cpu.max) for a sandbox, or the reason they are not enforced.
+"""Resource limits for a sandbox (memory, cpus, pids): cgroup v2 when delegated, else v1 as root.
 
-Only a delegated v2 hierarchy can be used without privilege: ``LaunchParams.cgroup`` names a
-directory we may create children in; without it, the launcher's own cgroup is tried. The
-launcher moves itself into the new leaf before it forks the sandbox, so every sandbox process
-is accounted there. Nothing here is fatal: any failure becomes "not enforced: <reason>".
+v2: ``LaunchParams.cgroup`` names a delegated directory we may create children in; without it
+the launcher's own cgroup is used, or its parent when the launcher was started from the
+daemon's leaf (``DAEMON_LEAF``: v2 forbids processes in a cgroup that has controller-enabled
+children, so the daemon keeps itself in ``<delegated>/daemon`` and each sandbox gets a sibling).
+v1 (``cgroups_v1``): a root launcher makes one leaf per controller.
+
+The launcher moves itself into the leaf before it forks the sandbox, so every sandbox process is
+accounted there, and reads the OOM-kill count before it removes the leaf (``oom_kills``), so a
+worker killed for memory is reported as such. Nothing here is fatal: any failure becomes
+"not enforced: <reason>".
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import msgspec
 
 CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP_ROOT_ENV = "III_LAUNCHER_CGROUP_ROOT"  # where the launcher looks instead (bench, tests)
 CPU_PERIOD_US = 100_000
+DAEMON_LEAF = "daemon"
+# Enough for a parallel cargo/npm build (threads count as pids too), far below the host's
+# pid_max: a fork bomb stops here instead of starving the daemon and every other worker.
+DEFAULT_PIDS_MAX = 4096
+EMPTY_WAIT_S = 2.0  # a killed sandbox's processes leave its cgroup within milliseconds
 
 
 class CgroupPlan(msgspec.Struct, frozen=True, kw_only=True):
-    """Where the sandbox's limits live (``path``) and what the launcher reports (``note``)."""
+    """The sandbox's leaf cgroups (one per v1 controller, one for v2) and the launcher's report.
 
-    path: str | None
+    ``origins`` are the cgroups the launcher came from (it moves back before removing a leaf);
+    ``note`` is "enforced" or "not enforced: <reason>" (``LaunchResult.limits``).
+    """
+
+    version: int = 0  # 0 = none, 1 or 2
+    leaves: tuple[str, ...] = ()
+    origins: tuple[str, ...] = ()
     note: str
 
+    @property
+    def path(self) -> str | None:
+        """The first leaf (the v2 leaf), or None when nothing is enforced."""
+        return self.leaves[0] if self.leaves else None
 
-def own_cgroup(root: str = CGROUP_ROOT) -> str | None:
+
+def write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def read_keyed(path: str) -> dict[str, int]:
+    """A flat "key value" cgroup file (memory.events, memory.oom_control, pids.events)."""
+    out: dict[str, int] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if value.strip().lstrip("-").isdigit():
+                    out[key] = int(value)
+    except OSError:
+        pass
+    return out
+
+
+def own_cgroup(root: str = CGROUP_ROOT, proc: str = "/proc/self/cgroup") -> str | None:
     """This process's v2 cgroup directory, from /proc/self/cgroup ("0::/path")."""
     try:
-        with open("/proc/self/cgroup") as f:
+        with open(proc) as f:
             for line in f:
                 if line.startswith("0::"):
                     return os.path.join(root, line[3:].strip().lstrip("/"))
@@ -35,49 +78,134 @@ def own_cgroup(root: str = CGROUP_ROOT) -> str | None:
     return None
 
 
-def _write(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
+def is_v2(root: str = CGROUP_ROOT) -> bool:
+    return os.path.exists(os.path.join(root, "cgroup.controllers"))
 
 
 def apply_limits(name: str, cpus: int, memory_mib: int, delegated: str | None,
-                 root: str = CGROUP_ROOT) -> CgroupPlan:
-    """Create a leaf cgroup with the limits and move this process into it, or say why not."""
-    if not os.path.exists(os.path.join(root, "cgroup.controllers")):
-        return CgroupPlan(path=None, note="not enforced: cgroup v2 is not mounted at "
-                          f"{root} (this host uses cgroup v1)")
-    base = delegated or own_cgroup(root)
-    if base is None:
-        return CgroupPlan(path=None, note="not enforced: no cgroup v2 membership found")
+                 root: str = CGROUP_ROOT, pids_max: int = DEFAULT_PIDS_MAX) -> CgroupPlan:
+    """Create the sandbox's leaf cgroup(s) with the limits and move this process in, or say why not."""
+    if is_v2(root):
+        return _apply_v2(name, cpus, memory_mib, delegated, root, pids_max)
+    from vmm_ffi.cgroups_v1 import apply_v1
+    return apply_v1(name, cpus, memory_mib, root, pids_max)
+
+
+def _apply_v2(name: str, cpus: int, memory_mib: int, delegated: str | None, root: str,
+              pids_max: int) -> CgroupPlan:
+    own = own_cgroup(root)
+    if own is None:
+        return CgroupPlan(note="not enforced: no cgroup v2 membership found")
+    base = delegated or (os.path.dirname(own) if os.path.basename(own) == DAEMON_LEAF else own)
     leaf = os.path.join(base, f"iii-{name}-{os.getpid()}")
+    sweep_stale([base])
     try:
         with open(os.path.join(base, "cgroup.subtree_control")) as f:
             enabled = set(f.read().split())
-        missing = {"memory", "cpu"} - enabled
+        missing = {"memory", "cpu", "pids"} - enabled
         if missing:
-            _write(os.path.join(base, "cgroup.subtree_control"),
-                   " ".join(f"+{c}" for c in sorted(missing)))
+            write(os.path.join(base, "cgroup.subtree_control"),
+                  " ".join(f"+{c}" for c in sorted(missing)))
         os.mkdir(leaf)
-        _write(os.path.join(leaf, "memory.max"), str(memory_mib * 1024 * 1024))
-        _write(os.path.join(leaf, "cpu.max"), f"{cpus * CPU_PERIOD_US} {CPU_PERIOD_US}")
-        _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+        write(os.path.join(leaf, "memory.max"), str(memory_mib * 1024 * 1024))
+        write(os.path.join(leaf, "memory.swap.max"), "0")  # else the limit only moves to swap
+        write(os.path.join(leaf, "cpu.max"), f"{cpus * CPU_PERIOD_US} {CPU_PERIOD_US}")
+        write(os.path.join(leaf, "pids.max"), str(pids_max))
+        write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
     except OSError as exc:
         try:
             os.rmdir(leaf)
         except OSError:
             pass
-        return CgroupPlan(path=None, note=f"not enforced: cgroup {base} is not delegated to "
-                          f"us ({exc.strerror or exc})")
-    return CgroupPlan(path=leaf, note="enforced")
+        return CgroupPlan(note=f"not enforced: cgroup {base} is not delegated to us "
+                          f"({exc.strerror or exc})")
+    return CgroupPlan(version=2, leaves=(leaf,), origins=(own,), note="enforced")
+
+
+def sweep_stale(parents: list[str]) -> list[str]:
+    """Remove the leaves of launchers that died without cleaning up (SIGKILL); returns them.
+
+    A leaf is ``iii-<name>-<launcher pid>``: one whose launcher is gone and that holds no process
+    is stale. A live launcher's leaf is never touched (its pid exists), so concurrent starts
+    cannot race with this.
+    """
+    removed: list[str] = []
+    for parent in parents:
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for entry in names:
+            pid = entry.rpartition("-")[2]
+            if not entry.startswith("iii-") or not pid.isdigit() or \
+                    os.path.exists(f"/proc/{pid}"):
+                continue
+            try:
+                os.rmdir(os.path.join(parent, entry))
+                removed.append(os.path.join(parent, entry))
+            except OSError:
+                pass  # still has processes, or not ours to remove
+    return removed
+
+
+def enter_daemon_leaf(root: str = CGROUP_ROOT, proc: str = "/proc/self/cgroup") -> str:
+    """Move this process (the daemon) into ``<own cgroup>/daemon``; returns what happened.
+
+    cgroup v2's "no internal processes" rule: a cgroup that hands controllers to children may
+    hold no process itself. With ``Delegate=yes`` systemd gives us the service cgroup; the daemon
+    vacates it so launchers (started from the leaf) can make sibling leaves with limits.
+    """
+    if not is_v2(root):
+        return "cgroup v1 host: a root launcher makes its own leaves"
+    own = own_cgroup(root, proc)
+    if own is None:
+        return "no cgroup v2 membership found"
+    if os.path.basename(own) == DAEMON_LEAF:
+        return f"already in {own}"
+    leaf = os.path.join(own, DAEMON_LEAF)
+    try:
+        os.makedirs(leaf, exist_ok=True)
+        write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+    except OSError as exc:
+        return f"cgroup {own} is not delegated to us ({exc.strerror or exc}); without " \
+            "Delegate=yes sandbox limits cannot be enforced"
+    return f"moved to {leaf}; sandboxes get sibling leaves"
+
+
+def oom_kills(plan: CgroupPlan) -> int:
+    """How many processes the kernel OOM-killed in the sandbox's memory cgroup."""
+    if plan.version == 2:
+        return read_keyed(os.path.join(plan.leaves[0], "memory.events")).get("oom_kill", 0)
+    if plan.version == 1:
+        from vmm_ffi.cgroups_v1 import v1_oom_kills
+        return v1_oom_kills(plan)
+    return 0
+
+
+def oom_message(memory_mib: int) -> str:
+    """What ``list``/``inspect``/``logs`` show for a worker killed for its memory."""
+    return f"killed: out of memory (limit {memory_mib} MiB)"
 
 
 def remove_leaf(plan: CgroupPlan) -> None:
-    """Remove the sandbox's leaf cgroup once it is empty (best effort)."""
-    if plan.path is None:
-        return
-    try:
-        parent = os.path.dirname(plan.path)
-        _write(os.path.join(parent, "cgroup.procs"), str(os.getpid()))
-        os.rmdir(plan.path)
-    except OSError:
-        pass  # an empty leaf left behind costs nothing; the kernel frees it with the parent
+    """Move this process back where it came from and remove the sandbox's leaves (best effort).
+
+    Waits briefly for the sandbox's last processes to leave (a killed pid namespace is torn
+    down asynchronously); a leaf still busy after that stays, and costs nothing but its name.
+    """
+    for leaf, origin in zip(plan.leaves, plan.origins, strict=True):
+        try:
+            write(os.path.join(origin, "cgroup.procs"), str(os.getpid()))
+        except OSError:
+            pass
+        deadline = time.monotonic() + EMPTY_WAIT_S
+        while True:
+            try:
+                os.rmdir(leaf)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)

@@ -1,7 +1,8 @@
 """``python -m vmm_ffi.launcher [SPEC.json]``: one process per sandbox (params on stdin if no arg).
 
 1. Read and validate ``LaunchParams`` (one clear line on stderr and exit 2 when invalid).
-2. Apply cgroup v2 limits when delegated (else log "not enforced: <reason>").
+2. Apply memory/cpu/pids limits: cgroup v2 when delegated, v1 as root (else log "not
+   enforced: <reason>").
 3. Enter a user + mount namespace (plus pid, uts, ipc for the namespace backend) and mount the
    root at ``merged``.
 4. Fork the sandbox: the namespace backend's init (PID 1, see ``sandbox_init``), or the libkrun
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -26,7 +28,18 @@ import msgspec
 from vmm_ffi import namespace as ns
 from vmm_ffi import seccomp
 from vmm_ffi import syscalls as sc
-from vmm_ffi.cgroups import CgroupPlan, apply_limits, remove_leaf
+from vmm_ffi.cgroups import (
+    CGROUP_ROOT,
+    CGROUP_ROOT_ENV,
+    CgroupPlan,
+    apply_limits,
+    oom_kills,
+    oom_message,
+    remove_leaf,
+)
+from vmm_ffi.cgroups import (
+    write as cgroup_write,
+)
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.exit_recorder import ExitRecorder
 from vmm_ffi.idmap import present_root, user_maps
@@ -133,7 +146,7 @@ class Launcher:
         self.log_fd = os.open(params.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
                               | os.O_CLOEXEC, 0o640)
         self.child = 0
-        self.cgroup = CgroupPlan(path=None, note="not enforced: not set up")
+        self.cgroup = CgroupPlan(note="not enforced: not set up")
         self.network: NetworkHelper | None = None
         self.recorder: ExitRecorder | None = None
         self.id_map = describe_id_map(params, os.geteuid(), os.getegid())  # before any unshare
@@ -174,11 +187,15 @@ class Launcher:
     def run(self) -> int:
         p = self.params
         if p.backend == "host":  # a Binary worker: a host process, no sandbox limits
-            self.cgroup = CgroupPlan(path=None, note="not enforced: host process")
+            self.cgroup = CgroupPlan(note="not enforced: host process")
         elif p.backend == "libkrun":  # the VM itself has exactly cpus vCPUs and memory_mib RAM
-            self.cgroup = CgroupPlan(path=None, note="enforced")
+            self.cgroup = CgroupPlan(note="enforced")
         else:
-            self.cgroup = apply_limits(p.name, p.cpus, p.memory_mib, p.cgroup)
+            # CGROUP_ROOT_ENV moves the hierarchies elsewhere: the bench points it at an empty
+            # directory to time a start without limits beside one with them.
+            root = os.environ.get(CGROUP_ROOT_ENV) or CGROUP_ROOT
+            self.cgroup = apply_limits(p.name, p.cpus, p.memory_mib, p.cgroup, root=root,
+                                       pids_max=p.pids_max)
         if self.cgroup.path is None and self.cgroup.note != "enforced" and p.backend != "host":
             self.log(f"resource limits (cpus={p.cpus}, memory={p.memory_mib} MiB) "
                      f"{self.cgroup.note}")
@@ -231,6 +248,10 @@ class Launcher:
         _, wait_status = os.waitpid(child, 0)
         last = _read_message(status_file)
         status = self._exit_status(wait_status, last)
+        if oom_kills(self.cgroup):  # read before the leaf goes; exit.json outlives the daemon
+            oom = oom_message(p.memory_mib)
+            status = msgspec.structs.replace(
+                status, error=oom if not status.error else f"{oom}; {status.error}")
         self.stop_network()
         self.record_exit(status)
         remove_leaf(self.cgroup)
@@ -285,7 +306,14 @@ class Launcher:
         self.params = msgspec.structs.replace(
             self.params, merged=os.path.relpath(self.params.merged, state))
         cgroup = self.cgroup
-        self.recorder = ExitRecorder.fork(self.params.exit_path, lambda: remove_leaf(cgroup))
+        launcher = os.getpid()
+
+        def cleanup() -> None:  # in the recorder, as host root: we may not move ourselves
+            for origin in cgroup.origins:
+                with contextlib.suppress(OSError):
+                    cgroup_write(os.path.join(origin, "cgroup.procs"), str(launcher))
+            remove_leaf(cgroup)
+        self.recorder = ExitRecorder.fork(self.params.exit_path, cleanup)
         return root
 
     def stop_network(self) -> None:

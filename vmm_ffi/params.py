@@ -82,8 +82,10 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ``env`` is exactly the workload's environment: nothing of the launcher's own leaks in.
     ``merged`` is the host directory where the root is mounted (created by the daemon).
     ``network`` (namespace backend): ``pasta`` = an own network namespace connected by pasta
-    (``vmm_ffi.network``; ``pasta`` names its binary), ``host`` = the host's. ``cgroup``: a delegated cgroup v2 directory to create the sandbox's cgroup under; ``None``
-    lets the launcher use its own cgroup when that is v2 and writable. When limits cannot be
+    (``vmm_ffi.network``; ``pasta`` names its binary), ``host`` = the host's.
+    ``cgroup``: a delegated cgroup v2 directory to create the sandbox's cgroup under; ``None``
+    lets the launcher use its own cgroup when that is v2 and writable (cgroup v1: a root launcher
+    makes its own leaves). ``pids_max`` caps the sandbox's processes + threads. When limits cannot be
     enforced the launcher says why (``LaunchResult.limits``, and in the log).
     """
 
@@ -108,6 +110,7 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # no_new_privs + the seccomp filter (namespace backend). False only to test the error path
     # and to measure the filter's cost: a missing libseccomp otherwise fails the launch.
     seccomp: bool = True
+    pids_max: Annotated[int, msgspec.Meta(ge=16, le=1 << 22)] = 4096
 
 
 class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -15,6 +15,8 @@ import pytest
 from tests.support.libkrun_double import build_libkrun_double
 from tests.support.rootfs import make_busybox_rootfs
 from tests.support.wait import wait_until
+from vmm_ffi.cgroups import CGROUP_ROOT, sweep_stale
+from vmm_ffi.cgroups_v1 import v1_parents
 from vmm_ffi.launch import read_exit, spawn_launcher, tail_lines
 from vmm_ffi.params import ExitStatus, LaunchParams, LaunchResult, OverlayRoot
 
@@ -101,6 +103,8 @@ class Sandboxes:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+        # A launcher killed above (or by a test) could not remove its leaf cgroups.
+        sweep_stale(v1_parents(CGROUP_ROOT))
 
 
 @pytest.fixture

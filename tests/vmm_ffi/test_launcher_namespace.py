@@ -185,17 +185,6 @@ def test_sigkill_of_the_launcher_leaves_no_stray_process(sandboxes: Sandboxes) -
     wait_until(lambda: not _processes_in_ns(ns) and not marked(), 10, "no stray processes")
 
 
-def test_cgroup_limits_reported_not_enforced_on_v1(sandboxes: Sandboxes) -> None:
-    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        pytest.skip("host has cgroup v2; the v1 report is what this machine class checks")
-    params = sandboxes.params(["true"], cpus=2, memory_mib=256)
-    result = sandboxes.spawn(params)
-    sandboxes.wait(result, params)
-    assert result.limits.startswith("not enforced: cgroup v2 is not mounted")
-    log = Path(params.log_path).read_text()
-    assert "[iii-launcher] resource limits (cpus=2, memory=256 MiB) not enforced" in log
-
-
 def test_directory_root_is_bind_mounted(sandboxes: Sandboxes, tmp_path: Path,
                                         busybox_lower: Path) -> None:
     import shutil
