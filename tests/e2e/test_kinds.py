@@ -43,6 +43,9 @@ class SdkExample:
 
 SDK_EXAMPLES = [
     SdkExample("ts-worker", "node", "src/index.ts", "process.env.GREETING ?? 'Hello'"),
+    SdkExample("js-yarn-worker", "node", "index.js", "process.env.GREETING ?? 'Hello'"),
+    SdkExample("js-pnpm-worker", "node", "index.js", "process.env.GREETING ?? 'Hello'"),
+    SdkExample("bun-worker", "bun", "src/index.ts", "process.env.GREETING ?? 'Hello'"),
 ]
 
 
@@ -102,3 +105,33 @@ def test_sdk_worker_lifecycle(example: SdkExample, daemon_factory, engine_factor
     removed = daemon.json("worker", "remove", name)
     assert removed["removed"] is True
     assert name not in (iii_home / "config.yaml").read_text()
+
+
+def test_rust_worker_builds_logs_and_stops(daemon_factory, engine_factory,
+                                           registry: RegistryServer, pushed: dict[str, str],
+                                           iii_home: Path, tmp_path: Path) -> None:
+    """No crates registry is reachable here, so the Rust example is std-only and does not talk to
+    the engine: it is built by ``cargo build --release`` in the sandbox, runs, logs its sandbox
+    env and ends on SIGTERM."""
+    mirror = mirror_with(registry, pushed, "rust")
+    project = tmp_path / "rust-worker"
+    shutil.copytree(EXAMPLES / "rust-worker", project)
+    engine = engine_factory()
+    daemon = daemon_factory(III_URL=engine.url, III_REGISTRY_MIRROR=mirror)
+
+    added = daemon.json("worker", "add", str(project))
+    assert added["started"] is True
+    line = f"rust-worker: engine={engine.url} name=rust-worker isolation=namespace"
+    wait_until(lambda: line in daemon.iii("worker", "logs", "rust-worker").stdout, FIRST_START_S,
+               "the built binary's first line")
+    worker = daemon.worker("rust-worker")
+    assert worker["status"] == "running" and worker["deps_installed"] is True
+
+    stopped = daemon.json("worker", "stop", "rust-worker")
+    assert stopped["status"] == "stopped" and stopped["pid"] is None
+    started = daemon.iii("worker", "start", "rust-worker")
+    assert started.returncode == 0, started.stderr
+    assert "skipping setup and install" in started.stdout + started.stderr
+    wait_until(lambda: daemon.iii("worker", "logs", "rust-worker").stdout.count(line) == 2,
+               WARM_START_S, "the second run's line")
+    assert daemon.json("worker", "remove", "rust-worker")["removed"] is True

@@ -349,8 +349,9 @@ PYTHON_ENV = [f"PATH={BASE_PATH}", "LANG=C.UTF-8"]
 PYTHON = ImageRecipe("python", PYTHON_PACKAGES, tuple(PYTHON_ENV), ("python3",))
 
 # Like node:22-slim: the official Node.js LTS build (Debian's npm is broken under minbase), npm
-# beside it, and the yarn 1 that image also ships. pnpm is pinned where its lockfile format does
-# not need builds this registry lacks (TESTING.md).
+# beside it, and the yarn 1 that image also ships; pnpm too (node:22-slim reaches it through
+# corepack, which downloads it at first use: not possible here). pnpm is pinned where its
+# lockfile format does not need builds this registry lacks (TESTING.md).
 NODE_VERSION = "22.23.5"
 NODE = ImageRecipe(
     "node", "ca-certificates", (f"PATH={BASE_PATH}", "LANG=C.UTF-8", f"NODE_VERSION={NODE_VERSION}"),
@@ -362,8 +363,10 @@ NODE = ImageRecipe(
                     ("usr/local/bin/npx", "../lib/node_modules/npm/bin/npx-cli.js"))),
         NpmTarball("yarn", "1.22.22", "usr/local/lib/node_modules/yarn",
                    (("usr/local/bin/yarn", "../lib/node_modules/yarn/bin/yarn.js"),)),
-        NpmTarball("pnpm", "12.4.2", "usr/local/lib/node_modules/pnpm",
-                   (("usr/local/bin/pnpm", "../lib/node_modules/pnpm/bin/pnpm.cjs"),)),
+        # pnpm 12's `pnpm` package fetches its native binary on first use (from GitHub, not
+        # reachable here); the binary itself is on npm.
+        NpmTarball("@pnpm/exe.linux-x64", "12.4.2", "usr/local/lib/pnpm",
+                   (("usr/local/bin/pnpm", "../lib/pnpm/pnpm"),)),
     ))
 # Like oven/bun: the bun binary (from npm's @oven/bun-linux-x64) and `bunx` beside it.
 BUN = ImageRecipe(
