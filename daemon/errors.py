@@ -77,8 +77,10 @@ class Unavailable(DaemonError):
 class ScriptFailed(DaemonError):
     """Raised when a worker's setup or install script exits non-zero."""
 
-    def __init__(self, script: str, exit_code: int, output_tail: list[str]) -> None:
-        super().__init__(f"{script} script failed with exit code {exit_code}")
+    def __init__(self, script: str, exit_code: int, output_tail: list[str],
+                 hint: str | None = None) -> None:
+        message = f"{script} script failed with exit code {exit_code}"
+        super().__init__(message if hint is None else f"{message}: {hint}")
         self.script, self.exit_code, self.output_tail = script, exit_code, output_tail
 
     def data(self) -> dict[str, object] | None:
