@@ -164,6 +164,7 @@ def test_missing_path_is_a_usage_error() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two workers' installs; a fresh machine also builds two images
 def test_demo_runs_the_typescript_and_python_examples_through_the_engine() -> None:
     """``make demo``: validates every example, then adds, invokes and removes the TypeScript and
     the Python worker."""
@@ -174,7 +175,7 @@ def test_demo_runs_the_typescript_and_python_examples_through_the_engine() -> No
     repo = EXAMPLES.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
     result = subprocess.run([sys.executable, "-m", "examples.demo"], capture_output=True, text=True,
-                            cwd=repo, timeout=600, check=False, env=env)
+                            cwd=repo, timeout=850, check=False, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for example in ("ts-worker", "js-yarn-worker", "js-pnpm-worker", "bun-worker", "python-worker",
                     "rust-worker"):

@@ -15,7 +15,8 @@ from tests.support.fixtures import push_built_image, push_python_image
 from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.slow
+# The first test of a fresh machine also builds the images (minutes), a loaded one installs slowly.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 CONFIG = "# my engine config\nworkers:\n  - name: keep   # a comment\n"
 
 
