@@ -74,7 +74,7 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
         spec = await load_project(entry.worker_path, entry.name)
         image = await images.pull(spec.base_image, refresh=refresh, progress=pull_progress)
         boot = BootSpec(image_rootfs=str(image.path), image_env=list(image.config.env),
-                        project=spec.project_dir, setup=spec.scripts.setup,
+                        image_ref=spec.base_image, project=spec.project_dir, setup=spec.scripts.setup,
                         install=spec.scripts.install, start=spec.scripts.start,
                         manifest_env=dict(spec.env), cpus=spec.resources.cpus,
                         memory_mib=spec.resources.memory, **common)  # type: ignore[arg-type]
@@ -86,5 +86,5 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
         raise InvalidArgument(f"image {entry.image} has neither Entrypoint nor Cmd: "
                               "nothing to run")
     boot = BootSpec(image_rootfs=str(image.path), image_env=list(image.config.env), argv=argv,
-                    workdir=image.config.working_dir or "/", **common)  # type: ignore[arg-type]
+                    image_ref=entry.image, workdir=image.config.working_dir or "/", **common)  # type: ignore[arg-type]
     return ResolvedBoot(boot, image, None, warnings)

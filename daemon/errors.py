@@ -79,8 +79,9 @@ class ScriptFailed(DaemonError):
     unable to run the worker (``problem`` then says how: "deleted /workspace, ...")."""
 
     def __init__(self, script: str, exit_code: int, output_tail: list[str],
-                 problem: str | None = None) -> None:
-        super().__init__(f"{script} script {problem or f'failed with exit code {exit_code}'}")
+                 problem: str | None = None, hint: str | None = None) -> None:
+        message = f"{script} script {problem or f'failed with exit code {exit_code}'}"
+        super().__init__(message if hint is None else f"{message}: {hint}")
         self.script, self.exit_code, self.output_tail = script, exit_code, output_tail
 
     def data(self) -> dict[str, object] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ class BootSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str
     image_rootfs: str
+    image_ref: str = ""  # for messages: the image a missing command was looked for in
     image_env: list[str] = []
     project: str | None = None
     setup: str = ""
@@ -249,7 +251,8 @@ async def run_script(layout: SandboxLayout, boot: BootSpec, root: RootSpec,
             tail.append(status.error)
         hint = await asyncio.to_thread(_hint_for, layout, status, tail)
         raise ScriptFailed(script_name, status.exit_code,
-                           (tail + ([hint] if hint else []))[-OUTPUT_TAIL_LINES:])
+                           (tail + ([hint] if hint else []))[-OUTPUT_TAIL_LINES:],
+                           hint=_missing_command_hint(status.exit_code, tail, boot.image_ref))
 
 
 def _hint_for(layout: SandboxLayout, status: ExitStatus, tail: list[str]) -> str | None:
@@ -265,6 +268,24 @@ def _hint_for(layout: SandboxLayout, status: ExitStatus, tail: list[str]) -> str
     if full:
         return (f"the disk holding the sandbox {layout.dir} is full: free space there (`iii "
                 "worker remove` unused workers), then start the worker again")
+    return None
+
+
+# dash: "/bin/sh: 1: bun: not found"; bash: "bash: bun: command not found".
+_NOT_FOUND = re.compile(r"^\S*sh: (?:\d+: )?([^:\s]+): (?:command )?not found$")
+
+
+def _missing_command_hint(exit_code: int, tail: list[str], image_ref: str) -> str | None:
+    """Exit 127 from the shell means a command is not in the image (``bun.lock`` detected but a
+    custom ``base_image`` without bun, say): name the command and the image, not just 127."""
+    if exit_code != 127:
+        return None
+    for line in reversed(tail):
+        match = _NOT_FOUND.match(line.strip())
+        if match:
+            image = f"image {image_ref}" if image_ref else "the image"
+            return (f"{match.group(1)!r} is not installed in {image}: set base_image in "
+                    "iii.worker.yaml to an image that has it, or install it in scripts.setup")
     return None
 
 

@@ -164,18 +164,23 @@ def test_missing_path_is_a_usage_error() -> None:
 
 
 @pytest.mark.slow
-def test_demo_runs_the_python_example_through_the_engine() -> None:
-    """``make demo``: validates every example, then adds, invokes and removes the real worker."""
-    from tests.support.images import python_image_cached
+@pytest.mark.timeout(900)  # two workers' installs; a fresh machine also builds two images
+def test_demo_runs_the_typescript_and_python_examples_through_the_engine() -> None:
+    """``make demo``: validates every example, then adds, invokes and removes the TypeScript and
+    the Python worker."""
+    from tests.support.images import NODE, PYTHON, image_cached
 
-    if os.geteuid() != 0 and not python_image_cached():
-        pytest.skip("the demo builds its stand-in image with debootstrap, which needs root")
+    if os.geteuid() != 0 and not (image_cached(NODE) and image_cached(PYTHON)):
+        pytest.skip("the demo builds its stand-in images with debootstrap, which needs root")
     repo = EXAMPLES.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
     result = subprocess.run([sys.executable, "-m", "examples.demo"], capture_output=True, text=True,
-                            cwd=repo, timeout=600, check=False, env=env)
+                            cwd=repo, timeout=850, check=False, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for example in ("python-worker", "ts-worker", "rust-worker"):
+    for example in ("ts-worker", "js-yarn-worker", "js-pnpm-worker", "bun-worker", "python-worker",
+                    "rust-worker"):
         assert f"name:            {example}" in result.stdout
-    assert "examples::greet({'name': 'demo'}) -> {'message': 'Hello, demo!'}" in result.stdout
-    assert "removed worker 'python-worker'" in result.stdout
+    for worker in ("ts-worker", "python-worker"):
+        assert f"{worker}: examples::greet({{'name': 'demo'}}) -> {{'message': 'Hello, demo!'}}" \
+            in result.stdout
+        assert f"removed worker '{worker}'" in result.stdout

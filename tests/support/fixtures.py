@@ -9,10 +9,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.images import (
-    build_python_image,
+    PYTHON,
+    ImageRecipe,
+    build_image,
     busybox_layers,
+    image_cached,
     push_image,
-    python_image_cached,
 )
 from tests.support.registry import RegistryServer
 
@@ -41,14 +43,22 @@ def busybox_image(registry: RegistryServer) -> str:
     return f"{registry.host}/iii-test/busybox:latest"
 
 
-def push_python_image(registry: RegistryServer, repo: str, tag: str) -> str:
-    """Push the debootstrap python image (built once per machine, then cached) as
-    ``repo:tag``; skip the test when it is not built yet and cannot be (debootstrap needs root)."""
-    if os.geteuid() != 0 and not python_image_cached():
-        pytest.skip("building the debootstrap python image needs root (CI runs as root)")
-    built = build_python_image()
+def push_built_image(registry: RegistryServer, recipe: ImageRecipe, repo: str, tag: str) -> str:
+    """Push ``recipe``'s debootstrap image (built once per machine, then cached) as ``repo:tag``;
+    skip the test when it is not built yet and cannot be (debootstrap needs root), or when its
+    build cannot fetch what it needs (no network): never a silent pass."""
+    if os.geteuid() != 0 and not image_cached(recipe):
+        pytest.skip(f"building the debootstrap {recipe.name} image needs root (CI runs as root)")
+    try:
+        built = build_image(recipe)
+    except OSError as exc:  # urllib's URLError is an OSError: the npm registry is unreachable
+        pytest.skip(f"cannot build the {recipe.name} image (network?): {exc}")
     push_image(registry.access, repo, tag, [built.layer], built.config)
     return f"{registry.host}/{repo}:{tag}"
+
+
+def push_python_image(registry: RegistryServer, repo: str, tag: str) -> str:
+    return push_built_image(registry, PYTHON, repo, tag)
 
 
 @pytest.fixture(scope="session")

