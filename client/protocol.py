@@ -160,6 +160,20 @@ class WorkerRemoveResult(Result):
     freed_bytes: int
 
 
+class WorkerExportParams(Params, frozen=True):
+    """``iii worker export NAME --to oci:DIR[:TAG]`` (SPEC §14)."""
+
+    name: WorkerName
+    to: str
+
+
+class WorkerExportResult(Result):
+    digest: str  # manifest digest of the exported image
+    size: int  # compressed bytes of the added layer
+    layer_digest: str
+    destination: str
+
+
 class WorkerListResult(Result):
     workers: list[Worker]
 
@@ -240,6 +254,7 @@ METHODS: dict[str, tuple[type[Params], type[Result]]] = {
     "worker.list": (NoParams, WorkerListResult),
     "worker.inspect": (WorkerInspectParams, WorkerInspectResult),
     "worker.logs": (WorkerLogsParams, WorkerLogsResult),
+    "worker.export": (WorkerExportParams, WorkerExportResult),
     "image.pull": (ImagePullParams, ImagePullResult),
     "image.list": (NoParams, ImageListResult),
     "events.subscribe": (NoParams, EmptyResult),

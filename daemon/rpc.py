@@ -119,6 +119,7 @@ class Dispatcher:
             "worker.list": lambda p, n: s.list(),
             "worker.inspect": lambda p, n: s.inspect(p),
             "worker.logs": s.logs,
+            "worker.export": lambda p, n: s.export(p),
             "image.pull": s.image_pull,
             "image.list": lambda p, n: s.image_list(),
             "events.subscribe": lambda p, n: s.subscribe(n),

@@ -31,6 +31,8 @@ from client.protocol import (
     Worker,
     WorkerAddParams,
     WorkerAddResult,
+    WorkerExportParams,
+    WorkerExportResult,
     WorkerInspectResult,
     WorkerListResult,
     WorkerLogsParams,
@@ -89,6 +91,8 @@ class WorkerService(Protocol):
     async def list(self) -> WorkerListResult: ...
 
     async def inspect(self, params: WorkerNameParams) -> WorkerInspectResult: ...
+
+    async def export(self, params: WorkerExportParams) -> WorkerExportResult: ...
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult: ...
 

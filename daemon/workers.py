@@ -25,6 +25,8 @@ from client.protocol import (
     Worker,
     WorkerAddParams,
     WorkerAddResult,
+    WorkerExportParams,
+    WorkerExportResult,
     WorkerInspectResult,
     WorkerListResult,
     WorkerLogsParams,
@@ -41,6 +43,7 @@ from daemon.config_entries import WorkerEntry, WorkerKind
 from daemon.config_store import ConfigChange, ConfigStore
 from daemon.errors import AlreadyExists, DaemonError, InvalidArgument, InvalidState, NotFound
 from daemon.events import EventBus
+from daemon.export.service import check_exportable, export_to_oci
 from daemon.images import ImageStore
 from daemon.progress import ProgressRelay, progress_relay
 from daemon.sandboxes import Provisioner, SandboxLayout, boot_sandbox, prepare
@@ -280,6 +283,20 @@ class WorkerLifecycle:
         return WorkerInspectResult(**fields, manifest=manifest, warnings=warnings,
                                    paths=WorkerPaths(sandbox=str(layout.dir),
                                                      logs=str(layout.worker_log)))
+
+    async def export(self, params: WorkerExportParams) -> WorkerExportResult:
+        """SPEC §14; the work is in daemon/export/service.py. Holds the worker's lock so no
+        install or sync changes the upper dir while it is read."""
+        entry = self.entry(params.name)
+        layout = self.layout(entry.name)
+        check_exportable(entry.name, self.kind(entry), layout)
+        assert entry.worker_path is not None  # LOCAL workers have one
+        spec = await load_project(entry.worker_path, entry.name)
+        rt = self.supervisor.runtime(entry.name)
+        async with rt.lock:
+            done = await export_to_oci(entry.name, spec, layout, self.images, params.to)
+        return WorkerExportResult(digest=done.digest, size=done.size,
+                                  layer_digest=done.layer_digest, destination=done.destination)
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
         self.entry(params.name)

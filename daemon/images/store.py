@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from daemon.errors import ImageError
 from daemon.images.errors import PullFailure, RegistryError
+from daemon.images.manifest import Descriptor
 from daemon.images.models import (
     CachedImage,
     ExtractLimits,
@@ -114,6 +116,15 @@ class ImageStore:
                                size_bytes=int(info.get("size_bytes", 0)), config=config)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None  # absent or not written by a complete pull: not cached
+
+    async def base_blobs(self, image: CachedImage, dest: Path
+                         ) -> tuple[bytes, list[Descriptor]]:
+        """Config and layer descriptors of the cached ``image`` as its registry published them
+        (pinned by the cached digest), layer blobs downloaded into ``dest``. ImageError on
+        failure."""
+        parsed = dataclasses.replace(self._parse(image.ref), tag=None, digest=image.digest)
+        with image_errors(image.ref):
+            return await self._puller.fetch_layer_blobs(parsed, dest)
 
     # ------------------------------------------------------------------ pulling
 

@@ -1,0 +1,106 @@
+"""``worker.export --to oci:DIR``: a prepared local worker as an OCI image layout (SPEC §14).
+
+Checks come first and each fails with one line saying what to do: the worker must exist, be a
+local (project) worker, be prepared (marker present), and live on an overlay root (reflink/copy
+roots hold the whole tree, and diffing it against the image is not implemented).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.config_entries import WorkerKind
+from daemon.errors import InvalidArgument, InvalidState
+from daemon.export.image import (
+    LAYER_MEDIA_TYPE,
+    Descriptor,
+    build_image,
+    write_oci_layout,
+)
+from daemon.export.layer import write_layer
+from daemon.export.upper import UpperDirError, read_upper
+from daemon.images import ImageStore
+from daemon.sandboxes import SandboxLayout
+from daemon.sandboxes.layout import RootMode
+from manifests import WorkerSpec
+
+OCI_PREFIX = "oci:"
+# Same bytes, OCI name: umoci and others refuse Docker media types inside an OCI manifest.
+GZIP_LAYER_TYPES = {"application/vnd.docker.image.rootfs.diff.tar.gzip", LAYER_MEDIA_TYPE, ""}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    digest: str
+    size: int  # bytes of the added layer (compressed)
+    layer_digest: str
+    destination: str
+
+
+def parse_oci_destination(to: str) -> tuple[Path, str]:
+    """``oci:DIR[:TAG]`` → (DIR, TAG); TAG defaults to ``latest``."""
+    if not to.startswith(OCI_PREFIX) or len(to) == len(OCI_PREFIX):
+        raise InvalidArgument(f"--to {to!r}: use oci:DIR (an OCI layout on disk) or a registry "
+                              "reference")
+    rest = to[len(OCI_PREFIX):]
+    path, sep, tag = rest.rpartition(":")
+    if not sep or "/" in tag:
+        return Path(rest), "latest"
+    return Path(path), tag
+
+
+def check_exportable(name: str, kind: WorkerKind, layout: SandboxLayout) -> None:
+    if kind is not WorkerKind.LOCAL:
+        raise InvalidState(f"worker '{name}' is a {kind.value} worker; only workers added from "
+                           "a project directory (`iii worker add ./dir`) can be exported")
+    if not layout.marker.is_file():
+        raise InvalidState(f"worker '{name}' is not prepared (no successful install yet); run "
+                           f"`iii worker start {name}` and export again")
+    mode = layout.mode()
+    if mode is not RootMode.OVERLAY:
+        raise InvalidState(f"worker '{name}' has a {mode.value if mode else 'missing'} root "
+                           "(no overlay on this host): export needs an overlay sandbox")
+
+
+async def export_to_oci(name: str, spec: WorkerSpec, layout: SandboxLayout, images: ImageStore,
+                        to: str) -> ExportResult:
+    dest, tag = parse_oci_destination(to)
+    cached = images.lookup(spec.base_image)
+    if cached is None:
+        raise InvalidState(f"the base image {spec.base_image} of worker '{name}' is not cached; "
+                           f"run `iii worker start {name}` first")
+    marker = json.loads(layout.marker.read_bytes())
+    fingerprint = str(marker.get("fingerprint", "")) if isinstance(marker, dict) else ""
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=layout.dir) as tmp:
+        work = Path(tmp)
+        config_bytes, layers = await images.base_blobs(cached, work)
+        try:
+            changes = await asyncio.to_thread(read_upper, layout.upper)
+        except UpperDirError as exc:
+            raise InvalidState(f"cannot export worker '{name}': {exc}") from exc
+        layer = await asyncio.to_thread(write_layer, changes, work / "layer.tar.gz")
+        base = []
+        for d in layers:
+            if d.mediaType not in GZIP_LAYER_TYPES:
+                raise InvalidState(f"the base image {spec.base_image} has a {d.mediaType} layer;"
+                                   " only gzip layers can be re-published by export")
+            base.append(Descriptor(LAYER_MEDIA_TYPE, d.digest, d.size))
+        labels = {"dev.iii.worker.name": name, "dev.iii.worker.kind": str(spec.kind),
+                  "dev.iii.worker.fingerprint": fingerprint}
+        image = build_image(json.loads(config_bytes), base, layer, start=spec.scripts.start,
+                            env=literal_env(spec.env), labels=labels)
+        blobs = {d.digest: work / d.digest.removeprefix("sha256:") for d in base}
+        blobs[layer.digest] = layer.path
+        await asyncio.to_thread(write_oci_layout, dest, tag, image, blobs)
+    return ExportResult(digest=image.digest, size=layer.size, layer_digest=layer.digest,
+                        destination=f"{OCI_PREFIX}{dest}:{tag}")
+
+
+def literal_env(env: dict[str, str]) -> dict[str, str]:
+    """Manifest env values safe to bake in: ``${VAR}`` expansions come from the host's
+    environment or config entries, i.e. possibly secrets, and are left out."""
+    return {k: v for k, v in env.items() if "${" not in v}
