@@ -218,7 +218,7 @@ def worker_remove(name: str = typer.Argument(..., help="Worker name."),
 @worker_app.command("export")
 def worker_export(
     name: str = typer.Argument(..., help="Worker name."),
-    to: str = typer.Option(..., "--to", help="oci:DIR[:TAG] (an OCI image layout on disk)."),
+    to: str = typer.Option(..., "--to", help="oci:DIR[:TAG] (an OCI image layout on disk) or REGISTRY/REPO:TAG to push."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Export a prepared worker as an OCI image (base layers + one layer of its changes)."""

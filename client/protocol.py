@@ -161,7 +161,7 @@ class WorkerRemoveResult(Result):
 
 
 class WorkerExportParams(Params, frozen=True):
-    """``iii worker export NAME --to oci:DIR[:TAG]`` (SPEC §14)."""
+    """``iii worker export NAME --to oci:DIR[:TAG] | REF`` (SPEC §14)."""
 
     name: WorkerName
     to: str
@@ -171,7 +171,9 @@ class WorkerExportResult(Result):
     digest: str  # manifest digest of the exported image
     size: int  # compressed bytes of the added layer
     layer_digest: str
-    destination: str
+    destination: str  # oci:DIR:TAG, or REGISTRY/REPO@DIGEST after a push
+    blobs_uploaded: int = 0
+    blobs_reused: int = 0  # already in the registry or mounted: never re-uploaded
 
 
 class WorkerListResult(Result):

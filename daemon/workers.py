@@ -296,7 +296,8 @@ class WorkerLifecycle:
         async with rt.lock:
             done = await export_to_oci(entry.name, spec, layout, self.images, params.to)
         return WorkerExportResult(digest=done.digest, size=done.size,
-                                  layer_digest=done.layer_digest, destination=done.destination)
+                                  layer_digest=done.layer_digest, destination=done.destination,
+                                  blobs_uploaded=done.uploaded, blobs_reused=done.reused)
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
         self.entry(params.name)

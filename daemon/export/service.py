@@ -17,16 +17,22 @@ from daemon.config_entries import WorkerKind
 from daemon.errors import InvalidArgument, InvalidState
 from daemon.export.image import (
     LAYER_MEDIA_TYPE,
+    BuiltImage,
     Descriptor,
     build_image,
     write_oci_layout,
 )
-from daemon.export.layer import write_layer
+from daemon.export.layer import LayerBlob, write_layer
+from daemon.export.push import PushClient, push_image
 from daemon.export.upper import UpperDirError, read_upper
 from daemon.images import ImageStore
+from daemon.images.manifest import Descriptor as ManifestDescriptor
+from daemon.images.registry import new_session
+from daemon.images.store import image_errors
 from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.layout import RootMode
 from manifests import WorkerSpec
+from manifests.reference import ImageReference, InvalidReference, parse_reference
 
 OCI_PREFIX = "oci:"
 # Same bytes, OCI name: umoci and others refuse Docker media types inside an OCI manifest.
@@ -39,6 +45,8 @@ class ExportResult:
     size: int  # bytes of the added layer (compressed)
     layer_digest: str
     destination: str
+    uploaded: int = 0  # blobs sent to the registry
+    reused: int = 0  # blobs the registry had (or mounted from the base repository)
 
 
 def parse_oci_destination(to: str) -> tuple[Path, str]:
@@ -68,36 +76,80 @@ def check_exportable(name: str, kind: WorkerKind, layout: SandboxLayout) -> None
 
 async def export_to_oci(name: str, spec: WorkerSpec, layout: SandboxLayout, images: ImageStore,
                         to: str) -> ExportResult:
-    dest, tag = parse_oci_destination(to)
+    """Export to ``oci:DIR[:TAG]`` or push to a registry reference."""
     cached = images.lookup(spec.base_image)
     if cached is None:
         raise InvalidState(f"the base image {spec.base_image} of worker '{name}' is not cached; "
                            f"run `iii worker start {name}` first")
-    marker = json.loads(layout.marker.read_bytes())
-    fingerprint = str(marker.get("fingerprint", "")) if isinstance(marker, dict) else ""
+    if not to.startswith(OCI_PREFIX):
+        target = parse_push_target(to)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=layout.dir) as tmp:
         work = Path(tmp)
-        config_bytes, layers = await images.base_blobs(cached, work)
-        try:
-            changes = await asyncio.to_thread(read_upper, layout.upper)
-        except UpperDirError as exc:
-            raise InvalidState(f"cannot export worker '{name}': {exc}") from exc
-        layer = await asyncio.to_thread(write_layer, changes, work / "layer.tar.gz")
-        base = []
-        for d in layers:
-            if d.mediaType not in GZIP_LAYER_TYPES:
-                raise InvalidState(f"the base image {spec.base_image} has a {d.mediaType} layer;"
-                                   " only gzip layers can be re-published by export")
-            base.append(Descriptor(LAYER_MEDIA_TYPE, d.digest, d.size))
-        labels = {"dev.iii.worker.name": name, "dev.iii.worker.kind": str(spec.kind),
-                  "dev.iii.worker.fingerprint": fingerprint}
-        image = build_image(json.loads(config_bytes), base, layer, start=spec.scripts.start,
-                            env=literal_env(spec.env), labels=labels)
+        to_disk = to.startswith(OCI_PREFIX)
+        config_bytes, layers = await images.base_blobs(cached, work if to_disk else None)
+        image, layer, base = await _build(name, spec, layout, config_bytes, layers, work)
         blobs = {d.digest: work / d.digest.removeprefix("sha256:") for d in base}
         blobs[layer.digest] = layer.path
-        await asyncio.to_thread(write_oci_layout, dest, tag, image, blobs)
+        if to_disk:
+            dest, tag = parse_oci_destination(to)
+            await asyncio.to_thread(write_oci_layout, dest, tag, image, blobs)
+            return ExportResult(digest=image.digest, size=layer.size, layer_digest=layer.digest,
+                                destination=f"{OCI_PREFIX}{dest}:{tag}")
+        fetched = False
+
+        async def local(digest: str) -> Path:
+            nonlocal fetched
+            if digest != layer.digest and not fetched:  # base blobs only when the target lacks one
+                await images.base_blobs(cached, work)
+                fetched = True
+            return blobs[digest]
+
+        source = parse_reference(cached.ref)
+        async with new_session() as session:
+            client = images.endpoint_client(session, target.canonical, PushClient)
+            assert isinstance(client, PushClient)
+            same_registry = source.registry == target.registry
+            with image_errors(target.canonical):
+                uploaded, reused = await push_image(client, target.tag or "latest", image,
+                                 [*(d.digest for d in base), layer.digest], local,
+                                 source.repository if same_registry else None)
     return ExportResult(digest=image.digest, size=layer.size, layer_digest=layer.digest,
-                        destination=f"{OCI_PREFIX}{dest}:{tag}")
+                        destination=f"{target.registry}/{target.repository}@{image.digest}",
+                        uploaded=uploaded, reused=reused)
+
+
+def parse_push_target(to: str) -> ImageReference:
+    try:
+        ref = parse_reference(to)
+    except InvalidReference as exc:
+        raise InvalidArgument(f"--to {to!r}: {exc}; use oci:DIR or REGISTRY/REPO:TAG") from exc
+    if ref.digest is not None:
+        raise InvalidArgument(f"--to {to!r}: push to a tag, not a digest (the digest is the "
+                              "result)")
+    return ref
+
+
+async def _build(name: str, spec: WorkerSpec, layout: SandboxLayout, config_bytes: bytes,
+                 layers: list[ManifestDescriptor], work: Path
+                 ) -> tuple[BuiltImage, LayerBlob, list[Descriptor]]:
+    marker = json.loads(layout.marker.read_bytes())
+    fingerprint = str(marker.get("fingerprint", "")) if isinstance(marker, dict) else ""
+    try:
+        changes = await asyncio.to_thread(read_upper, layout.upper)
+    except UpperDirError as exc:
+        raise InvalidState(f"cannot export worker '{name}': {exc}") from exc
+    layer = await asyncio.to_thread(write_layer, changes, work / "layer.tar.gz")
+    base = []
+    for d in layers:
+        if d.mediaType not in GZIP_LAYER_TYPES:
+            raise InvalidState(f"the base image {spec.base_image} has a {d.mediaType} layer;"
+                               " only gzip layers can be re-published by export")
+        base.append(Descriptor(LAYER_MEDIA_TYPE, d.digest, d.size))
+    labels = {"dev.iii.worker.name": name, "dev.iii.worker.kind": str(spec.kind),
+              "dev.iii.worker.fingerprint": fingerprint}
+    image = build_image(json.loads(config_bytes), base, layer, start=spec.scripts.start,
+                        env=literal_env(spec.env), labels=labels)
+    return image, layer, base
 
 
 def literal_env(env: dict[str, str]) -> dict[str, str]:

@@ -137,6 +137,7 @@ class ImagePuller:
     def __init__(self, settings: RegistrySettings, limits: ExtractLimits,
                  platform: str | None = None) -> None:
         self._settings = settings
+        self.settings = settings
         self._limits = limits
         self._platform = platform or host_platform()
 
@@ -165,15 +166,17 @@ class ImagePuller:
             size = await self._fetch_layers(client, manifest.layers, work, progress)
         return PulledImage(digest=digest, config=config, size_bytes=size)
 
-    async def fetch_layer_blobs(self, ref: ImageReference, dest: Path
+    async def fetch_layer_blobs(self, ref: ImageReference, dest: Path | None
                                 ) -> tuple[bytes, list[Descriptor]]:
         """The config blob and layer descriptors of ``ref`` for this platform, each layer's
         compressed blob downloaded to ``dest/<hex>`` (kept when already there). Used by export,
         which must ship the base layers exactly as published (the cache keeps only the tree);
-        pin ``ref`` by digest so a moved tag cannot change the base under the sandbox."""
+        pin ``ref`` by digest so a moved tag cannot change the base under the sandbox. With
+        ``dest`` None nothing is downloaded (a push checks the target registry first)."""
         async with new_session() as session:
             client, _, manifest, config = await self._platform_manifest(session, ref)
-            for i, desc in enumerate(manifest.layers):
+            for i, desc in enumerate(manifest.layers if dest is not None else []):
+                assert dest is not None
                 path = dest / desc.digest.removeprefix("sha256:")
                 if not path.exists():
                     await client.download_blob(

@@ -157,3 +157,28 @@ def test_export_refuses_an_unknown_worker_in_one_line(daemon_factory, tmp_path: 
     assert res.returncode == 1
     assert res.stderr.strip() == "error: worker 'ghost' not found; see `iii worker list`"
     assert "Traceback" not in res.stderr and not (tmp_path / "x").exists()
+
+
+def test_push_reuses_base_blobs_and_re_export_uploads_nothing(
+        daemon_factory, python_image: str, registry, tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "iii.worker.yaml").write_text(manifest(python_image))
+    (project / "worker.py").write_text("print('hello')\n")
+    daemon = daemon_factory()
+    added = daemon.iii("worker", "add", str(project))
+    assert added.returncode == 0, added.stderr
+
+    target = f"{registry.host}/team/exp:v1"
+    first = daemon.json("worker", "export", "exp", "--to", target)
+    # the base layer is mounted from iii-test/python, never uploaded; the new layer is
+    assert first["blobs_reused"] == 1 and first["blobs_uploaded"] == 1
+    assert first["destination"] == f"{registry.host}/team/exp@{first['digest']}"
+    seen = json.loads(subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{target}"], check=True,
+        capture_output=True, text=True).stdout)
+    assert seen["Digest"] == first["digest"]
+
+    again = daemon.json("worker", "export", "exp", "--to", target)
+    assert again["digest"] == first["digest"]
+    assert again["blobs_uploaded"] == 0 and again["blobs_reused"] == 2
