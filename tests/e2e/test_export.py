@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fixtures import AUTH_PASSWORD, AUTH_USER
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("umoci") is None or shutil.which("skopeo") is None,
@@ -158,9 +160,18 @@ def test_export_refuses_an_unknown_worker_in_one_line(daemon_factory, tmp_path: 
     assert res.stderr.strip() == "error: worker 'ghost' not found; see `iii worker list`"
     assert "Traceback" not in res.stderr and not (tmp_path / "x").exists()
 
+    added = daemon.iii("worker", "add", "iii-http")  # a config worker: nothing to export
+    assert added.returncode == 0, added.stderr
+    res = daemon.iii("worker", "export", "iii-http", "--to", f"oci:{tmp_path / 'x'}")
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert "only workers added from a project directory" in res.stderr
+    assert not (tmp_path / "x").exists()
+    res = daemon.iii("worker", "export", "iii-http", "--to", "oci:")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+
 
 def test_push_reuses_base_blobs_and_re_export_uploads_nothing(
-        daemon_factory, python_image: str, registry, tmp_path: Path) -> None:
+        daemon_factory, python_image: str, registry, auth_registry, tmp_path: Path) -> None:
     project = tmp_path / "proj"
     project.mkdir()
     (project / "iii.worker.yaml").write_text(manifest(python_image))
@@ -182,3 +193,14 @@ def test_push_reuses_base_blobs_and_re_export_uploads_nothing(
     again = daemon.json("worker", "export", "exp", "--to", target)
     assert again["digest"] == first["digest"]
     assert again["blobs_uploaded"] == 0 and again["blobs_reused"] == 2
+
+    # a registry that refuses the push: one line, exit 1, and no tag was written
+    refused = f"{auth_registry.host}/team/exp:v1"
+    res = daemon.iii("worker", "export", "exp", "--to", refused)
+    assert res.returncode == 1, res.stdout
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert "requires authentication" in res.stderr and "docker login" in res.stderr
+    look = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--creds",
+                           f"{AUTH_USER}:{AUTH_PASSWORD}", f"docker://{refused}"],
+                          check=False, capture_output=True, text=True)
+    assert look.returncode != 0 and "manifest unknown" in look.stderr
