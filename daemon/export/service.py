@@ -8,7 +8,10 @@ roots hold the whole tree, and diffing it against the image is not implemented).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +27,7 @@ from daemon.export.image import (
 )
 from daemon.export.layer import LayerBlob, write_layer
 from daemon.export.push import PushClient, push_image
-from daemon.export.upper import UpperDirError, read_upper
+from daemon.export.upper import Change, UpperDirError, read_upper
 from daemon.images import ImageStore
 from daemon.images.manifest import Descriptor as ManifestDescriptor
 from daemon.images.registry import new_session
@@ -138,7 +141,7 @@ async def _build(name: str, spec: WorkerSpec, layout: SandboxLayout, config_byte
         changes = await asyncio.to_thread(read_upper, layout.upper)
     except UpperDirError as exc:
         raise InvalidState(f"cannot export worker '{name}': {exc}") from exc
-    layer = await asyncio.to_thread(write_layer, changes, work / "layer.tar.gz")
+    layer = await asyncio.to_thread(cached_layer, layout, changes)
     base = []
     for d in layers:
         if d.mediaType not in GZIP_LAYER_TYPES:
@@ -150,6 +153,37 @@ async def _build(name: str, spec: WorkerSpec, layout: SandboxLayout, config_byte
     image = build_image(json.loads(config_bytes), base, layer, start=spec.scripts.start,
                         env=literal_env(spec.env), labels=labels)
     return image, layer, base
+
+
+LAYER_CACHE = "export-layer.tar.gz"
+LAYER_CACHE_INFO = "export-layer.json"
+
+
+def cached_layer(layout: SandboxLayout, changes: list[Change]) -> LayerBlob:
+    """The layer for ``changes``, rebuilt only when the upper dir changed since the last export.
+
+    Re-export of an unchanged worker is then a stat walk plus registry HEADs (issue 13's goal:
+    <= 10% of the first export); compressing the layer again would dominate it. The key covers
+    every field the layer is made of plus each entry's ctime, which any write, chmod or chown
+    moves (and which the workload cannot set back)."""
+    key = hashlib.sha256(repr([dataclasses.astuple(c) for c in changes]).encode()).hexdigest()
+    blob, info = layout.dir / LAYER_CACHE, layout.dir / LAYER_CACHE_INFO
+    try:
+        saved = json.loads(info.read_text())
+        if saved.get("key") == key and blob.stat().st_size == saved["size"]:
+            return LayerBlob(path=blob, digest=saved["digest"], diff_id=saved["diff_id"],
+                             size=saved["size"], uncompressed_size=saved["uncompressed_size"])
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass  # no usable cache: build
+    info.unlink(missing_ok=True)  # never pair a new blob with an old description
+    tmp = layout.dir / f".{LAYER_CACHE}.tmp"
+    built = write_layer(changes, tmp)
+    os.replace(tmp, blob)
+    info.write_text(json.dumps({"key": key, "digest": built.digest, "diff_id": built.diff_id,
+                                "size": built.size,
+                                "uncompressed_size": built.uncompressed_size}))
+    return LayerBlob(path=blob, digest=built.digest, diff_id=built.diff_id, size=built.size,
+                     uncompressed_size=built.uncompressed_size)
 
 
 def literal_env(env: dict[str, str]) -> dict[str, str]:

@@ -65,6 +65,9 @@ class Change:
     link_target: str = ""
     opaque: bool = False  # DIR only: hide everything the base has below it
     source: Path | None = None
+    # st_ctime_ns: changes on every write, chmod or chown. Not part of the layer; with the other
+    # fields it tells a re-export that nothing changed (service.py's layer cache).
+    ctime_ns: int = 0
 
 
 def sandbox_ids(host_uid: int) -> tuple[int, int] | None:
@@ -118,7 +121,7 @@ def _walk(dirpath: str, rel: str, own: tuple[int, int] | None) -> Iterator[Chang
         st = entry.stat(follow_symlinks=False)
         uid, gid = _ids(st, own)
         meta = Change(path, Kind.FILE, mode=stat.S_IMODE(st.st_mode), uid=uid, gid=gid,
-                      mtime=int(st.st_mtime))
+                      mtime=int(st.st_mtime), ctime_ns=st.st_ctime_ns)
         if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
             yield Change(path, Kind.WHITEOUT)
         elif entry.name.startswith(AUFS_WHITEOUT_PREFIX) and stat.S_ISREG(st.st_mode):
