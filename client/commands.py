@@ -285,6 +285,28 @@ def worker_remove(name: str = typer.Argument(..., help="Worker name."),
     run_cli(body)
 
 
+@worker_app.command("export")
+def worker_export(
+    name: str = typer.Argument(..., help="Worker name."),
+    to: str = typer.Option(..., "--to", help="oci:DIR[:TAG] (an OCI image layout on disk) or REGISTRY/REPO:TAG to push."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Export a prepared worker as an OCI image (base layers + one layer of its changes)."""
+
+    def body() -> None:
+        dest = to
+        if dest.startswith("oci:") and len(dest) > 4:
+            # the daemon has its own working directory: send it an absolute path
+            dest = "oci:" + os.path.abspath(dest[4:])
+        result = _call("worker.export", {"name": name, "to": dest}, as_json=as_json)
+        if result is not None:
+            size = result.get("size", 0) / (1024 * 1024)
+            print(f"exported worker '{name}' to {result.get('destination')}")
+            print(f"digest {result.get('digest')} (added layer {size:.1f} MiB)")
+
+    run_cli(body)
+
+
 @worker_app.command("list")
 def worker_list(as_json: bool = JSON_OPT) -> None:
     """List workers in config.yaml order."""

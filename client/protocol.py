@@ -184,6 +184,22 @@ class WorkerRemoveResult(Result):
     freed_bytes: int
 
 
+class WorkerExportParams(Params, frozen=True):
+    """``iii worker export NAME --to oci:DIR[:TAG] | REF`` (SPEC §14)."""
+
+    name: WorkerName
+    to: str
+
+
+class WorkerExportResult(Result):
+    digest: str  # manifest digest of the exported image
+    size: int  # compressed bytes of the added layer
+    layer_digest: str
+    destination: str  # oci:DIR:TAG, or REGISTRY/REPO@DIGEST after a push
+    blobs_uploaded: int = 0
+    blobs_reused: int = 0  # already in the registry or mounted: never re-uploaded
+
+
 class WorkerListResult(Result, omit_defaults=True):
     workers: list[Worker]
     #: Seconds since the engine last answered ``engine::workers::list`` (what every
@@ -331,6 +347,7 @@ METHODS: dict[str, tuple[type[Params], type[Result]]] = {
     "worker.logs": (WorkerLogsParams, WorkerLogsResult),
     "worker.exec": (WorkerExecParams, WorkerExecResult),
     "worker.exec_signal": (WorkerExecSignalParams, EmptyResult),
+    "worker.export": (WorkerExportParams, WorkerExportResult),
     "image.pull": (ImagePullParams, ImagePullResult),
     "image.list": (NoParams, ImageListResult),
     "events.subscribe": (NoParams, EmptyResult),

@@ -34,6 +34,8 @@ from client.protocol import (
     WorkerExecParams,
     WorkerExecResult,
     WorkerExecSignalParams,
+    WorkerExportParams,
+    WorkerExportResult,
     WorkerInspectResult,
     WorkerListResult,
     WorkerLogsParams,
@@ -97,6 +99,8 @@ class WorkerService(Protocol):
     async def list(self) -> WorkerListResult: ...
 
     async def inspect(self, params: WorkerNameParams) -> WorkerInspectResult: ...
+
+    async def export(self, params: WorkerExportParams) -> WorkerExportResult: ...
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult: ...
 

@@ -29,6 +29,8 @@ from client.protocol import (
     WorkerExecParams,
     WorkerExecResult,
     WorkerExecSignalParams,
+    WorkerExportParams,
+    WorkerExportResult,
     WorkerInspectResult,
     WorkerListResult,
     WorkerLogsParams,
@@ -45,6 +47,7 @@ from daemon.config_entries import WorkerEntry, WorkerKind
 from daemon.config_store import ConfigChange, ConfigStore
 from daemon.errors import AlreadyExists, DaemonError, InvalidArgument, InvalidState, NotFound
 from daemon.events import EventBus
+from daemon.export.service import check_exportable, export_to_oci
 from daemon.images import ImageStore
 from daemon.isolation import sandbox_isolation
 from daemon.progress import ProgressRelay, progress_relay
@@ -337,6 +340,21 @@ class WorkerLifecycle:
     async def exec_signal(self, params: WorkerExecSignalParams) -> EmptyResult:
         self._execs.signal(params.exec_id, params.signal)
         return EmptyResult()
+
+    async def export(self, params: WorkerExportParams) -> WorkerExportResult:
+        """SPEC §14; the work is in daemon/export/service.py. Holds the worker's lock so no
+        install or sync changes the upper dir while it is read."""
+        entry = self.entry(params.name)
+        layout = self.layout(entry.name)
+        check_exportable(entry.name, self.kind(entry), layout)
+        assert entry.worker_path is not None  # LOCAL workers have one
+        spec = await load_project(entry.worker_path, entry.name)
+        rt = self.supervisor.runtime(entry.name)
+        async with rt.lock:
+            done = await export_to_oci(entry.name, spec, layout, self.images, params.to)
+        return WorkerExportResult(digest=done.digest, size=done.size,
+                                  layer_digest=done.layer_digest, destination=done.destination,
+                                  blobs_uploaded=done.uploaded, blobs_reused=done.reused)
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
         self.entry(params.name)

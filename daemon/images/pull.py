@@ -137,6 +137,7 @@ class ImagePuller:
     def __init__(self, settings: RegistrySettings, limits: ExtractLimits,
                  platform: str | None = None) -> None:
         self._settings = settings
+        self.settings = settings
         self._limits = limits
         self._platform = platform or host_platform()
 
@@ -161,22 +162,46 @@ class ImagePuller:
                         progress: ProgressCallback | None) -> PulledImage:
         """Resolve, download and extract into ``work/root``. Raises :class:`PullFailure`."""
         async with new_session() as session:
-            client, media_type, body, digest = await self._resolve(session, ref)
-            manifest = decode_manifest(media_type, body)
-            if isinstance(manifest, ImageIndex):
-                entry = select_platform(manifest, self._platform)
-                media_type, body, _ = await client.get_manifest(entry.digest)
-                manifest = decode_manifest(media_type or entry.mediaType, body)
-                if not isinstance(manifest, ImageManifest):
-                    raise ManifestError(f"index entry {entry.digest} is itself an index")
-            config = await client.get_blob_bytes(manifest.config.digest, MAX_CONFIG_BYTES,
-                                                 "fetching the image config")
-            try:
-                check_config_platform(json.loads(config), self._platform)
-            except ValueError as exc:
-                raise ManifestError(f"image config is not valid JSON: {exc}") from exc
+            client, digest, manifest, config = await self._platform_manifest(session, ref)
             size = await self._fetch_layers(client, manifest.layers, work, progress)
         return PulledImage(digest=digest, config=config, size_bytes=size)
+
+    async def fetch_layer_blobs(self, ref: ImageReference, dest: Path | None
+                                ) -> tuple[bytes, list[Descriptor]]:
+        """The config blob and layer descriptors of ``ref`` for this platform, each layer's
+        compressed blob downloaded to ``dest/<hex>`` (kept when already there). Used by export,
+        which must ship the base layers exactly as published (the cache keeps only the tree);
+        pin ``ref`` by digest so a moved tag cannot change the base under the sandbox. With
+        ``dest`` None nothing is downloaded (a push checks the target registry first)."""
+        async with new_session() as session:
+            client, _, manifest, config = await self._platform_manifest(session, ref)
+            for i, desc in enumerate(manifest.layers if dest is not None else []):
+                assert dest is not None
+                path = dest / desc.digest.removeprefix("sha256:")
+                if not path.exists():
+                    await client.download_blob(
+                        desc.digest, desc.size, path,
+                        f"downloading base layer {i + 1}/{len(manifest.layers)}",
+                        lambda _delta: None)
+        return config, list(manifest.layers)
+
+    async def _platform_manifest(self, session: aiohttp.ClientSession, ref: ImageReference
+                                 ) -> tuple[RegistryClient, str, ImageManifest, bytes]:
+        client, media_type, body, digest = await self._resolve(session, ref)
+        manifest = decode_manifest(media_type, body)
+        if isinstance(manifest, ImageIndex):
+            entry = select_platform(manifest, self._platform)
+            media_type, body, _ = await client.get_manifest(entry.digest)
+            manifest = decode_manifest(media_type or entry.mediaType, body)
+            if not isinstance(manifest, ImageManifest):
+                raise ManifestError(f"index entry {entry.digest} is itself an index")
+        config = await client.get_blob_bytes(manifest.config.digest, MAX_CONFIG_BYTES,
+                                             "fetching the image config")
+        try:
+            check_config_platform(json.loads(config), self._platform)
+        except ValueError as exc:
+            raise ManifestError(f"image config is not valid JSON: {exc}") from exc
+        return client, digest, manifest, config
 
     async def _resolve(self, session: aiohttp.ClientSession, ref: ImageReference
                        ) -> tuple[RegistryClient, str, bytes, str]:

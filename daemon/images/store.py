@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -20,14 +21,19 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
+
 from daemon.errors import ImageError
+from daemon.images.auth import load_credentials
 from daemon.images.errors import PullFailure, RegistryError
+from daemon.images.manifest import Descriptor
 from daemon.images.models import (
     CachedImage,
     ExtractLimits,
     image_config_from_blob,
 )
 from daemon.images.pull import ImagePuller, ProgressCallback
+from daemon.images.registry import RegistryClient
 from daemon.images.settings import RegistrySettings
 from daemon.images.slug import image_slug
 from daemon.trees import remove_tree
@@ -114,6 +120,25 @@ class ImageStore:
                                size_bytes=int(info.get("size_bytes", 0)), config=config)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None  # absent or not written by a complete pull: not cached
+
+    async def base_blobs(self, image: CachedImage, dest: Path | None
+                         ) -> tuple[bytes, list[Descriptor]]:
+        """Config and layer descriptors of the cached ``image`` as its registry published them
+        (pinned by the cached digest), layer blobs downloaded into ``dest`` (unless None).
+        ImageError on failure."""
+        parsed = dataclasses.replace(self._parse(image.ref), tag=None, digest=image.digest)
+        with image_errors(image.ref):
+            return await self._puller.fetch_layer_blobs(parsed, dest)
+
+    def endpoint_client(self, session: aiohttp.ClientSession, ref: str,
+                        factory: type[RegistryClient] = RegistryClient) -> RegistryClient:
+        """A client for ``ref``'s own registry (never the mirror: pushes go to the origin) with
+        the same insecure-host and credential rules as pulls."""
+        parsed = self._parse(ref)
+        ep = next(e for e in self._puller.endpoints(parsed) if not e.is_mirror)
+        return factory(session, scheme=ep.scheme, host=ep.host, repository=parsed.repository,
+                       credentials=load_credentials(self._puller.settings.docker_config,
+                                                    ep.credentials_key))
 
     # ------------------------------------------------------------------ pulling
 

@@ -1,0 +1,1 @@
+"""Export a prepared worker as an OCI image (SPEC §14): upper-dir reader, layer, image."""

@@ -1,0 +1,143 @@
+"""Push an exported image to a registry: blobs first (skipped when present), the tag last.
+
+A blob the registry already has is never uploaded: ``HEAD`` answers 200, or a cross-repository
+mount from the base image's repository on the same registry succeeds (201). Only then are the
+missing blobs uploaded (one monolithic ``POST`` + ``PUT`` each), and the manifest is ``PUT`` by
+tag as the very last request, so a push that fails half-way leaves no tag pointing at missing
+blobs. Auth, retries and error wording are :class:`daemon.images.registry.RegistryClient`'s (the
+same docker config credentials, bearer and Basic flows as pulls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+
+import aiohttp
+
+from daemon.export.image import MANIFEST_MEDIA_TYPE, BuiltImage, digest_of
+from daemon.images.errors import RegistryError
+from daemon.images.registry import RegistryClient, map_client_errors, with_retries
+
+
+class PushClient(RegistryClient):
+    """RegistryClient plus the write half of the distribution API."""
+
+    async def _send(self, method: str, url: str, what: str, *, data: object = None,
+                    headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200, 201)
+                    ) -> aiohttp.ClientResponse | None:
+        """One request with auth (a 401 challenge answered once). Returns the response for an
+        ``ok`` status, None for 404, raises RegistryError otherwise."""
+        for challenged in (False, True):
+            h = dict(headers or {})
+            if self._authorization:
+                h["Authorization"] = self._authorization
+            with map_client_errors(what):
+                resp = await self._session.request(method, url, headers=h, data=data)
+            if resp.status == 401 and not challenged and data is None:
+                challenge = resp.headers.get("WWW-Authenticate", "")
+                resp.release()
+                await self._authenticate(challenge, what)
+                continue
+            if resp.status in ok:
+                return resp
+            resp.release()
+            if resp.status == 404 and method == "HEAD":
+                return None
+            raise self._status_error(resp.status, what)
+        raise AssertionError("unreachable")
+
+    def _url(self, path: str) -> str:
+        return f"{self._base}{path}"
+
+    async def has_blob(self, digest: str) -> bool:
+        what = f"checking blob {digest[:19]}…"
+
+        async def attempt() -> bool:
+            resp = await self._send("HEAD", self._url(f"/blobs/{digest}"), what)
+            if resp is None:
+                return False
+            resp.release()
+            return True
+
+        return await with_retries(attempt)
+
+    async def mount_blob(self, digest: str, source_repository: str) -> str | None:
+        """Mount ``digest`` from another repository of this registry. None when mounted,
+        else the upload URL the registry opened instead (it may not have the blob there)."""
+        what = f"mounting blob {digest[:19]}… from {source_repository}"
+        resp = await self._send("POST", self._url(f"/blobs/uploads/?mount={digest}"
+                                                  f"&from={source_repository}"), what,
+                                ok=(201, 202))
+        assert resp is not None
+        location = resp.headers.get("Location", "")
+        status = resp.status
+        resp.release()
+        return None if status == 201 else self._absolute(location)
+
+    async def start_upload(self) -> str:
+        resp = await self._send("POST", self._url("/blobs/uploads/"), "starting an upload",
+                                ok=(202,))
+        assert resp is not None
+        location = resp.headers.get("Location", "")
+        resp.release()
+        if not location:
+            raise RegistryError(f"{self.host} opened an upload without a Location header")
+        return self._absolute(location)
+
+    def _absolute(self, location: str) -> str:
+        if location.startswith(("http://", "https://")):
+            return location
+        return self._base.split("/v2/", 1)[0] + location
+
+    async def upload_blob(self, digest: str, path: Path, location: str | None = None) -> None:
+        what = f"uploading blob {digest[:19]}…"
+        url = location or await self.start_upload()
+        sep = "&" if "?" in url else "?"
+        with path.open("rb") as body:
+            resp = await self._send("PUT", f"{url}{sep}digest={digest}", what, data=body,
+                                    headers={"Content-Type": "application/octet-stream",
+                                             "Content-Length": str(path.stat().st_size)})
+        assert resp is not None
+        resp.release()
+
+    async def upload_bytes(self, data: bytes, location: str | None = None) -> None:
+        digest = digest_of(data)
+        url = location or await self.start_upload()
+        sep = "&" if "?" in url else "?"
+        resp = await self._send("PUT", f"{url}{sep}digest={digest}", f"uploading {digest[:19]}…",
+                                data=data, headers={"Content-Type": "application/octet-stream"})
+        assert resp is not None
+        resp.release()
+
+    async def put_manifest(self, tag: str, manifest: bytes) -> None:
+        resp = await self._send("PUT", self._url(f"/manifests/{tag}"), f"tagging {tag}",
+                                data=manifest, headers={"Content-Type": MANIFEST_MEDIA_TYPE})
+        assert resp is not None
+        resp.release()
+
+
+async def push_image(client: PushClient, tag: str, image: BuiltImage, layers: list[str],
+                     local: Callable[[str], Awaitable[Path]], source_repository: str | None
+                     ) -> tuple[int, int]:
+    """Push ``layers`` (digests, base first), the config and the manifest as ``tag``.
+
+    ``local(digest)`` returns a file holding a blob the registry lacks (base blobs are
+    downloaded only then). Returns (blobs uploaded, blobs reused)."""
+    uploaded = reused = 0
+    for digest in layers:
+        if await client.has_blob(digest):
+            reused += 1
+            continue
+        location = None
+        if source_repository and source_repository != client.repository:
+            location = await client.mount_blob(digest, source_repository)
+            if location is None:
+                reused += 1
+                continue
+        await client.upload_blob(digest, await local(digest), location)
+        uploaded += 1
+    if not await client.has_blob(image.config_digest):
+        await client.upload_bytes(image.config)
+    await client.put_manifest(tag, image.manifest)  # last: the tag only names complete data
+    return uploaded, reused
