@@ -288,21 +288,56 @@ def worker_remove(name: str = typer.Argument(..., help="Worker name."),
 @worker_app.command("export")
 def worker_export(
     name: str = typer.Argument(..., help="Worker name."),
-    to: str = typer.Option(..., "--to", help="oci:DIR[:TAG] (an OCI image layout on disk) or REGISTRY/REPO:TAG to push."),
+    to: str | None = typer.Option(None, "--to", help="oci:DIR[:TAG] (an OCI image layout on "
+                                  "disk) or REGISTRY/REPO:TAG to push."),
+    kubernetes: bool = typer.Option(False, "--kubernetes",
+                                    help="Print Kubernetes YAML (Deployment + Secret)."),
+    image: str | None = typer.Option(None, "--image",
+                                     help="With --kubernetes: REPO@sha256:... (default: the "
+                                     "worker's last push)."),
+    namespace: str = typer.Option("default", "--namespace"),
+    engine_url: str | None = typer.Option(None, "--engine-url",
+                                          help="The engine as pods reach it."),
+    runtime_class: str | None = typer.Option(None, "--runtime-class",
+                                             help="e.g. kata or krun: microVM pods."),
+    replicas: int = typer.Option(1, "--replicas", min=0),
+    output: Path | None = typer.Option(None, "--output", "-o",  # noqa: B008
+                                       help="Write the YAML here instead of printing it."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Export a prepared worker as an OCI image (base layers + one layer of its changes)."""
+    """Export a prepared worker as an OCI image, or Kubernetes YAML to run it (SPEC §14)."""
+    if (to is None) == (not kubernetes):
+        raise typer.BadParameter("give exactly one of --to and --kubernetes", param_hint="--to")
 
     def body() -> None:
+        if kubernetes:
+            params: dict[str, Any] = {"name": name, "namespace": namespace,
+                                      "replicas": replicas}
+            for key, value in (("image", image), ("engine_url", engine_url),
+                               ("runtime_class", runtime_class)):
+                if value is not None:
+                    params[key] = value
+            result = _call("worker.kubernetes", params, as_json=as_json)
+            if result is None:
+                return
+            if output is None:
+                print(result["yaml"], end="")
+                return
+            tmp = output.with_name(f".{output.name}.tmp")
+            tmp.write_text(result["yaml"])
+            os.replace(tmp, output)
+            print(f"wrote {output} (image {result['image']})")
+            return
+        assert to is not None
         dest = to
         if dest.startswith("oci:") and len(dest) > 4:
             # the daemon has its own working directory: send it an absolute path
             dest = "oci:" + os.path.abspath(dest[4:])
-        result = _call("worker.export", {"name": name, "to": dest}, as_json=as_json)
-        if result is not None:
-            size = result.get("size", 0) / (1024 * 1024)
-            print(f"exported worker '{name}' to {result.get('destination')}")
-            print(f"digest {result.get('digest')} (added layer {size:.1f} MiB)")
+        done = _call("worker.export", {"name": name, "to": dest}, as_json=as_json)
+        if done is not None:
+            size = done.get("size", 0) / (1024 * 1024)
+            print(f"exported worker '{name}' to {done.get('destination')}")
+            print(f"digest {done.get('digest')} (added layer {size:.1f} MiB)")
 
     run_cli(body)
 

@@ -200,6 +200,24 @@ class WorkerExportResult(Result):
     blobs_reused: int = 0  # already in the registry or mounted: never re-uploaded
 
 
+class WorkerKubernetesParams(Params, frozen=True):
+    """``iii worker export NAME --kubernetes``: YAML for an exported image (SPEC §14).
+    ``image`` defaults to the worker's last pushed export; ``engine_url`` to the daemon's."""
+
+    name: WorkerName
+    image: str | None = None
+    namespace: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")] = \
+        "default"
+    engine_url: str | None = None
+    runtime_class: str | None = None
+    replicas: Annotated[int, msgspec.Meta(ge=0, le=10000)] = 1
+
+
+class WorkerKubernetesResult(Result):
+    yaml: str
+    image: str
+
+
 class WorkerListResult(Result, omit_defaults=True):
     workers: list[Worker]
     #: Seconds since the engine last answered ``engine::workers::list`` (what every
@@ -348,6 +366,7 @@ METHODS: dict[str, tuple[type[Params], type[Result]]] = {
     "worker.exec": (WorkerExecParams, WorkerExecResult),
     "worker.exec_signal": (WorkerExecSignalParams, EmptyResult),
     "worker.export": (WorkerExportParams, WorkerExportResult),
+    "worker.kubernetes": (WorkerKubernetesParams, WorkerKubernetesResult),
     "image.pull": (ImagePullParams, ImagePullResult),
     "image.list": (NoParams, ImageListResult),
     "events.subscribe": (NoParams, EmptyResult),

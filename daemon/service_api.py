@@ -37,6 +37,8 @@ from client.protocol import (
     WorkerExportParams,
     WorkerExportResult,
     WorkerInspectResult,
+    WorkerKubernetesParams,
+    WorkerKubernetesResult,
     WorkerListResult,
     WorkerLogsParams,
     WorkerLogsResult,
@@ -107,6 +109,8 @@ class WorkerService(Protocol):
     async def exec(self, params: WorkerExecParams, notify: Notify) -> WorkerExecResult: ...
 
     async def exec_signal(self, params: WorkerExecSignalParams) -> EmptyResult: ...
+
+    async def kubernetes(self, params: WorkerKubernetesParams) -> WorkerKubernetesResult: ...
 
     async def image_pull(self, params: ImagePullParams, notify: Notify) -> ImagePullResult: ...
 

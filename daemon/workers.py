@@ -32,6 +32,8 @@ from client.protocol import (
     WorkerExportParams,
     WorkerExportResult,
     WorkerInspectResult,
+    WorkerKubernetesParams,
+    WorkerKubernetesResult,
     WorkerListResult,
     WorkerLogsParams,
     WorkerLogsResult,
@@ -44,9 +46,12 @@ from client.protocol import (
 from daemon.binary import start_binary
 from daemon.boot_specs import load_project, resolve_boot
 from daemon.config_entries import WorkerEntry, WorkerKind
+from daemon.config_env import flatten_config
 from daemon.config_store import ConfigChange, ConfigStore
 from daemon.errors import AlreadyExists, DaemonError, InvalidArgument, InvalidState, NotFound
 from daemon.events import EventBus
+from daemon.export.kubernetes import render as render_kubernetes
+from daemon.export.kubernetes import render_yaml
 from daemon.export.service import check_exportable, export_to_oci
 from daemon.images import ImageStore
 from daemon.isolation import sandbox_isolation
@@ -60,8 +65,12 @@ from daemon.worker_exec import ExecRegistry, enter_spec, run_exec
 from daemon.worker_logs import follow, tail
 from daemon.worker_state import WorkerState
 from manifests import WorkerSpec
+from vmm_ffi.statefiles import write_atomic
 
 log = logging.getLogger("iii.daemon.workers")
+
+
+LAST_EXPORT = "last-export"  # in the sandbox dir: REGISTRY/REPO@DIGEST of the last push
 
 
 class WorkerLifecycle:
@@ -352,9 +361,36 @@ class WorkerLifecycle:
         rt = self.supervisor.runtime(entry.name)
         async with rt.lock:
             done = await export_to_oci(entry.name, spec, layout, self.images, params.to)
+        if "@sha256:" in done.destination:  # a push: what --kubernetes deploys by default
+            await asyncio.to_thread(write_atomic, layout.dir / LAST_EXPORT,
+                                    done.destination.encode() + b"\n")
         return WorkerExportResult(digest=done.digest, size=done.size,
                                   layer_digest=done.layer_digest, destination=done.destination,
                                   blobs_uploaded=done.uploaded, blobs_reused=done.reused)
+
+    async def kubernetes(self, params: WorkerKubernetesParams) -> WorkerKubernetesResult:
+        """Deployment + Secret YAML for the worker's exported image (SPEC §14)."""
+        entry = self.entry(params.name)
+        if self.kind(entry) is not WorkerKind.LOCAL or entry.worker_path is None:
+            raise InvalidState(f"worker '{params.name}' is not a local worker: only those are "
+                               "exported (a container worker already has its image)")
+        image = params.image
+        if image is None:
+            try:
+                image = (self.layout(entry.name).dir / LAST_EXPORT).read_text().strip()
+            except OSError:
+                raise InvalidArgument(
+                    f"worker '{entry.name}' has not been pushed yet: run `iii worker export "
+                    f"{entry.name} --to REGISTRY/REPO:TAG` first, or pass --image "
+                    "REPO@sha256:...") from None
+        spec = await load_project(entry.worker_path, entry.name)
+        secret_env = flatten_config(entry.config, environ=os.environ, worker=entry.name)
+        docs = render_kubernetes(
+            entry.name, image, engine_url=params.engine_url or self.settings.engine_url,
+            memory_mib=spec.resources.memory, cpus=spec.resources.cpus, secret_env=secret_env,
+            namespace=params.namespace, runtime_class=params.runtime_class,
+            replicas=params.replicas)
+        return WorkerKubernetesResult(yaml=render_yaml(docs), image=image)
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
         self.entry(params.name)

@@ -2,7 +2,7 @@
 
 Pure: objects in, plain dicts out (``render_yaml`` dumps them). Secret values (env from
 ``config:`` entries or ``${VAR}`` expansion) only ever appear in the Secret; the Deployment
-refers to them by key. Not wired to ``iii worker export --kubernetes`` yet.
+refers to them by key. ``iii worker export NAME --kubernetes`` (``worker.kubernetes``) uses it.
 """
 
 from __future__ import annotations

@@ -14,9 +14,13 @@ import stat
 import subprocess
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
+from ruamel.yaml import YAML
 
+from daemon.export.kubernetes import API_VERSIONS
 from tests.support.fixtures import AUTH_PASSWORD, AUTH_USER
+from tests.support.wait import wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -193,6 +197,33 @@ def test_push_reuses_base_blobs_and_re_export_uploads_nothing(
     again = daemon.json("worker", "export", "exp", "--to", target)
     assert again["digest"] == first["digest"]
     assert again["blobs_uploaded"] == 0 and again["blobs_reused"] == 2
+
+    # Kubernetes YAML for the last push: validated by the real schemas, secrets only in the
+    # Secret, a loopback engine refused with the reason
+    config = daemon.home / "config.yaml"
+    config.write_text(config.read_text().replace(
+        "name: exp\n", "name: exp\n    config:\n      api_token: s3cret-value\n"))
+    wait_until(lambda: "API_TOKEN" in daemon.iii(  # hand edits are read within a second
+        "worker", "export", "exp", "--kubernetes", "--engine-url",
+        "ws://iii-engine.iii:49134").stdout, 10, "the hand edit to be read")
+    out = tmp_path / "exp.yaml"
+    wrote = daemon.iii("worker", "export", "exp", "--kubernetes", "--engine-url",
+                       "ws://iii-engine.iii:49134", "--runtime-class", "kata", "--replicas", "3",
+                       "-o", str(out))
+    assert wrote.returncode == 0, wrote.stderr
+    docs = list(YAML(typ="safe").load_all(out.read_text()))
+    for version in API_VERSIONS:
+        for doc in docs:
+            kubernetes_validate.validate(doc, version, strict=True)
+    deployment, secret = docs
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == first["destination"]
+    assert pod["runtimeClassName"] == "kata" and deployment["spec"]["replicas"] == 3
+    assert "s3cret-value" not in json.dumps(deployment)
+    assert secret["stringData"] == {"API_TOKEN": "s3cret-value"}
+    loopback = daemon.iii("worker", "export", "exp", "--kubernetes")
+    assert loopback.returncode == 1 and "loopback" in loopback.stderr
+    assert "--engine-url" in loopback.stderr
 
     # a registry that refuses the push: one line, exit 1, and no tag was written
     refused = f"{auth_registry.host}/team/exp:v1"
