@@ -118,3 +118,40 @@ def _sleepers(arg: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_several_execs_at_once(running: DaemonProcess) -> None:
+    procs = [subprocess.Popen([III_CLI, "worker", "exec", "box", "--", "sh", "-c",
+                               f"sleep 1; echo run-{i}; exit {i}"], env=running.env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+             for i in range(4)]
+    for i, proc in enumerate(procs):
+        out, _ = proc.communicate(timeout=60)
+        assert (proc.returncode, out) == (i, f"run-{i}\n")
+
+
+def test_a_resize_reaches_the_command(running: DaemonProcess) -> None:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 70, 0, 0))
+    script = "trap 'stty size' WINCH; echo armed; while true; do sleep 0.1; done"
+    proc = subprocess.Popen([III_CLI, "worker", "exec", "box", "--", "sh", "-c", script],
+                            stdin=slave, stdout=slave, stderr=slave, env=running.env,
+                            start_new_session=True)
+    os.close(slave)
+    out = bytearray()
+
+    def read_until(text: bytes) -> bool:
+        try:
+            out.extend(os.read(master, 4096))
+        except OSError:
+            pass
+        return text in out
+    try:
+        wait_until(lambda: read_until(b"armed"), 30, "the command to start")
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 44, 132, 0, 0))
+        os.killpg(proc.pid, signal.SIGWINCH)  # what the terminal does on a resize
+        wait_until(lambda: read_until(b"44 132"), 30, "the new size inside")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        os.close(master)
