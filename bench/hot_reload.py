@@ -24,16 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.daemon import DaemonProcess, kill_sandboxes
 from tests.support.engine import EngineProcess, InvocationFailed, invoke_blocking
 from tests.support.images import (
-    build_python_image,
+    NODE,
+    PYTHON,
+    build_image,
     busybox_layers,
+    image_cached,
     push_image,
-    python_image_cached,
 )
 from tests.support.projects import make_shell_project
 from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "python-worker"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "python-worker"  # and siblings
 RUNS = 3
 IDLE_S = 10.0
 WORKERS = 20
@@ -46,37 +48,46 @@ def answer(url: str) -> object:
         return None
 
 
-def bench_reload(tmp: Path, registry: RegistryServer) -> None:
-    built = build_python_image()
-    push_image(registry.access, "iiidev/python", "latest", [built.layer], built.config)
-    project = tmp / "python-worker"
-    shutil.copytree(EXAMPLE, project)
+KINDS = {  # example dir, its source file, the recipe of its default image, repo, the line to edit
+    "Python": ("python-worker", "worker.py", PYTHON, "iiidev/python",
+               'os.environ.get("GREETING", "Hello")', '"{g}"'),
+    "TypeScript": ("ts-worker", "src/index.ts", NODE, "iiidev/node",
+                   "process.env.GREETING ?? 'Hello'", "'{g}'"),
+}
+
+
+def bench_reload(tmp: Path, registry: RegistryServer, kind: str) -> None:
+    example, source_rel, recipe, repo, needle, replacement = KINDS[kind]
+    built = build_image(recipe)
+    push_image(registry.access, repo, "latest", [built.layer], built.config)
+    project = tmp / example
+    shutil.copytree(EXAMPLE.parent / example, project)
     engine = EngineProcess()
     engine.start()
-    home = tmp / "home-reload"
+    home = tmp / f"home-reload-{kind}"
     home.mkdir()
     daemon = DaemonProcess(home, III_URL=engine.url, III_REGISTRY_MIRROR=registry.host).start()
     try:
         daemon.json("worker", "add", str(project))
-        wait_until(lambda: answer(engine.url) is not None, 120, "the first version")
+        wait_until(lambda: answer(engine.url) is not None, 300, "the first version")
         reloads, restarts = [], []
-        source = project / "worker.py"
+        source = project / source_rel
         original = source.read_text()
+        assert needle in original, f"{source} no longer has {needle!r}"
         for i in range(RUNS):
             greeting = f"Reload{i}"
-            source.write_text(original.replace('os.environ.get("GREETING", "Hello")',
-                                               f'"{greeting}"'))
+            source.write_text(original.replace(needle, replacement.format(g=greeting)))
             t0 = time.perf_counter()
             wanted = f"'{greeting}, "
             wait_until(lambda w=wanted: w in str(answer(engine.url)), 60,  # type: ignore[misc]
                        "the reloaded version")
             reloads.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            daemon.json("worker", "restart", "python-worker")
+            daemon.json("worker", "restart", example)
             wait_until(lambda: answer(engine.url) is not None, 60, "the restarted worker")
             restarts.append(time.perf_counter() - t0)
         ours, plain = statistics.median(reloads), statistics.median(restarts)
-        print(f"(g) Python: save -> new version answering {ours * 1000:.0f} ms vs "
+        print(f"(g) {kind}: save -> new version answering {ours * 1000:.0f} ms vs "
               f"`iii worker restart` -> answering {plain * 1000:.0f} ms (median of {RUNS}), "
               f"ratio {ours / plain:.2f}x (goal: <= 1 s + the runtime's own start; the "
               "restart's figure is that start, with the CLI's own)")
@@ -132,10 +143,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="iii-bench-reload-") as tmp, \
             RegistryServer() as registry:
         bench_idle(Path(tmp), registry)
-        if os.geteuid() != 0 and not python_image_cached():
-            print("(g) skipped: building the debootstrap python image needs root")
-        else:
-            bench_reload(Path(tmp), registry)
+        for kind, (*_, recipe, _repo, _needle, _new) in KINDS.items():
+            if os.geteuid() != 0 and not image_cached(recipe):
+                print(f"(g) {kind} skipped: building its debootstrap image needs root")
+            else:
+                bench_reload(Path(tmp), registry, kind)
     return 0
 
 
