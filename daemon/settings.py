@@ -144,6 +144,15 @@ def _locate(path: Path, data: Any, message: str) -> str:
     return f"{path}{pos}:{label} {message}"
 
 
+def _env_network(env: Mapping[str, str]) -> str | None:
+    value = env.get("III_NETWORK")
+    if value is None:
+        return None
+    if value not in ("auto", "host"):
+        raise SettingsError(f"III_NETWORK={value!r} is invalid; use auto or host")
+    return value
+
+
 def _env_isolation(env: Mapping[str, str]) -> str | None:
     value = env.get("III_ISOLATION_BACKEND")
     if value is None or value == "":
@@ -204,7 +213,7 @@ def load_settings(env: Mapping[str, str] | None = None, *,
         settings_path=settings_path,
         engine_url=engine_url,
         isolation=_env_isolation(env) or raw.get("isolation") or "auto",
-        network=raw.get("network") or "auto",
+        network=_env_network(env) or raw.get("network") or "auto",
         engine_down_grace_s=float(_pick(raw, "engine_down_grace_s", defaults)),
         stop_timeout_s=float(_pick(raw, "stop_timeout_s", defaults)),
         log_max_bytes=int(_pick(raw, "log_max_bytes", defaults)),

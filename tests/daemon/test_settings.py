@@ -97,3 +97,15 @@ def test_invalid_isolation_env_names_the_variable(tmp_path: Path) -> None:
 def test_engine_url_must_be_a_websocket_url(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="III_URL: 'localhost:49134' is not a ws://"):
         load_settings(env_for(tmp_path, III_URL="localhost:49134"))
+
+
+def test_network_setting_from_daemon_yaml_and_env(tmp_path: Path) -> None:
+    assert load_settings(env_for(tmp_path)).network == "auto"
+    (tmp_path / "daemon.yaml").write_text("network: host\n")
+    assert load_settings(env_for(tmp_path)).network == "host"
+    assert load_settings(env_for(tmp_path, III_NETWORK="auto")).network == "auto"
+    with pytest.raises(SettingsError, match="III_NETWORK='none' is invalid"):
+        load_settings(env_for(tmp_path, III_NETWORK="none"))
+    (tmp_path / "daemon.yaml").write_text("network: slirp\n")
+    with pytest.raises(SettingsError, match="network"):
+        load_settings(env_for(tmp_path))

@@ -14,6 +14,7 @@ import pytest
 from tests.support.daemon import DaemonProcess, kill_sandboxes
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
+from vmm_ffi.network import tun_problem
 
 pytestmark = pytest.mark.slow
 SEED_SETUP = "apt-get update && apt-get install -y build-essential"
@@ -136,6 +137,7 @@ def test_setup_that_fills_the_disk(small_home: Path, busybox_image: str,
         daemon.stop()
 
 
+@pytest.mark.skipif(tun_problem() is not None, reason="this user cannot run pasta at all here")
 def test_a_host_without_pasta_says_how_to_fix_it(daemon_factory, busybox_image: str,
                                                  iii_home: Path, tmp_path: Path) -> None:
     project = make_shell_project(tmp_path, busybox_image, "offline", start="exec sleep 1000")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.wait import wait_until
+from vmm_ffi.network import tun_problem
 
 III_CLI = str(Path(sys.executable).with_name("iii"))
 DAEMON_START_TIMEOUT_S = 20.0
@@ -27,7 +28,10 @@ class DaemonProcess:
         self.home = home
         self.args = args
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
-        self.env.update(III_HOME=str(home), III_NO_AUTOSTART="1", **env)
+        self.env.update(III_HOME=str(home), III_NO_AUTOSTART="1")
+        if tun_problem() is not None:  # a non-root run where /dev/net/tun is root-only:
+            self.env["III_NETWORK"] = "host"  # pasta cannot run, so the daemon would refuse
+        self.env.update(**env)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 

@@ -14,10 +14,11 @@ import pytest
 from tests.support.rootfs import extract_python_rootfs
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from vmm_ffi.errors import LaunchFailed
-from vmm_ffi.network import find_pasta
+from vmm_ffi.network import find_pasta, tun_problem
 from vmm_ffi.params import DirectoryRoot
 
-pytestmark = pytest.mark.skipif(find_pasta() is None, reason="pasta (Debian passt) missing")
+pytestmark = pytest.mark.skipif(find_pasta() is None or tun_problem() is not None,
+                                reason="pasta (Debian passt) missing, or /dev/net/tun not ours")
 PASTA = find_pasta()
 
 
