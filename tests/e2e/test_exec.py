@@ -11,6 +11,7 @@ import struct
 import subprocess
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,17 @@ def test_timeout_stops_a_command_that_ignores_sigint(running: DaemonProcess) -> 
     assert time.monotonic() - started < 20
 
 
+def pty_reader(master: int, out: bytearray) -> Callable[[bytes], bool]:
+    """``read_until(text)``: read what the pty has, keep it in ``out``, say if ``text`` came."""
+    def read_until(text: bytes) -> bool:
+        try:
+            out.extend(os.read(master, 4096))
+        except OSError:
+            pass
+        return text in out
+    return read_until
+
+
 def test_tty_gets_a_pty_resizes_and_ctrl_c(running: DaemonProcess) -> None:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
@@ -78,13 +90,7 @@ def test_tty_gets_a_pty_resizes_and_ctrl_c(running: DaemonProcess) -> None:
                             start_new_session=True)
     os.close(slave)
     out = bytearray()
-
-    def read_until(text: bytes) -> bool:
-        try:
-            out.extend(os.read(master, 4096))
-        except OSError:
-            pass
-        return text in out
+    read_until = pty_reader(master, out)
     try:
         wait_until(lambda: read_until(b"go"), 30, "the command's output")
         assert b"on-a-tty" in out and b"33 101" in out, bytes(out)
@@ -139,13 +145,7 @@ def test_a_resize_reaches_the_command(running: DaemonProcess) -> None:
                             start_new_session=True)
     os.close(slave)
     out = bytearray()
-
-    def read_until(text: bytes) -> bool:
-        try:
-            out.extend(os.read(master, 4096))
-        except OSError:
-            pass
-        return text in out
+    read_until = pty_reader(master, out)
     try:
         wait_until(lambda: read_until(b"armed"), 30, "the command to start")
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 44, 132, 0, 0))
