@@ -26,12 +26,12 @@ from client.protocol import (
     IsolationInfo,
 )
 from client.wire_constants import PROTOCOL_VERSION
+from daemon.api.listener import Listener, ListenerError, adopt_listener, bind_listener
+from daemon.api.rpc import DaemonControl, Dispatcher
+from daemon.api.server import RpcServer, ServerLimits
+from daemon.api.services import WorkerService
+from daemon.config.settings import DaemonSettings, SettingsError, load_settings
 from daemon.errors import DaemonError
-from daemon.listener import Listener, ListenerError, adopt_listener, bind_listener
-from daemon.rpc import DaemonControl, Dispatcher
-from daemon.server import RpcServer, ServerLimits
-from daemon.service_api import WorkerService
-from daemon.settings import DaemonSettings, SettingsError, load_settings
 from vmm_ffi.cgroups import enter_daemon_leaf
 
 __all__ = ["ServiceFactory", "build_service", "daemon_version", "main", "serve_daemon"]
@@ -50,15 +50,15 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Work
     Register anything that must be closed on ``stack``; the service's own ``aclose`` is called
     by :func:`serve_daemon` before the listener is closed.
     """
-    from daemon.autostart import Autopilot
     from daemon.background import BackgroundTasks
-    from daemon.config_store import ConfigStore
-    from daemon.engine_api import EngineApi
+    from daemon.config.store import ConfigStore
+    from daemon.engine.functions import EngineApi
     from daemon.events import EventBus
-    from daemon.hot_reload import HotReload
     from daemon.images import ImageStore, RegistrySettings
     from daemon.sandboxes import Provisioner
-    from daemon.workers import WorkerLifecycle
+    from daemon.workers.autopilot import Autopilot
+    from daemon.workers.hot_reload import HotReload
+    from daemon.workers.lifecycle import WorkerLifecycle
 
     store = ConfigStore(settings.config_path, settings.home)
     try:
@@ -120,14 +120,14 @@ def isolation_info(settings: DaemonSettings) -> IsolationInfo:
     default = settings.isolation
     if default == "auto":
         default = "libkrun" if backends["libkrun"].available else "namespace"
-    from daemon.isolation import host_isolation
+    from daemon.workers.isolation import host_isolation
 
     return IsolationInfo(default=default, backends=backends, host=host_isolation(settings))
 
 
 def open_listener(settings: DaemonSettings) -> Listener:
     """The systemd-activated socket when one was passed to us, else our own at socket_path."""
-    from daemon.activation import inherited_listen_socket
+    from daemon.api.activation import inherited_listen_socket
 
     inherited = inherited_listen_socket()
     if inherited is not None:
@@ -137,7 +137,7 @@ def open_listener(settings: DaemonSettings) -> Listener:
 
 
 def _sd_notify(state: str) -> None:
-    from daemon import sdnotify
+    from daemon.api import sdnotify
 
     sdnotify.notify(state)
 

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config_entries import WorkerKind
+from daemon.config.entries import WorkerKind
 from daemon.errors import InvalidArgument, InvalidState
 from daemon.export.image import (
     LAYER_MEDIA_TYPE,

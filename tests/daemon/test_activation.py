@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from daemon.activation import inherited_listen_socket
+from daemon.api.activation import inherited_listen_socket
 from daemon.errors import InvalidArgument
 
 # The child adopts fd 3, reports what it saw on stdout, then (if it got a socket) serves one line.
 CHILD = r"""
 import os, sys
-from daemon.activation import inherited_listen_socket
+from daemon.api.activation import inherited_listen_socket
 from daemon.errors import InvalidArgument
 try:
     sock = inherited_listen_socket()

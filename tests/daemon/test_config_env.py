@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from daemon.config_env import expand_vars, flatten_config
+from daemon.config.env import expand_vars, flatten_config
 from daemon.errors import InvalidArgument
 
 ENV = {"HOST": "db.local", "EMPTY": "", "PORT": "5432"}

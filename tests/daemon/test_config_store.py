@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config_entries import ConfigError, WorkerEntry, WorkerKind, parse_config
-from daemon.config_store import ConfigChange, ConfigStore
+from daemon.config.entries import ConfigError, WorkerEntry, WorkerKind, parse_config
+from daemon.config.store import ConfigChange, ConfigStore
 from daemon.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound
 from tests.support.wait import async_wait_until
 
@@ -300,7 +300,7 @@ async def test_concurrent_tasks_keep_file_valid(tmp_path: Path) -> None:
 CHURN = """
 import asyncio, sys
 from pathlib import Path
-from daemon.config_store import ConfigStore, WorkerEntry
+from daemon.config.store import ConfigStore, WorkerEntry
 
 async def main(path, name):
     store = ConfigStore(Path(path), Path(path).parent)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from daemon.engine import (
+from daemon.engine.session import (
     DAEMON_WORKER_NAME,
     DEFAULT_ENGINE_URL,
     ENGINE_RETRY_FIRST_S,
@@ -332,7 +332,7 @@ async def test_heartbeat_closes_a_session_whose_engine_stopped_answering() -> No
 ], ids=lambda v: str(v))
 def test_lifecycle_names_of_worker_events(status: str, detail: str | None, phase: str) -> None:
     from client.protocol import EventNotification
-    from daemon.engine_api import lifecycle_of
+    from daemon.engine.functions import lifecycle_of
 
     event = EventNotification(worker="w", status=status, time=0.0, detail=detail)
     assert lifecycle_of(event) == phase

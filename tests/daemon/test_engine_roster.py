@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 
 from client.protocol import EventNotification
-from daemon.engine import EngineSession
-from daemon.engine_roster import ROSTER_ON_DEMAND_WAIT_S, EngineRoster
+from daemon.engine.roster import ROSTER_ON_DEMAND_WAIT_S, EngineRoster
+from daemon.engine.session import EngineSession
 from daemon.events import EventBus
 from tests.support.engine import StandInEngine
 from tests.support.wait import async_wait_until

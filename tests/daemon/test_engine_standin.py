@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon.engine import EngineWorker
+from daemon.engine.session import EngineWorker
 from tests.support.engine import (
     EngineFactory,
     EngineProcess,

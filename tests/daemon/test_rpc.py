@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from client.protocol import METHODS, DaemonInfoResult, EngineInfo, ErrorCode, IsolationInfo
 from daemon import errors
-from daemon.rpc import ERROR_CODES, DaemonControl, Dispatcher, error_code_for
+from daemon.api.rpc import ERROR_CODES, DaemonControl, Dispatcher, error_code_for
 from tests.support.scripted_service import ScriptedService
 
 

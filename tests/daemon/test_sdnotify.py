@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon import sdnotify
+from daemon.api import sdnotify
 
-CHILD = "from daemon import sdnotify; import sys; print(sdnotify.notify(sys.argv[1]))"
+CHILD = "from daemon.api import sdnotify; import sys; print(sdnotify.notify(sys.argv[1]))"
 
 
 @pytest.fixture
@@ -82,12 +82,12 @@ def test_unset_or_empty_is_a_no_op() -> None:
 def test_nobody_listening_is_logged_not_raised(short_dir: Path,
                                                caplog: pytest.LogCaptureFixture) -> None:
     missing = str(short_dir / "gone")
-    with caplog.at_level(logging.WARNING, logger="daemon.sdnotify"):
+    with caplog.at_level(logging.WARNING, logger="daemon.api.sdnotify"):
         assert sdnotify.notify(sdnotify.STOPPING, environ={"NOTIFY_SOCKET": missing}) is False
     assert f"could not send 'STOPPING=1' to NOTIFY_SOCKET={missing}" in caplog.text
 
 
 def test_unsupported_address_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="daemon.sdnotify"):
+    with caplog.at_level(logging.WARNING, logger="daemon.api.sdnotify"):
         assert sdnotify.notify(sdnotify.READY, environ={"NOTIFY_SOCKET": "vsock:2:1234"}) is False
     assert "NOTIFY_SOCKET='vsock:2:1234' is not a path or an @abstract name" in caplog.text

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.listener import ListenerError, bind_listener
-from daemon.server import ServerLimits
+from daemon.api.listener import ListenerError, bind_listener
+from daemon.api.server import ServerLimits
 from tests.support.inprocess_daemon import InProcessDaemon
 from tests.support.scripted_service import ScriptedService
 
@@ -374,7 +374,7 @@ async def test_daemon_info_reports_paths_and_protocol(iii_home: Path,
 
 @pytest.mark.skipif(shutil.which("true") is None, reason="coreutils")
 def test_peer_uid_reads_our_own_uid() -> None:
-    from daemon.server import peer_uid
+    from daemon.api.server import peer_uid
 
     a, b = socket.socketpair(socket.AF_UNIX)
     try:
@@ -435,7 +435,7 @@ async def test_a_client_that_vanishes_mid_request_does_not_cancel_it(
 
 
 def test_an_inherited_socket_is_served_locked_and_left_in_place(iii_home: Path) -> None:
-    from daemon.listener import adopt_listener
+    from daemon.api.listener import adopt_listener
 
     path = iii_home / "iii.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.settings import DEFAULT_ENGINE_URL, SettingsError, load_settings
+from daemon.config.settings import DEFAULT_ENGINE_URL, SettingsError, load_settings
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:

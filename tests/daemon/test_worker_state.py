@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from daemon.errors import InvalidState
-from daemon.worker_state import (
+from daemon.workers.state import (
     BACKOFF_MAX_S,
     TRANSITIONS,
     WorkerState,

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.engine import DAEMON_WORKER_NAME
+from daemon.engine.session import DAEMON_WORKER_NAME
 from tests.support.daemon import DaemonProcess, launchers_of
 from tests.support.engine import EngineProcess
 from tests.support.projects import make_shell_project

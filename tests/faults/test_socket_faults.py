@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from client.protocol import ErrorCode
-from daemon.server import ServerLimits
+from daemon.api.server import ServerLimits
 from tests.support.daemon import DaemonProcess
 from tests.support.wait import async_wait_until
 

@@ -17,10 +17,10 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Self
 
+from daemon.api.server import ServerLimits
+from daemon.api.services import WorkerService
 from daemon.app import serve_daemon
-from daemon.server import ServerLimits
-from daemon.service_api import WorkerService
-from daemon.settings import DaemonSettings, load_settings
+from daemon.config.settings import DaemonSettings, load_settings
 from tests.support.wait import async_wait_until, wait_until
 
 START_TIMEOUT_S = 10.0

@@ -35,12 +35,12 @@ from client.protocol import (
     WorkerStartParams,
     WorkerStopParams,
 )
+from daemon.api.services import ClientGone, Notify
 from daemon.errors import AlreadyExists, InvalidState, NotFound, ScriptFailed
-from daemon.service_api import ClientGone, Notify
 
 
 class ScriptedService:
-    """Implements ``daemon.service_api.WorkerService`` over an in-memory worker table."""
+    """Implements ``daemon.api.services.WorkerService`` over an in-memory worker table."""
 
     def __init__(self, worker_count: int = 0) -> None:
         self.workers: dict[str, Worker] = {}

@@ -15,15 +15,15 @@ from typing import Any
 import msgspec
 
 from daemon.background import BackgroundTasks
-from daemon.config_entries import ConfigError, WorkerKind
-from daemon.config_store import ConfigChange
-from daemon.engine import EngineSession
-from daemon.engine_api import EngineApi
-from daemon.engine_roster import EngineRoster
+from daemon.config.entries import ConfigError, WorkerKind
+from daemon.config.store import ConfigChange
+from daemon.engine.functions import EngineApi
+from daemon.engine.roster import EngineRoster
+from daemon.engine.session import EngineSession
 from daemon.sandboxes import SandboxTask
-from daemon.worker_logs import rotate_if_needed
-from daemon.worker_state import WorkerState
-from daemon.workers import WorkerLifecycle, managed_names
+from daemon.workers.lifecycle import WorkerLifecycle, managed_names
+from daemon.workers.logs import rotate_if_needed
+from daemon.workers.state import WorkerState
 from vmm_ffi.params import LaunchParams
 
 log = logging.getLogger("iii.daemon.autostart")

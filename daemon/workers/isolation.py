@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 from client.protocol import HostIsolation, SandboxIsolation
+from daemon.config.settings import DaemonSettings
 from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.procinfo import read_pid_record
 from daemon.sandboxes.subids import ID_RANGE, SANDBOX_USER, SUBUID, parse_ranges
-from daemon.settings import DaemonSettings
 from vmm_ffi.network import find_pasta, tun_problem
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")

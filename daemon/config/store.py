@@ -1,6 +1,6 @@
 """The config.yaml store (SPEC §2, §5): typed entries, atomic single-writer edits, a hand-edit watcher.
 
-- Only the ``workers:`` list is ever written (:mod:`daemon.config_text` splices it), so comments,
+- Only the ``workers:`` list is ever written (:mod:`daemon.config.text` splices it), so comments,
   key order, formatting and the engine's own top-level keys stay as the user left them.
 - Writes are atomic (temp file in the same directory, fsync, rename, fsync of the directory) and
   serialised: an ``asyncio.Lock`` inside the process, an ``flock`` on ``config.yaml.lock`` across
@@ -35,14 +35,14 @@ from pathlib import Path
 
 from ruamel.yaml.comments import CommentedMap
 
-from daemon.config_entries import (
+from daemon.config.entries import (
     ConfigError,
     WorkerEntry,
     WorkerKind,
     check_entry,
     parse_config,
 )
-from daemon.config_text import edit_workers
+from daemon.config.text import edit_workers
 from daemon.errors import AlreadyExists, InvalidArgument, NotFound
 
 __all__ = [

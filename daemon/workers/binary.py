@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from daemon.config_entries import WorkerEntry
-from daemon.config_env import flatten_config
+from daemon.config.entries import WorkerEntry
+from daemon.config.env import flatten_config
 from daemon.sandboxes import SandboxLayout, SandboxTask
 from daemon.sandboxes.env import RESERVED_KEYS
 from vmm_ffi.params import DirectoryRoot, LaunchParams

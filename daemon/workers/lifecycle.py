@@ -43,27 +43,27 @@ from client.protocol import (
     WorkerStartParams,
     WorkerStopParams,
 )
-from daemon.binary import start_binary
-from daemon.boot_specs import load_project, resolve_boot
-from daemon.config_entries import WorkerEntry, WorkerKind
-from daemon.config_env import flatten_config
-from daemon.config_store import ConfigChange, ConfigStore
+from daemon.api.services import ClientGone, Notify
+from daemon.config.entries import WorkerEntry, WorkerKind
+from daemon.config.env import flatten_config
+from daemon.config.settings import DaemonSettings
+from daemon.config.store import ConfigChange, ConfigStore
 from daemon.errors import AlreadyExists, DaemonError, InvalidArgument, InvalidState, NotFound
 from daemon.events import EventBus
 from daemon.export.kubernetes import render as render_kubernetes
 from daemon.export.kubernetes import render_yaml
 from daemon.export.service import check_exportable, export_to_oci
 from daemon.images import ImageStore
-from daemon.isolation import sandbox_isolation
-from daemon.progress import ProgressRelay, progress_relay
 from daemon.sandboxes import Provisioner, SandboxLayout, boot_sandbox, prepare
-from daemon.service_api import ClientGone, Notify
-from daemon.settings import DaemonSettings
-from daemon.supervisor import Launched, Progress, Supervisor, WorkerRuntime
-from daemon.targets import TargetKind, classify_target
-from daemon.worker_exec import ExecRegistry, enter_spec, run_exec
-from daemon.worker_logs import follow, tail
-from daemon.worker_state import WorkerState
+from daemon.workers.binary import start_binary
+from daemon.workers.boot_specs import load_project, resolve_boot
+from daemon.workers.exec import ExecRegistry, enter_spec, run_exec
+from daemon.workers.isolation import sandbox_isolation
+from daemon.workers.logs import follow, tail
+from daemon.workers.progress import ProgressRelay, progress_relay
+from daemon.workers.state import WorkerState
+from daemon.workers.supervisor import Launched, Progress, Supervisor, WorkerRuntime
+from daemon.workers.targets import TargetKind, classify_target
 from manifests import WorkerSpec
 from vmm_ffi.statefiles import write_atomic
 
@@ -74,7 +74,7 @@ LAST_EXPORT = "last-export"  # in the sandbox dir: REGISTRY/REPO@DIGEST of the l
 
 
 class WorkerLifecycle:
-    """Implements ``daemon.service_api.WorkerService``."""
+    """Implements ``daemon.api.services.WorkerService``."""
 
     def __init__(self, settings: DaemonSettings, store: ConfigStore, images: ImageStore,
                  provisioner: Provisioner, events: EventBus, tasks: asyncio.TaskGroup) -> None:

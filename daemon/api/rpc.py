@@ -29,7 +29,7 @@ from client.protocol import (
 )
 from client.wire_constants import ErrorCode
 from daemon import errors
-from daemon.service_api import Notify, WorkerService
+from daemon.api.services import Notify, WorkerService
 
 __all__ = ["ERROR_CODES", "DaemonControl", "Dispatcher", "RpcFailure", "error_code_for"]
 

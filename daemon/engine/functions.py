@@ -1,12 +1,12 @@
 """The daemon's management API on the engine bus (SPEC §10), as upstream iii's worker manager
-offers it: iii functions served over the daemon's one :class:`~daemon.engine.EngineSession`.
+offers it: iii functions served over the daemon's one :class:`~daemon.engine.session.EngineSession`.
 
 - ``worker::list``, ``worker::status``, ``worker::logs`` always; ``worker::start``,
   ``worker::stop``, ``worker::restart``, ``worker::add``, ``worker::remove`` only with
   ``engine_control: true`` in daemon.yaml (otherwise registered and refused with
   ``error: {code: "forbidden", ...}``, so a caller learns why). Each takes and returns exactly
   what the socket method of ``client.protocol.ENGINE_FUNCTIONS`` does: a call is handed to the
-  socket protocol's own :class:`~daemon.rpc.Dispatcher` as that method, so decoding, validation
+  socket protocol's own :class:`~daemon.api.rpc.Dispatcher` as that method, so decoding, validation
   and error mapping are the socket's (an error's ``code`` is the JSON-RPC code's name,
   lower-cased: ``not_found``, ``invalid_params``, ...). No progress is streamed and ``worker::logs``
   refuses ``follow``.
@@ -41,10 +41,10 @@ from client.protocol import (
     WorkerValidateParams,
 )
 from client.wire_constants import ErrorCode
-from daemon.engine import EngineSession, FunctionError, Handler
+from daemon.api.rpc import DaemonControl, Dispatcher
+from daemon.api.services import WorkerService
+from daemon.engine.session import EngineSession, FunctionError, Handler
 from daemon.events import EventBus
-from daemon.rpc import DaemonControl, Dispatcher
-from daemon.service_api import WorkerService
 
 __all__ = ["EngineApi"]
 

@@ -29,8 +29,8 @@ from typing import Any
 import msgspec
 
 from client.wire_constants import MAX_LINE_BYTES, ErrorCode
-from daemon.rpc import Dispatcher, encode_error, encode_notification
-from daemon.service_api import ClientGone
+from daemon.api.rpc import Dispatcher, encode_error, encode_notification
+from daemon.api.services import ClientGone
 
 __all__ = ["RpcServer", "ServerLimits", "peer_uid"]
 
@@ -67,7 +67,7 @@ _CLOSE = object()
 
 
 class _Notifier:
-    """The :class:`daemon.service_api.Notify` of one request line on one connection.
+    """The :class:`daemon.api.services.Notify` of one request line on one connection.
 
     Streams spawned while the request runs are held back until its reply is queued, so a client
     always sees the response before the stream's notifications (batches included).

@@ -23,7 +23,7 @@ from watchfiles import Change, awatch
 
 from client.protocol import WorkerStartParams
 from daemon.background import BackgroundTasks
-from daemon.config_entries import WorkerKind
+from daemon.config.entries import WorkerKind
 from daemon.errors import DaemonError
 from daemon.events import EventBus
 from daemon.sandboxes.sync import SKIP_NAMES

@@ -7,14 +7,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config_entries import WorkerEntry, WorkerKind
-from daemon.config_env import flatten_config
+from daemon.config.entries import WorkerEntry, WorkerKind
+from daemon.config.env import flatten_config
+from daemon.config.settings import DaemonSettings
 from daemon.errors import InvalidArgument, InvalidProject, InvalidState
 from daemon.images import ImageStore
 from daemon.images.models import CachedImage
 from daemon.images.pull import ProgressCallback
 from daemon.sandboxes import BootSpec, choose_backend, choose_ids, choose_network
-from daemon.settings import DaemonSettings
 from manifests import ManifestError, WorkerSpec, load_worker
 
 

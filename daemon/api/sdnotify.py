@@ -8,7 +8,7 @@ standard library is enough.
 
 Example::
 
-    from daemon import sdnotify
+    from daemon.api import sdnotify
     sdnotify.notify(sdnotify.READY)      # True under systemd, False when run by hand
 """
 

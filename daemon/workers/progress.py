@@ -7,8 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from client.protocol import ProgressNotification, ProgressPhase
+from daemon.api.services import ClientGone, Notify
 from daemon.images.models import PullProgress
-from daemon.service_api import ClientGone, Notify
 
 BootProgress = Callable[[str, str], None]
 

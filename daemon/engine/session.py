@@ -38,13 +38,13 @@ from typing import Any
 
 import aiohttp
 
-from daemon.engine_address import (
+from daemon.engine.address import (
     DEFAULT_ENGINE_URL,
     engine_address,
     engine_url_from_env,
     tcp_reachable,
 )
-from daemon.engine_calls import (
+from daemon.engine.calls import (
     Callback,
     EngineCallFailed,
     EngineWorker,

@@ -1,7 +1,7 @@
 """Engine truth: which workers the engine lists as connected (SPEC §9 ``engine_registered``).
 
 :class:`EngineRoster` asks ``engine::workers::list`` over the daemon's one
-:class:`~daemon.engine.EngineSession` (never a connection of its own):
+:class:`~daemon.engine.session.EngineSession` (never a connection of its own):
 
 - in the background, every :data:`ROSTER_BUSY_INTERVAL_S` while ``busy()`` says workers are
   starting (or started and not registered yet), every :data:`ROSTER_STEADY_INTERVAL_S` otherwise,
@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from daemon.engine import EngineCallFailed, EngineSession, EngineWorker
+from daemon.engine.session import EngineCallFailed, EngineSession, EngineWorker
 from daemon.events import EventBus
 
 __all__ = [

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from daemon.errors import Conflict
 from daemon.events import EventBus
 from daemon.sandboxes import SandboxTask
-from daemon.worker_state import HEALTHY_RESET_S, WorkerState, backoff_delay, check_transition
+from daemon.workers.state import HEALTHY_RESET_S, WorkerState, backoff_delay, check_transition
 
 log = logging.getLogger("iii.daemon.supervisor")
 
