@@ -8,7 +8,6 @@ Signals only set an event; a second SIGINT forces exit; SIGUSR1 logs every task'
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import os
@@ -17,7 +16,6 @@ import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from client.protocol import (
     BackendAvailability,
@@ -29,7 +27,7 @@ from client.wire_constants import PROTOCOL_VERSION
 from daemon.api.listener import Listener, ListenerError, adopt_listener, bind_listener
 from daemon.api.rpc import DaemonControl, Dispatcher
 from daemon.api.server import RpcServer, ServerLimits
-from daemon.api.services import WorkerService
+from daemon.api.services import Services
 from daemon.config.settings import DaemonSettings, SettingsError, load_settings
 from daemon.errors import DaemonError
 from vmm_ffi.cgroups import enter_daemon_leaf
@@ -39,46 +37,62 @@ __all__ = ["ServiceFactory", "build_service", "daemon_version", "main", "serve_d
 log = logging.getLogger("iii.daemon")
 
 SHUTDOWN_CONNECTIONS_TIMEOUT_S = 5.0  # step 3 of the shutdown: in-flight requests finish
-ENGINE_PROBE_TIMEOUT_S = 0.2  # SPEC §10: reachable = TCP connect within 200 ms
 
-ServiceFactory = Callable[[DaemonSettings, AsyncExitStack], Awaitable[WorkerService]]
+ServiceFactory = Callable[[DaemonSettings, AsyncExitStack], Awaitable[Services]]
 
 
-async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> WorkerService:
-    """THE seam where the worker lifecycle is built (config store, images, sandboxes, engine).
+async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Services:
+    """THE seam where every component is built and wired, in dependency order.
 
-    Register anything that must be closed on ``stack``; the service's own ``aclose`` is called
-    by :func:`serve_daemon` before the listener is closed.
+    Register anything that must be closed on ``stack``; the worker service's ``aclose`` is
+    called by :func:`serve_daemon` before the listener is closed.
     """
+    from daemon.api.methods import EventMethods, ImageMethods
     from daemon.background import BackgroundTasks
     from daemon.config.store import ConfigStore
     from daemon.engine.functions import EngineApi
+    from daemon.engine.roster import EngineRoster
+    from daemon.engine.session import EngineSession
     from daemon.events import EventBus
     from daemon.images import ImageStore, RegistrySettings
+    from daemon.images.settings import docker_config_path
     from daemon.sandboxes import Provisioner
     from daemon.workers.autopilot import Autopilot
     from daemon.workers.hot_reload import HotReload
+    from daemon.workers.launch import WorkerLauncher
     from daemon.workers.lifecycle import WorkerLifecycle
+    from daemon.workers.supervisor import Supervisor
 
     store = ConfigStore(settings.config_path, settings.home)
     try:
         store.load()
     except DaemonError as exc:  # reported; never overwritten (writes refuse until it is fixed)
         log.error("%s", exc)
-    images = ImageStore(settings.home, RegistrySettings.from_env(
-        insecure_registries=settings.insecure_registries,
-        registry_mirror=settings.registry_mirror))
+    images = ImageStore(settings.home, RegistrySettings(
+        insecure_registries=frozenset(settings.insecure_registries),
+        mirror=settings.registry_mirror, docker_config=docker_config_path(os.environ)))
+    events = EventBus()
     tasks = await stack.enter_async_context(BackgroundTasks())
-    lifecycle = WorkerLifecycle(settings, store, images, Provisioner(settings.home), EventBus(),
-                                tasks)  # type: ignore[arg-type]
-    api = EngineApi(lifecycle, lifecycle.events, engine_control=settings.engine_control)
-    autopilot = Autopilot(lifecycle, tasks, version=daemon_version(), api=api)
+    launcher = WorkerLauncher(settings, store, images, Provisioner(settings.home))
+    supervisor = Supervisor(launcher.launch, events, tasks)
+    session = EngineSession(settings.engine_url, version=daemon_version())
+    roster = EngineRoster(session, events, managed=lambda name: store.find(name) is not None,
+                          busy=lambda: autopilot.expecting_registrations())
+    workers = WorkerLifecycle(settings, store, images, launcher, supervisor, events, roster)
+    services = Services(workers=workers, images=ImageMethods(images),
+                        events=EventMethods(events), engine_reachable=workers.engine_reachable)
+    api = EngineApi(services, events, engine_control=settings.engine_control)
+    session.serve(api.functions(), api)
+    autopilot = Autopilot(settings, store, supervisor, events, session, roster, tasks, api=api)
+    session.listen(on_up=autopilot.engine_up, on_down=autopilot.engine_down)
+    store.listen(autopilot.config_changed)
     adopted = await asyncio.to_thread(autopilot.reattach_all)
     log.info("reattached %d running worker(s)", adopted)
     tasks.create_task(autopilot.run(), name="autopilot")
-    tasks.create_task(HotReload(lifecycle, lifecycle.events, tasks).run(), name="hot-reload")
-    tasks.create_task(lifecycle.preload_specs(), name="preload-specs")
-    return lifecycle
+    tasks.create_task(HotReload(workers, store, supervisor, events, tasks).run(),
+                      name="hot-reload")
+    tasks.create_task(launcher.preload_specs(), name="preload-specs")
+    return services
 
 
 def daemon_version() -> str:
@@ -92,18 +106,9 @@ def daemon_version() -> str:
 
 async def probe_engine(url: str) -> EngineInfo:
     """SPEC §10 reachability: a TCP connect to the engine's host:port within 200 ms."""
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
-                                           ENGINE_PROBE_TIMEOUT_S)
-    except (OSError, TimeoutError):
-        return EngineInfo(url=url, reachable=False)
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return EngineInfo(url=url, reachable=True)
+    from daemon.engine.address import engine_address, tcp_reachable
+
+    return EngineInfo(url=url, reachable=await tcp_reachable(*engine_address(url)))
 
 
 def isolation_info(settings: DaemonSettings) -> IsolationInfo:
@@ -181,11 +186,11 @@ async def serve_daemon(settings: DaemonSettings, *, keep_workers: bool = False,
         stop.set()
 
     async def info() -> DaemonInfoResult:
-        # Reachable = the daemon's engine session is open (SPEC §10); a service without one
-        # (tests' scripted services) is answered with a TCP probe.
-        session_open = getattr(service, "engine_reachable", None)
+        # Reachable = the daemon's engine session is open (SPEC §10); services without one
+        # (tests' scripted services) are answered with a TCP probe.
+        session_open = services.engine_reachable
         engine = EngineInfo(url=settings.engine_url, reachable=session_open()) \
-            if callable(session_open) else await probe_engine(settings.engine_url)
+            if session_open is not None else await probe_engine(settings.engine_url)
         isolation = await asyncio.to_thread(isolation_info, settings)
         return DaemonInfoResult(
             version=daemon_version(), protocol=PROTOCOL_VERSION, pid=os.getpid(),
@@ -206,13 +211,13 @@ async def serve_daemon(settings: DaemonSettings, *, keep_workers: bool = False,
     async with AsyncExitStack() as stack:
         listener = open_listener(settings)
         stack.callback(listener.close)
-        service = await service_factory(settings, stack)
+        services = await service_factory(settings, stack)
 
         async def close_service() -> None:
-            await service.aclose(stop_workers=stop_workers)
+            await services.workers.aclose(stop_workers=stop_workers)
 
         stack.push_async_callback(close_service)
-        dispatcher = Dispatcher(service, DaemonControl(info=info,
+        dispatcher = Dispatcher(services, DaemonControl(info=info,
                                                        request_shutdown=request_shutdown))
         server = RpcServer(dispatcher, limits)
         async with asyncio.TaskGroup() as tg:

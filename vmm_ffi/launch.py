@@ -27,6 +27,7 @@ from vmm_ffi.params import (
     LaunchResult,
     decode_result,
     encode,
+    read_exit_status,
 )
 from vmm_ffi.statefiles import write_atomic
 
@@ -150,6 +151,6 @@ def read_exit(path: str | os.PathLike[str]) -> ExitStatus | None:
     except FileNotFoundError:
         return None
     try:
-        return msgspec.json.decode(data, type=ExitStatus)
+        return read_exit_status(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None

@@ -4,7 +4,7 @@ This module is the one place that maps daemon exceptions to JSON-RPC error codes
 (:data:`ERROR_CODES`); unexpected exceptions are logged with their traceback and answered as
 -32603 with a generic message (no host paths or tracebacks leave the daemon).
 
-    dispatcher = Dispatcher(service, control)
+    dispatcher = Dispatcher(services, control)
     reply = await dispatcher.handle_line(b'{"jsonrpc":"2.0","id":1,"method":"worker.list"}', notify)
     # reply == b'{"jsonrpc":"2.0","id":1,"result":{"workers":[]}}'  (None for notifications)
 """
@@ -29,7 +29,7 @@ from client.protocol import (
 )
 from client.wire_constants import ErrorCode
 from daemon import errors
-from daemon.api.services import Notify, WorkerService
+from daemon.api.services import Notify, Services
 
 __all__ = ["ERROR_CODES", "DaemonControl", "Dispatcher", "RpcFailure", "error_code_for"]
 
@@ -102,12 +102,12 @@ def encode_notification(method: str, params: Any) -> bytes:
 class Dispatcher:
     """Turns request lines into response lines; shared by every connection."""
 
-    def __init__(self, service: WorkerService, control: DaemonControl, *,
+    def __init__(self, services: Services, control: DaemonControl, *,
                  max_inflight: int = DEFAULT_MAX_INFLIGHT) -> None:
         self._control = control
         self._max_inflight = max_inflight
         self._inflight = 0
-        s = service
+        s, images, events = services.workers, services.images, services.events
         self._handlers: dict[str, Handler] = {
             "daemon.info": lambda p, n: control.info(),
             "daemon.shutdown": self._shutdown,
@@ -123,9 +123,9 @@ class Dispatcher:
             "worker.exec_signal": lambda p, n: s.exec_signal(p),
             "worker.export": lambda p, n: s.export(p),
             "worker.kubernetes": lambda p, n: s.kubernetes(p),
-            "image.pull": s.image_pull,
-            "image.list": lambda p, n: s.image_list(),
-            "events.subscribe": lambda p, n: s.subscribe(n),
+            "image.pull": images.image_pull,
+            "image.list": lambda p, n: images.image_list(),
+            "events.subscribe": lambda p, n: events.subscribe(n),
         }
         mismatched = set(METHODS) ^ set(self._handlers)
         if mismatched:  # a method added to client/protocol.py needs a handler here, and back

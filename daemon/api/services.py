@@ -1,8 +1,9 @@
-"""The interface between the socket server and the worker lifecycle (SPEC §11).
+"""The interface between the socket server and what the methods mean (SPEC §11).
 
-The RPC layer (``daemon/rpc.py``) decodes a request's params into the ``client.protocol`` Params
-struct, calls one method of a :class:`WorkerService` and encodes what it returns. No logic lives
-in the dispatcher; everything a method means lives behind this Protocol.
+The RPC layer (``daemon/api/rpc.py``) decodes a request's params into the ``client.protocol``
+Params struct, calls one method of the :class:`Services` (``worker.*`` → :class:`WorkerService`,
+``image.*`` → :class:`ImageService`, ``events.*`` → :class:`EventService`) and encodes what it
+returns. No logic lives in the dispatcher; everything a method means lives behind these Protocols.
 
 Notifications: methods that report progress or stream (``add``, ``start``, ``restart``, ``logs``,
 ``image_pull``, ``subscribe``) get a :class:`Notify` bound to the calling client:
@@ -18,7 +19,8 @@ has disconnected.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
@@ -48,7 +50,8 @@ from client.protocol import (
     WorkerStopParams,
 )
 
-__all__ = ["ClientGone", "Notify", "WorkerService"]
+__all__ = ["NULL_NOTIFY", "ClientGone", "EventService", "ImageService", "Notify", "Services",
+           "WorkerService"]
 
 
 class ClientGone(Exception):
@@ -79,8 +82,25 @@ class Notify(Protocol):
         ...
 
 
+class _NullNotify:
+    """The :class:`Notify` of a call nobody listens to (a hot reload, a call over the engine
+    bus): no notifications, no streams, no file descriptors."""
+
+    async def __call__(self, method: str, params: msgspec.Struct) -> None:
+        return None
+
+    def take_fds(self) -> list[int]:
+        return []
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        coro.close()
+
+
+NULL_NOTIFY: Notify = _NullNotify()
+
+
 class WorkerService(Protocol):
-    """What the daemon does for the ``worker.*``, ``image.*`` and ``events.*`` methods.
+    """What the daemon does for the ``worker.*`` methods.
 
     Every method raises ``daemon.errors.DaemonError`` subclasses for failures the client should
     see; anything else is answered as a generic -32603 and logged with its traceback.
@@ -112,12 +132,6 @@ class WorkerService(Protocol):
 
     async def kubernetes(self, params: WorkerKubernetesParams) -> WorkerKubernetesResult: ...
 
-    async def image_pull(self, params: ImagePullParams, notify: Notify) -> ImagePullResult: ...
-
-    async def image_list(self) -> ImageListResult: ...
-
-    async def subscribe(self, notify: Notify) -> EmptyResult: ...
-
     async def aclose(self, *, stop_workers: bool) -> None:
         """Called once at daemon shutdown, after the server stopped serving.
 
@@ -125,3 +139,36 @@ class WorkerService(Protocol):
         next daemon to reattach.
         """
         ...
+
+
+class ImageService(Protocol):
+    """``image.pull`` and ``image.list``."""
+
+    async def image_pull(self, params: ImagePullParams, notify: Notify) -> ImagePullResult: ...
+
+    async def image_list(self) -> ImageListResult: ...
+
+
+class EventService(Protocol):
+    """``events.subscribe``: streams worker events until the client leaves."""
+
+    async def subscribe(self, notify: Notify) -> EmptyResult: ...
+
+
+class AllServices(WorkerService, ImageService, EventService, Protocol):
+    """One object serving every method (the scripted services of the tests)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the dispatcher calls, one service per method family; built in ``daemon/app.py``."""
+
+    workers: WorkerService
+    images: ImageService
+    events: EventService
+    #: The engine session's view for ``daemon.info`` (None: answer with a TCP probe).
+    engine_reachable: Callable[[], bool] | None = None
+
+    @classmethod
+    def of(cls, service: AllServices) -> Services:
+        return cls(workers=service, images=service, events=service)

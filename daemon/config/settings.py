@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from daemon.images.settings import registry_overrides
+
 __all__ = ["DEFAULT_ENGINE_URL", "DaemonSettings", "SettingsError", "load_settings"]
 
 DEFAULT_ENGINE_URL = "ws://127.0.0.1:49134"
@@ -184,9 +186,9 @@ def load_settings(env: Mapping[str, str] | None = None, *,
     config_path = (config_path or home / "config.yaml").expanduser().absolute()
     socket_path = Path(env.get("III_SOCKET") or home / "iii.sock").expanduser().absolute()
 
-    insecure: list[str] = list(raw.get("insecure_registries") or [])
-    if env.get("III_INSECURE_REGISTRIES"):
-        insecure = [h.strip() for h in env["III_INSECURE_REGISTRIES"].split(",") if h.strip()]
+    env_insecure, env_mirror = registry_overrides(env)
+    insecure = env_insecure if env_insecure is not None else \
+        list(raw.get("insecure_registries") or [])
 
     ca_setting = raw.get("ca_bundle")
     if ca_setting is None:
@@ -219,7 +221,7 @@ def load_settings(env: Mapping[str, str] | None = None, *,
         log_max_bytes=int(_pick(raw, "log_max_bytes", defaults)),
         log_keep=int(_pick(raw, "log_keep", defaults)),
         insecure_registries=tuple(insecure),
-        registry_mirror=env.get("III_REGISTRY_MIRROR") or raw.get("registry_mirror") or None,
+        registry_mirror=env_mirror or raw.get("registry_mirror") or None,
         ca_bundle=ca_bundle,
         engine_control=bool(_pick(raw, "engine_control", defaults)),
     )

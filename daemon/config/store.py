@@ -10,7 +10,7 @@
   is fixed; the watcher reports it once per broken version.
 
 The store keeps a *belief*: the entries the daemon last loaded, wrote or was told about by the
-watcher. :meth:`ConfigStore.watch` reports the difference between the file and that belief, so the
+watcher. :meth:`ConfigStore.poll` reports the difference between the file and that belief, so the
 store's own writes are never reported, while a hand edit made just before a write still is.
 
 Example::
@@ -113,6 +113,7 @@ class ConfigStore:
         # Why the file is unusable right now (None when it is fine): readers of the belief
         # say that what they show is the last good state.
         self.error: ConfigError | None = None
+        self._listeners: list[Callable[[ConfigChange], Awaitable[None]]] = []
 
     @property
     def lock_path(self) -> Path:
@@ -323,30 +324,36 @@ class ConfigStore:
         self._reported_error = self.error = None
         return diff_entries(self._belief, entries), entries, sig
 
+    def listen(self, on_change: Callable[[ConfigChange], Awaitable[None]]) -> None:
+        """Await ``on_change`` for every hand edit or broken version a :meth:`poll` finds."""
+        self._listeners.append(on_change)
+
     async def poll(self) -> ConfigChange | None:
-        """Look at the file once; return what changed by hand since the belief (None if nothing).
-        A broken file gives ``ConfigChange(error=...)`` once per broken version."""
+        """Look at the file once; return what changed by hand since the belief (None if
+        nothing), after the listeners have seen it. A broken file gives
+        ``ConfigChange(error=...)`` once per broken version."""
         async with self._lock:
             change, entries, sig = await asyncio.to_thread(self._poll_sync)
             if entries is not None:
                 self._belief = entries
                 self._checked = sig
-            return change if change else None
+        if not change:
+            return None
+        if change.error is not None:
+            log.error("config.yaml is invalid and will not be written: %s", change.error)
+        for listener in self._listeners:
+            await listener(change)
+        return change
 
-    async def watch(self, on_change: Callable[[ConfigChange], Awaitable[None]], *,
-                    interval: float = WATCH_INTERVAL_S) -> None:
-        """Poll every ``interval`` s (mtime, size, inode) forever; await ``on_change`` for each
-        hand edit or broken version. Run it in the daemon's TaskGroup; cancel to stop.
+    async def watch(self, *, interval: float = WATCH_INTERVAL_S) -> None:
+        """:meth:`poll` every ``interval`` s (mtime, size, inode) forever. Run it in the
+        daemon's TaskGroup; cancel to stop.
 
         Call :meth:`load` first: changes are relative to the belief, which starts empty (so
         without a load every existing entry would be reported as added). Deleting the file
         removes every entry."""
         while True:
-            change = await self.poll()
-            if change is not None:
-                if change.error is not None:
-                    log.error("config.yaml is invalid and will not be written: %s", change.error)
-                await on_change(change)
+            await self.poll()
             await asyncio.sleep(interval)
 
 

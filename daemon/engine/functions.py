@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from client.protocol import (
 )
 from client.wire_constants import ErrorCode
 from daemon.api.rpc import DaemonControl, Dispatcher
-from daemon.api.services import WorkerService
+from daemon.api.services import NULL_NOTIFY, Services
 from daemon.engine.session import EngineSession, FunctionError, Handler
 from daemon.events import EventBus
 
@@ -51,19 +50,6 @@ __all__ = ["EngineApi"]
 log = logging.getLogger("iii.daemon.engine")
 
 _encoder = msgspec.json.Encoder()
-
-
-class _NoNotify:
-    """Calls over the engine bus get no notifications and no streams."""
-
-    async def __call__(self, method: str, params: msgspec.Struct) -> None:
-        return None
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        coro.close()
-
-    def take_fds(self) -> list[int]:
-        return []  # nothing crosses the bus as a file descriptor (worker.exec is socket-only)
 
 
 async def _no_info() -> DaemonInfoResult:
@@ -96,11 +82,11 @@ def lifecycle_of(event: EventNotification) -> str:
 class EngineApi:
     """Builds the function handlers and serves the ``worker::lifecycle`` trigger type."""
 
-    def __init__(self, service: WorkerService, events: EventBus, *,
+    def __init__(self, services: Services, events: EventBus, *,
                  engine_control: bool) -> None:
         self.engine_control = engine_control
         self.events = events
-        self._dispatcher = Dispatcher(service, DaemonControl(info=_no_info,
+        self._dispatcher = Dispatcher(services, DaemonControl(info=_no_info,
                                                              request_shutdown=_no_shutdown))
         self._triggers: dict[str, _Trigger] = {}
 
@@ -129,7 +115,7 @@ class EngineApi:
         request: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
         if data is not None:
             request["params"] = data
-        reply = await self._dispatcher.handle_line(_encoder.encode(request), _NoNotify())
+        reply = await self._dispatcher.handle_line(_encoder.encode(request), NULL_NOTIFY)
         assert reply is not None  # a request with an id is always answered
         answer = msgspec.json.decode(reply)
         error = answer.get("error")

@@ -133,6 +133,15 @@ class EngineSession:
         self._random = random.Random()
         self._calls: asyncio.TaskGroup | None = None
 
+    def listen(self, *, on_up: Callback, on_down: Callback) -> None:
+        """Await ``on_up`` when a session opens and ``on_down`` when it ends."""
+        self.on_up, self.on_down = on_up, on_down
+
+    def serve(self, functions: Mapping[str, Handler], triggers: TriggerProvider | None) -> None:
+        """Register ``functions`` and ``triggers``' trigger types with every session opened."""
+        self.functions.update(functions)
+        self.triggers = triggers
+
     # -- state -------------------------------------------------------------------------------
 
     @property

@@ -33,17 +33,10 @@ class RegistrySettings:
         ``DOCKER_CONFIG`` (a directory) or ``~/.docker/config.json``; env values win over the
         keyword defaults (which come from ``daemon.yaml``)."""
         env = os.environ if environ is None else environ
-        insecure = set(insecure_registries)
-        if env.get("III_INSECURE_REGISTRIES"):
-            insecure = {h.strip() for h in env["III_INSECURE_REGISTRIES"].split(",") if h.strip()}
-        mirror = env.get("III_REGISTRY_MIRROR", "").strip() or registry_mirror or None
-        docker_config: Path | None
-        if env.get("DOCKER_CONFIG"):
-            docker_config = Path(env["DOCKER_CONFIG"]) / "config.json"
-        else:
-            home = env.get("HOME")
-            docker_config = Path(home) / ".docker" / "config.json" if home else None
-        return cls(frozenset(insecure), mirror, docker_config, max(1, concurrency))
+        insecure, mirror = registry_overrides(env)
+        return cls(frozenset(insecure if insecure is not None else insecure_registries),
+                   mirror or registry_mirror or None, docker_config_path(env),
+                   max(1, concurrency))
 
     def is_plain_http(self, host: str) -> bool:
         """Plain HTTP only for loopback hosts and the insecure list (``host`` may carry a port)."""
@@ -60,3 +53,21 @@ class RegistrySettings:
             return ipaddress.ip_address(name).is_loopback
         except ValueError:
             return False
+
+
+def registry_overrides(env: Mapping[str, str]) -> tuple[list[str] | None, str | None]:
+    """``III_INSECURE_REGISTRIES`` (comma-separated hosts) and ``III_REGISTRY_MIRROR`` as set in
+    ``env``; None for each one that is unset. The one parser of both (daemon.yaml's loader
+    uses it too)."""
+    insecure = None
+    if env.get("III_INSECURE_REGISTRIES"):
+        insecure = [h.strip() for h in env["III_INSECURE_REGISTRIES"].split(",") if h.strip()]
+    return insecure, env.get("III_REGISTRY_MIRROR", "").strip() or None
+
+
+def docker_config_path(env: Mapping[str, str]) -> Path | None:
+    """``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json`` (None without a HOME)."""
+    if env.get("DOCKER_CONFIG"):
+        return Path(env["DOCKER_CONFIG"]) / "config.json"
+    home = env.get("HOME")
+    return Path(home) / ".docker" / "config.json" if home else None

@@ -23,13 +23,14 @@ from daemon.sandboxes.backend import (
     choose_network,
 )
 from daemon.sandboxes.boot import (
-                                   BootSpec,
-                                   Prepared,
-                                   boot_sandbox,
-                                   launch_params,
-                                   prepare,
-                                   run_script,
-                                   start_params,
+    BootPhase,
+    BootSpec,
+    Prepared,
+    boot_sandbox,
+    launch_params,
+    prepare,
+    run_script,
+    start_params,
 )
 from daemon.sandboxes.env import build_sandbox_env, place_host_files, resolve_ca_bundle
 from daemon.sandboxes.fingerprint import Fingerprint, compute_fingerprint, explain_change
@@ -39,12 +40,10 @@ from daemon.sandboxes.sync import SKIP_NAMES, SyncStats, sync_project
 from daemon.sandboxes.task import SandboxTask, TaskState, TaskStatus, read_exit_file, sandbox_lock
 
 __all__ = [
-    "SKIP_NAMES", "BackendChoice", "BootSpec", "Fingerprint", "NetworkChoice", "Prepared",
-    "Provisioner",
-    "RootDecision", "RootMode", "SandboxLayout", "SandboxTask", "SyncStats", "TaskState",
-    "TaskStatus", "boot_sandbox", "build_sandbox_env", "choose_backend", "choose_ids", "choose_network",
-    "compute_fingerprint",
-    "explain_change", "launch_params", "place_host_files", "prepare", "read_exit_file",
+    "SKIP_NAMES", "BackendChoice", "BootPhase", "BootSpec", "Fingerprint", "NetworkChoice",
+    "Prepared", "Provisioner", "RootDecision", "RootMode", "SandboxLayout", "SandboxTask",
+    "SyncStats", "TaskState", "TaskStatus", "boot_sandbox", "build_sandbox_env",
+    "choose_backend", "choose_ids", "choose_network", "compute_fingerprint", "explain_change", "launch_params", "place_host_files", "prepare", "read_exit_file",
     "resolve_ca_bundle", "run_script", "sandbox_lock", "start_params", "sync_project",
     "validate_sandbox_id",
 ]

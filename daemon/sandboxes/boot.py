@@ -9,6 +9,7 @@ same env, same backend as the worker), their output goes to ``logs/worker.log``.
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import os
 import re
@@ -41,7 +42,19 @@ OUTPUT_TAIL_LINES = 20
 WORKSPACE = "/workspace"
 _LAUNCHER_PREFIX = "[iii-launcher]"
 
-Progress = Callable[[str, str], None]  # (phase, message); phases: "preparing", "installing"
+class BootPhase(enum.Enum):
+    """The steps of a sandbox boot, in order; the daemon maps each one to a worker state and a
+    client progress phase in one table (``daemon.workers.state.BOOT_PHASES``)."""
+
+    PROVISION = "provision"  # the sandbox root is made (overlay, reflink or copy)
+    SYNC = "sync"  # the project is copied into /workspace
+    UP_TO_DATE = "up-to-date"  # the dependency marker matches: setup and install are skipped
+    SETUP = "setup"  # the manifest's setup script, first start only
+    INSTALL = "install"  # the install script
+    START = "start"  # the worker process is launched
+
+
+Progress = Callable[[BootPhase, str], None]  # (phase, message for a person)
 
 
 class BootSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,7 +101,7 @@ class Prepared:
     sync: SyncStats | None
 
 
-def _note(progress: Progress | None, phase: str, message: str) -> None:
+def _note(progress: Progress | None, phase: BootPhase, message: str) -> None:
     if progress is not None:
         progress(phase, message)
 
@@ -120,12 +133,12 @@ async def prepare(layout: SandboxLayout, boot: BootSpec, provisioner: Provisione
         raise Conflict(f"sandbox {layout.name!r} is running (launcher pid {running.pid}); "
                        "stop it before preparing it again")
     mode = await asyncio.to_thread(lambda: layout.mode() or provisioner.decision().mode)
-    _note(progress, "preparing", f"provisioning the sandbox root ({mode.value})")
+    _note(progress, BootPhase.PROVISION, f"provisioning the sandbox root ({mode.value})")
     root = await asyncio.to_thread(provisioner.provision, layout, Path(boot.image_rootfs))
     writable = layout.writable_root()
     stats = None
     if boot.project is not None:
-        _note(progress, "preparing", f"syncing {boot.project} into {WORKSPACE}")
+        _note(progress, BootPhase.SYNC, f"syncing {boot.project} into {WORKSPACE}")
         stats = await asyncio.to_thread(sync_project, Path(boot.project), layout.workspace,
                                         layout.sync_state)
     ca = None if boot.ca_bundle is None else Path(boot.ca_bundle)
@@ -138,18 +151,18 @@ async def prepare(layout: SandboxLayout, boot: BootSpec, provisioner: Provisione
     prepared = Prepared(root=root, env=env, ran_setup=False, ran_install=False, reason=None,
                         sync=stats)
     if marker is not None and marker.fingerprint == fp.digest:
-        _note(progress, "preparing", "dependencies up to date; skipping setup and install")
+        _note(progress, BootPhase.UP_TO_DATE, "dependencies up to date; skipping setup and install")
         return prepared
     if marker is None:
         prepared.reason = "first start"
         if boot.setup.strip():
-            _note(progress, "installing", "running setup (first start)")
+            _note(progress, BootPhase.SETUP, "running setup (first start)")
             await run_script(layout, boot, root, env, "setup", boot.setup)
             prepared.ran_setup = True
     else:
         prepared.reason = explain_change(marker.parts, fp)
     if boot.install.strip():
-        _note(progress, "installing", f"running install ({prepared.reason})")
+        _note(progress, BootPhase.INSTALL, f"running install ({prepared.reason})")
         await run_script(layout, boot, root, env, "install", boot.install)
         prepared.ran_install = True
     if prepared.ran_setup or prepared.ran_install:
@@ -195,7 +208,7 @@ async def boot_sandbox(layout: SandboxLayout, boot_spec: BootSpec, provisioner: 
     """``prepare`` then start the worker, all under the sandbox lock; return the running task."""
     with sandbox_lock(layout):
         prepared = await prepare(layout, boot_spec, provisioner, progress, locked=True)
-        _note(progress, "starting", "starting the worker")
+        _note(progress, BootPhase.START, "starting the worker")
         task = SandboxTask(layout)
         await task.start(start_params(layout, boot_spec, prepared), locked=True)
     return task, prepared

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from daemon.errors import InvalidArgument
 from daemon.sandboxes.beneath import write_file_beneath
+from manifests.spec import RESERVED_ENV_KEYS
 
 log = logging.getLogger(__name__)
 
-RESERVED_KEYS = ("III_URL", "III_ENGINE_URL", "III_WORKER_NAME", "III_ISOLATION")
+RESERVED_KEYS = RESERVED_ENV_KEYS  # the manifest rule: values the daemon sets, nobody overrides
 PROXY_KEYS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 DEFAULTS = {
     "HOME": "/root",

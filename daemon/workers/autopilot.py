@@ -10,20 +10,23 @@ import logging
 import os
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from daemon.background import BackgroundTasks
 from daemon.config.entries import ConfigError, WorkerKind
-from daemon.config.store import ConfigChange
+from daemon.config.settings import DaemonSettings
+from daemon.config.store import ConfigChange, ConfigStore
 from daemon.engine.functions import EngineApi
 from daemon.engine.roster import EngineRoster
 from daemon.engine.session import EngineSession
-from daemon.sandboxes import SandboxTask
-from daemon.workers.lifecycle import WorkerLifecycle, managed_names
+from daemon.events import EventBus
+from daemon.sandboxes import SandboxLayout, SandboxTask
 from daemon.workers.logs import rotate_if_needed
 from daemon.workers.state import WorkerState
+from daemon.workers.supervisor import Supervisor
 from vmm_ffi.params import LaunchParams
 
 log = logging.getLogger("iii.daemon.autostart")
@@ -55,36 +58,44 @@ def kill_orphan(task: SandboxTask) -> None:
     task.layout.pid_file.unlink(missing_ok=True)
 
 
-class Autopilot:
-    """Runs the daemon's own loops for one :class:`WorkerLifecycle`."""
+def managed_names(home: Path) -> list[str]:
+    """Sandbox directories on disk (dot-directories are deletions in progress)."""
+    managed = home / "managed"
+    if not managed.is_dir():
+        return []
+    return sorted(p.name for p in managed.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def __init__(self, lifecycle: WorkerLifecycle, tasks: BackgroundTasks, *,
-                 version: str, api: EngineApi | None = None) -> None:
-        self.lc = lifecycle
-        self.settings = lifecycle.settings
-        self.tasks = tasks
-        self.api = api
-        self.session = EngineSession(self.settings.engine_url, version=version,
-                                     on_up=self._engine_up, on_down=self._engine_down,
-                                     functions=api.functions() if api else None, triggers=api)
-        self.roster = EngineRoster(self.session, lifecycle.events,
-                                   managed=lambda name: lifecycle.store.find(name) is not None,
-                                   busy=self._expecting_registrations,
-                                   on_update=self._registered_changed)
-        lifecycle.engine_reachable = lambda: self.session.reachable
-        lifecycle.engine_truth_age = self.roster.fresh
-        lifecycle.config_changed = self._config_changed
+
+class Autopilot:
+    """Runs the daemon's own loops over the components ``daemon/app.py`` built.
+
+    Wire it with ``session.listen(on_up=autopilot.engine_up, on_down=autopilot.engine_down)``
+    and ``store.listen(autopilot.config_changed)``.
+    """
+
+    def __init__(self, settings: DaemonSettings, store: ConfigStore, supervisor: Supervisor,
+                 events: EventBus, session: EngineSession, roster: EngineRoster,
+                 tasks: BackgroundTasks, *, api: EngineApi | None = None) -> None:
+        self.settings, self.store, self.supervisor = settings, store, supervisor
+        self.events, self.session, self.roster = events, session, roster
+        self.tasks, self.api = tasks, api
         self._grace_fired = False
+
+    def layout(self, name: str) -> SandboxLayout:
+        return SandboxLayout(self.settings.home, name)
 
     # -- start-up ------------------------------------------------------------------------------
 
     def reattach_all(self) -> int:
-        """Adopt every sandbox whose launcher still runs; remove stale pid files. Blocking."""
-        self.lc.restore_manual_stops()
-        known = {e.name for e in self.lc.store.snapshot()}
+        """Adopt every sandbox whose launcher still runs; remove stale pid files; a ``stop``
+        the user gave an earlier daemon still holds. Blocking."""
+        known = {e.name for e in self.store.snapshot()}
+        for name in known:
+            if self.layout(name).manual_stop_flag.exists():
+                self.supervisor.runtime(name).manual_stop = True
         adopted = 0
         for name in managed_names(self.settings.home):
-            layout = self.lc.layout(name)
+            layout = self.layout(name)
             task = SandboxTask.reattach(layout)
             if layout.oneshot_flag.exists():
                 # A setup/install run whose daemon died: it wrote no marker, so kill it and let
@@ -109,7 +120,7 @@ class Autopilot:
                 pass
             if isolation == "host":  # a Binary worker is not isolated
                 isolation = None
-            self.lc.supervisor.adopt(name, task, isolation)
+            self.supervisor.adopt(name, task, isolation)
             adopted += 1
             log.info("reattached %s (launcher pid %s)", name, task.pid)
         return adopted
@@ -122,43 +133,40 @@ class Autopilot:
                 tg.create_task(self.api.forward_events(self.session))
             tg.create_task(self._grace_loop())
             tg.create_task(self._rotation_loop())
-            tg.create_task(self.lc.store.watch(self._config_changed))
+            tg.create_task(self.store.watch())
 
     def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
         self.tasks.create_task(coro, name=name)
 
     # -- engine ----------------------------------------------------------------------------------
 
-    async def _engine_up(self) -> None:
+    async def engine_up(self) -> None:
         self._grace_fired = False
         self.roster.kick()
-        for entry in self.lc.store.snapshot():
-            if self.lc.kind(entry) in SUPERVISED:
+        for entry in self.store.snapshot():
+            if entry.kind(self.settings.home) in SUPERVISED:
                 self._spawn(self._auto_start(entry.name), f"autostart:{entry.name}")
 
     async def _auto_start(self, name: str) -> None:
-        rt = self.lc.supervisor.runtime(name)
+        rt = self.supervisor.runtime(name)
         if rt.manual_stop or rt.state is not WorkerState.STOPPED or rt.lock.locked():
             return
         try:
-            await self.lc.supervisor.start(name, None, auto=True)
+            await self.supervisor.start(name, None, auto=True)
         except Exception as exc:  # noqa: BLE001 - reported, the next engine-up tries again
             log.warning("auto-start of %s failed: %s", name, exc)
-            self.lc.events.publish(name, "stopped", f"auto-start failed: {exc}")
+            self.events.publish(name, "stopped", f"auto-start failed: {exc}")
 
-    async def _engine_down(self) -> None:
+    async def engine_down(self) -> None:
         self.roster.forget()
         if self.api is not None:
             self.api.forget_triggers()
 
-    def _registered_changed(self, names: set[str] | None) -> None:
-        self.lc.registered = names
-
-    def _expecting_registrations(self) -> bool:
+    def expecting_registrations(self) -> bool:
         """Workers are starting, or run without being listed yet: engine truth moves now."""
         names = self.roster.names or set()
         now = time.time()
-        for rt in self.lc.supervisor.runtimes():
+        for rt in self.supervisor.runtimes():
             if rt.state in STARTING_STATES:
                 return True
             if rt.state is WorkerState.RUNNING and rt.name not in names and \
@@ -174,46 +182,46 @@ class Autopilot:
             if grace <= 0 or down_for is None or down_for < grace or self._grace_fired:
                 continue
             self._grace_fired = True
-            for rt in self.lc.supervisor.runtimes():
+            for rt in self.supervisor.runtimes():
                 if rt.auto_started and rt.state in (WorkerState.RUNNING, WorkerState.BACKOFF):
                     log.info("engine down for %.0fs: stopping %s", down_for, rt.name)
-                    self._spawn(self.lc.supervisor.stop(rt.name, self.settings.stop_timeout_s,
+                    self._spawn(self.supervisor.stop(rt.name, self.settings.stop_timeout_s,
                                                         manual=False), f"grace-stop:{rt.name}")
 
     async def _rotation_loop(self) -> None:
         while True:
             await asyncio.sleep(LOG_ROTATE_INTERVAL_S)
-            for rt in self.lc.supervisor.runtimes():
-                log_file = self.lc.layout(rt.name).worker_log
+            for rt in self.supervisor.runtimes():
+                log_file = self.layout(rt.name).worker_log
                 await asyncio.to_thread(rotate_if_needed, log_file, self.settings.log_max_bytes,
                                         self.settings.log_keep)
 
     # -- config.yaml hand edits --------------------------------------------------------------------
 
-    async def _config_changed(self, change: ConfigChange) -> None:
+    async def config_changed(self, change: ConfigChange) -> None:
         if change.error is not None:
             log.error("config.yaml cannot be read (%s); workers keep running, nothing is "
                       "written until it is fixed", change.error)
-            self.lc.events.publish("*", "config-error", str(change.error))
+            self.events.publish("*", "config-error", str(change.error))
             return
         for entry in change.removed:
             log.info("%s was removed from config.yaml by hand: stopping it", entry.name)
             self._spawn(self._stop_removed(entry.name), f"unmanage:{entry.name}")
         for entry in change.added:
-            if self.lc.kind(entry) in SUPERVISED and self.session.reachable:
+            if entry.kind(self.settings.home) in SUPERVISED and self.session.reachable:
                 log.info("%s was added to config.yaml by hand: starting it", entry.name)
                 self._spawn(self._auto_start(entry.name), f"autostart:{entry.name}")
         for entry in change.changed:
-            rt = self.lc.supervisor.runtime(entry.name)
+            rt = self.supervisor.runtime(entry.name)
             if rt.state is WorkerState.RUNNING:
                 self._spawn(self._restart(entry.name), f"restart:{entry.name}")
 
     async def _stop_removed(self, name: str) -> None:
-        await self.lc.supervisor.stop(name, self.settings.stop_timeout_s, manual=False)
-        self.lc.supervisor.forget(name)
+        await self.supervisor.stop(name, self.settings.stop_timeout_s, manual=False)
+        self.supervisor.forget(name)
 
     async def _restart(self, name: str) -> None:
-        await self.lc.supervisor.stop(name, self.settings.stop_timeout_s, manual=False)
+        await self.supervisor.stop(name, self.settings.stop_timeout_s, manual=False)
         await self._auto_start(name)
 
 

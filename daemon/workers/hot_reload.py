@@ -17,16 +17,19 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
 
 from watchfiles import Change, awatch
 
 from client.protocol import WorkerStartParams
+from daemon.api.services import NULL_NOTIFY, WorkerService
 from daemon.background import BackgroundTasks
 from daemon.config.entries import WorkerKind
+from daemon.config.store import ConfigStore
 from daemon.errors import DaemonError
 from daemon.events import EventBus
+from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.sync import SKIP_NAMES
+from daemon.workers.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +54,17 @@ def relevant(project: Path, change: Change, path: str) -> bool:
 class HotReload:
     """Owns one watcher task per watched running worker; driven by the worker events."""
 
-    def __init__(self, lifecycle: Any, events: EventBus, tasks: BackgroundTasks) -> None:
-        self._lifecycle, self._events, self._tasks = lifecycle, events, tasks
+    def __init__(self, workers: WorkerService, store: ConfigStore, supervisor: Supervisor,
+                 events: EventBus, tasks: BackgroundTasks) -> None:
+        self._workers, self._store, self._supervisor = workers, store, supervisor
+        self._events, self._tasks = events, tasks
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._reloading: set[str] = set()
 
     async def run(self) -> None:
         """Follow the worker events for the daemon's life (workers reattached at start first)."""
         stream = self._events.stream()
-        for runtime in self._lifecycle.supervisor.runtimes():
+        for runtime in self._supervisor.runtimes():
             if runtime.state.value == "running":
                 self._ensure(runtime.name)
         async for event in stream:
@@ -67,16 +72,13 @@ class HotReload:
                 self._ensure(event.worker)
             elif event.status == "removed" or (event.status == "stopped"
                                                and event.worker not in self._reloading
-                                               and self._stopped_by_request(event.worker)):
+                                               and self._supervisor.manually_stopped(
+                                                   event.worker)):
                 self._cancel(event.worker)  # a failed reload keeps watching: the next save fixes
 
-    def _stopped_by_request(self, name: str) -> bool:
-        runtime = self._lifecycle.supervisor.runtime(name)
-        return bool(getattr(runtime, "manual_stop", True))
-
     def _project(self, name: str) -> Path | None:
-        entry = self._lifecycle.store.find(name)
-        if entry is None or self._lifecycle.kind(entry) is not WorkerKind.LOCAL \
+        entry = self._store.find(name)
+        if entry is None or entry.kind(self._store.home) is not WorkerKind.LOCAL \
                 or entry.watch is False or entry.worker_path is None:
             return None
         return Path(entry.worker_path)
@@ -110,7 +112,7 @@ class HotReload:
         self._say(name, f"reloading ({shown} changed)")
         self._reloading.add(name)
         try:
-            await self._lifecycle.restart(WorkerStartParams(name=name), _Silent())
+            await self._workers.restart(WorkerStartParams(name=name), NULL_NOTIFY)
         except DaemonError as exc:
             self._say(name, f"reload failed: {exc.message}")
         finally:
@@ -119,20 +121,8 @@ class HotReload:
     def _say(self, name: str, message: str) -> None:
         log.info("worker %s: %s", name, message)
         with contextlib.suppress(OSError), \
-                open(self._lifecycle.layout(name).worker_log, "a") as worker_log:
+                open(SandboxLayout(self._store.home, name).worker_log, "a") as worker_log:
             worker_log.write(f"[iii] {message}\n")
         status = "reloading" if message.startswith("reloading") else "watch"
         self._events.publish(name, status, message)
 
-
-class _Silent:
-    """The ``Notify`` of a reload: nobody is listening for its progress."""
-
-    async def __call__(self, method: str, params: Any) -> None:
-        return None
-
-    def spawn(self, coro: Any) -> None:
-        coro.close()
-
-    def take_fds(self) -> list[int]:
-        return []

@@ -11,15 +11,9 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from client.protocol import (
     EmptyResult,
-    ImageListResult,
-    ImagePullParams,
-    ImagePullResult,
-    ImageSummary,
     ManifestView,
     Resources,
     Scripts,
@@ -43,26 +37,27 @@ from client.protocol import (
     WorkerStartParams,
     WorkerStopParams,
 )
+from daemon.api.progress import ProgressRelay, progress_relay
 from daemon.api.services import ClientGone, Notify
 from daemon.config.entries import WorkerEntry, WorkerKind
 from daemon.config.env import flatten_config
 from daemon.config.settings import DaemonSettings
-from daemon.config.store import ConfigChange, ConfigStore
+from daemon.config.store import ConfigStore
+from daemon.engine.roster import EngineRoster
 from daemon.errors import AlreadyExists, DaemonError, InvalidArgument, InvalidState, NotFound
 from daemon.events import EventBus
 from daemon.export.kubernetes import render as render_kubernetes
 from daemon.export.kubernetes import render_yaml
 from daemon.export.service import check_exportable, export_to_oci
 from daemon.images import ImageStore
-from daemon.sandboxes import Provisioner, SandboxLayout, boot_sandbox, prepare
-from daemon.workers.binary import start_binary
+from daemon.sandboxes import SandboxLayout, prepare
 from daemon.workers.boot_specs import load_project, resolve_boot
 from daemon.workers.exec import ExecRegistry, enter_spec, run_exec
 from daemon.workers.isolation import sandbox_isolation
+from daemon.workers.launch import WorkerLauncher
 from daemon.workers.logs import follow, tail
-from daemon.workers.progress import ProgressRelay, progress_relay
 from daemon.workers.state import WorkerState
-from daemon.workers.supervisor import Launched, Progress, Supervisor, WorkerRuntime
+from daemon.workers.supervisor import Supervisor, WorkerRuntime
 from daemon.workers.targets import TargetKind, classify_target
 from manifests import WorkerSpec
 from vmm_ffi.statefiles import write_atomic
@@ -74,23 +69,15 @@ LAST_EXPORT = "last-export"  # in the sandbox dir: REGISTRY/REPO@DIGEST of the l
 
 
 class WorkerLifecycle:
-    """Implements ``daemon.api.services.WorkerService``."""
+    """Implements ``daemon.api.services.WorkerService``; built in ``daemon/app.py``."""
 
     def __init__(self, settings: DaemonSettings, store: ConfigStore, images: ImageStore,
-                 provisioner: Provisioner, events: EventBus, tasks: asyncio.TaskGroup) -> None:
+                 launcher: WorkerLauncher, supervisor: Supervisor, events: EventBus,
+                 engine: EngineRoster) -> None:
         self.settings, self.store, self.images = settings, store, images
-        self.provisioner, self.events = provisioner, events
-        self.supervisor = Supervisor(self._launch, events, tasks)
-        self.registered: set[str] | None = None  # engine truth, refreshed by autostart
-        self.engine_reachable: Callable[[], bool] = lambda: False  # the engine session's view
-        # Set by the autopilot: makes engine truth fresh for a list; returns its age in seconds.
-        self.engine_truth_age: Callable[[], Awaitable[float | None]] = _unknown_age
-        self._specs: dict[str, WorkerSpec] = {}
-        self._deps: dict[str, bool] = {}  # marker present? cached: list is the hot path
-        self._relays: dict[str, ProgressRelay] = {}
+        self.launcher, self.supervisor, self.events = launcher, supervisor, events
+        self.engine = engine  # engine truth (``engine_registered``) over the engine session
         self._execs = ExecRegistry()
-        # Set by the autopilot: hand edits found by a launch are reconciled like the watcher's.
-        self.config_changed: Callable[[ConfigChange], Awaitable[None]] | None = None
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -106,61 +93,26 @@ class WorkerLifecycle:
             raise NotFound(f"worker '{name}' not found; see `iii worker list`")
         return entry
 
-    async def _fresh_entry(self, name: str) -> WorkerEntry:
-        """The entry as config.yaml holds it now: a hand edit made just before a start is
-        honoured even if the watcher has not polled yet."""
-        change = await self.store.poll()
-        if change is not None and self.config_changed is not None:
-            await self.config_changed(change)
-        return self.entry(name)
-
-    async def _launch(self, name: str, progress: Progress | None) -> Launched:
-        entry = await self._fresh_entry(name)
-        kind = self.kind(entry)
-        if kind is WorkerKind.BINARY:
-            binary = self.settings.home / "workers" / name
-            task = await start_binary(self.layout(name), entry, str(binary),
-                                      self.settings.engine_url)
-            return Launched(task=task, isolation=None)
-        relay = self._relays.get(name)
-        resolved = await resolve_boot(entry, kind, self.settings, self.images,
-                                      relay.pull if relay else None)
-        if resolved.spec is not None:
-            self._specs[name] = resolved.spec
-        try:
-            task, _ = await boot_sandbox(self.layout(name), resolved.boot, self.provisioner,
-                                         progress)
-        finally:
-            self._deps.pop(name, None)  # the marker may have been written (or not)
-        return Launched(task=task, isolation=resolved.boot.backend, warnings=resolved.warnings)
+    def engine_reachable(self) -> bool:
+        return self.engine.session.reachable
 
     def view(self, entry: WorkerEntry, rt: WorkerRuntime | None = None) -> Worker:
         rt = rt or self.supervisor.runtime(entry.name)
         kind = self.kind(entry)
-        spec = self._specs.get(entry.name)
+        spec = self.launcher.specs.get(entry.name)
         registered = None
-        if self.registered is not None and self.engine_reachable():
-            registered = entry.name in self.registered
+        if self.engine.names is not None and self.engine_reachable():
+            registered = entry.name in self.engine.names
         return Worker(
             name=entry.name, type=kind.value, source=entry.worker_path or entry.image,
             status=rt.state.value, pid=rt.pid, isolation=rt.isolation,  # type: ignore[arg-type]
             engine_registered=registered, restarts=rt.restarts,
             last_exit_code=rt.last_exit_code, last_error=rt.last_error,
             started_at=rt.started_at,
-            deps_installed=kind is WorkerKind.LOCAL and self._deps_installed(entry.name),
+            deps_installed=kind is WorkerKind.LOCAL and self.launcher.deps_installed(entry.name),
             image=spec.base_image if spec else entry.image,
             resources=Resources(memory=spec.resources.memory, cpus=spec.resources.cpus)
             if spec else None)
-
-    async def preload_specs(self) -> None:
-        """Resolve every local worker's manifest once at start-up, so that ``list`` shows
-        images and resources before the first start (an unusable manifest is left out)."""
-        for entry in self.store.snapshot():
-            if entry.worker_path is not None and entry.name not in self._specs:
-                try:
-                    self._specs[entry.name] = await load_project(entry.worker_path, entry.name)
-                except DaemonError as exc:
-                    log.info("manifest of %s: %s", entry.name, exc.message)
 
     def restore_manual_stops(self) -> None:
         """At daemon start: a ``stop`` the user gave an earlier daemon still holds. Blocking."""
@@ -174,12 +126,6 @@ class WorkerLifecycle:
             flag.unlink(missing_ok=True)
         elif flag.parent.is_dir():  # a worker never prepared has nothing to auto-start
             flag.touch()
-
-    def _deps_installed(self, name: str) -> bool:
-        known = self._deps.get(name)
-        if known is None:
-            known = self._deps[name] = self.layout(name).marker.exists()
-        return known
 
     # -- worker.add -----------------------------------------------------------------------------
 
@@ -237,12 +183,13 @@ class WorkerLifecycle:
                                           self.settings, self.images, relay.pull,
                                           refresh=params.force)
             if spec is not None:
-                self._specs[name] = spec
+                self.launcher.specs[name] = spec
             # The warnings go back in the result (the CLI prints them once): no progress note.
             try:
-                await prepare(self.layout(name), resolved.boot, self.provisioner, relay.boot)
+                await prepare(self.layout(name), resolved.boot, self.launcher.provisioner,
+                              relay.boot)
             finally:
-                self._deps.pop(name, None)  # the marker may have been written (or not)
+                self.launcher.forget_deps(name)  # the marker may have been written (or not)
             await self.store.add(entry, force=params.force, reset_config=params.reset_config)
         self.events.publish(name, "added")
         return resolved.warnings
@@ -260,11 +207,11 @@ class WorkerLifecycle:
         entry = self._startable(params.name)
         self._remember_manual_stop(params.name, False)
         async with progress_relay(notify, params.name, params.progress) as relay:
-            self._relays[params.name] = relay
+            self.launcher.relays[params.name] = relay
             try:
                 rt, warnings = await self.supervisor.start(params.name, relay.boot)
             finally:
-                self._relays.pop(params.name, None)
+                self.launcher.relays.pop(params.name, None)
             for warning in warnings:  # e.g. no hardware isolation: said on every start
                 relay.note("start", f"warning: {warning}")
         return self.view(entry, rt)
@@ -288,15 +235,14 @@ class WorkerLifecycle:
         layout = self.layout(params.name)
         freed = await asyncio.to_thread(layout.remove) if layout.exists() else 0
         self.supervisor.forget(params.name)
-        self._specs.pop(params.name, None)
-        self._deps.pop(params.name, None)
+        self.launcher.forget(params.name)
         self.events.publish(params.name, "removed")
         return WorkerRemoveResult(removed=True, freed_bytes=freed)
 
     # -- reads ----------------------------------------------------------------------------------
 
     async def list(self) -> WorkerListResult:
-        age = await self.engine_truth_age()
+        age = await self.engine.fresh()
         if not self.engine_reachable():
             age = None
         error = self.store.error
@@ -311,7 +257,7 @@ class WorkerLifecycle:
         if entry.worker_path is not None:
             try:
                 spec = await load_project(entry.worker_path, entry.name)
-                self._specs[entry.name] = spec
+                self.launcher.specs[entry.name] = spec
                 manifest = ManifestView(
                     kind=spec.kind, package_manager=spec.package_manager, entry=spec.entry,
                     base_image=spec.base_image,
@@ -409,30 +355,6 @@ class WorkerLifecycle:
             notify.spawn(stream())
         return WorkerLogsResult(lines=lines)
 
-    # -- images and events ----------------------------------------------------------------------
-
-    async def image_pull(self, params: ImagePullParams, notify: Notify) -> ImagePullResult:
-        async with progress_relay(notify, params.ref, params.progress) as relay:
-            image = await self.images.pull(params.ref, refresh=params.refresh,
-                                           progress=relay.pull)
-        return ImagePullResult(ref=image.ref, digest=image.digest, slug=image.slug,
-                               path=str(image.path), size_bytes=image.size_bytes)
-
-    async def image_list(self) -> ImageListResult:
-        images = await asyncio.to_thread(self.images.list_images)
-        return ImageListResult(images=[
-            ImageSummary(ref=i.ref, digest=i.digest, slug=i.slug, size_bytes=i.size_bytes)
-            for i in images])
-
-    async def subscribe(self, notify: Notify) -> EmptyResult:
-        async def stream() -> None:
-            with contextlib.suppress(ClientGone):
-                async for event in self.events.stream():
-                    await notify("event", event)
-
-        notify.spawn(stream())
-        return EmptyResult()
-
     async def aclose(self, *, stop_workers: bool) -> None:
         runtimes = self.supervisor.runtimes()
         if stop_workers:
@@ -442,14 +364,3 @@ class WorkerLifecycle:
         for rt in runtimes:
             self.supervisor.detach(rt.name)
 
-
-async def _unknown_age() -> float | None:
-    return None
-
-
-def managed_names(home: Path) -> list[str]:
-    """Sandbox directories on disk (dot-directories are deletions in progress)."""
-    managed = home / "managed"
-    if not managed.is_dir():
-        return []
-    return sorted(p.name for p in managed.iterdir() if p.is_dir() and not p.name.startswith("."))

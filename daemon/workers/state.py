@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 
+from client.protocol import ProgressPhase
 from daemon.errors import InvalidState
+from daemon.sandboxes.boot import BootPhase
 
 
 class WorkerState(enum.Enum):
@@ -29,6 +31,17 @@ TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
     _S.STOPPING: frozenset({_S.STOPPED}),
     _S.CRASHED: frozenset({_S.PREPARING, _S.STARTING, _S.STOPPED, _S.BACKOFF}),
     _S.BACKOFF: frozenset({_S.PREPARING, _S.STARTING, _S.STOPPED, _S.CRASHED}),
+}
+
+
+#: Each boot step as the worker's state (``list``, events) and as the client's progress phase.
+BOOT_PHASES: dict[BootPhase, tuple[WorkerState, ProgressPhase]] = {
+    BootPhase.PROVISION: (_S.PREPARING, "provision"),
+    BootPhase.SYNC: (_S.PREPARING, "copy"),
+    BootPhase.UP_TO_DATE: (_S.PREPARING, "install"),
+    BootPhase.SETUP: (_S.INSTALLING, "setup"),
+    BootPhase.INSTALL: (_S.INSTALLING, "install"),
+    BootPhase.START: (_S.STARTING, "start"),
 }
 
 

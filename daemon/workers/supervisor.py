@@ -13,14 +13,22 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from daemon.background import BackgroundTasks
 from daemon.errors import Conflict
 from daemon.events import EventBus
-from daemon.sandboxes import SandboxTask
-from daemon.workers.state import HEALTHY_RESET_S, WorkerState, backoff_delay, check_transition
+from daemon.sandboxes import BootPhase, SandboxTask
+from daemon.workers.state import (
+    BOOT_PHASES,
+    HEALTHY_RESET_S,
+    TRANSITIONS,
+    WorkerState,
+    backoff_delay,
+    check_transition,
+)
 
 log = logging.getLogger("iii.daemon.supervisor")
 
-Progress = Callable[[str, str], None]  # (phase, message)
+Progress = Callable[[BootPhase, str], None]  # (phase, message)
 
 
 @dataclass
@@ -61,9 +69,9 @@ class WorkerRuntime:
 
 
 class Supervisor:
-    """Owns every :class:`WorkerRuntime`; all background work runs in the given TaskGroup."""
+    """Owns every :class:`WorkerRuntime`; its monitors and restarts run in the daemon's tasks."""
 
-    def __init__(self, launch: Launch, events: EventBus, tasks: asyncio.TaskGroup) -> None:
+    def __init__(self, launch: Launch, events: EventBus, tasks: BackgroundTasks) -> None:
         self._launch = launch
         self._events = events
         self._tasks = tasks
@@ -78,10 +86,18 @@ class Supervisor:
     def runtimes(self) -> list[WorkerRuntime]:
         return list(self._runtimes.values())
 
-    def _set(self, rt: WorkerRuntime, state: WorkerState, detail: str | None = None) -> None:
+    def _set(self, rt: WorkerRuntime, state: WorkerState, detail: str | None = None, *,
+             publish: bool = True) -> None:
+        """The one place a worker's state is written: through the transition table."""
         check_transition(rt.name, rt.state, state)
         rt.state = state
-        self._events.publish(rt.name, state.value, detail)
+        if publish:
+            self._events.publish(rt.name, state.value, detail)
+
+    def manually_stopped(self, name: str) -> bool:
+        """Whether the user stopped ``name`` (an automatic start leaves it alone)."""
+        rt = self._runtimes.get(name)
+        return rt is not None and rt.manual_stop
 
     async def start(self, name: str, progress: Progress | None = None, *,
                     auto: bool = False) -> tuple[WorkerRuntime, list[str]]:
@@ -102,25 +118,21 @@ class Supervisor:
             return rt, await self._launch_locked(rt, progress, auto=auto)
 
     async def _launch_locked(self, rt: WorkerRuntime, progress: Progress | None, *,
-                             auto: bool) -> list[str]:
-        if rt.state is not WorkerState.STOPPED and rt.state is not WorkerState.CRASHED \
-                and rt.state is not WorkerState.BACKOFF:
-            rt.state = WorkerState.STOPPED
+                             auto: bool, failed: WorkerState = WorkerState.STOPPED) -> list[str]:
+        """Launch under the worker's lock; a launch that raises leaves it ``failed``."""
         self._set(rt, WorkerState.PREPARING)
 
-        def relay(phase: str, message: str) -> None:
-            if phase == "installing" and rt.state is WorkerState.PREPARING:
-                self._set(rt, WorkerState.INSTALLING, message)
-            elif phase == "starting" and rt.state in (WorkerState.PREPARING,
-                                                      WorkerState.INSTALLING):
-                self._set(rt, WorkerState.STARTING, message)
+        def relay(phase: BootPhase, message: str) -> None:
+            state = BOOT_PHASES[phase][0]
+            if state is not rt.state and state in TRANSITIONS[rt.state]:
+                self._set(rt, state, message)
             if progress is not None:
                 progress(phase, message)
 
         try:
             launched = await self._launch(rt.name, relay)
         except BaseException as exc:
-            self._set(rt, WorkerState.STOPPED, f"start failed: {exc}")
+            self._set(rt, failed, f"start failed: {exc}")
             raise
         if rt.state is not WorkerState.STARTING:
             self._set(rt, WorkerState.STARTING)
@@ -132,7 +144,6 @@ class Supervisor:
         known, so it counts as a manual start: the engine-down grace must not stop a worker
         the user started by hand."""
         rt = self.runtime(name)
-        rt.state = WorkerState.STOPPED
         self._adopt(rt, task, isolation, auto=False)
         return rt
 
@@ -152,7 +163,8 @@ class Supervisor:
             return
         rt.task = None
         if rt.state is WorkerState.STOPPING or rt.manual_stop:
-            rt.state = WorkerState.STOPPING
+            if rt.state is not WorkerState.STOPPING:  # stopped by hand, not through stop()
+                self._set(rt, WorkerState.STOPPING, publish=False)
             self._set(rt, WorkerState.STOPPED, f"exit code {status.exit_code}")
             return
         ran_for = time.time() - (rt.started_at or time.time())
@@ -172,10 +184,10 @@ class Supervisor:
             rt.backoff = None
             rt.restarts += 1
             try:
-                await self._launch_locked(rt, None, auto=rt.auto_started)
+                await self._launch_locked(rt, None, auto=rt.auto_started,
+                                          failed=WorkerState.CRASHED)
             except Exception as exc:  # noqa: BLE001 - a failed restart is a crash, not a daemon bug
                 log.warning("restart of %s failed: %s", rt.name, exc)
-                rt.state = WorkerState.CRASHED
                 rt.failures += 1
                 delay = backoff_delay(rt.failures)
                 self._set(rt, WorkerState.BACKOFF, f"restart failed: {exc}")

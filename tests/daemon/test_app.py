@@ -98,6 +98,7 @@ def test_invalid_daemon_yaml_is_one_line_and_exit_1(iii_home: Path,
 
 STUCK_DAEMON = """
 import asyncio, sys
+from daemon.api.services import Services
 from daemon.app import main
 from tests.support.scripted_service import ScriptedService
 
@@ -107,7 +108,7 @@ class StuckOnClose(ScriptedService):
         await asyncio.Event().wait()  # a shutdown that never finishes
 
 async def factory(settings, stack):
-    return StuckOnClose()
+    return Services.of(StuckOnClose())
 
 sys.exit(main(service_factory=factory))
 """

@@ -239,7 +239,8 @@ async def test_watcher_reports_hand_edits_not_own_writes(tmp_path: Path) -> None
 
     path = tmp_path / "config.yaml"
     async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(store.watch(on_change, interval=0.05))
+        store.listen(on_change)
+        task = tg.create_task(store.watch(interval=0.05))
         await store.add(WorkerEntry(name="own", worker_path="/own"))
         await store.remove("alpha")
         assert await store.poll() is None  # own writes are not hand edits

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from client.protocol import METHODS, DaemonInfoResult, EngineInfo, ErrorCode, IsolationInfo
 from daemon import errors
 from daemon.api.rpc import ERROR_CODES, DaemonControl, Dispatcher, error_code_for
+from daemon.api.services import Services
 from tests.support.scripted_service import ScriptedService
 
 
@@ -40,7 +41,8 @@ def make_dispatcher(service: Any = None, **kw: Any) -> tuple[Dispatcher, list[bo
                                 isolation=IsolationInfo(default="namespace", backends={}))
 
     control = DaemonControl(info=info, request_shutdown=shutdowns.append)
-    return Dispatcher(service or ScriptedService(worker_count=1), control, **kw), shutdowns
+    return Dispatcher(Services.of(service or ScriptedService(worker_count=1)), control,
+                      **kw), shutdowns
 
 
 async def call(line: bytes | str | object, service: Any = None) -> Any:

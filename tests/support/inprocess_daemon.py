@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from daemon.api.server import ServerLimits
-from daemon.api.services import WorkerService
+from daemon.api.services import AllServices, Services
 from daemon.app import serve_daemon
 from daemon.config.settings import DaemonSettings, load_settings
 from tests.support.wait import async_wait_until, wait_until
@@ -34,7 +34,7 @@ def settings_for(home: Path, socket_path: Path | None = None) -> DaemonSettings:
 
 
 class InProcessDaemon:
-    def __init__(self, home: Path, service: WorkerService, *,
+    def __init__(self, home: Path, service: AllServices, *,
                  limits: ServerLimits | None = None, keep_workers: bool = False) -> None:
         self.settings = settings_for(home)
         self.socket_path = self.settings.socket_path
@@ -45,8 +45,8 @@ class InProcessDaemon:
         self.task: asyncio.Task[None] | None = None
         self._clients: list[asyncio.StreamWriter] = []
 
-    async def _factory(self, settings: DaemonSettings, stack: AsyncExitStack) -> WorkerService:
-        return self.service
+    async def _factory(self, settings: DaemonSettings, stack: AsyncExitStack) -> Services:
+        return Services.of(self.service)
 
     async def __aenter__(self) -> Self:
         self.task = asyncio.create_task(serve_daemon(
@@ -97,8 +97,8 @@ class ThreadedDaemon:
             self._stop = asyncio.Event()
             self.service = self._service_factory()
 
-            async def factory(settings: DaemonSettings, stack: AsyncExitStack) -> Any:
-                return self.service
+            async def factory(settings: DaemonSettings, stack: AsyncExitStack) -> Services:
+                return Services.of(self.service)
 
             await serve_daemon(self.settings, service_factory=factory, stop=self._stop)
 

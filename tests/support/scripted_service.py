@@ -40,7 +40,7 @@ from daemon.errors import AlreadyExists, InvalidState, NotFound, ScriptFailed
 
 
 class ScriptedService:
-    """Implements ``daemon.api.services.WorkerService`` over an in-memory worker table."""
+    """Implements every ``daemon.api.services`` Protocol over an in-memory worker table."""
 
     def __init__(self, worker_count: int = 0) -> None:
         self.workers: dict[str, Worker] = {}

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import Conflict, InvalidState, ScriptFailed
-from daemon.sandboxes.boot import BootSpec, boot_sandbox, prepare
+from daemon.sandboxes.boot import BootPhase, BootSpec, boot_sandbox, prepare
 from daemon.sandboxes.layout import RootMode, SandboxLayout
 from daemon.sandboxes.provision import Provisioner
 from daemon.sandboxes.task import SandboxTask
@@ -37,7 +37,7 @@ def spec(image: Path, project: Path | None, **kw: object) -> BootSpec:
 async def test_first_start_runs_setup_then_install_and_writes_marker(
         layout: SandboxLayout, busybox_image: Path, provisioner: Provisioner,
         project: Path) -> None:
-    phases: list[tuple[str, str]] = []
+    phases: list[tuple[BootPhase, str]] = []
     got = await prepare(layout, spec(busybox_image, project), provisioner,
                         lambda ph, msg: phases.append((ph, msg)))
     assert (got.ran_setup, got.ran_install, got.reason) == (True, True, "first start")
@@ -46,7 +46,7 @@ async def test_first_start_runs_setup_then_install_and_writes_marker(
     assert (layout.workspace / "installed.txt").read_text() == "iii-sdk\n"
     log = layout.worker_log.read_text()
     assert log.index("running setup") < log.index("running install") < log.index("installing\n")
-    assert ("installing", "running install (first start)") in phases
+    assert (BootPhase.INSTALL, "running install (first start)") in phases
     # the image was not copied: the upper layer only holds what we and the scripts wrote
     assert not (layout.upper / "bin").exists()
 

@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from client.protocol import ProgressNotification, ProgressPhase
 from daemon.api.services import ClientGone, Notify
 from daemon.images.models import PullProgress
-
-BootProgress = Callable[[str, str], None]
-
-_BOOT_PHASES: list[tuple[str, str, ProgressPhase]] = [
-    ("preparing", "provisioning", "provision"),
-    ("preparing", "syncing", "copy"),
-    ("preparing", "dependencies", "install"),
-    ("installing", "running setup", "setup"),
-    ("installing", "", "install"),
-    ("starting", "", "start"),
-]
-
-
-def boot_phase(phase: str, message: str) -> ProgressPhase:
-    """Map the sandbox boot sequence's (phase, message) onto the protocol's progress phases."""
-    for boot, prefix, mapped in _BOOT_PHASES:
-        if phase == boot and message.startswith(prefix):
-            return mapped
-    return "start" if phase == "starting" else "provision"
+from daemon.sandboxes.boot import BootPhase
+from daemon.workers.state import BOOT_PHASES
 
 
 class ProgressRelay:
@@ -44,8 +27,8 @@ class ProgressRelay:
         if self._notify is not None:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, note)
 
-    def boot(self, phase: str, message: str) -> None:
-        self._put(ProgressNotification(id=self._request, phase=boot_phase(phase, message),
+    def boot(self, phase: BootPhase, message: str) -> None:
+        self._put(ProgressNotification(id=self._request, phase=BOOT_PHASES[phase][1],
                                        message=message))
 
     def pull(self, p: PullProgress) -> None:

@@ -1,0 +1,92 @@
+"""Launching one worker: resolve its boot (manifest, image) and boot its sandbox (SPEC §7, §9).
+
+:class:`WorkerLauncher` is the ``launch`` function the :class:`~daemon.workers.supervisor.Supervisor`
+calls for every start and restart. It also keeps what a launch learns that ``list`` shows
+cheaply: each local worker's resolved manifest and whether its dependency marker is present.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from daemon.api.progress import ProgressRelay
+from daemon.config.entries import WorkerEntry, WorkerKind
+from daemon.config.settings import DaemonSettings
+from daemon.config.store import ConfigStore
+from daemon.errors import DaemonError, NotFound
+from daemon.images import ImageStore
+from daemon.sandboxes import Provisioner, SandboxLayout, boot_sandbox
+from daemon.workers.binary import start_binary
+from daemon.workers.boot_specs import load_project, resolve_boot
+from daemon.workers.supervisor import Launched, Progress
+from manifests import WorkerSpec
+
+__all__ = ["WorkerLauncher"]
+
+log = logging.getLogger("iii.daemon.workers")
+
+
+class WorkerLauncher:
+    """Boots workers; one per daemon, shared by the supervisor and the lifecycle."""
+
+    def __init__(self, settings: DaemonSettings, store: ConfigStore, images: ImageStore,
+                 provisioner: Provisioner) -> None:
+        self.settings, self.store, self.images = settings, store, images
+        self.provisioner = provisioner
+        self.specs: dict[str, WorkerSpec] = {}  # resolved manifests, for list and inspect
+        self.relays: dict[str, ProgressRelay] = {}  # the client waiting on a start, if any
+        self._deps: dict[str, bool] = {}  # marker present? cached: list is the hot path
+
+    def layout(self, name: str) -> SandboxLayout:
+        return SandboxLayout(self.settings.home, name)
+
+    def kind(self, entry: WorkerEntry) -> WorkerKind:
+        return entry.kind(self.settings.home)
+
+    async def launch(self, name: str, progress: Progress | None) -> Launched:
+        # The entry as config.yaml holds it now: a hand edit made just before a start is
+        # honoured (and reconciled by the store's listeners) even if the watcher has not polled.
+        await self.store.poll()
+        entry = self.store.find(name)
+        if entry is None:
+            raise NotFound(f"worker '{name}' not found; see `iii worker list`")
+        kind = self.kind(entry)
+        if kind is WorkerKind.BINARY:
+            binary = self.settings.home / "workers" / name
+            task = await start_binary(self.layout(name), entry, str(binary),
+                                      self.settings.engine_url)
+            return Launched(task=task, isolation=None)
+        relay = self.relays.get(name)
+        resolved = await resolve_boot(entry, kind, self.settings, self.images,
+                                      relay.pull if relay else None)
+        if resolved.spec is not None:
+            self.specs[name] = resolved.spec
+        try:
+            task, _ = await boot_sandbox(self.layout(name), resolved.boot, self.provisioner,
+                                         progress)
+        finally:
+            self.forget_deps(name)  # the marker may have been written (or not)
+        return Launched(task=task, isolation=resolved.boot.backend, warnings=resolved.warnings)
+
+    async def preload_specs(self) -> None:
+        """Resolve every local worker's manifest once at start-up, so that ``list`` shows
+        images and resources before the first start (an unusable manifest is left out)."""
+        for entry in self.store.snapshot():
+            if entry.worker_path is not None and entry.name not in self.specs:
+                try:
+                    self.specs[entry.name] = await load_project(entry.worker_path, entry.name)
+                except DaemonError as exc:
+                    log.info("manifest of %s: %s", entry.name, exc.message)
+
+    def deps_installed(self, name: str) -> bool:
+        known = self._deps.get(name)
+        if known is None:
+            known = self._deps[name] = self.layout(name).marker.exists()
+        return known
+
+    def forget_deps(self, name: str) -> None:
+        self._deps.pop(name, None)
+
+    def forget(self, name: str) -> None:
+        self.specs.pop(name, None)
+        self._deps.pop(name, None)
