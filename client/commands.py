@@ -108,8 +108,8 @@ def worker_init(
     force: bool = typer.Option(False, "--force", "-f", help="Write into a non-empty directory."),
 ) -> None:
     """Write a minimal working worker (manifest, entry, dependencies on the real iii SDK)."""
-    from client.errors import CliError
-    from client.scaffold import LANGUAGES, ScaffoldError, write_worker
+    from client.errors import CliError, ScaffoldError
+    from client.scaffold import LANGUAGES, write_worker
     from manifests import ManifestError, validate_worker_name
 
     def body() -> None:

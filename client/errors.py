@@ -3,6 +3,8 @@
     CliError                  anything the CLI reports as ``error: …`` (+ ``hint: …``), exit 1
     ├── DaemonUnavailable     no daemon answers and none could be started
     ├── ProtocolError         the daemon's answer is not valid JSON-RPC
+    ├── ServiceError          the service manager cannot install, remove or query the daemon
+    ├── ScaffoldError         ``worker init`` cannot use the directory or the name
     └── RpcError              the daemon answered with a JSON-RPC error (``code``, ``data``)
         ├── InvalidRequest, MethodNotFound, InvalidParams, InternalError   (-32600…-32603)
         ├── NotFound, AlreadyExists, InvalidProject, ImageError,          (-32001…-32004)
@@ -20,7 +22,7 @@ __all__ = [
     "AlreadyExists", "Busy", "CliError", "Conflict", "DaemonUnavailable", "ImageError",
     "InternalError", "InvalidParams", "InvalidProject", "InvalidRequest", "InvalidState",
     "IsolationUnavailable", "MethodNotFound", "NotFound", "ProtocolError", "RpcError",
-    "ScriptFailed", "from_rpc_error",
+    "ScaffoldError", "ScriptFailed", "ServiceError", "from_rpc_error",
 ]
 
 
@@ -135,3 +137,13 @@ def from_rpc_error(error: Any) -> RpcError:
     if cls is None:
         return RpcError(message, data, code=code if isinstance(code, int) else None)
     return cls(message, data)
+
+
+class ServiceError(CliError):
+    """Raised with a one-line message when the service cannot be installed, removed or queried
+    (no service manager, a manager command failed, an unsupported platform or path)."""
+
+
+class ScaffoldError(CliError):
+    """Raised when ``worker init``'s target directory or name cannot be used (one line, with
+    the fix)."""

@@ -12,14 +12,12 @@ import json
 import os
 from pathlib import Path
 
+from client.errors import ScaffoldError
+
 LANGUAGES = ("typescript", "javascript", "bun", "python", "rust")
 NODE_SDK = "^0.22.1"  # iii-sdk on the npm registry
 TSX = "^4.19.0"
 TYPESCRIPT = "^5.6.0"
-
-
-class ScaffoldError(Exception):
-    """Raised when the target directory or the name cannot be used (one line, with the fix)."""
 
 
 def _manifest(name: str, kind: str, entry: str | None, extra: str = "") -> str:

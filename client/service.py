@@ -27,13 +27,9 @@ from pathlib import Path
 import msgspec
 
 from client import service_units as units
+from client.errors import ServiceError
 
 Output = Callable[[str], None]
-
-
-class ServiceError(Exception):
-    """Raised with a one-line message when the service cannot be installed, removed or queried
-    (no service manager, a manager command failed, an unsupported platform or path)."""
 
 
 class ServicePlatform(enum.Enum):

@@ -30,6 +30,7 @@ PLATFORM = typer.Option(
 
 def _run(action: str, platform: PlatformChoice, dry_run: bool) -> int:
     from client import service
+    from client.errors import ServiceError
 
     steps: dict[str, Callable[..., int | None]] = {
         "install": service.install, "uninstall": service.uninstall, "status": service.status,
@@ -39,7 +40,7 @@ def _run(action: str, platform: PlatformChoice, dry_run: bool) -> int:
                   else service.ServicePlatform(platform.value))
         plan = service.plan_service(target)
         return steps[action](plan, dry_run=dry_run, out=typer.echo) or 0
-    except service.ServiceError as exc:
+    except ServiceError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 1
 

@@ -24,12 +24,12 @@ from client.protocol import (
     IsolationInfo,
 )
 from client.wire_constants import PROTOCOL_VERSION
-from daemon.api.listener import Listener, ListenerError, adopt_listener, bind_listener
+from daemon.api.listener import Listener, adopt_listener, bind_listener
 from daemon.api.rpc import DaemonControl, Dispatcher
 from daemon.api.server import RpcServer, ServerLimits
 from daemon.api.services import Services
-from daemon.config.settings import DaemonSettings, SettingsError, load_settings
-from daemon.errors import DaemonError
+from daemon.config.settings import DaemonSettings, load_settings
+from daemon.errors import DaemonError, ListenerError, SettingsError
 from vmm_ffi.cgroups import enter_daemon_leaf
 
 __all__ = ["ServiceFactory", "build_service", "daemon_version", "main", "serve_daemon"]

@@ -10,7 +10,10 @@
     ├── ScriptFailed        setup or install exited non-zero
     ├── Conflict            another operation on the same worker is in progress
     ├── InvalidState        the operation is not allowed in the worker's current state/type
-    └── Internal            a bug or an unexpected host failure
+    │   └── ConfigError     config.yaml cannot be parsed or has a bad shape (file:line:col)
+    ├── Internal            a bug or an unexpected host failure
+    ├── SettingsError       daemon.yaml or a settings variable is invalid (start-up only)
+    └── ListenerError       the daemon cannot own its socket (start-up only)
 """
 
 from __future__ import annotations
@@ -99,3 +102,27 @@ class InvalidState(DaemonError):
 
 class Internal(DaemonError):
     """Raised for unexpected failures; the message is generic, details go to the log."""
+
+
+class ConfigError(InvalidState):
+    """Raised when config.yaml cannot be parsed or has a bad shape (and so is never written).
+
+    ``str(err)`` is one line: ``/path/config.yaml:3:7: workers[1].name must be a string``.
+    It is an :class:`InvalidState`: every write is refused until the file is fixed.
+    """
+
+    def __init__(self, file: str, line: int | None, column: int | None, problem: str) -> None:
+        where = file if line is None else f"{file}:{line}:{column or 1}"
+        super().__init__(f"{where}: {problem}")
+        self.file, self.line, self.column, self.problem = file, line, column, problem
+
+    def data(self) -> dict[str, object] | None:
+        return {"file": self.file, "line": self.line, "column": self.column}
+
+
+class SettingsError(DaemonError):
+    """Raised when daemon.yaml or a settings environment variable is invalid (one line)."""
+
+
+class ListenerError(DaemonError):
+    """Raised when the daemon cannot own its socket (another daemon serves it, bad path)."""

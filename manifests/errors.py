@@ -3,10 +3,11 @@
 Hierarchy (one base, details in the message)::
 
     ValueError
-    └── ManifestError      a project or its manifest cannot be turned into a WorkerSpec
+    └── ManifestError          a project or its manifest cannot be turned into a WorkerSpec
+        └── InvalidReference   a string is not a valid image reference (no file, no position)
 
-``manifests.reference.InvalidReference`` is separate (it is about a string, not a project); the
-loader translates it into a ``ManifestError`` at the ``runtime.base_image`` value's position.
+The loader translates an ``InvalidReference`` into a ``ManifestError`` at the
+``runtime.base_image`` value's position.
 """
 
 from __future__ import annotations
@@ -49,3 +50,13 @@ class ManifestError(ValueError):
 
     def __reduce__(self) -> tuple[type[ManifestError], tuple[object, ...]]:
         return (type(self), (self.file, self.line, self.column, self.message))
+
+
+class InvalidReference(ManifestError):
+    """Raised when a string is not a valid image reference; the message says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, None, None, message)
+
+    def __reduce__(self) -> tuple[type[ManifestError], tuple[object, ...]]:
+        return (type(self), (self.message,))

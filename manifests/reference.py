@@ -10,16 +10,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from manifests.errors import InvalidReference
+
+__all__ = ["ImageReference", "InvalidReference", "canonical_reference", "parse_reference"]
+
 DOCKER_HUB = "docker.io"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-fA-F0-9]{32,}$")
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?$")
-
-
-class InvalidReference(ValueError):
-    """Raised when a string is not a valid image reference; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,16 +21,14 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Listener", "ListenerError", "adopt_listener", "bind_listener", "socket_answers"]
+from daemon.errors import ListenerError
+
+__all__ = ["Listener", "adopt_listener", "bind_listener", "socket_answers"]
 
 log = logging.getLogger("iii.daemon.listener")
 
 LISTEN_BACKLOG = 512
 PROBE_TIMEOUT_S = 1.0  # how long a live daemon may take to accept a probe connection
-
-
-class ListenerError(Exception):
-    """Raised when the daemon cannot own its socket (another daemon serves it, bad path)."""
 
 
 @dataclass

@@ -49,6 +49,9 @@ ERROR_CODES: dict[type[errors.DaemonError], ErrorCode] = {
     errors.Conflict: ErrorCode.CONFLICT,
     errors.InvalidState: ErrorCode.INVALID_STATE,
     errors.Internal: ErrorCode.INTERNAL,
+    errors.ConfigError: ErrorCode.INVALID_STATE,
+    errors.SettingsError: ErrorCode.INTERNAL,  # start-up only: never reaches a client
+    errors.ListenerError: ErrorCode.INTERNAL,  # start-up only: never reaches a client
 }
 
 GENERIC_INTERNAL_MESSAGE = "internal error (details are in the daemon log)"

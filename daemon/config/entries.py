@@ -21,23 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from daemon.errors import InvalidArgument, InvalidState
-
-
-class ConfigError(InvalidState):
-    """Raised when config.yaml cannot be parsed or has a bad shape (and so is never written).
-
-    ``str(err)`` is one line: ``/path/config.yaml:3:7: workers[1].name must be a string``.
-    It is an :class:`~daemon.errors.InvalidState`: every write is refused until the file is fixed.
-    """
-
-    def __init__(self, file: str, line: int | None, column: int | None, problem: str) -> None:
-        where = file if line is None else f"{file}:{line}:{column or 1}"
-        super().__init__(f"{where}: {problem}")
-        self.file, self.line, self.column, self.problem = file, line, column, problem
-
-    def data(self) -> dict[str, object] | None:
-        return {"file": self.file, "line": self.line, "column": self.column}
+from daemon.errors import ConfigError, InvalidArgument
 
 
 class WorkerKind(enum.Enum):
@@ -152,10 +136,11 @@ def _fail(file: str, mark: tuple[int, int] | None, problem: str) -> ConfigError:
     return ConfigError(file, mark[0] if mark else None, mark[1] if mark else None, problem)
 
 
-def parse_config(text: str, file: str) -> ParsedConfig:
-    """Parse config.yaml text; raise :class:`ConfigError` on bad YAML or a bad ``workers`` shape."""
+def load_yaml(text: str, file: str) -> Any:
+    """Round-trip parse of a YAML document (duplicate keys refused): the one place ruamel's
+    errors become ours, a :class:`ConfigError` naming ``file:line:column`` and the problem."""
     try:
-        document = new_yaml().load(text)
+        return new_yaml().load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -163,6 +148,11 @@ def parse_config(text: str, file: str) -> ParsedConfig:
         raise _fail(file, pos, f"invalid YAML: {problem}") from exc
     except (YAMLError, ValueError) as exc:
         raise ConfigError(file, None, None, f"invalid YAML: {exc}") from exc
+
+
+def parse_config(text: str, file: str) -> ParsedConfig:
+    """Parse config.yaml text; raise :class:`ConfigError` on bad YAML or a bad ``workers`` shape."""
+    document = load_yaml(text, file)
     if document is None:
         return ParsedConfig(None, [])
     if not isinstance(document, CommentedMap):

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from daemon.errors import ConfigError, SettingsError
 from daemon.images.settings import registry_overrides
 
 __all__ = ["DEFAULT_ENGINE_URL", "DaemonSettings", "SettingsError", "load_settings"]
@@ -31,10 +32,6 @@ SYSTEM_CA_BUNDLES = (
     "/etc/ssl/cert.pem",  # macOS, BSDs
 )
 MAX_DAEMON_YAML_BYTES = 64 * 1024
-
-
-class SettingsError(Exception):
-    """Raised when daemon.yaml or a settings environment variable is invalid (one line)."""
 
 
 class _DaemonYaml(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -88,8 +85,7 @@ def default_ca_bundle() -> Path | None:
 
 def _read_daemon_yaml(path: Path) -> dict[str, Any]:
     """Parse daemon.yaml; errors name the file and, where known, line:column and key."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    from daemon.config.entries import load_yaml
 
     try:
         size = path.stat().st_size
@@ -104,15 +100,10 @@ def _read_daemon_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: cannot read: {exc}") from exc
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
     try:
-        data = yaml.load(text)
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SettingsError(f"{path}{where}: invalid YAML: {problem}") from exc
+        data = load_yaml(text, str(path))
+    except ConfigError as exc:
+        raise SettingsError(exc.message) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

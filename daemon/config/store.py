@@ -36,14 +36,13 @@ from pathlib import Path
 from ruamel.yaml.comments import CommentedMap
 
 from daemon.config.entries import (
-    ConfigError,
     WorkerEntry,
     WorkerKind,
     check_entry,
     parse_config,
 )
 from daemon.config.text import edit_workers
-from daemon.errors import AlreadyExists, InvalidArgument, NotFound
+from daemon.errors import AlreadyExists, ConfigError, InvalidArgument, NotFound
 
 __all__ = [
     "WATCH_INTERVAL_S",

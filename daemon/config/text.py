@@ -22,8 +22,8 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from daemon.config.entries import ConfigError, ParsedConfig, WorkerEntry, new_yaml, parse_config
-from daemon.errors import Internal
+from daemon.config.entries import ParsedConfig, WorkerEntry, new_yaml, parse_config
+from daemon.errors import ConfigError, Internal
 
 #: Applied to an entry's round-trip mapping (force re-add): set or delete keys in place.
 MappingEdit = Callable[[CommentedMap], None]

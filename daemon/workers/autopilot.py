@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from daemon.background import BackgroundTasks
-from daemon.config.entries import ConfigError, WorkerKind
+from daemon.config.entries import WorkerKind
 from daemon.config.settings import DaemonSettings
 from daemon.config.store import ConfigChange, ConfigStore
 from daemon.engine.functions import EngineApi
@@ -225,4 +225,4 @@ class Autopilot:
         await self._auto_start(name)
 
 
-__all__ = ["Autopilot", "ConfigError"]
+__all__ = ["Autopilot", "managed_names"]

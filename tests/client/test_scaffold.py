@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from client.scaffold import LANGUAGES, ScaffoldError, write_worker
+from client.errors import ScaffoldError
+from client.scaffold import LANGUAGES, write_worker
 from manifests import load_worker
 
 III = str(Path(sys.executable).with_name("iii"))

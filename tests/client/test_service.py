@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from client import service
-from client.service import ServiceError, ServicePlatform
+from client.errors import ServiceError
+from client.service import ServicePlatform
 from tests.support.wait import socket_answers, wait_until
 
 VENV_III = str(Path(sys.executable).absolute().parent / "iii")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config.entries import ConfigError, WorkerEntry, WorkerKind, parse_config
+from daemon.config.entries import WorkerEntry, WorkerKind, parse_config
 from daemon.config.store import ConfigChange, ConfigStore
-from daemon.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound
+from daemon.errors import AlreadyExists, ConfigError, InvalidArgument, InvalidState, NotFound
 from tests.support.wait import async_wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

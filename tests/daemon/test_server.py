@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.api.listener import ListenerError, bind_listener
+from daemon.api.listener import bind_listener
 from daemon.api.server import ServerLimits
+from daemon.errors import ListenerError
 from tests.support.inprocess_daemon import InProcessDaemon
 from tests.support.scripted_service import ScriptedService
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config.settings import DEFAULT_ENGINE_URL, SettingsError, load_settings
+from daemon.config.settings import DEFAULT_ENGINE_URL, load_settings
+from daemon.errors import SettingsError
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
