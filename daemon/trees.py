@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
 
+from vmm_ffi.idmap import remove_tree_here
 from vmm_ffi.launch import launcher_python_path
 
 REMOVE_TIMEOUT_S = 600.0
@@ -18,22 +17,10 @@ def remove_tree(path: Path) -> None:
     """``rm -rf`` that never follows symlinks and copes with directories a non-root owner
     cannot enter as they are: read-only directories from an image, and overlayfs' mode-000
     ``work/work``. A missing ``path`` is fine."""
-
-    def make_writable(_func: object, failed: str, _exc: object) -> None:
-        os.chmod(os.path.dirname(failed), stat.S_IRWXU)
-        if os.path.isdir(failed) and not os.path.islink(failed):
-            os.chmod(failed, stat.S_IRWXU)
-            remove_tree(Path(failed))
-        else:
-            os.unlink(failed)
-
     if not (path.exists() or path.is_symlink()):
         return
     try:
-        if sys.version_info >= (3, 12):
-            shutil.rmtree(path, onexc=make_writable)
-        else:
-            shutil.rmtree(path, onerror=make_writable)
+        remove_tree_here(str(path))
     except PermissionError:
         if os.geteuid() == 0:
             raise

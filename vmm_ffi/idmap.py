@@ -177,7 +177,8 @@ def remove_as_mapped_root(path: str) -> None:
 
 
 def remove_tree_here(path: str) -> None:
-    """rmtree that makes read-only directories writable on its way (as ``daemon.trees``)."""
+    """rmtree that makes read-only directories writable on its way (never follows symlinks);
+    ``daemon.trees.remove_tree`` runs it, and so does the user-namespace removal helper."""
 
     def writable(_func: object, failed: str, _exc: object) -> None:
         os.chmod(os.path.dirname(failed), 0o700)

@@ -29,7 +29,7 @@ from daemon.workers.state import WorkerState
 from daemon.workers.supervisor import Supervisor
 from vmm_ffi.params import LaunchParams
 
-log = logging.getLogger("iii.daemon.autostart")
+log = logging.getLogger("iii.daemon.autopilot")
 
 GRACE_CHECK_INTERVAL_S = 1.0
 #: A running worker the engine does not list yet keeps the roster refreshing fast this long.

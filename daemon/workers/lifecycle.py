@@ -1,8 +1,8 @@
-"""The worker lifecycle service behind ``worker.*``, ``image.*`` and ``events.*`` (SPEC §5, §7, §9).
+"""The worker lifecycle service behind ``worker.*`` (SPEC §5, §7, §9).
 
 Each method validates, then drives its collaborators: the config store (config.yaml), the image
-store, the sandboxes and the :class:`Supervisor`. Engine-driven behaviour lives in
-``daemon/autostart.py``.
+store, the launcher, the sandboxes and the :class:`Supervisor`. What the daemon does on its own
+(engine up/down, hand edits) lives in ``daemon/workers/autopilot.py``.
 """
 
 from __future__ import annotations
