@@ -57,7 +57,7 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     from daemon.images import ImageStore, RegistrySettings
     from daemon.images.settings import docker_config_path
     from daemon.sandboxes import Provisioner
-    from daemon.workers.autopilot import Autopilot
+    from daemon.workers.autopilot import Autopilot, expecting_registrations
     from daemon.workers.hot_reload import HotReload
     from daemon.workers.launch import WorkerLauncher
     from daemon.workers.lifecycle import WorkerLifecycle
@@ -77,7 +77,7 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     supervisor = Supervisor(launcher.launch, events, tasks)
     session = EngineSession(settings.engine_url, version=daemon_version())
     roster = EngineRoster(session, events, managed=lambda name: store.find(name) is not None,
-                          busy=lambda: autopilot.expecting_registrations())
+                          busy=lambda: expecting_registrations(supervisor, roster))
     workers = WorkerLifecycle(settings, store, images, launcher, supervisor, events, roster)
     services = Services(workers=workers, images=ImageMethods(images),
                         events=EventMethods(events), engine_reachable=workers.engine_reachable)

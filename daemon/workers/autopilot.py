@@ -66,6 +66,20 @@ def managed_names(home: Path) -> list[str]:
     return sorted(p.name for p in managed.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def expecting_registrations(supervisor: Supervisor, roster: EngineRoster) -> bool:
+    """Workers are starting, or run without being listed yet: engine truth moves now (the
+    roster's ``busy``: it then asks the engine every second)."""
+    names = roster.names or set()
+    now = time.time()
+    for rt in supervisor.runtimes():
+        if rt.state in STARTING_STATES:
+            return True
+        if rt.state is WorkerState.RUNNING and rt.name not in names and \
+                now - (rt.started_at or 0.0) < REGISTRATION_SETTLE_S:
+            return True
+    return False
+
+
 class Autopilot:
     """Runs the daemon's own loops over the components ``daemon/app.py`` built.
 
@@ -162,18 +176,6 @@ class Autopilot:
         if self.api is not None:
             self.api.forget_triggers()
 
-    def expecting_registrations(self) -> bool:
-        """Workers are starting, or run without being listed yet: engine truth moves now."""
-        names = self.roster.names or set()
-        now = time.time()
-        for rt in self.supervisor.runtimes():
-            if rt.state in STARTING_STATES:
-                return True
-            if rt.state is WorkerState.RUNNING and rt.name not in names and \
-                    now - (rt.started_at or 0.0) < REGISTRATION_SETTLE_S:
-                return True
-        return False
-
     async def _grace_loop(self) -> None:
         grace = self.settings.engine_down_grace_s
         while True:
@@ -225,4 +227,4 @@ class Autopilot:
         await self._auto_start(name)
 
 
-__all__ = ["Autopilot", "managed_names"]
+__all__ = ["Autopilot", "expecting_registrations", "managed_names"]
