@@ -441,6 +441,7 @@ class WorkerLifecycle:
                                  return_exceptions=True)
         for rt in runtimes:
             self.supervisor.detach(rt.name)
+        await self._execs.aclose()  # the fork server; running execs end with it
 
 
 async def _unknown_age() -> float | None:

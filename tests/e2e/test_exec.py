@@ -155,3 +155,14 @@ def test_a_resize_reaches_the_command(running: DaemonProcess) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         os.close(master)
+
+
+def test_the_command_joins_the_sandboxs_cgroups(running: DaemonProcess) -> None:
+    done = running.iii("worker", "exec", "box", "--", "sh", "-c",
+                       "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup")
+    assert done.returncode == 0, done.stderr
+    ours, sandbox_init = done.stdout.split("--\n")
+    assert ours == sandbox_init
+    if os.geteuid() == 0 and Path("/sys/fs/cgroup/memory").is_dir():  # v1 leaves, as root
+        assert any(line.split(":")[1] == "memory" and "box" in line.split(":")[2]
+                   for line in ours.splitlines()), ours
