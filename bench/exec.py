@@ -1,5 +1,7 @@
 """``iii worker exec -- true`` round trip vs ``nsenter`` into the same namespaces (issue 14,
-goal <= 1.5x), on a real daemon and sandbox. Printed only.
+goal <= 1.5x), on a real daemon and sandbox, interleaved; also the daemon's part alone (the
+request from this running process) and ``python -c pass`` (the floor of any Python CLI).
+Printed only.
 
     python -m bench exec
 """
