@@ -3,7 +3,10 @@
 Start-up must stay fast: this module imports nothing heavy. The typer command tree lives in
 ``client.commands`` (imported on first use; ``from client.cli import app`` still works), and the
 read commands scripts call in loops (``iii worker list [--json]``, ``iii image list --json``) are
-answered without importing typer at all: same request, same output, same errors.
+answered without importing typer at all: same request, same output, same errors. So is
+``iii worker exec`` (its round trip is the developer loop's unit of latency): the usual forms are
+parsed here; anything else (``--help``, an unknown or malformed option, a missing argument)
+goes to typer, which prints its own usage error.
 """
 
 from __future__ import annotations
@@ -41,12 +44,97 @@ def _fast(method: str, as_json: bool) -> int:
     return 0
 
 
-def main() -> None:
-    """``iii``."""
-    argv = tuple(sys.argv[1:])
+def _parse_exec(args: list[str]) -> tuple[dict[str, Any], bool | None] | None:
+    """``worker exec`` arguments as typer reads them -> (request params, --tty/--no-tty), or
+    None for anything the fast path leaves to typer."""
+    env: list[str] = []
+    positional: list[str] = []
+    options: dict[str, str] = {}
+    use_tty: bool | None = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            positional += args[i:]
+            break
+        if not arg.startswith("-") or arg == "-":
+            positional.append(arg)
+            continue
+        if arg in ("-t", "--tty", "--no-tty"):
+            use_tty = arg != "--no-tty"
+            continue
+        key, eq, value = arg.partition("=")
+        if key in ("-e", "--env", "-w", "--workdir", "--timeout") and (eq and key.startswith("--")
+                                                                      or not eq):
+            if not eq:
+                if i >= len(args):
+                    return None
+                value, i = args[i], i + 1
+            if key in ("-e", "--env"):
+                env.append(value)
+            else:
+                options[key.lstrip("-")[0]] = value  # "w" or "t"
+            continue
+        return None  # -h, --help, -eK=V, unknown options: typer's
+    if len(positional) < 2:
+        return None
+    params: dict[str, Any] = {"name": positional[0], "argv": positional[1:], "env": env}
+    if "w" in options:
+        params["workdir"] = options["w"]
+    if "t" in options:
+        try:
+            timeout = float(options["t"])
+        except ValueError:
+            return None
+        if not 0.001 <= timeout < float("inf"):
+            return None
+        params["timeout_s"] = timeout
+    return params, use_tty
+
+
+def _fast_exec(args: list[str]) -> int | None:
+    """``iii worker exec`` without typer; None when typer should handle ``args``."""
+    parsed = _parse_exec(args)
+    if parsed is None:
+        return None
+    params, use_tty = parsed
+    from client.errors import CliError
+
+    try:
+        pairs = {}
+        for item in params["env"]:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise CliError(f"-e {item!r}: use KEY=VALUE")
+            pairs[key] = value
+        params["env"] = pairs
+        from client.exec_cli import run_exec
+
+        return run_exec(params, sys.stdin.isatty() if use_tty is None else use_tty)
+    except CliError as exc:
+        from client.output import print_error
+
+        print_error(exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch_fast(argv: tuple[str, ...]) -> None:
+    """Exit here when a typer-free path answers ``argv`` (``worker ...``)."""
     method = _FAST_COMMANDS.get(argv)
     if method is not None:
         sys.exit(_fast(method, argv[-1] == "--json"))
+    if argv[:2] == ("worker", "exec"):
+        code = _fast_exec(list(argv[2:]))
+        if code is not None:
+            sys.exit(code)
+
+
+def main() -> None:
+    """``iii``."""
+    _dispatch_fast(tuple(sys.argv[1:]))
     from client.commands import app
 
     app()
@@ -54,10 +142,7 @@ def main() -> None:
 
 def worker_main() -> None:
     """``iii-worker``: the worker group on its own (the upstream engine CLI dispatches to it)."""
-    argv = ("worker", *sys.argv[1:])
-    method = _FAST_COMMANDS.get(argv)
-    if method is not None:
-        sys.exit(_fast(method, argv[-1] == "--json"))
+    _dispatch_fast(("worker", *sys.argv[1:]))
     from client.commands import worker_app
 
     worker_app()

@@ -18,7 +18,6 @@ import sys
 import termios
 import threading
 import tty
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +29,7 @@ _COPY_CHUNK = 1 << 16
 
 def run_exec(params: dict[str, Any], tty_mode: bool) -> int:
     """Run the exec; return the command's exit code (124 on timeout)."""
-    params = {**params, "exec_id": uuid.uuid4().hex, "tty": tty_mode}
+    params = {**params, "exec_id": os.urandom(16).hex(), "tty": tty_mode}
     if tty_mode:
         return _with_pty(params)
     return _with_own_stdio(params)

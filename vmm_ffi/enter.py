@@ -1,14 +1,19 @@
-"""``python -m vmm_ffi.enter SPEC.json``: run one command inside a running namespace sandbox.
+"""Run one command inside a running namespace sandbox: what ``iii worker exec`` runs.
 
-What ``iii worker exec`` runs (the daemon spawns it with the client's own stdin/stdout/stderr,
-passed over the socket, so no byte goes through the daemon). It joins the sandbox init's user,
+The daemon's fork server (``vmm_ffi.enter_server``) forks a helper per exec that calls
+:func:`run` on the client's own stdin/stdout/stderr, passed over the socket, so no byte goes
+through the daemon; ``python -m vmm_ffi.enter SPEC.json`` does the same from a fresh
+interpreter (by hand, when debugging). It joins the sandbox init's user,
 mount, pid, uts, ipc and net namespaces (``setns``: the mount namespace brings the sandbox's
 root), forks into the pid namespace, becomes the sandbox's root, and execs the command with the
-sandbox's environment in its workdir. With ``tty`` the command gets a session of its own with
+sandbox's environment in its workdir. Before that it joins the sandbox init's cgroups (the
+sandbox's limits cover the command) and, like the workload, runs under no_new_privs and the
+sandbox's seccomp filter. With ``tty`` the command gets a session of its own with
 stdin as its controlling terminal (the client's pty slave), so Ctrl-C and resizes reach it as
 they would over ssh.
 
-Lifetime: both processes have PDEATHSIG=SIGKILL, so a daemon that dies takes its execs along
+Lifetime: both processes have PDEATHSIG=SIGKILL, so a daemon (and with it the fork server)
+that dies takes its execs along
 (the command would otherwise live on as an orphan of the sandbox's init). The helper exits
 with the command's code (128+N when killed by signal N; 127/126 when it cannot be executed).
 """
@@ -30,6 +35,7 @@ from vmm_ffi.errors import LauncherError
 from vmm_ffi.namespace import resolve_program
 from vmm_ffi.params import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
 
+CGROUP_ROOT = "/sys/fs/cgroup"
 # setns order: the user namespace first (it grants the capabilities the others need).
 NAMESPACES = (("user", sc.CLONE_NEWUSER), ("mnt", sc.CLONE_NEWNS), ("uts", sc.CLONE_NEWUTS),
               ("ipc", sc.CLONE_NEWIPC), ("net", sc.CLONE_NEWNET), ("pid", sc.CLONE_NEWPID))
@@ -65,12 +71,53 @@ def enter(spec: EnterSpec) -> None:
             os.close(fd)
 
 
+def join_cgroups(sandbox_pid: int, root: str = CGROUP_ROOT) -> None:
+    """Move this process into the sandbox init's cgroups (its limits and accounting cover the
+    command too): each hierarchy where the init's cgroup differs from ours. Before ``setns``:
+    the cgroup file system is the host's. Raises ``OSError`` naming the cgroup."""
+    theirs = _cgroups(f"/proc/{sandbox_pid}/cgroup")
+    ours = _cgroups("/proc/self/cgroup")
+    for hierarchy, path in theirs.items():
+        if ours.get(hierarchy) == path:
+            continue
+        procs = os.path.join(_mount_point(root, hierarchy), path.lstrip("/"), "cgroup.procs")
+        try:
+            with open(procs, "w") as f:
+                f.write("0")
+        except OSError as exc:
+            raise OSError(exc.errno, f"join the sandbox's cgroup {procs}: "
+                                     f"{exc.strerror}") from exc
+
+
+def _cgroups(proc_file: str) -> dict[str, str]:
+    """``/proc/PID/cgroup`` as {controllers: path} ("" for the v2 hierarchy)."""
+    with open(proc_file) as f:
+        lines = f.read().splitlines()
+    pairs = (line.split(":", 2) for line in lines if line.count(":") >= 2)
+    return {controllers: path for _id, controllers, path in pairs}
+
+
+def _mount_point(root: str, controllers: str) -> str:
+    """Where a hierarchy is mounted: the root itself for v2, ``root/<controllers>`` for v1
+    (``cpu,cpuacct``; a named one such as ``name=systemd`` under its name)."""
+    if not controllers:  # v2: the root, or its "unified" mount on a hybrid v1 host
+        unified = os.path.join(root, "unified")
+        if not os.path.exists(os.path.join(root, "cgroup.controllers")) and os.path.isdir(unified):
+            return unified
+        return root
+    for candidate in (controllers, controllers.removeprefix("name="), *controllers.split(",")):
+        if os.path.isdir(os.path.join(root, candidate)):
+            return os.path.join(root, candidate)
+    raise OSError(errno.ENOENT, f"no mount of the cgroup hierarchy {controllers} under {root}")
+
+
 def run(spec: EnterSpec) -> int:
     """Enter, fork the command, wait for it; returns the exit code."""
     sc.set_parent_death_signal(signal.SIGKILL)
     try:
         if spec.seccomp:
             seccomp.load()  # before setns: the library lives on the host's file system
+        join_cgroups(spec.sandbox_pid)
         enter(spec)
     except (OSError, LauncherError) as exc:
         print(f"error: cannot enter the sandbox: {exc}", file=sys.stderr)

@@ -1,21 +1,27 @@
 """``worker.exec``: one command in a running namespace sandbox, on the client's own stdio.
 
 The client passes its stdin, stdout and stderr (or, with a tty, its pty slave three times) over
-the socket; the daemon spawns ``python -m vmm_ffi.enter`` on exactly those fds, so the bytes go
-between the client's terminal and the command without passing through the daemon. The daemon
-keeps what a terminal cannot: the exit code, the timeout (SIGTERM, then SIGKILL: exit 124), and
-the signals a non-tty client forwards (``worker.exec_signal``). The helper dies with the daemon
-(PDEATHSIG), and the command with the helper.
+the socket; the daemon hands exactly those fds to its fork server (``vmm_ffi.enter_server``,
+started on the first exec and kept), which forks a helper that enters the sandbox and runs the
+command, so the bytes go between the client's terminal and the command without passing through
+the daemon, and no Python interpreter starts per exec. The daemon keeps what a terminal cannot:
+the exit code, the timeout (SIGTERM, then SIGKILL: exit 124), and the signals a non-tty client
+forwards (``worker.exec_signal``), sent through a pidfd of the helper. The fork server dies with
+the daemon (PDEATHSIG), each helper with the server, and the command with its helper.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 
@@ -31,22 +37,174 @@ from vmm_ffi.params import LaunchParams
 EXIT_TIMED_OUT = 124
 EXEC_STOP_GRACE_S = 2.0  # a timed-out command: SIGTERM, then SIGKILL after this
 STDIO_FDS = 3
+_MAX_MESSAGE = 1 << 16
+
+
+class _Helper:
+    """One exec's helper process, as the fork server reported it."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.started: asyncio.Future[int] = loop.create_future()  # -> the helper's pidfd
+        self.exited: asyncio.Future[int] = loop.create_future()  # -> its exit status
+        self.pidfd: int | None = None
+
+    def send_signal(self, signum: int) -> None:
+        if self.pidfd is not None and not self.exited.done():
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.pidfd, signum)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+class ForkServer:
+    """The daemon's handle on ``vmm_ffi.enter_server``: started on first use, started again
+    after it died (its running execs then end with ``Unavailable``)."""
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self._sock: socket.socket | None = None
+        self._helpers: dict[int, _Helper] = {}
+        self._next_id = 1
+        self._lock = asyncio.Lock()
+
+    async def spawn(self, spec: EnterSpec, fds: list[int]) -> _Helper:
+        """Ask for a helper running ``spec`` on ``fds`` (the caller closes them); returns once
+        it runs."""
+        sock = await self._ensure()
+        req_id, self._next_id = self._next_id, self._next_id + 1
+        helper = self._helpers[req_id] = _Helper()
+        data = json.dumps({"id": req_id, "spec": msgspec.to_builtins(spec)}).encode()
+        try:
+            await self._send(sock, data, fds)
+            helper.pidfd = await helper.started
+        except BaseException:
+            self._helpers.pop(req_id, None)
+            raise
+        return helper
+
+    def forget(self, helper: _Helper) -> None:
+        helper.close()
+        for req_id, known in list(self._helpers.items()):
+            if known is helper:
+                del self._helpers[req_id]
+
+    async def _ensure(self) -> socket.socket:
+        async with self._lock:
+            if self._sock is not None:
+                return self._sock
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-S", "-m", "vmm_ffi.enter_server", str(theirs.fileno()),
+                    pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL, env={"PYTHONPATH": launcher_python_path()})
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            ours.setblocking(False)
+            asyncio.get_running_loop().add_reader(ours.fileno(), self._readable, ours)
+            self._sock = ours
+            return ours
+
+    @staticmethod
+    async def _send(sock: socket.socket, data: bytes, fds: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        while True:
+            try:
+                sock.sendmsg([data], rights)
+                return
+            except BlockingIOError:
+                writable = loop.create_future()
+                loop.add_writer(sock.fileno(), writable.set_result, None)
+                try:
+                    await writable
+                finally:
+                    loop.remove_writer(sock.fileno())
+            except OSError as exc:
+                raise Unavailable(f"the exec fork server is gone: {exc}") from exc
+
+    def _readable(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data, ancdata, _flags, _addr = sock.recvmsg(
+                    _MAX_MESSAGE, socket.CMSG_SPACE(array.array("i").itemsize))
+            except BlockingIOError:
+                return
+            except OSError:
+                data, ancdata = b"", []
+            fds = array.array("i")
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+            if not data:
+                self._lost(sock)
+                return
+            self._dispatch(json.loads(data), list(fds))
+
+    def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
+        helper = self._helpers.get(message.get("id"))  # type: ignore[arg-type]
+        if helper is None:
+            for fd in fds:
+                os.close(fd)
+            return
+        if "pid" in message and fds and not helper.started.done():
+            helper.started.set_result(fds[0])
+        elif "error" in message and not helper.started.done():
+            helper.started.set_exception(Unavailable(f"cannot start the exec: {message['error']}"))
+        elif "exit" in message and not helper.exited.done():
+            helper.exited.set_result(int(message["exit"]))
+        for fd in fds[1 if "pid" in message else 0:]:
+            os.close(fd)
+
+    def _lost(self, sock: socket.socket) -> None:
+        asyncio.get_running_loop().remove_reader(sock.fileno())
+        sock.close()
+        if self._sock is sock:
+            self._sock = None
+        gone = Unavailable("the exec fork server died; the command was stopped")
+        for helper in self._helpers.values():
+            for future in (helper.started, helper.exited):
+                if not future.done():
+                    future.set_exception(gone)
+        self._helpers.clear()
+
+    async def aclose(self) -> None:
+        """Stop the server (its helpers and their commands die with it)."""
+        if self._sock is not None:
+            self._lost(self._sock)
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await self._proc.wait()
+            self._proc = None
 
 
 class ExecRegistry:
-    """The daemon's running execs by ``exec_id`` (for ``worker.exec_signal``)."""
+    """The daemon's running execs by ``exec_id`` (for ``worker.exec_signal``), and the fork
+    server that starts them."""
 
     def __init__(self) -> None:
-        self._running: dict[str, asyncio.subprocess.Process] = {}
+        self._running: dict[str, _Helper] = {}
+        self.server = ForkServer()
+
+    def check_free(self, exec_id: str | None) -> None:
+        if exec_id is not None and exec_id in self._running:
+            raise InvalidArgument(f"exec id {exec_id!r} is already in use")
 
     @contextlib.contextmanager
-    def track(self, exec_id: str | None, proc: asyncio.subprocess.Process) -> Iterator[None]:
+    def track(self, exec_id: str | None, helper: _Helper) -> Iterator[None]:
         if exec_id is None:
             yield
             return
-        if exec_id in self._running:
-            raise InvalidArgument(f"exec id {exec_id!r} is already in use")
-        self._running[exec_id] = proc
+        self.check_free(exec_id)
+        self._running[exec_id] = helper
         try:
             yield
         finally:
@@ -54,11 +212,13 @@ class ExecRegistry:
 
     def signal(self, exec_id: str, signum: int) -> None:
         """Forward ``signum`` to the exec's command (the helper forwards it on)."""
-        proc = self._running.get(exec_id)
-        if proc is None:
+        helper = self._running.get(exec_id)
+        if helper is None:
             raise InvalidState(f"no running exec {exec_id!r}")
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signum)
+        helper.send_signal(signum)
+
+    async def aclose(self) -> None:
+        await self.server.aclose()
 
 
 def enter_spec(layout: SandboxLayout, params: WorkerExecParams) -> EnterSpec:
@@ -83,36 +243,40 @@ def enter_spec(layout: SandboxLayout, params: WorkerExecParams) -> EnterSpec:
 
 async def run_exec(spec: EnterSpec, fds: list[int], params: WorkerExecParams,
                    registry: ExecRegistry) -> WorkerExecResult:
-    """Spawn the helper on the client's fds (closed here), wait, enforce the timeout."""
+    """Start the helper on the client's fds (closed here), wait, enforce the timeout."""
     try:
         if len(fds) != STDIO_FDS:
             raise InvalidArgument("worker.exec needs the command's stdin, stdout and stderr "
                                   f"passed as 3 file descriptors with the request (got {len(fds)})")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-S", "-m", "vmm_ffi.enter", msgspec.json.encode(spec).decode(),
-            stdin=fds[0], stdout=fds[1], stderr=fds[2], start_new_session=True,
-            env={"PYTHONPATH": launcher_python_path()})
+        registry.check_free(params.exec_id)
+        helper = await registry.server.spawn(spec, fds)
     finally:
         for fd in fds:
             os.close(fd)
-    with registry.track(params.exec_id, proc):
-        try:
-            code = await asyncio.wait_for(proc.wait(), params.timeout_s)
-        except TimeoutError:
-            await _stop(proc)
-            return WorkerExecResult(exit_code=EXIT_TIMED_OUT, timed_out=True)
-        except asyncio.CancelledError:  # the client left: the command goes too
-            await _stop(proc)
-            raise
+    try:
+        with registry.track(params.exec_id, helper):
+            try:
+                code = await asyncio.wait_for(asyncio.shield(helper.exited), params.timeout_s)
+            except TimeoutError:
+                await _stop(helper)
+                return WorkerExecResult(exit_code=EXIT_TIMED_OUT, timed_out=True)
+            except asyncio.CancelledError:  # the client left: the command goes too
+                await _stop(helper)
+                raise
+    finally:
+        registry.server.forget(helper)
     return WorkerExecResult(exit_code=128 - code if code < 0 else code)
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
+async def _stop(helper: _Helper) -> None:
+    """SIGTERM (the helper passes it to the command), then SIGKILL (the command dies with the
+    helper: PDEATHSIG)."""
+    helper.send_signal(signal.SIGTERM)
     try:
-        await asyncio.wait_for(proc.wait(), EXEC_STOP_GRACE_S)
+        await asyncio.wait_for(asyncio.shield(helper.exited), EXEC_STOP_GRACE_S)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
+        helper.send_signal(signal.SIGKILL)
+        with contextlib.suppress(Unavailable):
+            await helper.exited
+    except Unavailable:
+        pass

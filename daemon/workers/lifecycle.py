@@ -363,4 +363,5 @@ class WorkerLifecycle:
                                  return_exceptions=True)
         for rt in runtimes:
             self.supervisor.detach(rt.name)
+        await self._execs.aclose()  # the fork server; running execs end with it
 

@@ -327,3 +327,51 @@ def test_help_does_not_render_types_as_placeholders(argv: tuple[str, ...]) -> No
     assert out.returncode == 0, out.stderr
     assert "--force" in out.stdout or "--timeout" in out.stdout
     assert "<bool>" not in out.stdout and "<str>" not in out.stdout, out.stdout
+
+
+EXEC_FORMS = [
+    ("box", "--", "true"),
+    ("box", "-e", "A=1", "--env", "B=2", "--env=C=3", "-w", "/tmp", "-t", "--", "sh", "-c", "x"),
+    ("-e", "A=1", "box", "--workdir=/w", "--no-tty", "--timeout", "2.5", "--", "ls", "-l", "--"),
+    ("--timeout=0.5", "box", "--tty", "ls", "--", "-a"),
+    ("box", "ls"),
+]
+
+
+@pytest.mark.parametrize("args", EXEC_FORMS, ids=range(len(EXEC_FORMS)))
+def test_the_exec_fast_path_reads_arguments_as_typer_does(
+        monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]) -> None:
+    from typer.testing import CliRunner
+
+    import client.exec_cli
+    from client.cli import _fast_exec, app
+
+    seen: list[tuple[dict[str, object], bool]] = []
+
+    def record(params: dict[str, object], tty_mode: bool) -> int:
+        seen.append((params, tty_mode))
+        return 7
+    monkeypatch.setattr(client.exec_cli, "run_exec", record)
+    via_typer = CliRunner().invoke(app, ["worker", "exec", *args])
+    assert via_typer.exit_code == 7, via_typer.output
+    assert _fast_exec(list(args)) == 7
+    assert seen[0] == seen[1]
+
+
+@pytest.mark.parametrize("args", [
+    ("--help",), ("box", "--help"), ("box",), ("box", "-x", "--", "true"),
+    ("box", "--timeout", "0", "--", "true"), ("box", "--timeout", "soon", "--", "true"),
+    ("box", "-eA=1", "--", "true"), ("box", "--tty=yes", "--", "true"), ("box", "-e"),
+])
+def test_the_exec_fast_path_leaves_unusual_forms_to_typer(args: tuple[str, ...]) -> None:
+    from client.cli import _parse_exec
+
+    assert _parse_exec(list(args)) is None
+
+
+def test_the_exec_fast_path_reports_a_bad_env_pair_as_typer_does(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from client.cli import _fast_exec
+
+    assert _fast_exec(["box", "-e", "NOEQUALS", "--", "true"]) == 1
+    assert capsys.readouterr().err.startswith("error: -e 'NOEQUALS': use KEY=VALUE")

@@ -155,3 +155,44 @@ def test_a_resize_reaches_the_command(running: DaemonProcess) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         os.close(master)
+
+
+def test_the_command_joins_the_sandboxs_cgroups(running: DaemonProcess) -> None:
+    done = running.iii("worker", "exec", "box", "--", "sh", "-c",
+                       "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup")
+    assert done.returncode == 0, done.stderr
+    ours, sandbox_init = done.stdout.split("--\n")
+    assert ours == sandbox_init
+    if os.geteuid() == 0 and Path("/sys/fs/cgroup/memory").is_dir():  # v1 leaves, as root
+        assert any(line.split(":")[1] == "memory" and "box" in line.split(":")[2]
+                   for line in ours.splitlines()), ours
+
+
+def test_a_killed_fork_server_ends_its_execs_and_is_started_again(
+        running: DaemonProcess) -> None:
+    proc = subprocess.Popen([III_CLI, "worker", "exec", "box", "--", "sleep", "4322"],
+                            env=running.env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: _sleepers("4322"), 30, "the command to run")
+    assert running.proc is not None
+    servers = [pid for pid in _children(running.proc.pid)
+               if b"vmm_ffi.enter_server" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(servers) == 1
+    os.kill(servers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "fork server died" in err, err
+    wait_until(lambda: not _sleepers("4322"), 30, "the command to end with its helper")
+    again = running.iii("worker", "exec", "box", "--", "echo", "back")
+    assert (again.returncode, again.stdout) == (0, "back\n"), again.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for child in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(child))
+    return found

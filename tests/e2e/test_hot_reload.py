@@ -1,4 +1,6 @@
-"""Hot reload of local workers end to end (SPEC §10): real files, a real watcher, real restarts."""
+"""Hot reload of local workers end to end (SPEC §10): real files, a real watcher, real restarts.
+Here on shell workers; each SDK kind (TypeScript, JavaScript, Bun, Python) reloads an edit to
+its answering version in ``test_init.py``."""
 
 from __future__ import annotations
 

@@ -1,78 +1,78 @@
-"""``iii worker init`` makes workers that run unchanged: the Python one through the daemon (its
-real SDK installed in the sandbox by its own install script), the Node one on the host's Node
-with the real npm ``iii-sdk``, the Rust one built by the host's cargo."""
+"""``iii worker init`` makes workers that run unchanged: the Python, TypeScript, JavaScript and
+Bun ones through the daemon (their real SDKs installed in the sandbox by their own install
+steps), the Rust one built by the host's cargo."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from client.scaffold import write_worker
 from tests.support.engine import InvocationFailed, invoke_blocking
-from tests.support.fixtures import push_python_image
+from tests.support.fixtures import push_built_image, push_python_image
+from tests.support.images import BUN, NODE
 from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow
 NPM_TIMEOUT_S = 300
+RELOAD_S = 60  # a reload restarts the runtime (tsx compiles on start) on a loaded machine
+TEMPLATES = {"typescript": "src/index.ts", "javascript": "src/index.js", "bun": "src/index.ts",
+             "python": "worker.py"}  # language -> its entry file
 
 
-@pytest.fixture(scope="module")
-def mirror(registry: RegistryServer) -> str:
+@pytest.mark.timeout(900)  # a fresh machine builds the node and bun images first
+def test_templates_run_through_the_daemon_and_hot_reload(
+        daemon_factory, engine_factory, registry: RegistryServer, tmp_path: Path) -> None:
+    """``iii worker init -l typescript|javascript|bun|python`` + ``iii worker add``, all four in
+    one daemon: each installs its real SDK in its sandbox (npm's ``iii-sdk`` with npm or bun's
+    own installer, PyPI's ``iii-sdk`` with pip), registers and answers; then a saved edit of
+    each entry file is the new version answering (hot reload, for each of these kinds)."""
     push_python_image(registry, "iiidev/python", "latest")
-    return registry.host
-
-
-def test_python_template_registers_and_answers(daemon_factory, engine_factory, mirror: str,
-                                               tmp_path: Path) -> None:
-    write_worker(tmp_path / "hello", "hello", "python")
+    push_built_image(registry, NODE, "iiidev/node", "latest")
+    push_built_image(registry, BUN, "oven/bun", "latest")
     engine = engine_factory()
-    daemon = daemon_factory(III_URL=engine.url, III_REGISTRY_MIRROR=mirror)
+    daemon = daemon_factory(III_URL=engine.url, III_REGISTRY_MIRROR=registry.host)
     wait_until(lambda: daemon.json("daemon", "status")["engine"]["reachable"], 10, "engine up")
-    added = daemon.json("worker", "add", str(tmp_path / "hello"))
-    assert added["started"] is True
-    wait_until(lambda: daemon.worker("hello")["engine_registered"] is True, 90,
-               "the engine to list the worker")
-    assert invoke_blocking(engine.url, "hello::hello", {"name": "init"}) == \
-        {"message": "Hello, init!"}
+    entries = {}
+    for language, entry in TEMPLATES.items():
+        name = f"hello-{language}"
+        made = daemon.iii("worker", "init", name, "-l", language, "-d", str(tmp_path / name))
+        assert made.returncode == 0, made.stderr
+        entries[name] = tmp_path / name / entry
+
+    def add(name: str) -> subprocess.CompletedProcess[str]:
+        return daemon.iii("worker", "add", str(tmp_path / name), timeout=NPM_TIMEOUT_S)
+    with ThreadPoolExecutor(len(entries)) as pool:  # the installs overlap: most is waiting
+        for name, added in zip(entries, pool.map(add, entries), strict=True):
+            assert added.returncode == 0, f"{name}: {added.stderr}"
+    for name in entries:
+        wait_until(lambda n=name: daemon.worker(n)["engine_registered"] is True,  # type: ignore[misc]
+                   NPM_TIMEOUT_S, f"the engine to list {name}")
+        assert answer(engine.url, name) == {"message": "Hello, init!"}
+
+    for entry in entries.values():
+        edited = entry.read_text().replace("Hello, ", "Howdy, ")
+        assert edited != entry.read_text()
+        entry.write_text(edited)
+    for name, entry in entries.items():
+        wait_until(lambda n=name: answer(engine.url, n) == {"message": "Howdy, init!"},
+                   RELOAD_S, f"{name}'s edited version to answer")
+        logs = daemon.iii("worker", "logs", name, "--tail", "500").stdout
+        assert f"[iii] reloading ({entry.relative_to(tmp_path / name)} changed)" in logs
+        assert logs.count("[iii] running install") == 1  # a source edit does not re-install
 
 
-def test_typescript_template_runs_on_node_with_the_real_sdk(engine_factory,
-                                                            tmp_path: Path) -> None:
-    if shutil.which("npm") is None or shutil.which("node") is None:
-        pytest.skip("node and npm are needed to run the template outside a sandbox")
-    project = tmp_path / "hello-ts"
-    write_worker(project, "hello-ts", "typescript")
-    installed = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=project,
-                               capture_output=True, text=True, timeout=NPM_TIMEOUT_S, check=False)
-    assert installed.returncode == 0, installed.stderr[-2000:]
-    engine = engine_factory()
-    env = {**os.environ, "III_URL": engine.url, "III_WORKER_NAME": "hello-ts"}
-    with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen(["npx", "tsx", "src/index.ts"], cwd=project, env=env,
-                                  stdout=log, stderr=log, start_new_session=True)
+def answer(url: str, name: str) -> object:
     try:
-        wait_until(lambda: "registered hello-ts::hello" in (tmp_path / "worker.log").read_text()
-                   or worker.poll() is not None, 60, "the worker to register")
-        assert worker.poll() is None, (tmp_path / "worker.log").read_text()
-        answers: list[object] = []
-
-        def answered() -> bool:  # the SDK connects and registers after the log line
-            try:
-                answers.append(invoke_blocking(engine.url, "hello-ts::hello", {"name": "node"}))
-            except InvocationFailed:
-                return False
-            return True
-        wait_until(answered, 30, "hello-ts::hello to answer")
-        assert answers == [{"message": "Hello, node!"}]
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(20)
+        return invoke_blocking(url, f"{name}::hello", {"name": "init"}, timeout=5)
+    except (InvocationFailed, OSError, TimeoutError):
+        return None
 
 
 def test_rust_template_builds_and_runs(tmp_path: Path) -> None:

@@ -171,7 +171,7 @@ async def test_over_the_cap_a_client_gets_busy_and_is_served_on_retry(daemon_fac
 async def test_slow_clients_never_stall_others_and_get_their_answer(daemon_factory: Any) -> None:
     """Three clients each write one valid request a byte at a time (~6.7 bytes/s).
 
-    The daemon has no idle timeout (``daemon/server.py``), so must hold: while every slow client
+    The daemon has no idle timeout (``daemon/api/server.py``), so must hold: while every slow client
     still has bytes to send, 50 ``worker.list`` calls from other clients all complete correctly;
     each slow client then gets its own correct answer once its line is complete.
     """
