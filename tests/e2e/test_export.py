@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import kubernetes_validate
@@ -19,6 +20,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from daemon.export.kubernetes import API_VERSIONS
+from tests.support.daemon import DaemonProcess, kill_sandboxes
+from tests.support.engine import free_port, invoke_blocking
 from tests.support.fixtures import AUTH_PASSWORD, AUTH_USER
 from tests.support.wait import wait_until
 
@@ -235,3 +238,62 @@ def test_push_reuses_base_blobs_and_re_export_uploads_nothing(
                            f"{AUTH_USER}:{AUTH_PASSWORD}", f"docker://{refused}"],
                           check=False, capture_output=True, text=True)
     assert look.returncode != 0 and "manifest unknown" in look.stderr
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "python-worker"
+INSTALL_LOG = "/var/log/iii-install.log"
+
+
+def test_exported_image_runs_as_a_container_worker_without_installing_again(
+        daemon_factory, engine_factory, python_image: str, registry, tmp_path: Path) -> None:
+    """SPEC §14: push the prepared example worker (real SDK from PyPI), then a second daemon on
+    a clean III_HOME adds the image by reference; it registers with the stand-in engine and
+    answers through it. The install step appends a line to a log inside the sandbox and the
+    worker reports the line count: one line means the install ran once, on the first machine."""
+    project = tmp_path / "proj"
+    shutil.copytree(EXAMPLE, project)
+    source = project / "worker.py"
+    counted = source.read_text().replace(
+        'return {"message": f"{greeting}, {name}!"}',
+        f'runs = len(open("{INSTALL_LOG}").read().splitlines())\n'
+        '    return {"message": f"{greeting}, {name}! (installed {runs}x)"}')
+    assert counted != source.read_text()
+    source.write_text(counted)
+    (project / "iii.worker.yaml").write_text(
+        f"name: exp\nruntime:\n  kind: python\n  entry: worker.py\n  base_image: {python_image}\n"
+        f"scripts:\n  install: pip install -r requirements.txt && echo ran >> {INSTALL_LOG}\n"
+        "env:\n  GREETING: Hello\n")
+    engine = engine_factory()
+    # The first machine has no engine: the worker is prepared by add, never started there.
+    first = daemon_factory(III_URL=f"ws://127.0.0.1:{free_port()}")
+    added = first.iii("worker", "add", str(project))
+    assert added.returncode == 0, added.stderr
+    ref = f"{registry.host}/team/exported-worker:v1"
+    pushed = first.json("worker", "export", "exp", "--to", ref)
+    first.stop()
+
+    with tempfile.TemporaryDirectory(prefix="iii-", dir="/tmp") as clean:
+        home = Path(clean)
+        second = DaemonProcess(home, III_URL=engine.url).start()
+        try:
+            wait_until(lambda: second.json("daemon", "status")["engine"]["reachable"], 10,
+                       "the engine to be reachable")
+            added = second.json("worker", "add", ref)
+            assert added["started"] is True, added
+            worker = second.worker("exported-worker")
+            assert worker["type"] == "oci" and worker["isolation"] == "namespace"
+            wait_until(lambda: second.worker("exported-worker")["engine_registered"] is True,
+                       60, "the engine to list the exported worker")
+            answer = invoke_blocking(engine.url, "examples::greet", {"name": "k8s"})
+            assert answer == {"message": "Hello, k8s! (installed 1x)"}
+            # pulled by digest-checked blobs: the cached image is the one pushed
+            [cached] = second.json("image", "list")["images"]
+            assert cached["digest"] == pushed["digest"]
+            # and nothing ran install in the second sandbox: no copy-up of the install log
+            upper = home / "managed/exported-worker/upper"
+            assert not (upper / INSTALL_LOG.lstrip("/")).exists()
+            log = (home / "managed/exported-worker/logs/worker.log").read_text()
+            assert "running install" not in log and "registered examples::greet" in log
+        finally:
+            second.stop()
+            kill_sandboxes(home)
