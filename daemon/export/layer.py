@@ -104,6 +104,10 @@ def _add(tar: tarfile.TarFile, change: Change) -> None:
         info.type = tarfile.SYMTYPE
         info.linkname = change.link_target
         tar.addfile(info)
+    elif change.kind is Kind.HARDLINK:  # the target is an earlier entry of this layer
+        info.type = tarfile.LNKTYPE
+        info.linkname = change.link_target
+        tar.addfile(info)
     else:
         assert change.source is not None
         info.size = change.size
