@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,21 +65,36 @@ def parse_oci_destination(to: str) -> tuple[Path, str]:
     return Path(path), tag
 
 
-def check_exportable(name: str, kind: WorkerKind, layout: SandboxLayout) -> None:
+def check_exportable_kind(name: str, kind: WorkerKind) -> None:
     if kind is not WorkerKind.LOCAL:
         raise InvalidState(f"worker '{name}' is a {kind.value} worker; only workers added from "
                            "a project directory (`iii worker add ./dir`) can be exported")
+
+
+def check_exportable(name: str, layout: SandboxLayout) -> None:
+    """After prepare: the marker is there and the root is an overlay whose upper dir is the
+    layer."""
     if not layout.marker.is_file():
         raise InvalidState(f"worker '{name}' is not prepared (no successful install yet); run "
                            f"`iii worker start {name}` and export again")
     mode = layout.mode()
     if mode is not RootMode.OVERLAY:
-        raise InvalidState(f"worker '{name}' has a {mode.value if mode else 'missing'} root "
-                           "(no overlay on this host): export needs an overlay sandbox")
+        raise InvalidState(
+            f"worker '{name}' has a {mode.value if mode else 'missing'} root (this host has no "
+            "usable overlayfs): export reads the sandbox's overlay upper dir and cannot diff a "
+            "full copy against its image; export on a host with overlay (Linux >= 5.11 for "
+            "rootless) or run `iii worker add --force` there")
+
+
+ExportProgress = Callable[[str, str, int, int], None]  # (layer|push, message, done, total) bytes
+
+
+def _quiet(phase: str, message: str, done: int, total: int) -> None:
+    pass
 
 
 async def export_to_oci(name: str, spec: WorkerSpec, layout: SandboxLayout, images: ImageStore,
-                        to: str) -> ExportResult:
+                        to: str, progress: ExportProgress = _quiet) -> ExportResult:
     """Export to ``oci:DIR[:TAG]`` or push to a registry reference."""
     cached = images.lookup(spec.base_image)
     if cached is None:
@@ -90,7 +106,7 @@ async def export_to_oci(name: str, spec: WorkerSpec, layout: SandboxLayout, imag
         work = Path(tmp)
         to_disk = to.startswith(OCI_PREFIX)
         config_bytes, layers = await images.base_blobs(cached, work if to_disk else None)
-        image, layer, base = await _build(name, spec, layout, config_bytes, layers, work)
+        image, layer, base = await _build(name, spec, layout, config_bytes, layers, progress)
         blobs = {d.digest: work / d.digest.removeprefix("sha256:") for d in base}
         blobs[layer.digest] = layer.path
         if to_disk:
@@ -113,9 +129,11 @@ async def export_to_oci(name: str, spec: WorkerSpec, layout: SandboxLayout, imag
             assert isinstance(client, PushClient)
             same_registry = source.registry == target.registry
             with image_errors(target.canonical):
-                uploaded, reused = await push_image(client, target.tag or "latest", image,
-                                 [*(d.digest for d in base), layer.digest], local,
-                                 source.repository if same_registry else None)
+                uploaded, reused = await push_image(
+                    client, target.tag or "latest", image,
+                    [*((d.digest, d.size) for d in base), (layer.digest, layer.size)], local,
+                    source.repository if same_registry else None,
+                    lambda message, done, total: progress("push", message, done, total))
     return ExportResult(digest=image.digest, size=layer.size, layer_digest=layer.digest,
                         destination=f"{target.registry}/{target.repository}@{image.digest}",
                         uploaded=uploaded, reused=reused)
@@ -133,7 +151,7 @@ def parse_push_target(to: str) -> ImageReference:
 
 
 async def _build(name: str, spec: WorkerSpec, layout: SandboxLayout, config_bytes: bytes,
-                 layers: list[ManifestDescriptor], work: Path
+                 layers: list[ManifestDescriptor], progress: ExportProgress
                  ) -> tuple[BuiltImage, LayerBlob, list[Descriptor]]:
     marker = json.loads(layout.marker.read_bytes())
     fingerprint = str(marker.get("fingerprint", "")) if isinstance(marker, dict) else ""
@@ -141,7 +159,7 @@ async def _build(name: str, spec: WorkerSpec, layout: SandboxLayout, config_byte
         changes = await asyncio.to_thread(read_upper, layout.upper)
     except UpperDirError as exc:
         raise InvalidState(f"cannot export worker '{name}': {exc}") from exc
-    layer = await asyncio.to_thread(cached_layer, layout, changes)
+    layer = await asyncio.to_thread(cached_layer, layout, changes, progress)
     base = []
     for d in layers:
         if d.mediaType not in GZIP_LAYER_TYPES:
@@ -159,7 +177,8 @@ LAYER_CACHE = "export-layer.tar.gz"
 LAYER_CACHE_INFO = "export-layer.json"
 
 
-def cached_layer(layout: SandboxLayout, changes: list[Change]) -> LayerBlob:
+def cached_layer(layout: SandboxLayout, changes: list[Change],
+                 progress: ExportProgress = _quiet) -> LayerBlob:
     """The layer for ``changes``, rebuilt only when the upper dir changed since the last export.
 
     Re-export of an unchanged worker is then a stat walk plus registry HEADs (issue 13's goal:
@@ -177,7 +196,9 @@ def cached_layer(layout: SandboxLayout, changes: list[Change]) -> LayerBlob:
         pass  # no usable cache: build
     info.unlink(missing_ok=True)  # never pair a new blob with an old description
     tmp = layout.dir / f".{LAYER_CACHE}.tmp"
-    built = write_layer(changes, tmp)
+    total = sum(c.size for c in changes)
+    built = write_layer(changes, tmp, lambda done: progress(
+        "layer", f"{len(changes)} entries of the sandbox root", done, total))
     os.replace(tmp, blob)
     info.write_text(json.dumps({"key": key, "digest": built.digest, "diff_id": built.diff_id,
                                 "size": built.size,

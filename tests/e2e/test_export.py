@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from daemon.export.kubernetes import API_VERSIONS
 from tests.support.daemon import DaemonProcess, kill_sandboxes
 from tests.support.engine import free_port, invoke_blocking
 from tests.support.fixtures import AUTH_PASSWORD, AUTH_USER
+from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
 
 pytestmark = [
@@ -297,3 +299,68 @@ def test_exported_image_runs_as_a_container_worker_without_installing_again(
         finally:
             second.stop()
             kill_sandboxes(home)
+
+
+def layer_names(layout: Path) -> list[str]:
+    """Entry names of the last (exported) layer of the only image in an OCI layout."""
+    index = json.loads((layout / "index.json").read_text())
+    blobs = layout / "blobs/sha256"
+    manifest_doc = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_bytes())
+    with tarfile.open(blobs / manifest_doc["layers"][-1]["digest"][7:]) as tar:
+        return tar.getnames()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the full registry's tmpfs needs root")
+def test_export_prepares_first_and_refuses_failed_installs_and_a_full_registry(
+        daemon_factory, python_image: str, iii_home: Path, tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "worker.py").write_text("print('hello')\n")
+    yaml_text = (f"name: fresh\nruntime:\n  kind: python\n  base_image: {python_image}\n"
+                 "scripts:\n  install: {install}\n  start: python3 worker.py\n")
+    (project / "iii.worker.yaml").write_text(yaml_text.format(
+        install="head -c 3000000 /dev/urandom > /opt/installed"))
+    daemon = daemon_factory()
+    # A worker written into config.yaml by hand: known, never prepared. Export prepares it.
+    (iii_home / "config.yaml").write_text(f"workers:\n  - name: fresh\n    worker_path: {project}\n")
+    wait_until(lambda: any(w["name"] == "fresh" for w in daemon.json("worker", "list")["workers"]),
+               10, "the hand edit to be read")
+    assert not (iii_home / "managed/fresh/upper").exists()
+    first = tmp_path / "first"
+    done = daemon.json("worker", "export", "fresh", "--to", f"oci:{first}")
+    assert (iii_home / "managed/fresh/upper/var/.iii-prepared").is_file()
+    names = layer_names(first)
+    assert "opt/installed" in names and "workspace/worker.py" in names
+    assert done["size"] > 3_000_000  # random bytes do not compress
+
+    # A registry whose storage is full: one line naming the registry, and no tag.
+    full = RegistryServer()
+    full.storage.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full.storage)],
+                   check=True)
+    try:
+        full.start()
+        res = daemon.iii("worker", "export", "fresh", "--to", f"{full.host}/team/fresh:v1")
+        assert res.returncode == 1, res.stdout
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert res.stderr.startswith("error: ") and full.host in res.stderr, res.stderr
+        assert "out of disk space" in res.stderr and "nothing was tagged" in res.stderr
+        assert "Traceback" not in res.stderr
+        look = subprocess.run(["skopeo", "inspect", "--tls-verify=false",
+                               f"docker://{full.host}/team/fresh:v1"],
+                              check=False, capture_output=True, text=True)
+        assert look.returncode != 0 and "manifest unknown" in look.stderr, look.stderr
+    finally:
+        full.stop()
+        subprocess.run(["umount", "--lazy", str(full.storage)], check=False)
+        shutil.rmtree(full.dir, ignore_errors=True)
+
+    # The install now fails: export runs it (the manifest changed), says so, exports nothing.
+    (project / "iii.worker.yaml").write_text(yaml_text.format(install="echo broken >&2; exit 7"))
+    second = tmp_path / "second"
+    res = daemon.iii("worker", "export", "fresh", "--to", f"oci:{second}")
+    assert res.returncode == 1, res.stdout
+    errors = [ln for ln in res.stderr.splitlines() if not ln.startswith("  | ")]
+    assert errors == ["error: install script failed with exit code 7"], res.stderr
+    assert "  | broken" in res.stderr
+    assert not second.exists()
