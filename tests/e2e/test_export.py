@@ -9,11 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pty
+import select
 import shutil
 import stat
 import subprocess
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import kubernetes_validate
@@ -21,7 +24,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from daemon.export.kubernetes import API_VERSIONS
-from tests.support.daemon import DaemonProcess, kill_sandboxes
+from tests.support.daemon import III_CLI, DaemonProcess, kill_sandboxes
 from tests.support.engine import free_port, invoke_blocking
 from tests.support.fixtures import AUTH_PASSWORD, AUTH_USER
 from tests.support.registry import RegistryServer
@@ -162,6 +165,35 @@ def test_export_to_oci_layout_equals_the_sandbox_view(
     assert again["digest"] == digest
 
 
+def run_on_tty(env: dict[str, str], *args: str, timeout: float = 120.0) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as stdout/stderr; its exit code and all it wrote."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([III_CLI, *args], stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=slave, env=env)
+    os.close(slave)
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        return proc.wait(10), out.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
 def test_export_refuses_an_unknown_worker_in_one_line(daemon_factory, tmp_path: Path) -> None:
     daemon = daemon_factory()
     res = daemon.iii("worker", "export", "ghost", "--to", f"oci:{tmp_path / 'x'}")
@@ -189,8 +221,19 @@ def test_push_reuses_base_blobs_and_re_export_uploads_nothing(
     added = daemon.iii("worker", "add", str(project))
     assert added.returncode == 0, added.stderr
 
+    # On a terminal: rich progress bars for building the layer and pushing it
+    code, screen = run_on_tty(daemon.env, "worker", "export", "exp", "--to",
+                              f"{registry.host}/team/tty:1")
+    assert code == 0, screen
+    assert "━" in screen and "layer:" in screen and "push:" in screen, screen
+    assert "exported worker 'exp'" in screen
+    # Not a terminal, no --json: one plain line per step, then the result
+    plain = daemon.iii("worker", "export", "exp", "--to", f"{registry.host}/team/plain:1")
+    assert plain.returncode == 0, plain.stderr
+    assert "push: tagged" in plain.stdout and "━" not in plain.stdout
+
     target = f"{registry.host}/team/exp:v1"
-    first = daemon.json("worker", "export", "exp", "--to", target)
+    first = daemon.json("worker", "export", "exp", "--to", target)  # --json: the result only
     # the base layer is mounted from iii-test/python, never uploaded; the new layer is
     assert first["blobs_reused"] == 1 and first["blobs_uploaded"] == 1
     assert first["destination"] == f"{registry.host}/team/exp@{first['digest']}"
