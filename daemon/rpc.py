@@ -121,7 +121,7 @@ class Dispatcher:
             "worker.logs": s.logs,
             "worker.exec": lambda p, n: s.exec(p, n),
             "worker.exec_signal": lambda p, n: s.exec_signal(p),
-            "worker.export": s.export,
+            "worker.export": lambda p, n: s.export(p, n),
             "worker.kubernetes": lambda p, n: s.kubernetes(p),
             "image.pull": s.image_pull,
             "image.list": lambda p, n: s.image_list(),

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from daemon.config_entries import WorkerKind
 from daemon.errors import InvalidArgument, InvalidState
 from daemon.export.image import (
@@ -31,12 +33,14 @@ from daemon.export.push import PushClient, push_image
 from daemon.export.upper import Change, UpperDirError, read_upper
 from daemon.images import ImageStore
 from daemon.images.manifest import Descriptor as ManifestDescriptor
+from daemon.images.models import CachedImage
 from daemon.images.registry import new_session
 from daemon.images.store import image_errors
 from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.layout import RootMode
 from manifests import WorkerSpec
 from manifests.reference import ImageReference, InvalidReference, parse_reference
+from vmm_ffi.statefiles import write_atomic
 
 OCI_PREFIX = "oci:"
 # Same bytes, OCI name: umoci and others refuse Docker media types inside an OCI manifest.
@@ -105,7 +109,8 @@ async def export_to_oci(name: str, spec: WorkerSpec, layout: SandboxLayout, imag
     with tempfile.TemporaryDirectory(prefix=".export-", dir=layout.dir) as tmp:
         work = Path(tmp)
         to_disk = to.startswith(OCI_PREFIX)
-        config_bytes, layers = await images.base_blobs(cached, work if to_disk else None)
+        config_bytes, layers = await base_manifest(images, cached, layout,
+                                                   work if to_disk else None)
         image, layer, base = await _build(name, spec, layout, config_bytes, layers, progress)
         blobs = {d.digest: work / d.digest.removeprefix("sha256:") for d in base}
         blobs[layer.digest] = layer.path
@@ -171,6 +176,39 @@ async def _build(name: str, spec: WorkerSpec, layout: SandboxLayout, config_byte
     image = build_image(json.loads(config_bytes), base, layer, start=spec.scripts.start,
                         env=literal_env(spec.env), labels=labels)
     return image, layer, base
+
+
+BASE_CACHE = "export-base.json"
+
+
+class _BaseCache(msgspec.Struct, frozen=True):
+    digest: str  # the base image's manifest digest the rest was read from
+    config: str
+    layers: list[ManifestDescriptor]
+
+
+async def base_manifest(images: ImageStore, cached: CachedImage, layout: SandboxLayout,
+                        dest: Path | None) -> tuple[bytes, list[ManifestDescriptor]]:
+    """The base image's config bytes and layer descriptors. A push of an image whose base the
+    target already has needs no base blob, so when ``dest`` is None they come from a copy kept
+    beside the sandbox: a manifest pinned by digest never changes, and asking the base's
+    registry again (Docker Hub: a token and two round trips) would dominate a re-export."""
+    path = layout.dir / BASE_CACHE
+    if dest is None:
+        try:
+            saved = msgspec.json.decode(path.read_bytes(), type=_BaseCache)
+            if saved.digest == cached.digest:
+                return saved.config.encode(), saved.layers
+        except (OSError, msgspec.DecodeError, UnicodeError):
+            pass  # absent or unreadable: ask the registry
+    config_bytes, layers = await images.base_blobs(cached, dest)
+    try:
+        text = config_bytes.decode()
+    except UnicodeDecodeError:
+        return config_bytes, layers  # not UTF-8 JSON: never cached
+    await asyncio.to_thread(write_atomic, path, msgspec.json.encode(
+        _BaseCache(digest=cached.digest, config=text, layers=layers)))
+    return config_bytes, layers
 
 
 LAYER_CACHE = "export-layer.tar.gz"

@@ -200,6 +200,9 @@ def test_export_refuses_an_unknown_worker_in_one_line(daemon_factory, tmp_path: 
     assert res.returncode == 1
     assert res.stderr.strip() == "error: worker 'ghost' not found; see `iii worker list`"
     assert "Traceback" not in res.stderr and not (tmp_path / "x").exists()
+    # `--json` takes the typer-free path (client/cli.py): the same one line
+    fast = daemon.iii("worker", "export", "ghost", "--json", "--to", f"oci:{tmp_path / 'x'}")
+    assert (fast.returncode, fast.stderr, fast.stdout) == (1, res.stderr, "")
 
     added = daemon.iii("worker", "add", "iii-http")  # a config worker: nothing to export
     assert added.returncode == 0, added.stderr
@@ -242,8 +245,12 @@ def test_push_reuses_base_blobs_and_re_export_uploads_nothing(
         capture_output=True, text=True).stdout)
     assert seen["Digest"] == first["digest"]
 
+    base_reads = registry.requests("GET", "/iii-test/python/")
+    assert base_reads > 0  # the first export read them there
     again = daemon.json("worker", "export", "exp", "--to", target)
     assert again["digest"] == first["digest"]
+    # unchanged: the base's manifest and config come from beside the sandbox, not its registry
+    assert registry.requests("GET", "/iii-test/python/") == base_reads
     assert again["blobs_uploaded"] == 0 and again["blobs_reused"] == 2
 
     # Kubernetes YAML for the last push: validated by the real schemas, secrets only in the
