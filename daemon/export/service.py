@@ -1,8 +1,9 @@
 """``worker.export --to oci:DIR``: a prepared local worker as an OCI image layout (SPEC §14).
 
 Checks come first and each fails with one line saying what to do: the worker must exist, be a
-local (project) worker, be prepared (marker present), and live on an overlay root (reflink/copy
-roots hold the whole tree, and diffing it against the image is not implemented).
+local (project) worker, and be prepared (marker present; a stopped worker is prepared by the
+caller first). An overlay root's upper dir is the layer; a reflink/copy root is diffed against
+the image rootfs it was copied from (daemon/export/diff.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import msgspec
 
 from daemon.config_entries import WorkerKind
 from daemon.errors import InvalidArgument, InvalidState
+from daemon.export.diff import diff_root
 from daemon.export.image import (
     LAYER_MEDIA_TYPE,
     BuiltImage,
@@ -38,6 +40,7 @@ from daemon.images.registry import new_session
 from daemon.images.store import image_errors
 from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.layout import RootMode
+from daemon.sandboxes.provision import ROOT_MODE_FILE
 from manifests import WorkerSpec
 from manifests.reference import ImageReference, InvalidReference, parse_reference
 from vmm_ffi.statefiles import write_atomic
@@ -76,18 +79,23 @@ def check_exportable_kind(name: str, kind: WorkerKind) -> None:
 
 
 def check_exportable(name: str, layout: SandboxLayout) -> None:
-    """After prepare: the marker is there and the root is an overlay whose upper dir is the
-    layer."""
+    """After prepare: the marker and a sandbox root are there."""
     if not layout.marker.is_file():
         raise InvalidState(f"worker '{name}' is not prepared (no successful install yet); run "
                            f"`iii worker start {name}` and export again")
-    mode = layout.mode()
-    if mode is not RootMode.OVERLAY:
-        raise InvalidState(
-            f"worker '{name}' has a {mode.value if mode else 'missing'} root (this host has no "
-            "usable overlayfs): export reads the sandbox's overlay upper dir and cannot diff a "
-            "full copy against its image; export on a host with overlay (Linux >= 5.11 for "
-            "rootless) or run `iii worker add --force` there")
+    if layout.mode() is None:
+        raise InvalidState(f"worker '{name}' has no sandbox root; run `iii worker start {name}` "
+                           "and export again")
+
+
+def read_changes(layout: SandboxLayout, image_rootfs: Path) -> list[Change]:
+    """The sandbox's changes to its image: the overlay upper dir as it is, or a full-copy root
+    (reflink/copy modes) diffed against the image rootfs it was copied from. Blocking."""
+    if layout.mode() is RootMode.OVERLAY:
+        return read_upper(layout.upper)
+    # the copy is finished (renamed into place) before the mode file is written
+    copied_ns = (layout.dir / ROOT_MODE_FILE).stat().st_mtime_ns
+    return diff_root(layout.rootfs, image_rootfs, copied_ns)
 
 
 ExportProgress = Callable[[str, str, int, int], None]  # (layer|push, message, done, total) bytes
@@ -111,7 +119,8 @@ async def export_to_oci(name: str, spec: WorkerSpec, layout: SandboxLayout, imag
         to_disk = to.startswith(OCI_PREFIX)
         config_bytes, layers = await base_manifest(images, cached, layout,
                                                    work if to_disk else None)
-        image, layer, base = await _build(name, spec, layout, config_bytes, layers, progress)
+        image, layer, base = await _build(name, spec, layout, cached.path, config_bytes, layers,
+                                          progress)
         blobs = {d.digest: work / d.digest.removeprefix("sha256:") for d in base}
         blobs[layer.digest] = layer.path
         if to_disk:
@@ -155,13 +164,13 @@ def parse_push_target(to: str) -> ImageReference:
     return ref
 
 
-async def _build(name: str, spec: WorkerSpec, layout: SandboxLayout, config_bytes: bytes,
-                 layers: list[ManifestDescriptor], progress: ExportProgress
+async def _build(name: str, spec: WorkerSpec, layout: SandboxLayout, image_rootfs: Path,
+                 config_bytes: bytes, layers: list[ManifestDescriptor], progress: ExportProgress
                  ) -> tuple[BuiltImage, LayerBlob, list[Descriptor]]:
     marker = json.loads(layout.marker.read_bytes())
     fingerprint = str(marker.get("fingerprint", "")) if isinstance(marker, dict) else ""
     try:
-        changes = await asyncio.to_thread(read_upper, layout.upper)
+        changes = await asyncio.to_thread(read_changes, layout, image_rootfs)
     except UpperDirError as exc:
         raise InvalidState(f"cannot export worker '{name}': {exc}") from exc
     layer = await asyncio.to_thread(cached_layer, layout, changes, progress)
