@@ -39,6 +39,7 @@ from daemon.images.models import CachedImage
 from daemon.images.registry import new_session
 from daemon.images.store import image_errors
 from daemon.sandboxes import SandboxLayout
+from daemon.sandboxes.env import PLACED_FILES
 from daemon.sandboxes.layout import RootMode
 from daemon.sandboxes.provision import ROOT_MODE_FILE
 from manifests import WorkerSpec
@@ -92,10 +93,15 @@ def read_changes(layout: SandboxLayout, image_rootfs: Path) -> list[Change]:
     """The sandbox's changes to its image: the overlay upper dir as it is, or a full-copy root
     (reflink/copy modes) diffed against the image rootfs it was copied from. Blocking."""
     if layout.mode() is RootMode.OVERLAY:
-        return read_upper(layout.upper)
-    # the copy is finished (renamed into place) before the mode file is written
-    copied_ns = (layout.dir / ROOT_MODE_FILE).stat().st_mtime_ns
-    return diff_root(layout.rootfs, image_rootfs, copied_ns)
+        changes = read_upper(layout.upper)
+    else:
+        # the copy is finished (renamed into place) before the mode file is written
+        copied_ns = (layout.dir / ROOT_MODE_FILE).stat().st_mtime_ns
+        changes = diff_root(layout.rootfs, image_rootfs, copied_ns)
+    # The host's resolv.conf and CA bundle, placed at every start, stay on this host: the image
+    # keeps its base's (a pod gets its resolv.conf from the kubelet, a container worker here
+    # gets the host files placed again).
+    return [c for c in changes if c.path not in PLACED_FILES]
 
 
 ExportProgress = Callable[[str, str, int, int], None]  # (layer|push, message, done, total) bytes

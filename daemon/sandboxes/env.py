@@ -26,6 +26,8 @@ DEFAULTS = {
 }
 SANDBOX_CA_PATH = "/etc/ssl/certs/ca-certificates.crt"
 SANDBOX_CA_COPY = "/etc/iii/ca.pem"
+# Root-relative paths ``place_host_files`` writes: the host's, not the worker's (export skips them).
+PLACED_FILES = ("etc/resolv.conf", SANDBOX_CA_PATH.lstrip("/"), SANDBOX_CA_COPY.lstrip("/"))
 CA_ENV_KEYS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "NODE_EXTRA_CA_CERTS",
                "CARGO_HTTP_CAINFO")
 SYSTEM_CA_BUNDLES = (

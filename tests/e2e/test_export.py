@@ -24,6 +24,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from daemon.export.kubernetes import API_VERSIONS
+from daemon.sandboxes.env import PLACED_FILES
 from tests.support.daemon import III_CLI, DaemonProcess, kill_sandboxes
 from tests.support.engine import free_port, invoke_blocking
 from tests.support.fixtures import AUTH_PASSWORD, AUTH_USER
@@ -155,7 +156,15 @@ def test_export_to_oci_layout_equals_the_sandbox_view(
     # Paths install touched (in the upper dir) must match exactly. Base paths keep the base
     # layer's own metadata in the image (reused by digest), which the rootfs cache flattens on
     # purpose (daemon/images/extract.py: no owners, no setuid/setgid, no device nodes).
-    touched = set(snapshot(iii_home / "managed/exp/upper"))
+    # The host files the daemon places at every start are not the worker's: the image keeps
+    # the base's (ARCHITECTURE.md, daemon/sandboxes/env.py PLACED_FILES).
+    assert (iii_home / "managed/exp/upper/etc/resolv.conf").is_file()
+    base_view = snapshot(lower)
+    for placed in PLACED_FILES:
+        assert unpacked.get(placed) == base_view.get(placed), placed
+        expected.pop(placed, None)
+        unpacked.pop(placed, None)
+    touched = set(snapshot(iii_home / "managed/exp/upper")) - set(PLACED_FILES)
     assert normalized(unpacked, touched) == normalized(expected, touched)
     assert {k: v for k, v in unpacked.items() if k in touched} == \
         {k: v for k, v in expected.items() if k in touched}
