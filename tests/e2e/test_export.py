@@ -423,3 +423,43 @@ def test_export_prepares_first_and_refuses_failed_installs_and_a_full_registry(
     assert errors == ["error: install script failed with exit code 7"], res.stderr
     assert "  | broken" in res.stderr
     assert not second.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a full copy keeping the image's owners needs root")
+def test_a_copy_mode_sandbox_exports_by_diffing_against_its_image(
+        daemon_factory, python_image: str, iii_home: Path, tmp_path: Path) -> None:
+    """A host without overlayfs gets full-copy sandbox roots (SPEC §7). This one is made the way
+    the provisioner makes them (``cp -a`` of the cached image, then the mode file), for a worker
+    written into config.yaml; export prepares it (install runs in the copy) and diffs it."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "iii.worker.yaml").write_text(manifest(python_image))
+    (project / "worker.py").write_text("print('hello')\n")
+    daemon = daemon_factory()
+    pulled = daemon.json("image", "pull", python_image)
+    sandbox = iii_home / "managed/exp"
+    sandbox.mkdir(parents=True)
+    subprocess.run(["cp", "-a", "--", pulled["path"], str(sandbox / "rootfs")], check=True)
+    (sandbox / "root-mode").write_text("copy")
+    (iii_home / "config.yaml").write_text(f"workers:\n  - name: exp\n    worker_path: {project}\n")
+    wait_until(lambda: any(w["name"] == "exp" for w in daemon.json("worker", "list")["workers"]),
+               10, "the hand edit to be read")
+
+    layout = tmp_path / "image"
+    daemon.json("worker", "export", "exp", "--to", f"oci:{layout}")
+    assert not (sandbox / "upper").exists()  # it really ran on the copy
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)], check=True,
+                   capture_output=True)
+    unpacked, root = snapshot(bundle / "rootfs"), snapshot(sandbox / "rootfs")
+    for tree in (unpacked, root):
+        for placed in PLACED_FILES:
+            tree.pop(placed, None)
+    assert "etc/debian_version" not in unpacked and "usr/share/doc/mawk/copyright" not in unpacked
+    for path in ("etc/motd", "etc/hostname", "opt/tool/run", "usr/local/bin/tool",
+                 "usr/share/doc/NOTE", "workspace/worker.py"):
+        assert unpacked[path] == root[path], path
+    # everything else: same tree (the base layer keeps owners and setuid bits the cache drops)
+    assert normalized(unpacked, set()) == normalized(root, set())
+    names = layer_names(layout)
+    assert "usr/bin/python3" not in names and len(names) < 100  # a diff, not the whole root
