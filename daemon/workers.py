@@ -48,7 +48,14 @@ from daemon.boot_specs import load_project, resolve_boot
 from daemon.config_entries import WorkerEntry, WorkerKind
 from daemon.config_env import flatten_config
 from daemon.config_store import ConfigChange, ConfigStore
-from daemon.errors import AlreadyExists, DaemonError, InvalidArgument, InvalidState, NotFound
+from daemon.errors import (
+    AlreadyExists,
+    Conflict,
+    DaemonError,
+    InvalidArgument,
+    InvalidState,
+    NotFound,
+)
 from daemon.events import EventBus
 from daemon.export.kubernetes import render as render_kubernetes
 from daemon.export.kubernetes import render_yaml
@@ -362,8 +369,8 @@ class WorkerLifecycle:
         layout = self.layout(entry.name)
         rt = self.supervisor.runtime(entry.name)
         if rt.lock.locked():
-            raise InvalidState(f"worker '{entry.name}' is busy ({rt.state.value}); export it "
-                               "when that is done")
+            raise Conflict(f"worker '{entry.name}' is busy ({rt.state.value}); export it when "
+                           "that is done")
         async with progress_relay(notify, params.name, params.progress) as relay, rt.lock:
             if rt.pid is None:
                 resolved = await resolve_boot(entry, WorkerKind.LOCAL, self.settings,
