@@ -376,12 +376,13 @@ def test_export_prepares_first_and_refuses_failed_installs_and_a_full_registry(
     project.mkdir()
     (project / "worker.py").write_text("print('hello')\n")
     yaml_text = (f"name: fresh\nruntime:\n  kind: python\n  base_image: {python_image}\n"
-                 "scripts:\n  install: {install}\n  start: python3 worker.py\n")
+                 "scripts:\n  install: {install}\n  start: sleep 600\n")
     (project / "iii.worker.yaml").write_text(yaml_text.format(
         install="head -c 3000000 /dev/urandom > /opt/installed"))
     daemon = daemon_factory()
     # A worker written into config.yaml by hand: known, never prepared. Export prepares it.
-    (iii_home / "config.yaml").write_text(f"workers:\n  - name: fresh\n    worker_path: {project}\n")
+    (iii_home / "config.yaml").write_text(
+        f"workers:\n  - name: fresh\n    worker_path: {project}\n    watch: false\n")
     wait_until(lambda: any(w["name"] == "fresh" for w in daemon.json("worker", "list")["workers"]),
                10, "the hand edit to be read")
     assert not (iii_home / "managed/fresh/upper").exists()
@@ -391,6 +392,21 @@ def test_export_prepares_first_and_refuses_failed_installs_and_a_full_registry(
     names = layer_names(first)
     assert "opt/installed" in names and "workspace/worker.py" in names
     assert done["size"] > 3_000_000  # random bytes do not compress
+    installed_at = (iii_home / "managed/fresh/upper/opt/installed").stat().st_mtime_ns
+
+    # A running worker is exported as it runs: not prepared again, the same image
+    started = daemon.iii("worker", "start", "fresh")
+    assert started.returncode == 0, started.stderr
+    assert daemon.worker("fresh")["status"] == "running"
+    (project / "worker.py").write_text("print('edited')\n")  # watch is off: not synced yet
+    running = daemon.json("worker", "export", "fresh", "--to", f"oci:{tmp_path / 'running'}")
+    assert running["digest"] == done["digest"]
+    assert daemon.worker("fresh")["status"] == "running"
+    assert daemon.json("worker", "stop", "fresh")["status"] == "stopped"
+    # stopped again: export syncs the edit first (install does not run: its inputs are the same)
+    synced = daemon.json("worker", "export", "fresh", "--to", f"oci:{tmp_path / 'synced'}")
+    assert synced["digest"] != done["digest"]
+    assert (iii_home / "managed/fresh/upper/opt/installed").stat().st_mtime_ns == installed_at
 
     # A registry whose storage is full: one line naming the registry, and no tag.
     full = RegistryServer()
