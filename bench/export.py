@@ -5,7 +5,9 @@ started here) whose install writes ~20 MiB into the sandbox, then times, in the 
 
 - first export: ``iii worker export NAME --to REGISTRY/bench/exp:1`` (base layer mounted from
   the base image's repository, the new layer uploaded);
-- re-export with no change (goal ≤ 10% of the first: every blob is already there);
+- re-export with no change, median of 5 (goal ≤ 10% of the first: every blob is already
+  there, the layer is cached, the base manifest is read from beside the sandbox), with the
+  cost of a bare CLI start + one request beside it;
 - baseline: ``skopeo copy`` of the base image to another repository of the same registry
   (what moving the base alone costs);
 
@@ -32,6 +34,7 @@ from tests.support.registry import RegistryServer
 
 INSTALL = ("mkdir -p /opt/deps && head -c 10485760 /dev/urandom > /opt/deps/blob && "
            "seq 1 1500000 > /opt/deps/text && rm /etc/debian_version")
+REPEATS = 5  # unchanged re-exports; the median is reported
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, dict[str, object]]:
@@ -63,8 +66,10 @@ def main() -> int:
             target = f"{registry.host}/bench/exp:1"
             first_s, first = timed([III_CLI, "worker", "export", "exp", "--to", target,
                                     "--json"], env)
-            again_s, again = timed([III_CLI, "worker", "export", "exp", "--to", target,
-                                    "--json"], env)
+            runs = [timed([III_CLI, "worker", "export", "exp", "--to", target, "--json"], env)
+                    for _ in range(REPEATS)]
+            again_s, again = sorted(runs, key=lambda r: r[0])[REPEATS // 2]  # the median
+            floor_s, _ = timed([III_CLI, "worker", "list", "--json"], env)
             upper = disk_usage(home / "managed/exp/upper")
         finally:
             daemon.stop()
@@ -77,8 +82,9 @@ def main() -> int:
     print(f"base image layer: {built.layer.size / mib:.0f} MiB compressed")
     print(f"first export (push):      {first_s:6.2f} s  uploaded {first.get('blobs_uploaded')} "
           f"reused {first.get('blobs_reused')}")
-    print(f"re-export, no change:     {again_s:6.2f} s  uploaded {again.get('blobs_uploaded')} "
-          f"reused {again.get('blobs_reused')}  = {again_s / first_s:.0%} of first (goal ≤ 10%)")
+    print(f"re-export, no change:     {again_s:6.3f} s  uploaded {again.get('blobs_uploaded')} "
+          f"reused {again.get('blobs_reused')}  = {again_s / first_s:.1%} of first (goal ≤ 10%)")
+    print(f"  (of which a CLI start + one request, `iii worker list --json`: {floor_s:.2f} s)")
     print(f"skopeo copy of the base:  {skopeo_s:6.2f} s  (baseline)")
     print(f"added layer {int(str(first.get('size', 0))) / mib:.1f} MiB compressed vs upper dir "
           f"{upper / mib:.1f} MiB on disk")

@@ -2,11 +2,11 @@
 
 Start-up must stay fast: this module imports nothing heavy. The typer command tree lives in
 ``client.commands`` (imported on first use; ``from client.cli import app`` still works), and the
-read commands scripts call in loops (``iii worker list [--json]``, ``iii image list --json``) are
-answered without importing typer at all: same request, same output, same errors. So is
-``iii worker exec`` (its round trip is the developer loop's unit of latency): the usual forms are
-parsed here; anything else (``--help``, an unknown or malformed option, a missing argument)
-goes to typer, which prints its own usage error.
+read commands scripts call in loops (``iii worker list [--json]``, ``iii image list --json``) and
+``iii worker export NAME --to DEST --json`` are answered without importing typer at all: same
+request, same output, same errors. So is ``iii worker exec`` (its round trip is the developer
+loop's unit of latency): the usual forms are parsed here; anything else (``--help``, an unknown
+or malformed option, a missing argument) goes to typer, which prints its own usage error.
 """
 
 from __future__ import annotations
@@ -121,11 +121,53 @@ def _fast_exec(args: list[str]) -> int | None:
         return 130
 
 
+def _export_params(argv: tuple[str, ...]) -> dict[str, Any] | None:
+    """``worker export NAME --to DEST --json`` (options in either order): the one write
+    command CI scripts repeat, whose unchanged re-export is otherwise mostly typer's start-up.
+    None for any other shape (typer then parses it, with its help and errors)."""
+    if len(argv) != 6 or argv[:2] != ("worker", "export") or argv[2].startswith("-"):
+        return None
+    rest: tuple[str, ...] = argv[3:]
+    if rest[0] == "--json":
+        rest = rest[1:]
+    elif rest[-1] == "--json":
+        rest = rest[:-1]
+    else:
+        return None
+    if rest[0] != "--to" or rest[1].startswith("-") or rest[1] in ("oci:", ""):
+        return None
+    dest = rest[1]
+    if dest.startswith("oci:"):  # the daemon has its own working directory (as commands.py)
+        import os
+
+        dest = "oci:" + os.path.abspath(dest[4:])
+    return {"name": argv[2], "to": dest}
+
+
+def _fast_export(params: dict[str, Any]) -> int:
+    from client.errors import CliError
+    from client.output import print_error, print_json_raw
+    from client.rpc_client import RpcClient
+
+    try:
+        with RpcClient() as client:
+            print_json_raw(client.call_raw("worker.export", params))
+    except CliError as exc:
+        print_error(exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 def _dispatch_fast(argv: tuple[str, ...]) -> None:
     """Exit here when a typer-free path answers ``argv`` (``worker ...``)."""
     method = _FAST_COMMANDS.get(argv)
     if method is not None:
         sys.exit(_fast(method, argv[-1] == "--json"))
+    export = _export_params(argv)
+    if export is not None:
+        sys.exit(_fast_export(export))
     if argv[:2] == ("worker", "exec"):
         code = _fast_exec(list(argv[2:]))
         if code is not None:

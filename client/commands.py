@@ -333,7 +333,8 @@ def worker_export(
         if dest.startswith("oci:") and len(dest) > 4:
             # the daemon has its own working directory: send it an absolute path
             dest = "oci:" + os.path.abspath(dest[4:])
-        done = _call("worker.export", {"name": name, "to": dest}, as_json=as_json)
+        done = _call("worker.export", {"name": name, "to": dest}, as_json=as_json,
+                     progress=True)
         if done is not None:
             size = done.get("size", 0) / (1024 * 1024)
             print(f"exported worker '{name}' to {done.get('destination')}")

@@ -29,7 +29,9 @@ WorkerStatus = Literal[
     "stopped", "preparing", "installing", "starting", "running", "stopping", "crashed", "backoff"
 ]
 Isolation = Literal["libkrun", "namespace"]
-ProgressPhase = Literal["pull", "extract", "provision", "copy", "setup", "install", "start"]
+# "layer" (building the exported layer) and "push" (blobs to a registry): worker.export only.
+ProgressPhase = Literal["pull", "extract", "provision", "copy", "setup", "install", "start",
+                        "layer", "push"]
 
 
 # ---- shared result pieces -------------------------------------------------------------------
@@ -189,6 +191,7 @@ class WorkerExportParams(Params, frozen=True):
 
     name: WorkerName
     to: str
+    progress: bool = False
 
 
 class WorkerExportResult(Result):

@@ -41,6 +41,12 @@ class ProgressRelay:
         self._put(ProgressNotification(id=self._request, phase=p.phase, message=message,
                                        current=current, total=total, unit=unit))
 
+    def export(self, phase: str, message: str, done: int, total: int) -> None:
+        """Building the exported layer (``layer``) or pushing it (``push``), in bytes."""
+        mapped: ProgressPhase = "push" if phase == "push" else "layer"
+        self._put(ProgressNotification(id=self._request, phase=mapped, message=message,
+                                       current=done, total=total, unit="bytes"))
+
     def note(self, phase: ProgressPhase, message: str) -> None:
         self._put(ProgressNotification(id=self._request, phase=phase, message=message))
 

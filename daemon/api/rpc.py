@@ -124,7 +124,7 @@ class Dispatcher:
             "worker.logs": s.logs,
             "worker.exec": lambda p, n: s.exec(p, n),
             "worker.exec_signal": lambda p, n: s.exec_signal(p),
-            "worker.export": lambda p, n: s.export(p),
+            "worker.export": lambda p, n: s.export(p, n),
             "worker.kubernetes": lambda p, n: s.kubernetes(p),
             "image.pull": images.image_pull,
             "image.list": lambda p, n: images.image_list(),

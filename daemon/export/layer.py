@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import tarfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +21,7 @@ from typing import Protocol
 from daemon.export.upper import Change, Kind
 
 GZIP_LEVEL = 6
+PROGRESS_EVERY_S = 0.1
 OPAQUE_MARKER = ".wh..wh..opq"
 WHITEOUT_PREFIX = ".wh."
 
@@ -74,8 +77,12 @@ def _whiteout(path: str) -> tarfile.TarInfo:
     return info
 
 
-def write_layer(changes: list[Change], dest: Path) -> LayerBlob:
-    """Write ``changes`` (sorted, from :func:`daemon.export.upper.read_upper`) to ``dest``."""
+def write_layer(changes: list[Change], dest: Path,
+                progress: Callable[[int], None] = lambda done: None) -> LayerBlob:
+    """Write ``changes`` (sorted, from :func:`daemon.export.upper.read_upper`) to ``dest``.
+    ``progress(file bytes written so far)`` after each file, at most every 0.1 s, and at the
+    end."""
+    done, last = 0, 0.0
     with open(dest, "wb") as raw:
         compressed = _Hashing(raw)
         with gzip.GzipFile(filename="", mode="wb", fileobj=compressed,
@@ -85,6 +92,11 @@ def write_layer(changes: list[Change], dest: Path) -> LayerBlob:
                               format=tarfile.PAX_FORMAT) as tar:
                 for change in changes:
                     _add(tar, change)
+                    done += change.size
+                    if change.size and time.monotonic() - last >= PROGRESS_EVERY_S:
+                        progress(done)
+                        last = time.monotonic()
+    progress(done)
     return LayerBlob(path=dest, digest=f"sha256:{compressed.sha.hexdigest()}",
                      diff_id=f"sha256:{plain.sha.hexdigest()}", size=compressed.size,
                      uncompressed_size=plain.size)
@@ -102,6 +114,10 @@ def _add(tar: tarfile.TarFile, change: Change) -> None:
             tar.addfile(_whiteout(f"{change.path}/{OPAQUE_MARKER[len(WHITEOUT_PREFIX):]}"))
     elif change.kind is Kind.SYMLINK:
         info.type = tarfile.SYMTYPE
+        info.linkname = change.link_target
+        tar.addfile(info)
+    elif change.kind is Kind.HARDLINK:  # the target is an earlier entry of this layer
+        info.type = tarfile.LNKTYPE
         info.linkname = change.link_target
         tar.addfile(info)
     else:

@@ -10,7 +10,9 @@ same docker config credentials, bearer and Basic flows as pulls).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +20,9 @@ import aiohttp
 from daemon.export.image import MANIFEST_MEDIA_TYPE, BuiltImage, digest_of
 from daemon.images.errors import RegistryError
 from daemon.images.registry import RegistryClient, map_client_errors, with_retries
+
+UPLOAD_CHUNK = 1 << 20
+ERROR_BODY_LIMIT = 64 << 10
 
 
 class PushClient(RegistryClient):
@@ -41,11 +46,28 @@ class PushClient(RegistryClient):
                 continue
             if resp.status in ok:
                 return resp
+            body = b"" if method == "HEAD" else await resp.content.read(ERROR_BODY_LIMIT)
             resp.release()
             if resp.status == 404 and method == "HEAD":
                 return None
-            raise self._status_error(resp.status, what)
+            raise self._push_error(resp.status, what, body)
         raise AssertionError("unreachable")
+
+    def _push_error(self, status: int, what: str, body: bytes) -> RegistryError:
+        """The status error, plus what the registry said (its ``errors[].message`` and
+        ``detail``) when it says more than a status code; a full disk is named as such."""
+        error = self._status_error(status, what)
+        said = body.decode(errors="replace")
+        if "no space left on device" in said.lower():
+            return RegistryError(f"{error}: the registry is out of disk space (no space left on "
+                                 "device); free space there and export again, nothing was "
+                                 "tagged", status=status)
+        try:
+            first = json.loads(said)["errors"][0]
+            detail = f"{first.get('message', '')} {first.get('detail') or ''}".strip()
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return error
+        return RegistryError(f"{error}: {detail[:200]}", status=status) if detail else error
 
     def _url(self, path: str) -> str:
         return f"{self._base}{path}"
@@ -90,14 +112,22 @@ class PushClient(RegistryClient):
             return location
         return self._base.split("/v2/", 1)[0] + location
 
-    async def upload_blob(self, digest: str, path: Path, location: str | None = None) -> None:
+    async def upload_blob(self, digest: str, path: Path, location: str | None = None,
+                          sent: Callable[[int], None] = lambda n: None) -> None:
+        """One monolithic PUT of ``path``; ``sent(n)`` after each chunk leaves (progress)."""
         what = f"uploading blob {digest[:19]}…"
         url = location or await self.start_upload()
         sep = "&" if "?" in url else "?"
-        with path.open("rb") as body:
-            resp = await self._send("PUT", f"{url}{sep}digest={digest}", what, data=body,
-                                    headers={"Content-Type": "application/octet-stream",
-                                             "Content-Length": str(path.stat().st_size)})
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with path.open("rb") as f:
+                while chunk := await asyncio.to_thread(f.read, UPLOAD_CHUNK):
+                    yield chunk
+                    sent(len(chunk))
+
+        resp = await self._send("PUT", f"{url}{sep}digest={digest}", what, data=chunks(),
+                                headers={"Content-Type": "application/octet-stream",
+                                         "Content-Length": str(path.stat().st_size)})
         assert resp is not None
         resp.release()
 
@@ -117,27 +147,45 @@ class PushClient(RegistryClient):
         resp.release()
 
 
-async def push_image(client: PushClient, tag: str, image: BuiltImage, layers: list[str],
-                     local: Callable[[str], Awaitable[Path]], source_repository: str | None
+async def push_image(client: PushClient, tag: str, image: BuiltImage, layers: list[tuple[str, int]],
+                     local: Callable[[str], Awaitable[Path]], source_repository: str | None,
+                     progress: Callable[[str, int, int], None] = lambda m, d, t: None
                      ) -> tuple[int, int]:
-    """Push ``layers`` (digests, base first), the config and the manifest as ``tag``.
+    """Push ``layers`` ((digest, size), base first), the config and the manifest as ``tag``.
 
-    ``local(digest)`` returns a file holding a blob the registry lacks (base blobs are
-    downloaded only then). Returns (blobs uploaded, blobs reused)."""
-    uploaded = reused = 0
-    for digest in layers:
-        if await client.has_blob(digest):
-            reused += 1
-            continue
+    The registry is asked about every blob at once (one HEAD first, so a token is fetched only
+    once, then the rest concurrently): re-pushing an unchanged image is those HEADs and the
+    manifest PUT. ``local(digest)`` returns a file holding a blob the registry lacks (base
+    blobs are downloaded only then). ``progress(message, bytes sent, bytes to send)``.
+    Returns (blobs uploaded, blobs reused)."""
+    digests = [d for d, _ in layers] + [image.config_digest]
+    first = await client.has_blob(digests[0])
+    rest = await asyncio.gather(*(client.has_blob(d) for d in digests[1:]))
+    present = dict(zip(digests, [first, *rest], strict=True))
+    missing = [(d, size) for d, size in layers if not present[d]]
+    reused = len(layers) - len(missing)
+    total = sum(size for _, size in missing)
+    done = 0
+
+    def sent(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(message, done, total)
+
+    uploaded = 0
+    for i, (digest, _size) in enumerate(missing, 1):
+        message = f"blob {i}/{len(missing)} ({digest[7:19]})"
         location = None
         if source_repository and source_repository != client.repository:
             location = await client.mount_blob(digest, source_repository)
             if location is None:
                 reused += 1
+                sent(_size)
                 continue
-        await client.upload_blob(digest, await local(digest), location)
+        await client.upload_blob(digest, await local(digest), location, sent)
         uploaded += 1
-    if not await client.has_blob(image.config_digest):
+    if not present[image.config_digest]:
         await client.upload_bytes(image.config)
     await client.put_manifest(tag, image.manifest)  # last: the tag only names complete data
+    progress("tagged", total, total)
     return uploaded, reused

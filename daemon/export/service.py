@@ -1,8 +1,9 @@
 """``worker.export --to oci:DIR``: a prepared local worker as an OCI image layout (SPEC §14).
 
 Checks come first and each fails with one line saying what to do: the worker must exist, be a
-local (project) worker, be prepared (marker present), and live on an overlay root (reflink/copy
-roots hold the whole tree, and diffing it against the image is not implemented).
+local (project) worker, and be prepared (marker present; a stopped worker is prepared by the
+caller first). An overlay root's upper dir is the layer; a reflink/copy root is diffed against
+the image rootfs it was copied from (daemon/export/diff.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from daemon.config.entries import WorkerKind
 from daemon.errors import InvalidArgument, InvalidState
+from daemon.export.diff import diff_root
 from daemon.export.image import (
     LAYER_MEDIA_TYPE,
     BuiltImage,
@@ -30,12 +35,16 @@ from daemon.export.push import PushClient, push_image
 from daemon.export.upper import Change, UpperDirError, read_upper
 from daemon.images import ImageStore
 from daemon.images.manifest import Descriptor as ManifestDescriptor
+from daemon.images.models import CachedImage
 from daemon.images.registry import new_session
 from daemon.images.store import image_errors
 from daemon.sandboxes import SandboxLayout
+from daemon.sandboxes.env import PLACED_FILES
 from daemon.sandboxes.layout import RootMode
+from daemon.sandboxes.provision import ROOT_MODE_FILE
 from manifests import WorkerSpec
 from manifests.reference import ImageReference, InvalidReference, parse_reference
+from vmm_ffi.statefiles import write_atomic
 
 OCI_PREFIX = "oci:"
 # Same bytes, OCI name: umoci and others refuse Docker media types inside an OCI manifest.
@@ -64,21 +73,46 @@ def parse_oci_destination(to: str) -> tuple[Path, str]:
     return Path(path), tag
 
 
-def check_exportable(name: str, kind: WorkerKind, layout: SandboxLayout) -> None:
+def check_exportable_kind(name: str, kind: WorkerKind) -> None:
     if kind is not WorkerKind.LOCAL:
         raise InvalidState(f"worker '{name}' is a {kind.value} worker; only workers added from "
                            "a project directory (`iii worker add ./dir`) can be exported")
+
+
+def check_exportable(name: str, layout: SandboxLayout) -> None:
+    """After prepare: the marker and a sandbox root are there."""
     if not layout.marker.is_file():
         raise InvalidState(f"worker '{name}' is not prepared (no successful install yet); run "
                            f"`iii worker start {name}` and export again")
-    mode = layout.mode()
-    if mode is not RootMode.OVERLAY:
-        raise InvalidState(f"worker '{name}' has a {mode.value if mode else 'missing'} root "
-                           "(no overlay on this host): export needs an overlay sandbox")
+    if layout.mode() is None:
+        raise InvalidState(f"worker '{name}' has no sandbox root; run `iii worker start {name}` "
+                           "and export again")
+
+
+def read_changes(layout: SandboxLayout, image_rootfs: Path) -> list[Change]:
+    """The sandbox's changes to its image: the overlay upper dir as it is, or a full-copy root
+    (reflink/copy modes) diffed against the image rootfs it was copied from. Blocking."""
+    if layout.mode() is RootMode.OVERLAY:
+        changes = read_upper(layout.upper)
+    else:
+        # the copy is finished (renamed into place) before the mode file is written
+        copied_ns = (layout.dir / ROOT_MODE_FILE).stat().st_mtime_ns
+        changes = diff_root(layout.rootfs, image_rootfs, copied_ns)
+    # The host's resolv.conf and CA bundle, placed at every start, stay on this host: the image
+    # keeps its base's (a pod gets its resolv.conf from the kubelet, a container worker here
+    # gets the host files placed again).
+    return [c for c in changes if c.path not in PLACED_FILES]
+
+
+ExportProgress = Callable[[str, str, int, int], None]  # (layer|push, message, done, total) bytes
+
+
+def _quiet(phase: str, message: str, done: int, total: int) -> None:
+    pass
 
 
 async def export_to_oci(name: str, spec: WorkerSpec, layout: SandboxLayout, images: ImageStore,
-                        to: str) -> ExportResult:
+                        to: str, progress: ExportProgress = _quiet) -> ExportResult:
     """Export to ``oci:DIR[:TAG]`` or push to a registry reference."""
     cached = images.lookup(spec.base_image)
     if cached is None:
@@ -89,8 +123,10 @@ async def export_to_oci(name: str, spec: WorkerSpec, layout: SandboxLayout, imag
     with tempfile.TemporaryDirectory(prefix=".export-", dir=layout.dir) as tmp:
         work = Path(tmp)
         to_disk = to.startswith(OCI_PREFIX)
-        config_bytes, layers = await images.base_blobs(cached, work if to_disk else None)
-        image, layer, base = await _build(name, spec, layout, config_bytes, layers, work)
+        config_bytes, layers = await base_manifest(images, cached, layout,
+                                                   work if to_disk else None)
+        image, layer, base = await _build(name, spec, layout, cached.path, config_bytes, layers,
+                                          progress)
         blobs = {d.digest: work / d.digest.removeprefix("sha256:") for d in base}
         blobs[layer.digest] = layer.path
         if to_disk:
@@ -113,9 +149,11 @@ async def export_to_oci(name: str, spec: WorkerSpec, layout: SandboxLayout, imag
             assert isinstance(client, PushClient)
             same_registry = source.registry == target.registry
             with image_errors(target.canonical):
-                uploaded, reused = await push_image(client, target.tag or "latest", image,
-                                 [*(d.digest for d in base), layer.digest], local,
-                                 source.repository if same_registry else None)
+                uploaded, reused = await push_image(
+                    client, target.tag or "latest", image,
+                    [*((d.digest, d.size) for d in base), (layer.digest, layer.size)], local,
+                    source.repository if same_registry else None,
+                    lambda message, done, total: progress("push", message, done, total))
     return ExportResult(digest=image.digest, size=layer.size, layer_digest=layer.digest,
                         destination=f"{target.registry}/{target.repository}@{image.digest}",
                         uploaded=uploaded, reused=reused)
@@ -132,16 +170,16 @@ def parse_push_target(to: str) -> ImageReference:
     return ref
 
 
-async def _build(name: str, spec: WorkerSpec, layout: SandboxLayout, config_bytes: bytes,
-                 layers: list[ManifestDescriptor], work: Path
+async def _build(name: str, spec: WorkerSpec, layout: SandboxLayout, image_rootfs: Path,
+                 config_bytes: bytes, layers: list[ManifestDescriptor], progress: ExportProgress
                  ) -> tuple[BuiltImage, LayerBlob, list[Descriptor]]:
     marker = json.loads(layout.marker.read_bytes())
     fingerprint = str(marker.get("fingerprint", "")) if isinstance(marker, dict) else ""
     try:
-        changes = await asyncio.to_thread(read_upper, layout.upper)
+        changes = await asyncio.to_thread(read_changes, layout, image_rootfs)
     except UpperDirError as exc:
         raise InvalidState(f"cannot export worker '{name}': {exc}") from exc
-    layer = await asyncio.to_thread(cached_layer, layout, changes)
+    layer = await asyncio.to_thread(cached_layer, layout, changes, progress)
     base = []
     for d in layers:
         if d.mediaType not in GZIP_LAYER_TYPES:
@@ -155,11 +193,45 @@ async def _build(name: str, spec: WorkerSpec, layout: SandboxLayout, config_byte
     return image, layer, base
 
 
+BASE_CACHE = "export-base.json"
+
+
+class _BaseCache(msgspec.Struct, frozen=True):
+    digest: str  # the base image's manifest digest the rest was read from
+    config: str
+    layers: list[ManifestDescriptor]
+
+
+async def base_manifest(images: ImageStore, cached: CachedImage, layout: SandboxLayout,
+                        dest: Path | None) -> tuple[bytes, list[ManifestDescriptor]]:
+    """The base image's config bytes and layer descriptors. A push of an image whose base the
+    target already has needs no base blob, so when ``dest`` is None they come from a copy kept
+    beside the sandbox: a manifest pinned by digest never changes, and asking the base's
+    registry again (Docker Hub: a token and two round trips) would dominate a re-export."""
+    path = layout.dir / BASE_CACHE
+    if dest is None:
+        try:
+            saved = msgspec.json.decode(path.read_bytes(), type=_BaseCache)
+            if saved.digest == cached.digest:
+                return saved.config.encode(), saved.layers
+        except (OSError, msgspec.DecodeError, UnicodeError):
+            pass  # absent or unreadable: ask the registry
+    config_bytes, layers = await images.base_blobs(cached, dest)
+    try:
+        text = config_bytes.decode()
+    except UnicodeDecodeError:
+        return config_bytes, layers  # not UTF-8 JSON: never cached
+    await asyncio.to_thread(write_atomic, path, msgspec.json.encode(
+        _BaseCache(digest=cached.digest, config=text, layers=layers)))
+    return config_bytes, layers
+
+
 LAYER_CACHE = "export-layer.tar.gz"
 LAYER_CACHE_INFO = "export-layer.json"
 
 
-def cached_layer(layout: SandboxLayout, changes: list[Change]) -> LayerBlob:
+def cached_layer(layout: SandboxLayout, changes: list[Change],
+                 progress: ExportProgress = _quiet) -> LayerBlob:
     """The layer for ``changes``, rebuilt only when the upper dir changed since the last export.
 
     Re-export of an unchanged worker is then a stat walk plus registry HEADs (issue 13's goal:
@@ -177,7 +249,9 @@ def cached_layer(layout: SandboxLayout, changes: list[Change]) -> LayerBlob:
         pass  # no usable cache: build
     info.unlink(missing_ok=True)  # never pair a new blob with an old description
     tmp = layout.dir / f".{LAYER_CACHE}.tmp"
-    built = write_layer(changes, tmp)
+    total = sum(c.size for c in changes)
+    built = write_layer(changes, tmp, lambda done: progress(
+        "layer", f"{len(changes)} entries of the sandbox root", done, total))
     os.replace(tmp, blob)
     info.write_text(json.dumps({"key": key, "digest": built.digest, "diff_id": built.diff_id,
                                 "size": built.size,

@@ -13,6 +13,8 @@ overlayfs upper dir of the sandbox root, lower = ``$III_HOME/rootfs/<slug>``):
   nothing of the lower one shows through): xattr ``user.overlay.opaque`` = ``y`` (mounts with
   ``userxattr``, kernel >= 5.11 in a user namespace) or ``trusted.overlay.opaque`` = ``y``
   (older mounts).
+- **Hard links**: regular files of the upper dir sharing an inode (``cp -l``, package managers
+  that link files into place) come out once as a file and then as hard links to it.
 - ``redirect_dir`` and ``metacopy`` are off when the launcher mounts: a ``*.overlay.redirect`` or
   ``*.overlay.metacopy`` xattr means the directory was written by a mount we do not understand,
   and reading it as plain files would export something wrong, so :class:`UpperDirError` is raised.
@@ -47,6 +49,7 @@ class Kind(enum.Enum):
     FILE = "file"
     DIR = "dir"
     SYMLINK = "symlink"
+    HARDLINK = "hardlink"  # another name of an earlier FILE (``link_target``, a root path)
     WHITEOUT = "whiteout"  # the path is deleted in the sandbox
 
 
@@ -68,6 +71,9 @@ class Change:
     # st_ctime_ns: changes on every write, chmod or chown. Not part of the layer; with the other
     # fields it tells a re-export that nothing changed (service.py's layer cache).
     ctime_ns: int = 0
+    # inode number of a regular file with more than one link (else 0): names sharing it are
+    # written as one file and tar hard links to it (:func:`_link_hardlinks`).
+    ino: int = 0
 
 
 def sandbox_ids(host_uid: int) -> tuple[int, int] | None:
@@ -101,7 +107,22 @@ def read_upper(upper: Path, *, host_uid: int | None = None) -> list[Change]:
     own = sandbox_ids(os.getuid() if host_uid is None else host_uid)
     changes = list(_walk(str(upper), "", own))
     changes.sort(key=lambda c: c.path.encode())
-    return changes
+    return _link_hardlinks(changes)
+
+
+def _link_hardlinks(changes: list[Change]) -> list[Change]:
+    """Regular files sharing an inode: the first in path order stays a FILE, the others become
+    HARDLINKs to it (an OCI layer's tar link entries; unpackers recreate the link). Links to
+    files outside the upper dir (nlink counts those too) find no partner and stay files."""
+    first: dict[int, str] = {}
+    out = []
+    for c in changes:
+        if c.kind is Kind.FILE and c.ino:
+            target = first.setdefault(c.ino, c.path)
+            if target != c.path:
+                c = replace(c, kind=Kind.HARDLINK, link_target=target, size=0, source=None)
+        out.append(c)
+    return out
 
 
 def _ids(st: os.stat_result, own: tuple[int, int] | None) -> tuple[int, int]:
@@ -138,7 +159,8 @@ def _walk(dirpath: str, rel: str, own: tuple[int, int] | None) -> Iterator[Chang
             yield replace(meta, kind=Kind.SYMLINK, link_target=os.readlink(entry.path))
         elif stat.S_ISREG(st.st_mode):
             _check_unsupported(entry.path, path)
-            yield replace(meta, size=st.st_size, source=Path(entry.path))
+            yield replace(meta, size=st.st_size, source=Path(entry.path),
+                          ino=st.st_ino if st.st_nlink > 1 else 0)
         else:
             raise UpperDirError(
                 f"{path}: a socket, fifo or device node in the sandbox root cannot go into an "

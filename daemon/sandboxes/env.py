@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from daemon.errors import InvalidArgument
-from daemon.sandboxes.beneath import write_file_beneath
+from daemon.sandboxes.beneath import read_file_beneath, write_file_beneath
 from manifests.spec import RESERVED_ENV_KEYS
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ DEFAULTS = {
 }
 SANDBOX_CA_PATH = "/etc/ssl/certs/ca-certificates.crt"
 SANDBOX_CA_COPY = "/etc/iii/ca.pem"
+# Root-relative paths ``place_host_files`` writes: the host's, not the worker's (export skips them).
+PLACED_FILES = ("etc/resolv.conf", SANDBOX_CA_PATH.lstrip("/"), SANDBOX_CA_COPY.lstrip("/"))
 CA_ENV_KEYS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "NODE_EXTRA_CA_CERTS",
                "CARGO_HTTP_CAINFO")
 SYSTEM_CA_BUNDLES = (
@@ -109,7 +111,7 @@ def place_host_files(root: Path, ca_bundle: Path | None,
     if ca_bundle is not None:
         data = ca_bundle.read_bytes()[:_MAX_CA_BYTES]
         for target in (SANDBOX_CA_PATH, SANDBOX_CA_COPY):
-            write_file_beneath(root, target, data, 0o644)
+            _place(root, target, data)
         placed = True
     try:
         resolv = resolv_conf.read_bytes()
@@ -117,5 +119,13 @@ def place_host_files(root: Path, ca_bundle: Path | None,
         log.warning("cannot read %s (%s); the sandbox keeps its image's resolv.conf",
                     resolv_conf, exc.strerror)
     else:
-        write_file_beneath(root, "etc/resolv.conf", resolv, 0o644)
+        _place(root, "etc/resolv.conf", resolv)
     return placed
+
+
+def _place(root: Path, relpath: str, data: bytes) -> None:
+    """Write unless the file already holds ``data``: an unchanged sandbox root stays unchanged
+    (same mtime and ctime), so exporting it again gives the same image digest and reuses the
+    cached layer (daemon/export/service.py)."""
+    if read_file_beneath(root, relpath, len(data) + 1) != data:
+        write_file_beneath(root, relpath, data, 0o644)

@@ -43,13 +43,18 @@ class WorkerLauncher:
     def kind(self, entry: WorkerEntry) -> WorkerKind:
         return entry.kind(self.settings.home)
 
-    async def launch(self, name: str, progress: Progress | None) -> Launched:
-        # The entry as config.yaml holds it now: a hand edit made just before a start is
-        # honoured (and reconciled by the store's listeners) even if the watcher has not polled.
+    async def fresh_entry(self, name: str) -> WorkerEntry:
+        """The entry as config.yaml holds it now: a hand edit made just before a start (or an
+        export) is honoured, and reconciled by the store's listeners, even if the watcher has
+        not polled yet."""
         await self.store.poll()
         entry = self.store.find(name)
         if entry is None:
             raise NotFound(f"worker '{name}' not found; see `iii worker list`")
+        return entry
+
+    async def launch(self, name: str, progress: Progress | None) -> Launched:
+        entry = await self.fresh_entry(name)
         kind = self.kind(entry)
         if kind is WorkerKind.BINARY:
             binary = self.settings.home / "workers" / name

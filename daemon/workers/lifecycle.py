@@ -44,11 +44,18 @@ from daemon.config.env import flatten_config
 from daemon.config.settings import DaemonSettings
 from daemon.config.store import ConfigStore
 from daemon.engine.roster import EngineRoster
-from daemon.errors import AlreadyExists, DaemonError, InvalidArgument, InvalidState, NotFound
+from daemon.errors import (
+    AlreadyExists,
+    Conflict,
+    DaemonError,
+    InvalidArgument,
+    InvalidState,
+    NotFound,
+)
 from daemon.events import EventBus
 from daemon.export.kubernetes import render as render_kubernetes
 from daemon.export.kubernetes import render_yaml
-from daemon.export.service import check_exportable, export_to_oci
+from daemon.export.service import check_exportable, check_exportable_kind, export_to_oci
 from daemon.images import ImageStore
 from daemon.sandboxes import SandboxLayout, prepare
 from daemon.workers.boot_specs import load_project, resolve_boot
@@ -296,17 +303,35 @@ class WorkerLifecycle:
         self._execs.signal(params.exec_id, params.signal)
         return EmptyResult()
 
-    async def export(self, params: WorkerExportParams) -> WorkerExportResult:
-        """SPEC §14; the work is in daemon/export/service.py. Holds the worker's lock so no
-        install or sync changes the upper dir while it is read."""
-        entry = self.entry(params.name)
-        layout = self.layout(entry.name)
-        check_exportable(entry.name, self.kind(entry), layout)
+    async def export(self, params: WorkerExportParams, notify: Notify) -> WorkerExportResult:
+        """SPEC §14; the work is in daemon/export/service.py. A stopped worker is prepared first
+        (provisioned, the project synced, install run when the marker says so), as a start
+        would, so the image holds the project as it is now; a running one is exported as it
+        runs. Holds the worker's lock so no install or sync changes the upper dir while it is
+        read."""
+        entry = await self.launcher.fresh_entry(params.name)
+        check_exportable_kind(entry.name, self.kind(entry))
         assert entry.worker_path is not None  # LOCAL workers have one
-        spec = await load_project(entry.worker_path, entry.name)
+        layout = self.layout(entry.name)
         rt = self.supervisor.runtime(entry.name)
-        async with rt.lock:
-            done = await export_to_oci(entry.name, spec, layout, self.images, params.to)
+        if rt.lock.locked():
+            raise Conflict(f"worker '{entry.name}' is busy ({rt.state.value}); export it when "
+                           "that is done")
+        async with progress_relay(notify, params.name, params.progress) as relay, rt.lock:
+            if rt.pid is None:
+                resolved = await resolve_boot(entry, WorkerKind.LOCAL, self.settings,
+                                              self.images, relay.pull)
+                assert resolved.spec is not None
+                spec = self.launcher.specs[entry.name] = resolved.spec
+                try:
+                    await prepare(layout, resolved.boot, self.launcher.provisioner, relay.boot)
+                finally:
+                    self.launcher.forget_deps(entry.name)  # the marker may have been written
+            else:
+                spec = await load_project(entry.worker_path, entry.name)
+            check_exportable(entry.name, layout)
+            done = await export_to_oci(entry.name, spec, layout, self.images, params.to,
+                                       relay.export)
         if "@sha256:" in done.destination:  # a push: what --kubernetes deploys by default
             await asyncio.to_thread(write_atomic, layout.dir / LAST_EXPORT,
                                     done.destination.encode() + b"\n")

@@ -375,3 +375,21 @@ def test_the_exec_fast_path_reports_a_bad_env_pair_as_typer_does(
 
     assert _fast_exec(["box", "-e", "NOEQUALS", "--", "true"]) == 1
     assert capsys.readouterr().err.startswith("error: -e 'NOEQUALS': use KEY=VALUE")
+
+
+def test_only_the_exact_export_json_shape_takes_the_typer_free_path(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch
+                                                                     ) -> None:
+    from client.cli import _export_params
+
+    monkeypatch.chdir(tmp_path)
+    assert _export_params(("worker", "export", "w", "--to", "reg:5000/a/w:1", "--json")) == \
+        {"name": "w", "to": "reg:5000/a/w:1"}
+    assert _export_params(("worker", "export", "w", "--json", "--to", "oci:out")) == \
+        {"name": "w", "to": f"oci:{tmp_path / 'out'}"}
+    for argv in [("worker", "export", "w", "--to", "r/w:1"),  # no --json: progress, typer
+                 ("worker", "export", "w", "--kubernetes", "--json", "x"),
+                 ("worker", "export", "--to", "r/w:1", "w", "--json"),
+                 ("worker", "export", "w", "--to", "oci:", "--json"),
+                 ("worker", "export", "w", "--to", "--json", "--json")]:
+        assert _export_params(argv) is None, argv

@@ -91,6 +91,7 @@ def change_through_overlay(merged: Path) -> None:
     (merged / "var/lib/cache/fresh").write_text("new\n")
     (merged / "usr/local/bin").mkdir(parents=True)
     os.symlink("/workspace/app.py", merged / "usr/local/bin/run")
+    os.link(merged / "workspace/app.py", merged / "usr/local/bin/app-copy")  # a hard link
     os.chmod(merged / "workspace", 0o1777)
 
 
@@ -135,6 +136,14 @@ def test_unpacked_image_equals_the_sandbox_view(tmp_path: Path, extra_opts: str)
     subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)],
                    check=True, capture_output=True)
     assert snapshot(bundle / "rootfs") == expected
+    # the hard link is a tar link entry, not a second copy: umoci recreates one inode
+    with tarfile.open(layer.path) as tar:
+        # the first name in path order holds the data, later ones link to it
+        assert tar.getmember("usr/local/bin/app-copy").isreg()
+        linked = tar.getmember("workspace/app.py")
+        assert linked.islnk() and linked.linkname == "usr/local/bin/app-copy"
+    one, two = (bundle / "rootfs" / p for p in ("workspace/app.py", "usr/local/bin/app-copy"))
+    assert one.stat().st_ino == two.stat().st_ino and one.stat().st_nlink == 2
     config = json.loads((layout / "blobs/sha256" / image.config_digest[7:]).read_bytes())
     assert config["config"]["Entrypoint"] == ["/bin/sh", "-c", "python3 app.py"]
     assert config["config"]["WorkingDir"] == "/workspace"
