@@ -43,7 +43,7 @@ from vmm_ffi.cgroups import (
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.exit_recorder import ExitRecorder
 from vmm_ffi.idmap import present_root, user_maps
-from vmm_ffi.network import PASTA_HINT, NetworkHelper, find_pasta
+from vmm_ffi.network import PASTA_HINT, NetworkHelper, find_pasta, find_slirp4netns
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
     EXIT_INVALID_PARAMS,
@@ -219,7 +219,8 @@ class Launcher:
             os.close(alive_w)
             os.close(go_w)
             if p.backend in ("namespace", "host"):
-                run_init(p, status_w, alive_r, go_r, self.log_fd)
+                run_init(p, status_w, alive_r, go_r, self.log_fd,
+                         None if self.network is None else self.network.in_init)
             from vmm_ffi.krun_vmm import run_vmm
             run_vmm(p, vm_root, status_w, alive_r, go_r, self.log_fd)
         self.child = child
@@ -237,8 +238,8 @@ class Launcher:
             message = str(first.get("error") or
                           f"sandbox process exited early (code {exit_code_of(wait_status)})")
             return self.fail_setup(message)
-        network: Literal["host", "pasta", "tsi"] = "tsi" if p.backend == "libkrun" \
-            else "pasta" if self.network else "host"
+        network: Literal["host", "pasta", "slirp4netns", "tsi"] = "tsi" \
+            if p.backend == "libkrun" else self.network.mode if self.network else "host"
         result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
                               sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
                               limits=self.cgroup.note, network=network,
@@ -275,6 +276,12 @@ class Launcher:
             if pasta is None:
                 raise SetupFailed("network", f"pasta is not installed; {PASTA_HINT}")
             self.network = NetworkHelper.fork(pasta, self.log_fd)  # in the host's namespaces
+            flags |= sc.CLONE_NEWNET
+        elif p.backend == "namespace" and p.network == "slirp4netns":
+            slirp = p.slirp4netns or find_slirp4netns()
+            if slirp is None:
+                raise SetupFailed("network", f"slirp4netns is not installed; {PASTA_HINT}")
+            self.network = NetworkHelper.fork(slirp, self.log_fd, mode="slirp4netns")
             flags |= sc.CLONE_NEWNET
         root = None
         if p.id_shift is not None:
@@ -317,7 +324,7 @@ class Launcher:
         return root
 
     def stop_network(self) -> None:
-        """End the sandbox's pasta (the namespace it served is gone or going)."""
+        """End the sandbox's pasta or slirp4netns (the namespace it served is gone or going)."""
         if self.network is not None:
             self.network.stop()
             self.network = None

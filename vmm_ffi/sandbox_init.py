@@ -99,8 +99,12 @@ def _forwarder(target: list[int], pending: list[int]) -> Callable[[int, object],
 
 
 def run_init(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
-             log_fd: int) -> None:
-    """Body of the sandbox init (PID 1). Never returns."""
+             log_fd: int, network: Callable[[], str | None] | None = None) -> None:
+    """Body of the sandbox init (PID 1). Never returns.
+
+    ``network`` runs before the root is entered (``NetworkHelper.in_init``); what it returns
+    is logged.
+    """
     code = EXIT_SETUP_FAILED
     try:
         guard_parent_death(alive_r)
@@ -118,6 +122,9 @@ def run_init(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
             if params.backend == "host":
                 os.chdir(params.workdir)
             else:
+                note = None if network is None else network()
+                if note is not None:
+                    os.write(log_fd, f"[iii-launcher] network: {note}\n".encode())
                 enter_sandbox_root(params)
                 if params.seccomp:  # last: the mounts of the boot itself are done by now
                     seccomp.apply()
