@@ -309,7 +309,11 @@ class Launcher:
         ns.make_mounts_private()
         state = os.path.dirname(self.params.exit_path)
         os.chdir(state)
-        root = present_root(self.params, shift)
+        presented = present_root(self.params, shift)
+        root = presented.root
+        if presented.fallback is not None:
+            self.id_map = f"{self.id_map} ({presented.fallback})"
+            self.log(f"id map: {presented.fallback}")
         self.params = msgspec.structs.replace(
             self.params, merged=os.path.relpath(self.params.merged, state))
         cgroup = self.cgroup
