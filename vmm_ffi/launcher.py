@@ -207,6 +207,8 @@ class Launcher:
             p = self.params  # with an id shift, paths are now relative to the state dir
         except SetupFailed as exc:
             return self.fail_setup(str(exc))
+        # No pids cgroup (a non-root launcher on v1): RLIMIT_NPROC in the init stops fork bombs.
+        nproc = p.pids_max if p.backend == "namespace" and self.cgroup.version == 0 else None
         status_r, status_w = os.pipe()
         alive_r, alive_w = os.pipe()
         go_r, go_w = os.pipe()
@@ -220,7 +222,7 @@ class Launcher:
             os.close(go_w)
             if p.backend in ("namespace", "host"):
                 run_init(p, status_w, alive_r, go_r, self.log_fd,
-                         None if self.network is None else self.network.in_init)
+                         None if self.network is None else self.network.in_init, nproc)
             from vmm_ffi.krun_vmm import run_vmm
             run_vmm(p, vm_root, status_w, alive_r, go_r, self.log_fd)
         self.child = child
@@ -242,7 +244,9 @@ class Launcher:
             if p.backend == "libkrun" else self.network.mode if self.network else "host"
         result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
                               sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
-                              limits=self.cgroup.note, network=network,
+                              limits=self.cgroup.note if nproc is None else
+                              f"{self.cgroup.note} (processes: capped at {nproc} per sandbox "
+                              "uid by RLIMIT_NPROC)", network=network,
                               id_map=self.id_map,
                               seccomp=seccomp.FILTER_NAME if filtered else None)
         self._answer(result)
