@@ -43,7 +43,13 @@ from vmm_ffi.cgroups import (
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.exit_recorder import ExitRecorder
 from vmm_ffi.idmap import present_root, user_maps
-from vmm_ffi.network import PASTA_HINT, NetworkHelper, find_pasta, find_slirp4netns
+from vmm_ffi.network import (
+    PASTA_HINT,
+    SLIRP_LOG,
+    NetworkHelper,
+    find_pasta,
+    find_slirp4netns,
+)
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
     EXIT_INVALID_PARAMS,
@@ -285,7 +291,16 @@ class Launcher:
             slirp = p.slirp4netns or find_slirp4netns()
             if slirp is None:
                 raise SetupFailed("network", f"slirp4netns is not installed; {PASTA_HINT}")
-            self.network = NetworkHelper.fork(slirp, self.log_fd, mode="slirp4netns")
+            # its chatter (tapfd, a warning about the host loopback we rely on) stays out of
+            # the worker log: errors are named from this file
+            helper_log = os.path.join(os.path.dirname(p.exit_path), SLIRP_LOG)
+            log_fd = os.open(helper_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                             0o640)
+            try:
+                self.network = NetworkHelper.fork(slirp, log_fd, mode="slirp4netns",
+                                                  log_path=helper_log)
+            finally:
+                os.close(log_fd)
             flags |= sc.CLONE_NEWNET
         root = None
         if p.id_shift is not None:

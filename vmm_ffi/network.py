@@ -53,6 +53,7 @@ _SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASTA_HINT = ("install pasta (`apt-get install passt`), or set `network: host` in daemon.yaml "
               "to share the host's network on purpose")
 SLIRP_TAP = "tap0"
+SLIRP_LOG = "slirp4netns.log"  # in the sandbox's state dir
 SLIRP_GATEWAY = "10.0.2.2"  # slirp4netns's address of the host's loopback
 IPTABLES = ("iptables-nft", "iptables")  # the nft flavour: no /run/xtables.lock to open
 IPTABLES_TIMEOUT_S = 5.0
@@ -157,14 +158,16 @@ class NetworkHelper:
     """The pasta (or slirp4netns) process of one sandbox, from fork (before unshare) to stop."""
 
     def __init__(self, pid: int, go_w: int, err_r: int, host_ports: set[int],
-                 mode: HelperMode = "pasta") -> None:
+                 mode: HelperMode = "pasta", log_path: str | None = None) -> None:
         self.pid, self._go_w, self._err_r, self.host_ports = pid, go_w, err_r, host_ports
         self.mode: HelperMode = mode
+        self.log_path = log_path  # where the helper's output goes, when not the worker log
         self._status: int | None = None  # the helper's wait status once reaped
         self._exit_w: int | None = None  # slirp4netns's --exit-fd: closing it ends the helper
 
     @classmethod
-    def fork(cls, pasta: str, log_fd: int, mode: HelperMode = "pasta") -> NetworkHelper:
+    def fork(cls, pasta: str, log_fd: int, mode: HelperMode = "pasta",
+             log_path: str | None = None) -> NetworkHelper:
         """Fork the helper (in the host's namespaces) that will run ``pasta`` (or, with
         ``mode="slirp4netns"``, that binary); raises ``SetupFailed`` when the tun device is not
         ours to open."""
@@ -202,7 +205,7 @@ class NetworkHelper:
         os.close(go_r)
         os.close(err_w)
         os.close(exit_r)
-        helper = cls(pid, go_w, err_r, host_ports, mode)
+        helper = cls(pid, go_w, err_r, host_ports, mode, log_path)
         helper._exit_w = exit_w
         return helper
 
@@ -229,7 +232,7 @@ class NetworkHelper:
                 how = "timed out" if status is None else \
                     f"{self.mode} exited with code {os.waitstatus_to_exitcode(status)}"
                 raise SetupFailed("network", f"{self.mode} did not configure the sandbox's "
-                                  f"network ({how}); see the worker log")
+                                  f"network ({how}); see {self.log_path or 'the worker log'}")
             time.sleep(_POLL_S)
         while self.mode == "pasta" and not self.host_ports <= listening_tcp_ports() \
                 and time.monotonic() < deadline:
