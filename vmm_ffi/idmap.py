@@ -17,6 +17,7 @@ cache is shared by sandboxes of any range.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import pwd
 import shutil
@@ -160,14 +161,28 @@ def shifted_copy(source: str, shift: IdShift) -> str:
     """A copy of the cached image ``source`` with every owner moved into ``shift``'s range:
     ``<cache>/.shifted-<uid>-<gid>-<inode>-<name>`` beside it, made once per cache entry
     (its inode: a refreshed entry is a new directory) and range. Built in a ``.tmp-`` dir and
-    renamed into place, so a crash leaves nothing that looks complete and a concurrent
-    launcher's copy wins cleanly."""
+    renamed into place under an flock, so a crash leaves nothing that looks complete and
+    concurrent launchers make it once."""
     parent, name = os.path.split(os.path.abspath(source))
     key = f"{shift.uid_base}-{shift.gid_base}-{os.stat(source).st_ino}-{name}"
     final = os.path.join(parent, SHIFTED_PREFIX + key)
     if os.path.isdir(final):
         return final
-    temp = os.path.join(parent, f"{TEMP_PREFIX}shifted-{key}-{os.getpid()}")
+    # The image store's sweep of ``.tmp-<slug>-<n>`` dirs skips those whose ``.<slug>.lock`` is
+    # held: hold it while copying (it also lets a concurrent launcher wait, then reuse ours).
+    lock = os.open(os.path.join(parent, f"{SHIFTED_PREFIX}{key}.lock"),
+                   os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.isdir(final):
+            _make_shifted_copy(source, final, key, shift)
+    finally:
+        os.close(lock)
+    return final
+
+
+def _make_shifted_copy(source: str, final: str, key: str, shift: IdShift) -> None:
+    temp = os.path.join(os.path.dirname(final), f"{TEMP_PREFIX}shifted-{key}-{os.getpid()}")
     if os.path.lexists(temp):
         remove_tree_here(temp)
     proc = subprocess.run(["cp", "-a", "--", source, temp], check=False, capture_output=True,
@@ -181,9 +196,7 @@ def shifted_copy(source: str, shift: IdShift) -> str:
         os.rename(temp, final)
     except OSError:
         remove_tree_here(temp)
-        if not os.path.isdir(final):  # not a concurrent launcher's copy that won the rename
-            raise
-    return final
+        raise
 
 
 def shift_in_place(tree: str, shift: IdShift) -> None:
