@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,43 @@ def test_without_pasta_slirp4netns_gives_the_same_network(daemon_factory, busybo
                    "slirp4netns to end with the sandbox")  # ... gone with it
     finally:
         server.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the id shift is what a root daemon does")
+def test_where_idmapped_mounts_are_refused_a_root_daemon_uses_a_shifted_copy(
+        daemon_factory, busybox_image: str, iii_home: Path, tmp_path: Path) -> None:
+    # III_HOME on a ramfs: a file system that refuses idmapped mounts (Linux 6.18)
+    subprocess.run(["mount", "-t", "ramfs", "-o", "mode=0700", "iii-e2e", str(iii_home)],
+                   check=True)
+    try:
+        script = ("echo uid=$(id -u) owner=$(stat -c %u /bin/busybox); "
+                  "echo mine > /workspace/made; exec sleep 1000")
+        project = make_shell_project(tmp_path, busybox_image, "copied", start=script)
+        daemon = daemon_factory()
+        assert daemon.iii("worker", "add", str(project)).returncode == 0
+        daemon.json("worker", "start", "copied")
+        wait_until(lambda: "uid=" in daemon.iii("worker", "logs", "copied").stdout, 10,
+                   "output")
+        assert "uid=0 owner=0" in daemon.iii("worker", "logs", "copied").stdout
+        detail = daemon.json("worker", "inspect", "copied")["isolation_detail"]
+        assert "(shifted copies: idmapped mounts refused (" in detail["id_map"]
+        base = next(start for name, start, _ in parse_ranges(SUBUID.read_text())
+                    if name == SANDBOX_USER)
+        state = iii_home / "managed/copied"
+        if (state / "root-mode").read_text().strip() == "overlay":
+            # the image's shifted copy beside the cache entry is the lower
+            copies = [p for p in (iii_home / "rootfs").iterdir()
+                      if p.name.startswith(".shifted-") and p.is_dir()]
+            assert len(copies) == 1 and (copies[0] / "bin/busybox").stat().st_uid == base
+            made = state / "upper/workspace/made"
+        else:  # ramfs has no overlay upper here: the sandbox's own copy is shifted in place
+            assert (state / "rootfs/bin/busybox").stat().st_uid == base
+            made = state / "rootfs/workspace/made"
+        wait_until(made.exists, 10, "the worker's file")
+        assert made.stat().st_uid == base  # the fallback's owners on disk: host ids of the range
+        assert daemon.json("worker", "stop", "copied")["status"] == "stopped"
+        assert daemon.json("worker", "remove", "copied")["removed"] is True
+        assert not (iii_home / "managed/copied").exists()
+        daemon.stop()  # before the ramfs goes: its log is there
+    finally:
+        subprocess.run(["umount", "-l", str(iii_home)], check=False)
