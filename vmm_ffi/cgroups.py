@@ -100,6 +100,15 @@ def _apply_v2(name: str, cpus: int, memory_mib: int, delegated: str | None, root
     leaf = os.path.join(base, f"iii-{name}-{os.getpid()}")
     sweep_stale([base])
     try:
+        with open(os.path.join(base, "cgroup.controllers")) as f:
+            available = set(f.read().split())
+    except OSError:  # not a cgroup we can read: said below, on the first write
+        available = {"memory", "cpu", "pids"}
+    absent = [c for c in ("memory", "cpu", "pids") if c not in available]
+    if absent:  # e.g. a hybrid host: these controllers are bound to cgroup v1 hierarchies
+        return CgroupPlan(note=f"not enforced: cgroup v2 controller(s) {', '.join(absent)} "
+                          f"not available in {base} (bound to cgroup v1, or not delegated)")
+    try:
         with open(os.path.join(base, "cgroup.subtree_control")) as f:
             enabled = set(f.read().split())
         missing = {"memory", "cpu", "pids"} - enabled

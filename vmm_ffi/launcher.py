@@ -43,7 +43,13 @@ from vmm_ffi.cgroups import (
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.exit_recorder import ExitRecorder
 from vmm_ffi.idmap import present_root, user_maps
-from vmm_ffi.network import PASTA_HINT, NetworkHelper, find_pasta
+from vmm_ffi.network import (
+    PASTA_HINT,
+    SLIRP_LOG,
+    NetworkHelper,
+    find_pasta,
+    find_slirp4netns,
+)
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
     EXIT_INVALID_PARAMS,
@@ -207,6 +213,8 @@ class Launcher:
             p = self.params  # with an id shift, paths are now relative to the state dir
         except SetupFailed as exc:
             return self.fail_setup(str(exc))
+        # No pids cgroup (a non-root launcher on v1): RLIMIT_NPROC in the init stops fork bombs.
+        nproc = p.pids_max if p.backend == "namespace" and self.cgroup.version == 0 else None
         status_r, status_w = os.pipe()
         alive_r, alive_w = os.pipe()
         go_r, go_w = os.pipe()
@@ -219,7 +227,8 @@ class Launcher:
             os.close(alive_w)
             os.close(go_w)
             if p.backend in ("namespace", "host"):
-                run_init(p, status_w, alive_r, go_r, self.log_fd)
+                run_init(p, status_w, alive_r, go_r, self.log_fd,
+                         None if self.network is None else self.network.in_init, nproc)
             from vmm_ffi.krun_vmm import run_vmm
             run_vmm(p, vm_root, status_w, alive_r, go_r, self.log_fd)
         self.child = child
@@ -237,11 +246,13 @@ class Launcher:
             message = str(first.get("error") or
                           f"sandbox process exited early (code {exit_code_of(wait_status)})")
             return self.fail_setup(message)
-        network: Literal["host", "pasta", "tsi"] = "tsi" if p.backend == "libkrun" \
-            else "pasta" if self.network else "host"
+        network: Literal["host", "pasta", "slirp4netns", "tsi"] = "tsi" \
+            if p.backend == "libkrun" else self.network.mode if self.network else "host"
         result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
                               sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
-                              limits=self.cgroup.note, network=network,
+                              limits=self.cgroup.note if nproc is None else
+                              f"{self.cgroup.note} (processes: capped at {nproc} per sandbox "
+                              "uid by RLIMIT_NPROC)", network=network,
                               id_map=self.id_map,
                               seccomp=seccomp.FILTER_NAME if filtered else None)
         self._answer(result)
@@ -276,6 +287,21 @@ class Launcher:
                 raise SetupFailed("network", f"pasta is not installed; {PASTA_HINT}")
             self.network = NetworkHelper.fork(pasta, self.log_fd)  # in the host's namespaces
             flags |= sc.CLONE_NEWNET
+        elif p.backend == "namespace" and p.network == "slirp4netns":
+            slirp = p.slirp4netns or find_slirp4netns()
+            if slirp is None:
+                raise SetupFailed("network", f"slirp4netns is not installed; {PASTA_HINT}")
+            # its chatter (tapfd, a warning about the host loopback we rely on) stays out of
+            # the worker log: errors are named from this file
+            helper_log = os.path.join(os.path.dirname(p.exit_path), SLIRP_LOG)
+            log_fd = os.open(helper_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                             0o640)
+            try:
+                self.network = NetworkHelper.fork(slirp, log_fd, mode="slirp4netns",
+                                                  log_path=helper_log)
+            finally:
+                os.close(log_fd)
+            flags |= sc.CLONE_NEWNET
         root = None
         if p.id_shift is not None:
             root = self._present_shifted_root(p.id_shift)
@@ -302,7 +328,11 @@ class Launcher:
         ns.make_mounts_private()
         state = os.path.dirname(self.params.exit_path)
         os.chdir(state)
-        root = present_root(self.params, shift)
+        presented = present_root(self.params, shift)
+        root = presented.root
+        if presented.fallback is not None:
+            self.id_map = f"{self.id_map} ({presented.fallback})"
+            self.log(f"id map: {presented.fallback}")
         self.params = msgspec.structs.replace(
             self.params, merged=os.path.relpath(self.params.merged, state))
         cgroup = self.cgroup
@@ -317,7 +347,7 @@ class Launcher:
         return root
 
     def stop_network(self) -> None:
-        """End the sandbox's pasta (the namespace it served is gone or going)."""
+        """End the sandbox's pasta or slirp4netns (the namespace it served is gone or going)."""
         if self.network is not None:
             self.network.stop()
             self.network = None

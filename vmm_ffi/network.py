@@ -1,4 +1,5 @@
-"""The sandbox's own network namespace, connected by pasta (Debian ``passt``), as rootless podman.
+"""The sandbox's own network namespace, connected by pasta (Debian ``passt``), as rootless podman;
+slirp4netns is the second choice where pasta is not installed.
 
 A namespace sandbox that shared the host's network namespace could reach everything scoped by
 it rather than by the file system: abstract unix sockets (a shim's, a desktop bus), netlink,
@@ -12,6 +13,16 @@ pasta process, its child, connects it:
   pasta's rescan (about a second), and the SDKs reconnect;
 - ``-t none -u none``: nothing of the sandbox is published on the host.
 
+slirp4netns (second choice) gives the same isolation (abstract sockets and the rest of the host's
+netns-scoped surface stay out of reach) and the same outbound NAT, with two differences: it
+reaches the host's loopback at the gateway ``10.0.2.2``, not at ``127.0.0.1``, so once the
+interface is up the launcher (root of the new user + network namespaces, still seeing the
+host's files) adds an ``iptables`` DNAT of ``127.0.0.1:<port>`` to ``10.0.2.2:<port>`` for each
+TCP port listening on the host at that moment (``route_localnet`` + a MASQUERADE of the
+loopback source), so the engine is again at ``127.0.0.1``. Ports bound on the host later are
+not added (pasta's rescan has no counterpart), and UDP is not forwarded from ``127.0.0.1``.
+Without ``iptables`` the host's loopback is reached at ``10.0.2.2`` only (said in the log).
+
 Process model: ``NetworkHelper.fork()`` runs before the launcher unshares (the child stays in the
 host's namespaces, with PDEATHSIG=SIGKILL so it dies with the launcher); ``attach()``, once the
 launcher is in its new namespaces, lets it exec pasta aimed at the launcher's pid;
@@ -24,6 +35,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Mapping
 from typing import Literal
@@ -31,7 +43,8 @@ from typing import Literal
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import SetupFailed
 
-NetworkMode = Literal["host", "pasta"]
+NetworkMode = Literal["host", "pasta", "slirp4netns"]
+HelperMode = Literal["pasta", "slirp4netns"]
 PASTA_READY_TIMEOUT_S = 5.0  # interface configured and the host's bound ports forwarded
 PASTA_STOP_TIMEOUT_S = 2.0
 _POLL_S = 0.002
@@ -39,6 +52,11 @@ _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
 _SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASTA_HINT = ("install pasta (`apt-get install passt`), or set `network: host` in daemon.yaml "
               "to share the host's network on purpose")
+SLIRP_TAP = "tap0"
+SLIRP_LOG = "slirp4netns.log"  # in the sandbox's state dir
+SLIRP_GATEWAY = "10.0.2.2"  # slirp4netns's address of the host's loopback
+IPTABLES = ("iptables-nft", "iptables")  # the nft flavour: no /run/xtables.lock to open
+IPTABLES_TIMEOUT_S = 5.0
 
 
 def find_pasta(environ: Mapping[str, str] = os.environ) -> str | None:
@@ -47,6 +65,43 @@ def find_pasta(environ: Mapping[str, str] = os.environ) -> str | None:
     if explicit:
         return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
     return shutil.which("pasta", path=environ.get("PATH", "") + ":" + _SEARCH_PATH)
+
+
+def find_slirp4netns(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Path of the ``slirp4netns`` binary (``III_SLIRP4NETNS`` overrides the PATH search)."""
+    explicit = environ.get("III_SLIRP4NETNS")
+    if explicit:
+        return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
+    return shutil.which("slirp4netns", path=environ.get("PATH", "") + ":" + _SEARCH_PATH)
+
+
+def find_helper(environ: Mapping[str, str] = os.environ) -> tuple[HelperMode, str] | None:
+    """The network helper to use: pasta, else slirp4netns (the second choice), else None."""
+    pasta = find_pasta(environ)
+    if pasta is not None:
+        return "pasta", pasta
+    slirp = find_slirp4netns(environ)
+    return None if slirp is None else ("slirp4netns", slirp)
+
+
+def helper_argv(mode: HelperMode, binary: str, userns_fd: int, netns_fd: int,
+                exit_fd: int) -> list[str]:
+    """The helper's command line, attached to the namespaces open at these fds."""
+    if mode == "pasta":
+        return pasta_argv(binary, userns_fd, netns_fd)
+    return slirp4netns_argv(binary, userns_fd, netns_fd, exit_fd)
+
+
+def slirp4netns_argv(slirp: str, userns_fd: int, netns_fd: int, exit_fd: int) -> list[str]:
+    """slirp4netns attached to the user + network namespaces open at these fds (the host's
+    loopback stays reachable through 10.0.2.2: no ``--disable-host-loopback``).
+
+    It ends when ``exit_fd`` (a pipe the launcher writes) reaches EOF: joining the user
+    namespace changes its credentials, which clears the parent-death signal, and a launcher on
+    shifted ids may not signal it.
+    """
+    return [slirp, "--configure", "--mtu=65520", f"--exit-fd={exit_fd}", "--netns-type=path",
+            f"--userns-path=/proc/self/fd/{userns_fd}", f"/proc/self/fd/{netns_fd}", SLIRP_TAP]
 
 
 def pasta_argv(pasta: str, userns_fd: int, netns_fd: int) -> list[str]:
@@ -67,7 +122,7 @@ TUN = "/dev/net/tun"
 
 
 def tun_problem() -> str | None:
-    """Why pasta could not open the tun device for us, or None (pasta needs it)."""
+    """Why pasta (or slirp4netns) could not open the tun device for us, or None (both need it)."""
     if os.access(TUN, os.R_OK | os.W_OK):
         return None
     return (f"pasta needs {TUN}, which uid {os.geteuid()} may not open: `chmod 0666 {TUN}` "
@@ -100,16 +155,22 @@ def has_default_route(net_dir: str = "/proc/self/net") -> bool:
 
 
 class NetworkHelper:
-    """The pasta process of one sandbox, from fork (before unshare) to stop."""
+    """The pasta (or slirp4netns) process of one sandbox, from fork (before unshare) to stop."""
 
-    def __init__(self, pid: int, go_w: int, err_r: int, host_ports: set[int]) -> None:
+    def __init__(self, pid: int, go_w: int, err_r: int, host_ports: set[int],
+                 mode: HelperMode = "pasta", log_path: str | None = None) -> None:
         self.pid, self._go_w, self._err_r, self.host_ports = pid, go_w, err_r, host_ports
-        self._status: int | None = None  # pasta's wait status once reaped
+        self.mode: HelperMode = mode
+        self.log_path = log_path  # where the helper's output goes, when not the worker log
+        self._status: int | None = None  # the helper's wait status once reaped
+        self._exit_w: int | None = None  # slirp4netns's --exit-fd: closing it ends the helper
 
     @classmethod
-    def fork(cls, pasta: str, log_fd: int) -> NetworkHelper:
-        """Fork the helper (in the host's namespaces) that will run ``pasta``; raises
-        ``SetupFailed`` when the tun device is not ours to open."""
+    def fork(cls, pasta: str, log_fd: int, mode: HelperMode = "pasta",
+             log_path: str | None = None) -> NetworkHelper:
+        """Fork the helper (in the host's namespaces) that will run ``pasta`` (or, with
+        ``mode="slirp4netns"``, that binary); raises ``SetupFailed`` when the tun device is not
+        ours to open."""
         problem = tun_problem()
         if problem is not None:
             raise SetupFailed("network", problem)
@@ -117,11 +178,14 @@ class NetworkHelper:
         target = os.getpid()
         go_r, go_w = os.pipe()
         err_r, err_w = os.pipe()
+        exit_r, exit_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child execs or _exits
             try:
                 os.close(go_w)
                 os.close(err_r)
+                os.close(exit_w)
+                os.set_inheritable(exit_r, True)
                 sc.set_parent_death_signal(signal.SIGKILL)
                 if os.read(go_r, 1) != b"1":
                     os._exit(0)  # the launcher gave up before attaching
@@ -134,43 +198,57 @@ class NetworkHelper:
                 os.set_inheritable(netns, True)
                 os.dup2(log_fd, 1)
                 os.dup2(log_fd, 2)
-                os.execv(pasta, pasta_argv(pasta, userns, netns))
+                os.execv(pasta, helper_argv(mode, pasta, userns, netns, exit_r))
             except OSError as exc:
                 os.write(err_w, f"exec {pasta}: {exc.strerror}".encode())
             os._exit(127)
         os.close(go_r)
         os.close(err_w)
-        return cls(pid, go_w, err_r, host_ports)
+        os.close(exit_r)
+        helper = cls(pid, go_w, err_r, host_ports, mode, log_path)
+        helper._exit_w = exit_w
+        return helper
 
     def attach(self) -> None:
-        """Let pasta join our (new) namespaces; raises ``SetupFailed`` if it cannot start."""
+        """Let the helper join our (new) namespaces; raises ``SetupFailed`` if it cannot start."""
         os.write(self._go_w, b"1")
         os.close(self._go_w)
         error = os.read(self._err_r, 4096).decode(errors="replace")  # EOF: exec succeeded
         os.close(self._err_r)
         if error:
-            raise SetupFailed("network", f"cannot run pasta ({error}); {PASTA_HINT}")
+            raise SetupFailed("network", f"cannot run {self.mode} ({error}); {PASTA_HINT}")
 
     def wait_ready(self, timeout: float = PASTA_READY_TIMEOUT_S) -> None:
         """Wait for the default route and the forwards of the host's bound ports.
 
-        Raises ``SetupFailed`` when pasta exits or the interface never comes up; ports that are
-        still missing at the deadline are left to pasta's rescan (the route is what matters).
+        Raises ``SetupFailed`` when the helper exits or the interface never comes up; ports that
+        are still missing at the deadline are left to pasta's rescan (the route is what
+        matters).
         """
         deadline = time.monotonic() + timeout
         while not has_default_route():
             status = self.exited()
             if status is not None or time.monotonic() > deadline:
                 how = "timed out" if status is None else \
-                    f"pasta exited with code {os.waitstatus_to_exitcode(status)}"
-                raise SetupFailed("network", f"pasta did not configure the sandbox's network "
-                                  f"({how}); see the worker log")
+                    f"{self.mode} exited with code {os.waitstatus_to_exitcode(status)}"
+                raise SetupFailed("network", f"{self.mode} did not configure the sandbox's "
+                                  f"network ({how}); see {self.log_path or 'the worker log'}")
             time.sleep(_POLL_S)
-        while not self.host_ports <= listening_tcp_ports() and time.monotonic() < deadline:
+        while self.mode == "pasta" and not self.host_ports <= listening_tcp_ports() \
+                and time.monotonic() < deadline:
             time.sleep(_POLL_S)
 
+    def in_init(self) -> str | None:
+        """In the sandbox init, before its root is entered: with slirp4netns, the loopback
+        forwards (``forward_loopback_to_gateway``); returns a note for the log when they could
+        not be made. Not in the launcher: its first child after ``unshare(CLONE_NEWPID)`` would
+        become the PID namespace's init (iptables, gone at once, and no fork works after it)."""
+        if self.mode != "slirp4netns":
+            return None
+        return forward_loopback_to_gateway(self.host_ports)
+
     def exited(self) -> int | None:
-        """pasta's wait status if it has exited (reaped here), else None."""
+        """The helper's wait status if it has exited (reaped here), else None."""
         if self._status is None:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
@@ -178,7 +256,10 @@ class NetworkHelper:
         return self._status
 
     def stop(self) -> None:
-        """SIGTERM pasta, SIGKILL after a grace period, reap it."""
+        """SIGTERM the helper, SIGKILL after a grace period, reap it."""
+        if self._exit_w is not None:
+            os.close(self._exit_w)
+            self._exit_w = None
         if self._status is not None:
             return
         try:
@@ -197,3 +278,41 @@ class NetworkHelper:
             time.sleep(0.01)
         os.kill(self.pid, signal.SIGKILL)
         os.waitpid(self.pid, 0)
+
+
+def forward_loopback_to_gateway(ports: set[int]) -> str | None:
+    """In the sandbox's network namespace (we are its root, still on the host's files): make
+    ``127.0.0.1:<port>`` of each host ``port`` lead to slirp4netns's ``10.0.2.2:<port>``.
+
+    Returns None when done, else why the host's loopback is only at 10.0.2.2 (for the log).
+    """
+    if not ports:
+        return None
+    iptables = next((found for name in IPTABLES
+                     if (found := shutil.which(name, path=_SEARCH_PATH)) is not None), None)
+    if iptables is None:
+        return (f"iptables is not installed: the host's loopback is reached at {SLIRP_GATEWAY}, "
+                "not 127.0.0.1 (apt-get install iptables)")
+    listed = ",".join(str(p) for p in sorted(ports))
+    rules = [["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1", "-m", "multiport",
+              "--dports", chunk, "-j", "DNAT", "--to-destination", SLIRP_GATEWAY]
+             for chunk in _port_chunks(sorted(ports))]
+    rules.append(["-t", "nat", "-A", "POSTROUTING", "-s", "127.0.0.0/8", "-o", SLIRP_TAP,
+                  "-j", "MASQUERADE"])
+    try:
+        with open("/proc/sys/net/ipv4/conf/all/route_localnet", "w") as f:
+            f.write("1")
+        for rule in rules:
+            proc = subprocess.run([iptables, "-w", *rule], check=False, capture_output=True,
+                                  text=True, timeout=IPTABLES_TIMEOUT_S)
+            if proc.returncode != 0:
+                raise OSError(proc.stderr.strip() or f"exit code {proc.returncode}")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return (f"cannot forward 127.0.0.1:{listed} to {SLIRP_GATEWAY} ({exc}): the host's "
+                f"loopback is reached at {SLIRP_GATEWAY} only")
+    return None
+
+
+def _port_chunks(ports: list[int]) -> list[str]:
+    """``--dports`` values: multiport takes at most 15 ports per rule."""
+    return [",".join(str(p) for p in ports[i:i + 15]) for i in range(0, len(ports), 15)]

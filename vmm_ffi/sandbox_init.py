@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import select  # imported here: a launcher on shifted ids may not read the stdlib later
 import signal
 import sys
@@ -59,6 +60,15 @@ def guard_parent_death(alive_r: int) -> None:
     threading.Thread(target=watch, name="parent-death", daemon=True).start()
 
 
+def cap_processes(limit: int) -> None:
+    """RLIMIT_NPROC (soft and hard) for this init and everything under it: where no pids cgroup
+    can be made (a non-root daemon on cgroup v1), a fork bomb still stops. Since Linux 5.14 the
+    count is per user namespace and uid, so this caps each of the sandbox's uids at ``limit``
+    tasks (threads included) without counting the user's processes outside the sandbox; the
+    sandbox cannot raise it (that needs CAP_SYS_RESOURCE in the host's user namespace)."""
+    resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+
 def exec_workload(params: LaunchParams, log_fd: int, exec_err_w: int) -> None:
     """In the forked workload: clean signal state, stdio, then execve. Never returns."""
     try:
@@ -99,8 +109,13 @@ def _forwarder(target: list[int], pending: list[int]) -> Callable[[int, object],
 
 
 def run_init(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
-             log_fd: int) -> None:
-    """Body of the sandbox init (PID 1). Never returns."""
+             log_fd: int, network: Callable[[], str | None] | None = None,
+             nproc: int | None = None) -> None:
+    """Body of the sandbox init (PID 1). Never returns.
+
+    ``network`` runs before the root is entered (``NetworkHelper.in_init``); what it returns
+    is logged. ``nproc``: cap RLIMIT_NPROC there (``cap_processes``), where no pids cgroup does.
+    """
     code = EXIT_SETUP_FAILED
     try:
         guard_parent_death(alive_r)
@@ -118,7 +133,12 @@ def run_init(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
             if params.backend == "host":
                 os.chdir(params.workdir)
             else:
+                note = None if network is None else network()
+                if note is not None:
+                    os.write(log_fd, f"[iii-launcher] network: {note}\n".encode())
                 enter_sandbox_root(params)
+                if nproc is not None:
+                    cap_processes(nproc)
                 if params.seccomp:  # last: the mounts of the boot itself are done by now
                     seccomp.apply()
         except (SetupFailed, OSError) as exc:

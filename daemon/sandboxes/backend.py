@@ -15,7 +15,7 @@ import msgspec
 from daemon.errors import InvalidArgument, Unavailable
 from vmm_ffi.availability import Setting, select_backend
 from vmm_ffi.errors import BackendUnavailable
-from vmm_ffi.network import TUN, find_pasta, tun_problem
+from vmm_ffi.network import TUN, find_helper, tun_problem
 from vmm_ffi.params import Backend, IdShift
 
 ISOLATION_SETTINGS = ("auto", "libkrun", "namespace")
@@ -50,10 +50,11 @@ HOST_NETWORK_WARNING = ("network: host (daemon.yaml): the sandbox shares the hos
 
 
 class NetworkChoice(msgspec.Struct, frozen=True, kw_only=True):
-    """The network of new namespace sandboxes, pasta's binary, and a warning to show."""
+    """The network of new namespace sandboxes, its helper's binary, and a warning to show."""
 
-    mode: Literal["host", "pasta"]
+    mode: Literal["host", "pasta", "slirp4netns"]
     pasta: str | None = None
+    slirp4netns: str | None = None
     warning: str | None = None
 
 
@@ -61,24 +62,28 @@ def choose_network(setting: str, backend: Backend,
                    environ: Mapping[str, str] | None = None) -> NetworkChoice:
     """Apply the ``network`` setting (``auto`` | ``host``) for a sandbox of ``backend``.
 
-    libkrun brings its own network (TSI), so only namespace sandboxes get pasta. Raises
-    ``Unavailable`` (with how to fix it) when pasta is missing and ``host`` was not chosen.
+    libkrun brings its own network (TSI), so only namespace sandboxes get pasta (or, where
+    pasta is not installed, slirp4netns). Raises ``Unavailable`` (with how to fix it) when both
+    are missing and ``host`` was not chosen.
     """
     if backend != "namespace":
         return NetworkChoice(mode="host")
     if setting == "host":
         return NetworkChoice(mode="host", warning=HOST_NETWORK_WARNING)
-    pasta = find_pasta() if environ is None else find_pasta(environ)
-    if pasta is None:
-        raise Unavailable("pasta is not installed: namespace sandboxes need it for a network "
-                          "stack of their own",
+    helper = find_helper() if environ is None else find_helper(environ)
+    if helper is None:
+        raise Unavailable("pasta is not installed (nor slirp4netns): namespace sandboxes need "
+                          "one for a network stack of their own",
                           "apt-get install passt, or set `network: host` in daemon.yaml to "
                           "share the host's network on purpose")
     problem = tun_problem()
     if problem is not None:
         raise Unavailable(f"namespace sandboxes cannot have a network of their own: {problem}",
                           f"chmod 0666 {TUN}, or set `network: host` in daemon.yaml")
-    return NetworkChoice(mode="pasta", pasta=pasta)
+    mode, binary = helper
+    if mode == "slirp4netns":
+        return NetworkChoice(mode="slirp4netns", slirp4netns=binary)
+    return NetworkChoice(mode="pasta", pasta=binary)
 
 
 def choose_ids(backend: Backend) -> IdShift | None:

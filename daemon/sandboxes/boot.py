@@ -84,8 +84,9 @@ class BootSpec(msgspec.Struct, frozen=True, kw_only=True):
     memory_mib: int = 2048
     ca_bundle: str | None = None
     script_timeout_s: float = SCRIPT_TIMEOUT_S
-    network: Literal["host", "pasta"] = "host"
+    network: Literal["host", "pasta", "slirp4netns"] = "host"
     pasta: str | None = None
+    slirp4netns: str | None = None
     id_shift: IdShift | None = None
 
 
@@ -194,6 +195,7 @@ def launch_params(layout: SandboxLayout, boot: BootSpec, root: RootSpec, env: di
                         cpus=boot.cpus, memory_mib=boot.memory_mib,
                         log_path=str(layout.worker_log), exit_path=str(layout.exit_file),
                         hostname=boot.name[:63], network=boot.network, pasta=boot.pasta,
+                        slirp4netns=boot.slirp4netns,
                         id_shift=boot.id_shift)
 
 

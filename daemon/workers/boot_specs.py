@@ -68,7 +68,7 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
     ca = None if settings.ca_bundle is None else str(settings.ca_bundle)
     common = {"name": entry.name, "engine_url": settings.engine_url, "backend": choice.backend,
               "config_env": config_env, "ca_bundle": ca, "network": network.mode,
-              "pasta": network.pasta, "id_shift": id_shift}
+              "pasta": network.pasta, "slirp4netns": network.slirp4netns, "id_shift": id_shift}
     if kind is WorkerKind.LOCAL:
         assert entry.worker_path is not None
         spec = await load_project(entry.worker_path, entry.name)

@@ -15,7 +15,7 @@ from daemon.config.settings import DaemonSettings
 from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.procinfo import read_pid_record
 from daemon.sandboxes.subids import ID_RANGE, SANDBOX_USER, SUBUID, parse_ranges
-from vmm_ffi.network import find_pasta, tun_problem
+from vmm_ffi.network import find_helper, tun_problem
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -26,7 +26,9 @@ def sandbox_isolation(layout: SandboxLayout) -> SandboxIsolation | None:
     launch = None if record is None else record.launch
     if launch is None:
         return None
-    network = {"pasta": "own network namespace (pasta)", "host": "the host's network",
+    network = {"pasta": "own network namespace (pasta)",
+               "slirp4netns": "own network namespace (slirp4netns)",
+               "host": "the host's network",
                "tsi": "the VM's (libkrun TSI)"}[launch.network]
     return SandboxIsolation(backend=launch.backend, network=network,
                             id_map=launch.id_map or "unknown", limits=launch.limits,
@@ -42,11 +44,13 @@ def host_isolation(settings: DaemonSettings) -> HostIsolation:
 def _network(settings: DaemonSettings) -> str:
     if settings.network == "host":
         return "the host's network (network: host in daemon.yaml)"
-    pasta = find_pasta()
-    if pasta is None:
-        return "unavailable: pasta is not installed (apt-get install passt)"
+    helper = find_helper()
+    if helper is None:
+        return "unavailable: pasta is not installed, nor slirp4netns (apt-get install passt)"
+    mode, binary = helper
+    second = " (pasta is not installed: the second choice)" if mode == "slirp4netns" else ""
     problem = tun_problem()
-    return f"unavailable: {problem}" if problem else f"own network namespace via {pasta}"
+    return f"unavailable: {problem}" if problem else f"own network namespace via {binary}{second}"
 
 
 def _ids() -> str:

@@ -41,3 +41,4 @@ def test_oom_killed_worker_is_reported_and_restarted(daemon_factory, busybox_ima
     assert f"137 ({OOM})" in inspect
     assert f"({OOM})" in daemon.iii("worker", "logs", "hog", "--tail", "100").stdout
     assert daemon.iii("worker", "stop", "hog").returncode == 0
+

@@ -129,3 +129,27 @@ def test_daemon_leaf_reports_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyP
     message = cgroups.enter_daemon_leaf(str(root), str(tmp_path / "proc-self-cgroup"))
     assert message.startswith(f"cgroup {root / 'init.scope'} is not delegated to us (")
     assert message.endswith("without Delegate=yes sandbox limits cannot be enforced")
+
+
+UNIFIED = Path("/sys/fs/cgroup/unified")  # the real cgroup2 hierarchy of a hybrid host
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not (UNIFIED / "cgroup.controllers").exists(),
+                    reason="needs root and the hybrid host's real cgroup2 hierarchy")
+def test_real_v2_hierarchy_without_the_controllers_says_so(tmp_path: Path) -> None:
+    # This host's memory, cpu and pids controllers are bound to cgroup v1 hierarchies (one of
+    # them holds the machine's own processes), so its real cgroup2 hierarchy offers none of
+    # them: the v2 code must say that, make nothing, and move nothing.
+    available = (UNIFIED / "cgroup.controllers").read_text().split()
+    if {"memory", "cpu", "pids"} <= set(available):
+        pytest.skip("this cgroup2 hierarchy has the controllers: enforcement is testable here")
+    delegated = UNIFIED / f"iii-test-{os.getpid()}"
+    delegated.mkdir()
+    try:
+        plan = apply_limits("w1", 1, 64, str(delegated), root=str(UNIFIED))
+        assert plan.leaves == () and plan.note.startswith("not enforced: cgroup v2 controller(s) ")
+        assert f"not available in {delegated} (bound to cgroup v1" in plan.note
+        assert list(delegated.glob("iii-*")) == []
+        assert (delegated / "cgroup.procs").read_text() == ""
+    finally:
+        delegated.rmdir()

@@ -4,6 +4,8 @@ as a subordinate range while files keep their sandbox owners on disk, through id
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,54 @@ def test_exit_is_recorded_by_the_host_side_helper(sandboxes: Sandboxes) -> None:
     code, status, log = sandboxes.run(["sh", "-c", "exit 7"], id_shift=SHIFT)
     assert (code, status.exit_code) == (7, 7), log
 
+
+
+@pytest.fixture
+def ramfs(tmp_path: Path) -> Iterator[Path]:
+    """A ramfs: a file system that refuses idmapped mounts (no FS_ALLOW_IDMAP, Linux 6.18)."""
+    mnt = tmp_path / "ramfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "ramfs", "-o", "mode=0755", "iii-test", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_where_idmapped_mounts_are_refused_a_shifted_copy_is_used(ramfs: Path,
+                                                                   busybox_lower: Path) -> None:
+    cache = ramfs / "rootfs"
+    cache.mkdir()
+    lower = cache / "busybox"
+    subprocess.run(["cp", "-a", str(busybox_lower), str(lower)], check=True)
+    factory = Sandboxes(ramfs / "sandboxes", lower)
+    try:
+        script = ("id -u; ls -ln /bin/busybox; echo made > /made && chown 5:6 /made && "
+                  "echo chowned; touch /far && chown 70000 /far || echo refused")
+        params = factory.params(["sh", "-c", script], id_shift=SHIFT)
+        result = factory.spawn(params)
+        assert result.id_map.startswith("0-65535 -> 3000000-3065535")
+        assert "shifted copies: idmapped mounts refused" in result.id_map
+        code, status = factory.wait(result, params)
+        log = Path(params.log_path).read_text()
+        assert (code, status.exit_code) == (0, 0), log
+        lines = workload_lines(log)
+        assert lines[0] == "0" and lines[1].split()[2:4] == ["0", "0"], log  # the image's owner
+        assert "chowned" in lines and "refused" in lines
+        copies = [p.name for p in cache.iterdir() if p.name.startswith(".shifted-")
+                  and p.is_dir()]
+        assert copies == [f".shifted-3000000-3100000-{lower.stat().st_ino}-busybox"]
+        busybox = (cache / copies[0] / "bin/busybox").stat()
+        assert (busybox.st_uid, busybox.st_gid) == (3_000_000, 3_100_000)  # shifted on disk
+        assert lower.joinpath("bin/busybox").stat().st_uid == 0  # the cache entry is untouched
+        made = Path(params.rootfs.upper) / "made"  # type: ignore[union-attr]
+        assert (made.stat().st_uid, made.stat().st_gid) == (3_000_005, 3_100_006)
+        # a second sandbox reuses the copy: made once per cache entry (and range)
+        mtime = (cache / copies[0]).stat().st_mtime_ns
+        again = factory.params(["true"], id_shift=SHIFT)
+        assert factory.wait(factory.spawn(again), again)[0] == 0
+        assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == \
+            sorted([copies[0], "busybox"])
+        assert (cache / copies[0]).stat().st_mtime_ns == mtime
+    finally:
+        factory.close()

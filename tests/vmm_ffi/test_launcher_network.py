@@ -1,11 +1,14 @@
-"""The namespace sandbox's own network namespace, connected by a real pasta (vmm_ffi.network):
-outbound and host-loopback traffic works, the host's netns-scoped surface does not."""
+"""The namespace sandbox's own network namespace, connected by a real pasta or (the second
+choice) a real slirp4netns (vmm_ffi.network): outbound and host-loopback traffic works, the
+host's netns-scoped surface does not."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,12 +17,21 @@ import pytest
 from tests.support.rootfs import extract_python_rootfs
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from vmm_ffi.errors import LaunchFailed
-from vmm_ffi.network import find_pasta, tun_problem
+from vmm_ffi.network import find_pasta, find_slirp4netns, tun_problem
 from vmm_ffi.params import DirectoryRoot
 
-pytestmark = pytest.mark.skipif(find_pasta() is None or tun_problem() is not None,
-                                reason="pasta (Debian passt) missing, or /dev/net/tun not ours")
+pytestmark = pytest.mark.skipif(tun_problem() is not None, reason="/dev/net/tun is not ours")
 PASTA = find_pasta()
+SLIRP = find_slirp4netns()
+
+
+@pytest.fixture(params=["pasta", "slirp4netns"])
+def own_net(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Launch params of an own network namespace through each helper (skipped when missing)."""
+    binary = PASTA if request.param == "pasta" else SLIRP
+    if binary is None:
+        pytest.skip(f"{request.param} is not installed (Makefile APT_PACKAGES)")
+    return {"network": request.param, request.param: binary}
 
 
 @pytest.fixture
@@ -45,8 +57,9 @@ def loopback_service() -> Iterator[int]:
     server.close()
 
 
-def test_sandbox_has_its_own_network_namespace(sandboxes: Sandboxes) -> None:
-    code, _, log = sandboxes.run(["readlink", "/proc/self/ns/net"], network="pasta", pasta=PASTA)
+def test_sandbox_has_its_own_network_namespace(sandboxes: Sandboxes,
+                                               own_net: dict[str, str]) -> None:
+    code, _, log = sandboxes.run(["readlink", "/proc/self/ns/net"], **own_net)
     assert code == 0, log
     assert workload_lines(log)[-1].startswith("net:[")
     assert workload_lines(log)[-1] != os.readlink("/proc/self/ns/net")
@@ -55,21 +68,42 @@ def test_sandbox_has_its_own_network_namespace(sandboxes: Sandboxes) -> None:
     assert workload_lines(host_log)[-1] == os.readlink("/proc/self/ns/net")
 
 
-def test_host_loopback_is_reached_at_127_0_0_1(sandboxes: Sandboxes,
-                                               loopback_service: int) -> None:
-    # By design, as libkrun's TSI: the engine on the host's loopback needs no III_URL rewrite.
+def test_host_loopback_is_reached_at_127_0_0_1(sandboxes: Sandboxes, loopback_service: int,
+                                               own_net: dict[str, str]) -> None:
+    # By design, as libkrun's TSI: the engine on the host's loopback needs no III_URL rewrite
+    # (slirp4netns: through the launcher's DNAT to its gateway, for ports bound at start).
     code, status, log = sandboxes.run(["nc", "-w", "3", "127.0.0.1", str(loopback_service)],
-                                      network="pasta", pasta=PASTA)
+                                      **own_net)
     assert (code, status.exit_code) == (0, 0), log
     assert "hello from the host" in workload_lines(log)
 
 
-def test_pasta_ends_with_the_sandbox(sandboxes: Sandboxes) -> None:
-    _, _, log = sandboxes.run(["true"], network="pasta", pasta=PASTA)
-    mine = [pid for pid in os.listdir("/proc") if pid.isdigit()
-            and _cmdline(pid).startswith(f"{PASTA} ") and str(sandboxes.pids[-1]) in
-            _cmdline(pid)]
-    assert mine == [], log
+def test_helper_ends_with_the_sandbox(sandboxes: Sandboxes, own_net: dict[str, str]) -> None:
+    params = sandboxes.params(["sleep", "30"], **own_net)
+    result = sandboxes.spawn(params)
+    helper = own_net[own_net["network"]]
+    ours = [pid for pid in _children(result.pid) if _cmdline(pid).startswith(f"{helper} ")]
+    assert len(ours) == 1, _children(result.pid)  # the helper is the launcher's child ...
+    os.kill(result.pid, signal.SIGKILL)  # ... and dies with it, even when the launcher is killed
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{ours[0]}").exists() and _state(ours[0]) != "Z" \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not Path(f"/proc/{ours[0]}").exists() or _state(ours[0]) == "Z"
+
+
+def _children(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+
+
+def _state(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 def _cmdline(pid: str) -> str:
@@ -107,7 +141,7 @@ except OSError as exc:
 
 
 def test_host_abstract_unix_sockets_are_out_of_reach(sandboxes: Sandboxes, python_rootfs: Path,
-                                                     tmp_path: Path) -> None:
+                                                     own_net: dict[str, str]) -> None:
     tag = os.urandom(4).hex()
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(f"\0iii-test-{tag}")
@@ -115,8 +149,7 @@ def test_host_abstract_unix_sockets_are_out_of_reach(sandboxes: Sandboxes, pytho
     try:
         copy = DirectoryRoot(path=str(python_rootfs))  # read-only use: nothing is written
         argv = ["python3", "-c", ABSTRACT_PROBE.format(tag=tag)]
-        _, _, own = sandboxes.run(argv, rootfs=copy, network="pasta", pasta=PASTA,
-                                  env={"PATH": "/usr/bin:/bin"})
+        _, _, own = sandboxes.run(argv, rootfs=copy, env={"PATH": "/usr/bin:/bin"}, **own_net)
         _, _, shared = sandboxes.run(argv, rootfs=copy, env={"PATH": "/usr/bin:/bin"})
     finally:
         listener.close()

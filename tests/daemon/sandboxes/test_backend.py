@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from daemon.errors import InvalidArgument, Unavailable
-from daemon.sandboxes.backend import choose_backend
+from daemon.sandboxes.backend import NetworkChoice, choose_backend, choose_network
+from vmm_ffi.network import tun_problem
 
 
 def test_namespace_setting_gives_namespace() -> None:
@@ -29,3 +32,23 @@ def test_libkrun_setting_without_libkrun_is_unavailable_with_hint(
 def test_unknown_setting() -> None:
     with pytest.raises(InvalidArgument, match="isolation 'kvm' is invalid"):
         choose_backend("kvm")
+
+
+@pytest.mark.skipif(tun_problem() is not None, reason="/dev/net/tun is not ours")
+def test_network_prefers_pasta_then_slirp4netns(tmp_path: Path) -> None:
+    pasta, slirp = tmp_path / "pasta", tmp_path / "slirp4netns"
+    for tool in (pasta, slirp):
+        tool.write_text("#!/bin/sh\n")
+        tool.chmod(0o755)
+    both = {"III_PASTA": str(pasta), "III_SLIRP4NETNS": str(slirp)}
+    assert choose_network("auto", "namespace", both) == NetworkChoice(mode="pasta",
+                                                                        pasta=str(pasta))
+    second = choose_network("auto", "namespace", {**both, "III_PASTA": str(tmp_path / "none")})
+    assert second == NetworkChoice(mode="slirp4netns", slirp4netns=str(slirp))
+    with pytest.raises(Unavailable) as none:
+        choose_network("auto", "namespace", {"III_PASTA": str(tmp_path / "none"),
+                                             "III_SLIRP4NETNS": str(tmp_path / "none")})
+    assert none.value.hint is not None
+    assert "apt-get install passt" in none.value.hint and "network: host" in none.value.hint
+    assert choose_network("host", "namespace", {}).mode == "host"  # the warned opt-out
+    assert choose_network("auto", "libkrun", {}).mode == "host"  # libkrun brings TSI
