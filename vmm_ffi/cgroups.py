@@ -14,6 +14,7 @@ worker killed for memory is reported as such. Nothing here is fatal: any failure
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -196,17 +197,21 @@ def oom_message(memory_mib: int) -> str:
     return f"killed: out of memory (limit {memory_mib} MiB)"
 
 
+def move_to_origins(plan: CgroupPlan, pid: int) -> None:
+    """Move ``pid`` back to the cgroups the launcher came from (best effort)."""
+    for origin in plan.origins:
+        with contextlib.suppress(OSError):
+            write(os.path.join(origin, "cgroup.procs"), str(pid))
+
+
 def remove_leaf(plan: CgroupPlan) -> None:
     """Move this process back where it came from and remove the sandbox's leaves (best effort).
 
     Waits briefly for the sandbox's last processes to leave (a killed pid namespace is torn
     down asynchronously); a leaf still busy after that stays, and costs nothing but its name.
     """
-    for leaf, origin in zip(plan.leaves, plan.origins, strict=True):
-        try:
-            write(os.path.join(origin, "cgroup.procs"), str(os.getpid()))
-        except OSError:
-            pass
+    move_to_origins(plan, os.getpid())
+    for leaf in plan.leaves:
         deadline = time.monotonic() + EMPTY_WAIT_S
         while True:
             try:

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import signal
@@ -33,12 +32,10 @@ from vmm_ffi.cgroups import (
     CGROUP_ROOT_ENV,
     CgroupPlan,
     apply_limits,
+    move_to_origins,
     oom_kills,
     oom_message,
     remove_leaf,
-)
-from vmm_ffi.cgroups import (
-    write as cgroup_write,
 )
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.exit_recorder import ExitRecorder
@@ -339,9 +336,7 @@ class Launcher:
         launcher = os.getpid()
 
         def cleanup() -> None:  # in the recorder, as host root: we may not move ourselves
-            for origin in cgroup.origins:
-                with contextlib.suppress(OSError):
-                    cgroup_write(os.path.join(origin, "cgroup.procs"), str(launcher))
+            move_to_origins(cgroup, launcher)
             remove_leaf(cgroup)
         self.recorder = ExitRecorder.fork(self.params.exit_path, cleanup)
         return root
