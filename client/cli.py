@@ -23,7 +23,8 @@ _FAST_COMMANDS: dict[tuple[str, ...], str] = {
 }
 
 
-def _fast(method: str, as_json: bool) -> int:
+def _fast(method: str, as_json: bool, params: dict[str, Any] | None = None) -> int:
+    """One request without typer: its JSON result verbatim, or the workers table."""
     from client.errors import CliError
     from client.output import print_error, print_json_raw, print_workers
     from client.rpc_client import RpcClient
@@ -31,9 +32,9 @@ def _fast(method: str, as_json: bool) -> int:
     try:
         with RpcClient() as client:
             if as_json:
-                print_json_raw(client.call_raw(method))
+                print_json_raw(client.call_raw(method, params))
             else:
-                result = client.call(method)
+                result = client.call(method, params)
                 print_workers(result.get("workers", []), result.get("engine_age_s"),
                               result.get("config_error"))
     except CliError as exc:
@@ -144,22 +145,6 @@ def _export_params(argv: tuple[str, ...]) -> dict[str, Any] | None:
     return {"name": argv[2], "to": dest}
 
 
-def _fast_export(params: dict[str, Any]) -> int:
-    from client.errors import CliError
-    from client.output import print_error, print_json_raw
-    from client.rpc_client import RpcClient
-
-    try:
-        with RpcClient() as client:
-            print_json_raw(client.call_raw("worker.export", params))
-    except CliError as exc:
-        print_error(exc)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
 def _dispatch_fast(argv: tuple[str, ...]) -> None:
     """Exit here when a typer-free path answers ``argv`` (``worker ...``)."""
     method = _FAST_COMMANDS.get(argv)
@@ -167,7 +152,7 @@ def _dispatch_fast(argv: tuple[str, ...]) -> None:
         sys.exit(_fast(method, argv[-1] == "--json"))
     export = _export_params(argv)
     if export is not None:
-        sys.exit(_fast_export(export))
+        sys.exit(_fast("worker.export", True, export))
     if argv[:2] == ("worker", "exec"):
         code = _fast_exec(list(argv[2:]))
         if code is not None:

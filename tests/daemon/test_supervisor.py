@@ -64,6 +64,16 @@ def recorder(events: EventBus, tasks: BackgroundTasks) -> list[EventNotification
     return seen
 
 
+async def supervised(home: Path, tasks: BackgroundTasks, scripts: list[str | Exception]
+                     ) -> tuple[Supervisor, Scripts, list[EventNotification]]:
+    """A supervisor over ``scripts``, and the events it publishes as they arrive."""
+    events = EventBus()
+    seen = recorder(events, tasks)
+    await asyncio.sleep(0)  # the recorder subscribes before anything is published
+    launch = Scripts(home, scripts)
+    return Supervisor(launch.launch, events, tasks), launch, seen
+
+
 def statuses(seen: list[EventNotification]) -> list[str]:
     return [e.status for e in seen]
 
@@ -76,14 +86,11 @@ async def until(check: Callable[[], bool], what: str) -> None:
 
 
 async def test_a_crash_backs_off_then_restarts(tmp_path: Path, tasks: BackgroundTasks) -> None:
-    events = EventBus()
-    seen = recorder(events, tasks)
-    await asyncio.sleep(0)
-    launch = Scripts(tmp_path, ["exit 3", "exec sleep 30"])
-    sup = Supervisor(launch.launch, events, tasks)
+    sup, launch, seen = await supervised(tmp_path, tasks, ["exit 3", "exec sleep 30"])
     rt, _ = await sup.start("w")
     await until(lambda: statuses(seen).count("running") == 2, "the restart")
     assert rt.restarts == 1 and rt.last_exit_code == 3 and rt.failures == 1
+    assert launch.starts == 2
     assert statuses(seen) == ["preparing", "starting", "running", "crashed", "backoff",
                               "preparing", "starting", "running"]
     assert seen[3].detail == "exit code 3"
@@ -94,16 +101,13 @@ async def test_a_crash_backs_off_then_restarts(tmp_path: Path, tasks: Background
 
 async def test_a_failed_restart_backs_off_again_for_longer(tmp_path: Path,
                                                            tasks: BackgroundTasks) -> None:
-    events = EventBus()
-    seen = recorder(events, tasks)
-    await asyncio.sleep(0)
-    launch = Scripts(tmp_path, ["exit 1", DaemonError("image gone")])
-    sup = Supervisor(launch.launch, events, tasks)
+    sup, launch, seen = await supervised(tmp_path, tasks, ["exit 1", DaemonError("image gone")])
     rt, _ = await sup.start("w")
     await until(lambda: statuses(seen).count("backoff") == 2, "the second backoff")
     assert statuses(seen)[-4:] == ["backoff", "preparing", "crashed", "backoff"]
     assert seen[-2].detail == "start failed: image gone"
     assert rt.state is S.BACKOFF and rt.failures == 2 and backoff_delay(2) > backoff_delay(1)
+    assert launch.starts == 2
     await sup.stop("w", 5)
     assert rt.state is S.STOPPED
     await until(lambda: statuses(seen)[-1] == "stopped", "the stopped event")
@@ -111,11 +115,7 @@ async def test_a_failed_restart_backs_off_again_for_longer(tmp_path: Path,
 
 async def test_a_manual_stop_wins_over_a_pending_restart(tmp_path: Path,
                                                          tasks: BackgroundTasks) -> None:
-    events = EventBus()
-    seen = recorder(events, tasks)
-    await asyncio.sleep(0)
-    launch = Scripts(tmp_path, ["exit 7", "exec sleep 30"])
-    sup = Supervisor(launch.launch, events, tasks)
+    sup, launch, seen = await supervised(tmp_path, tasks, ["exit 7", "exec sleep 30"])
     rt, _ = await sup.start("w")
     await until(lambda: rt.state is S.BACKOFF, "the backoff")
     await sup.stop("w", 5)
@@ -127,11 +127,7 @@ async def test_a_manual_stop_wins_over_a_pending_restart(tmp_path: Path,
 
 async def test_a_manual_stop_holds_against_automatic_starts(tmp_path: Path,
                                                             tasks: BackgroundTasks) -> None:
-    events = EventBus()
-    seen = recorder(events, tasks)
-    await asyncio.sleep(0)
-    launch = Scripts(tmp_path, ["exec sleep 30"])
-    sup = Supervisor(launch.launch, events, tasks)
+    sup, launch, seen = await supervised(tmp_path, tasks, ["exec sleep 30"])
     rt, _ = await sup.start("w", auto=True)
     assert rt.state is S.RUNNING and rt.auto_started
     await sup.stop("w", 5)
@@ -146,15 +142,11 @@ async def test_a_manual_stop_holds_against_automatic_starts(tmp_path: Path,
 
 async def test_a_launch_that_raises_leaves_the_worker_stopped(tmp_path: Path,
                                                               tasks: BackgroundTasks) -> None:
-    events = EventBus()
-    seen = recorder(events, tasks)
-    await asyncio.sleep(0)
-    launch = Scripts(tmp_path, [DaemonError("no such image")])
-    sup = Supervisor(launch.launch, events, tasks)
+    sup, launch, seen = await supervised(tmp_path, tasks, [DaemonError("no such image")])
     with pytest.raises(DaemonError, match="no such image"):
         await sup.start("w")
     rt = sup.runtime("w")
-    assert rt.state is S.STOPPED
+    assert rt.state is S.STOPPED and launch.starts == 1
     await until(lambda: len(seen) == 2, "the events")
     assert statuses(seen) == ["preparing", "stopped"]
     assert seen[-1].detail == "start failed: no such image"
@@ -162,11 +154,7 @@ async def test_a_launch_that_raises_leaves_the_worker_stopped(tmp_path: Path,
 
 async def test_a_worker_exiting_after_a_manual_stop_is_stopped_not_crashed(
         tmp_path: Path, tasks: BackgroundTasks) -> None:
-    events = EventBus()
-    seen = recorder(events, tasks)
-    await asyncio.sleep(0)
-    launch = Scripts(tmp_path, ["sleep 1; exit 0"])
-    sup = Supervisor(launch.launch, events, tasks)
+    sup, launch, seen = await supervised(tmp_path, tasks, ["sleep 1; exit 0"])
     rt, _ = await sup.start("w")
     rt.manual_stop = True  # what a `stop` the daemon did not finish leaves behind
     await until(lambda: rt.state is S.STOPPED and statuses(seen)[-1] == "stopped", "the exit")
