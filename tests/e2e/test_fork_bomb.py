@@ -10,23 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.pid_ns import tasks_in_pid_ns
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
 from vmm_ffi.cgroups import DEFAULT_PIDS_MAX
 
 pytestmark = pytest.mark.slow
-
-
-def tasks_in_pid_ns(ns: str) -> int:
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.readlink(f"/proc/{entry}/ns/pid") == ns:
-                    count += len(os.listdir(f"/proc/{entry}/task"))
-            except OSError:
-                continue
-    return count
 
 
 def test_fork_bomb_is_stopped_at_the_cap_and_the_daemon_keeps_answering(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.pid_ns import processes_in_pid_ns
 from tests.support.wait import wait_until
 from tests.vmm_ffi.conftest import SANDBOX_ENV, Sandboxes, workload_lines
 from vmm_ffi.params import BindMount, DirectoryRoot
@@ -134,18 +135,6 @@ def _pid_ns(pid: int) -> str:
     return os.readlink(f"/proc/{pid}/ns/pid")
 
 
-def _processes_in_ns(ns: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.readlink(f"/proc/{entry}/ns/pid") == ns:
-                    found.append(int(entry))
-            except OSError:
-                pass
-    return found
-
-
 def test_worker_ignoring_sigterm_needs_sigkill(sandboxes: Sandboxes) -> None:
     params = sandboxes.params(["sh", "-c", ("trap 'echo ignored-term' TERM; echo ready; "
                                "while :; do sleep 0.05; done")])
@@ -158,7 +147,7 @@ def test_worker_ignoring_sigterm_needs_sigkill(sandboxes: Sandboxes) -> None:
     os.kill(result.sandbox_pid, signal.SIGKILL)  # the escalation: kill the sandbox's init
     code, status = sandboxes.wait(result, params)
     assert (code, status.exit_code, status.signal) == (137, 137, signal.SIGKILL)
-    wait_until(lambda: not _processes_in_ns(ns), 10, "sandbox processes gone")
+    wait_until(lambda: not processes_in_pid_ns(ns), 10, "sandbox processes gone")
 
 
 def test_sigkill_of_the_launcher_leaves_no_stray_process(sandboxes: Sandboxes) -> None:
@@ -178,11 +167,11 @@ def test_sigkill_of_the_launcher_leaves_no_stray_process(sandboxes: Sandboxes) -
             except (OSError, ValueError):
                 pass
         return pids
-    wait_until(lambda: len(_processes_in_ns(ns)) >= 4, 10, "workload tree up")
+    wait_until(lambda: len(processes_in_pid_ns(ns)) >= 4, 10, "workload tree up")
     assert marked()
     os.kill(result.pid, signal.SIGKILL)
     os.waitpid(result.pid, 0)
-    wait_until(lambda: not _processes_in_ns(ns) and not marked(), 10, "no stray processes")
+    wait_until(lambda: not processes_in_pid_ns(ns) and not marked(), 10, "no stray processes")
 
 
 def test_directory_root_is_bind_mounted(sandboxes: Sandboxes, tmp_path: Path,

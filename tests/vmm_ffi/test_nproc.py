@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.pid_ns import tasks_in_pid_ns
 from tests.support.wait import wait_until
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from vmm_ffi.cgroups import CGROUP_ROOT_ENV
@@ -17,19 +18,6 @@ from vmm_ffi.params import IdShift
 
 CAP = 64
 SAMPLE_S = 2.0
-
-
-def tasks_in_pid_ns(ns: str) -> int:
-    """Tasks (threads included) of every process in the pid namespace ``ns``."""
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.readlink(f"/proc/{entry}/ns/pid") == ns:
-                    count += len(os.listdir(f"/proc/{entry}/task"))
-            except OSError:
-                continue
-    return count
 
 
 def test_without_a_pids_cgroup_rlimit_nproc_stops_a_fork_bomb(
