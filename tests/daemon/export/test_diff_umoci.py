@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from daemon.export.diff import diff_root
-from daemon.export.image import build_image, write_oci_layout
+from daemon.export.image import build_image
 from daemon.export.layer import write_layer
 from daemon.export.upper import Kind
 from tests.daemon.export.test_layer_umoci import (
@@ -21,6 +21,7 @@ from tests.daemon.export.test_layer_umoci import (
     needs_umoci,
     snapshot,
     tar_layer,
+    unpack_with_umoci,
 )
 
 
@@ -59,13 +60,8 @@ def test_a_copied_root_diffed_against_its_image_unpacks_to_the_same_tree(tmp_pat
     base_config = {"architecture": "amd64", "os": "linux", "config": {},
                    "rootfs": {"type": "layers", "diff_ids": [diff_id(tmp_path / "base.tar.gz")]}}
     image = build_image(base_config, [base_blob], layer, start="true", env={}, labels={})
-    layout = tmp_path / "oci"
-    write_oci_layout(layout, "latest", image, {base_blob.digest: tmp_path / "base.tar.gz",
-                                               layer.digest: layer.path})
-    bundle = tmp_path / "bundle"
-    subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)],
-                   check=True, capture_output=True)
-    assert snapshot(bundle / "rootfs") == expected
+    layout, rootfs = unpack_with_umoci(tmp_path, image, base_blob, layer)
+    assert snapshot(rootfs) == expected
     # deterministic: the same root diffs to the same layer
     again = write_layer(diff_root(root, base, copied_ns), tmp_path / "again.tar.gz")
     assert again.digest == layer.digest

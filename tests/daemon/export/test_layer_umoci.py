@@ -19,8 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from daemon.export.image import LAYER_MEDIA_TYPE, Descriptor, build_image, write_oci_layout
-from daemon.export.layer import write_layer
+from daemon.export.image import (
+    LAYER_MEDIA_TYPE,
+    BuiltImage,
+    Descriptor,
+    build_image,
+    write_oci_layout,
+)
+from daemon.export.layer import LayerBlob, write_layer
 from daemon.export.upper import Kind, UpperDirError, read_upper
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting overlayfs needs root")
@@ -76,6 +82,18 @@ def diff_id(layer: Path) -> str:
     return f"sha256:{hashlib.sha256(gzip.decompress(layer.read_bytes())).hexdigest()}"
 
 
+def unpack_with_umoci(tmp_path: Path, image: BuiltImage, base_blob: Descriptor,
+                      layer: LayerBlob) -> tuple[Path, Path]:
+    """Write ``image`` (base blob at ``tmp_path/base.tar.gz`` + ``layer``) as an OCI layout and
+    unpack it with umoci; return the layout and the unpacked rootfs."""
+    layout, bundle = tmp_path / "oci", tmp_path / "bundle"
+    write_oci_layout(layout, "latest", image, {base_blob.digest: tmp_path / "base.tar.gz",
+                                               layer.digest: layer.path})
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)],
+                   check=True, capture_output=True)
+    return layout, bundle / "rootfs"
+
+
 def change_through_overlay(merged: Path) -> None:
     """What an install step does: create, change, chmod, chown, delete, replace a directory."""
     (merged / "workspace/app.py").write_text("print('hi')\n")
@@ -128,21 +146,15 @@ def test_unpacked_image_equals_the_sandbox_view(tmp_path: Path, extra_opts: str)
                    "rootfs": {"type": "layers", "diff_ids": [diff_id(tmp_path / "base.tar.gz")]}}
     image = build_image(base_config, [base_blob], layer, start="python3 app.py",
                         env={"MODE": "prod"}, labels={"dev.iii.worker.name": "w"})
-    layout = tmp_path / "oci"
-    write_oci_layout(layout, "latest", image, {base_blob.digest: tmp_path / "base.tar.gz",
-                                               layer.digest: layer.path})
-
-    bundle = tmp_path / "bundle"
-    subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)],
-                   check=True, capture_output=True)
-    assert snapshot(bundle / "rootfs") == expected
+    layout, rootfs = unpack_with_umoci(tmp_path, image, base_blob, layer)
+    assert snapshot(rootfs) == expected
     # the hard link is a tar link entry, not a second copy: umoci recreates one inode
     with tarfile.open(layer.path) as tar:
         # the first name in path order holds the data, later ones link to it
         assert tar.getmember("usr/local/bin/app-copy").isreg()
         linked = tar.getmember("workspace/app.py")
         assert linked.islnk() and linked.linkname == "usr/local/bin/app-copy"
-    one, two = (bundle / "rootfs" / p for p in ("workspace/app.py", "usr/local/bin/app-copy"))
+    one, two = (rootfs / p for p in ("workspace/app.py", "usr/local/bin/app-copy"))
     assert one.stat().st_ino == two.stat().st_ino and one.stat().st_nlink == 2
     config = json.loads((layout / "blobs/sha256" / image.config_digest[7:]).read_bytes())
     assert config["config"]["Entrypoint"] == ["/bin/sh", "-c", "python3 app.py"]
