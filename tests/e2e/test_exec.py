@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -11,7 +12,8 @@ import struct
 import subprocess
 import termios
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -70,37 +72,49 @@ def test_timeout_stops_a_command_that_ignores_sigint(running: DaemonProcess) -> 
     assert time.monotonic() - started < 20
 
 
-def pty_reader(master: int, out: bytearray) -> Callable[[bytes], bool]:
-    """``read_until(text)``: read what the pty has, keep it in ``out``, say if ``text`` came."""
-    def read_until(text: bytes) -> bool:
+@dataclass
+class PtyExec:
+    """``iii worker exec`` run on a pty, as from a terminal; ``out`` keeps what it printed."""
+
+    proc: subprocess.Popen[bytes]
+    master: int
+    out: bytearray = field(default_factory=bytearray)
+
+    def read_until(self, text: bytes) -> bool:
+        """Read what the pty has, keep it in ``out``, say if ``text`` came."""
         try:
-            out.extend(os.read(master, 4096))
+            self.out.extend(os.read(self.master, 4096))
         except OSError:
             pass
-        return text in out
-    return read_until
+        return text in self.out
 
 
-def test_tty_gets_a_pty_resizes_and_ctrl_c(running: DaemonProcess) -> None:
+@contextlib.contextmanager
+def exec_on_a_pty(running: DaemonProcess, rows: int, cols: int, script: str
+                  ) -> Iterator[PtyExec]:
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-    proc = subprocess.Popen([III_CLI, "worker", "exec", "box", "--", "sh", "-c",
-                             "[ -t 0 ] && echo on-a-tty; stty size; echo go; sleep 100; echo never"],
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    proc = subprocess.Popen([III_CLI, "worker", "exec", "box", "--", "sh", "-c", script],
                             stdin=slave, stdout=slave, stderr=slave, env=running.env,
                             start_new_session=True)
     os.close(slave)
-    out = bytearray()
-    read_until = pty_reader(master, out)
     try:
-        wait_until(lambda: read_until(b"go"), 30, "the command's output")
-        assert b"on-a-tty" in out and b"33 101" in out, bytes(out)
-        os.write(master, b"\x03")  # Ctrl-C, as typed: the pty delivers SIGINT to the command
-        assert proc.wait(30) == 130
-        assert b"never" not in out
+        yield PtyExec(proc, master)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
         os.close(master)
+
+
+def test_tty_gets_a_pty_resizes_and_ctrl_c(running: DaemonProcess) -> None:
+    script = "[ -t 0 ] && echo on-a-tty; stty size; echo go; sleep 100; echo never"
+    with exec_on_a_pty(running, 33, 101, script) as run:
+        wait_until(lambda: run.read_until(b"go"), 30, "the command's output")
+        assert b"on-a-tty" in run.out and b"33 101" in run.out, bytes(run.out)
+        os.write(run.master, b"\x03")  # Ctrl-C, as typed: the pty delivers SIGINT to the command
+        assert run.proc.wait(30) == 130
+        assert b"never" not in run.out
 
 
 def test_daemon_killed_during_exec_takes_the_command(running: DaemonProcess) -> None:
@@ -137,24 +151,12 @@ def test_several_execs_at_once(running: DaemonProcess) -> None:
 
 
 def test_a_resize_reaches_the_command(running: DaemonProcess) -> None:
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 70, 0, 0))
     script = "trap 'stty size' WINCH; echo armed; while true; do sleep 0.1; done"
-    proc = subprocess.Popen([III_CLI, "worker", "exec", "box", "--", "sh", "-c", script],
-                            stdin=slave, stdout=slave, stderr=slave, env=running.env,
-                            start_new_session=True)
-    os.close(slave)
-    out = bytearray()
-    read_until = pty_reader(master, out)
-    try:
-        wait_until(lambda: read_until(b"armed"), 30, "the command to start")
-        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 44, 132, 0, 0))
-        os.killpg(proc.pid, signal.SIGWINCH)  # what the terminal does on a resize
-        wait_until(lambda: read_until(b"44 132"), 30, "the new size inside")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        os.close(master)
+    with exec_on_a_pty(running, 20, 70, script) as run:
+        wait_until(lambda: run.read_until(b"armed"), 30, "the command to start")
+        fcntl.ioctl(run.master, termios.TIOCSWINSZ, struct.pack("HHHH", 44, 132, 0, 0))
+        os.killpg(run.proc.pid, signal.SIGWINCH)  # what the terminal does on a resize
+        wait_until(lambda: run.read_until(b"44 132"), 30, "the new size inside")
 
 
 def test_the_command_joins_the_sandboxs_cgroups(running: DaemonProcess) -> None:
