@@ -18,7 +18,6 @@ from manifests.spec import RESERVED_ENV_KEYS
 
 log = logging.getLogger(__name__)
 
-RESERVED_KEYS = RESERVED_ENV_KEYS  # the manifest rule: values the daemon sets, nobody overrides
 PROXY_KEYS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 DEFAULTS = {
     "HOME": "/root",
@@ -72,7 +71,7 @@ def build_sandbox_env(
     if ca_bundle_present:
         env.update({k: SANDBOX_CA_PATH for k in CA_ENV_KEYS})
     for layer in (manifest_env, config_env):
-        env.update({k: v for k, v in layer.items() if k not in RESERVED_KEYS})
+        env.update({k: v for k, v in layer.items() if k not in RESERVED_ENV_KEYS})
     env["III_URL"] = env["III_ENGINE_URL"] = engine_url
     env["III_WORKER_NAME"] = name
     env["III_ISOLATION"] = isolation

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from daemon.config.entries import WorkerEntry
 from daemon.config.env import flatten_config
 from daemon.sandboxes import SandboxLayout, SandboxTask
-from daemon.sandboxes.env import RESERVED_KEYS
+from manifests.spec import RESERVED_ENV_KEYS
 from vmm_ffi.params import DirectoryRoot, LaunchParams
 
 # The daemon's own settings are not the worker's business.
@@ -25,7 +25,7 @@ def binary_env(entry: WorkerEntry, engine_url: str, environ: Mapping[str, str]) 
     variables, plus its ``config:`` env and the reserved ``III_*`` values, which always win."""
     env = {k: v for k, v in environ.items() if not k.startswith(_HIDDEN_PREFIXES)}
     config_env = flatten_config(entry.config, environ=environ, worker=entry.name)
-    env.update({k: v for k, v in config_env.items() if k not in RESERVED_KEYS})
+    env.update({k: v for k, v in config_env.items() if k not in RESERVED_ENV_KEYS})
     env["III_URL"] = env["III_ENGINE_URL"] = engine_url
     env["III_WORKER_NAME"] = entry.name
     env["III_ISOLATION"] = "none"

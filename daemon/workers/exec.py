@@ -28,8 +28,8 @@ import msgspec
 from client.protocol import WorkerExecParams, WorkerExecResult
 from daemon.errors import InvalidArgument, InvalidState, Unavailable
 from daemon.sandboxes import SandboxLayout
-from daemon.sandboxes.env import RESERVED_KEYS
 from daemon.sandboxes.procinfo import read_pid_record
+from manifests.spec import RESERVED_ENV_KEYS
 from vmm_ffi.enter import EnterSpec
 from vmm_ffi.launch import launcher_python_path
 from vmm_ffi.params import LaunchParams
@@ -232,7 +232,7 @@ def enter_spec(layout: SandboxLayout, params: WorkerExecParams) -> EnterSpec:
         launch = msgspec.json.decode(layout.bootstrap.read_bytes(), type=LaunchParams)
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Unavailable(f"cannot read the sandbox's launch params: {exc}") from exc
-    reserved = sorted(set(params.env) & set(RESERVED_KEYS))
+    reserved = sorted(set(params.env) & set(RESERVED_ENV_KEYS))
     if reserved:
         raise InvalidArgument(f"-e {reserved[0]}: reserved (set by the system); leave it out")
     return EnterSpec(sandbox_pid=record.launch.sandbox_pid, argv=list(params.argv),
