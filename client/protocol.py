@@ -11,17 +11,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+# The two bases live in a module of their own so that client.sandbox_protocol can build on them.
+# re-exported (mypy needs the "as"): every wire type builds on these two
+from client.protocol_base import Params as Params  # noqa: PLC0414
+from client.protocol_base import Result as Result  # noqa: PLC0414
+from client.sandbox_protocol import SANDBOX_METHODS
+
 # Re-exported: defined without msgspec so the fast CLI path can use them.
 from client.wire_constants import MAX_LINE_BYTES, PROTOCOL_VERSION, ErrorCode  # noqa: F401
-
-
-class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Base of every request's params."""
-
-
-class Result(msgspec.Struct, kw_only=True):
-    """Base of every result and notification payload (unknown fields tolerated)."""
-
 
 WorkerName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
 WorkerType = Literal["local", "oci", "binary", "config"]
@@ -93,7 +90,7 @@ class SandboxIsolation(Result):
 
 class WorkerInspectResult(Worker):
     manifest: ManifestView | None = None
-    warnings: list[str] = []
+    warnings: list[str] = msgspec.field(default_factory=list)
     paths: WorkerPaths | None = None
     isolation_detail: SandboxIsolation | None = None  # None while no sandbox runs
 
@@ -247,7 +244,7 @@ class WorkerExecParams(Params, frozen=True):
 
     name: WorkerName
     argv: Annotated[list[str], msgspec.Meta(min_length=1)]
-    env: dict[str, str] = {}
+    env: dict[str, str] = msgspec.field(default_factory=dict)
     workdir: str | None = None
     tty: bool = False
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
@@ -374,3 +371,5 @@ METHODS: dict[str, tuple[type[Params], type[Result]]] = {
     "image.list": (NoParams, ImageListResult),
     "events.subscribe": (NoParams, EmptyResult),
 }
+# the sandbox service's methods (their types: client/sandbox_protocol.py)
+METHODS.update(SANDBOX_METHODS)

@@ -40,6 +40,7 @@ from vmm_ffi.cgroups import (
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.exit_recorder import ExitRecorder
 from vmm_ffi.idmap import present_root, user_maps
+from vmm_ffi.loopback import bring_up_loopback
 from vmm_ffi.network import (
     PASTA_HINT,
     SLIRP_LOG,
@@ -243,8 +244,9 @@ class Launcher:
             message = str(first.get("error") or
                           f"sandbox process exited early (code {exit_code_of(wait_status)})")
             return self.fail_setup(message)
-        network: Literal["host", "pasta", "slirp4netns", "tsi"] = "tsi" \
-            if p.backend == "libkrun" else self.network.mode if self.network else "host"
+        network: Literal["host", "pasta", "slirp4netns", "tsi", "none"] = "tsi" \
+            if p.backend == "libkrun" else self.network.mode if self.network else \
+            "none" if p.network == "none" and p.backend == "namespace" else "host"
         result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
                               sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
                               limits=self.cgroup.note if nproc is None else
@@ -299,11 +301,18 @@ class Launcher:
             finally:
                 os.close(log_fd)
             flags |= sc.CLONE_NEWNET
+        elif p.backend == "namespace" and p.network == "none":
+            flags |= sc.CLONE_NEWNET  # loopback only, brought up below
         root = None
         if p.id_shift is not None:
             root = self._present_shifted_root(p.id_shift)
             p = self.params
         ns.unshare_with_id_map(flags, p.id_shift)
+        if p.backend == "namespace" and p.network == "none":
+            try:
+                bring_up_loopback()
+            except OSError as exc:
+                raise SetupFailed("network", f"bring up loopback: {exc.strerror}") from exc
         if self.network is not None:
             self.network.attach()  # pasta configures the interface while we build the root
         mode = ns.mount_root(p, root)

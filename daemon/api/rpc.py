@@ -27,6 +27,7 @@ from client.protocol import (
     Params,
     Result,
 )
+from client.sandbox_protocol import SANDBOX_METHODS
 from client.wire_constants import ErrorCode
 from daemon import errors
 from daemon.api.services import Notify, Services
@@ -130,6 +131,7 @@ class Dispatcher:
             "image.list": lambda p, n: images.image_list(),
             "events.subscribe": lambda p, n: events.subscribe(n),
         }
+        self._handlers.update(_sandbox_handlers(services))
         mismatched = set(METHODS) ^ set(self._handlers)
         if mismatched:  # a method added to client/protocol.py needs a handler here, and back
             raise RuntimeError(f"methods without a handler or a protocol entry: {mismatched}")
@@ -200,6 +202,22 @@ class Dispatcher:
                       result_type.__name__)
             raise RpcFailure(ErrorCode.INTERNAL, GENERIC_INTERNAL_MESSAGE)
         return result
+
+
+def _sandbox_handlers(services: Services) -> dict[str, Handler]:
+    """``sandbox.*``: the sandbox service's calls (``Unavailable`` when there is none)."""
+    calls = services.sandbox_calls or {}
+
+    def handler(method: str) -> Handler:
+        call = calls.get(method)
+        if call is not None:
+            return lambda p, n: call(p)
+
+        async def unavailable(params: Any, notify: Notify) -> Result:
+            raise errors.Unavailable("this daemon serves no sandboxes")
+        return unavailable
+
+    return {method: handler(method) for method in SANDBOX_METHODS}
 
 
 def _is_valid_id(req_id: Any) -> bool:

@@ -1,0 +1,79 @@
+"""The warm pool: per catalog name, ``warm_pool[name]`` sandboxes booted ahead with the default
+cpus/memory and no network, handed out by ``sandbox::create`` (their exec env gets the
+request's ``env`` at claim time: nothing of a request is baked into a pooled sandbox). The
+maintenance loop refills it; a name whose boot fails is retried after ``RETRY_AFTER_S``."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from daemon.ephemeral.boot import SandboxBooter
+from daemon.ephemeral.catalog import resolve_image
+from daemon.ephemeral.registry import Sandbox
+from daemon.errors import DaemonError
+
+__all__ = ["WarmPool"]
+
+log = logging.getLogger("iii.daemon.sandboxes")
+
+RETRY_AFTER_S = 30.0
+
+
+class WarmPool:
+    """Ready sandboxes by catalog name (see the module docstring)."""
+
+    def __init__(self, booter: SandboxBooter) -> None:
+        self.booter = booter
+        self._ready: dict[str, list[Sandbox]] = {}
+        self._failed_at: dict[str, float] = {}
+
+    def size(self, image: str) -> int:
+        return len(self._ready.get(image, []))
+
+    def claim(self, image: str) -> Sandbox | None:
+        """A ready sandbox of ``image`` (its clocks reset), or None."""
+        ready = self._ready.get(image)
+        if not ready:
+            return None
+        sandbox = ready.pop(0)
+        sandbox.created = sandbox.last_active = time.monotonic()
+        return sandbox
+
+    async def fill(self) -> int:
+        """Boot what the pool lacks, one at a time; returns how many were booted."""
+        booted = 0
+        policy = self.booter.policy
+        for image, want in policy.warm_pool.items():
+            ready = self._ready.setdefault(image, [])
+            if time.monotonic() - self._failed_at.get(image, -RETRY_AFTER_S) < RETRY_AFTER_S:
+                continue
+            while len(ready) < want:
+                try:
+                    ready.append(await self._boot(image))
+                except DaemonError as exc:
+                    log.warning("warm pool: cannot boot a %r sandbox: %s", image, exc.message)
+                    self._failed_at[image] = time.monotonic()
+                    break
+                booted += 1
+        return booted
+
+    async def _boot(self, image: str) -> Sandbox:
+        policy = self.booter.policy
+        oci_ref = resolve_image(policy, image)
+        cached = await self.booter.image(oci_ref)
+        sandbox_id = str(uuid.uuid4())
+        booted = await self.booter.boot(sandbox_id, cached, cpus=policy.default_cpus,
+                                        memory_mb=policy.default_memory_mb, network=False)
+        return Sandbox(id=sandbox_id, image=image, oci_ref=oci_ref, layout=booted.layout,
+                       task=booted.task, sandbox_pid=booted.sandbox_pid, env=booted.env,
+                       workdir=booted.workdir, seccomp=booted.seccomp,
+                       cpus=policy.default_cpus, memory_mb=policy.default_memory_mb,
+                       network=False)
+
+    async def aclose(self) -> None:
+        for ready in self._ready.values():
+            while ready:
+                sandbox = ready.pop()
+                await self.booter.destroy(sandbox.layout, sandbox.task)
