@@ -25,6 +25,7 @@ from client.output import (
     print_workers,
 )
 from client.rpc_client import CONTROL_REPLY_TIMEOUT_S, RpcClient
+from client.sandbox_cli import sandbox_app
 from client.service_cli import service_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="iii sandbox workers.")
@@ -36,6 +37,7 @@ app.add_typer(worker_app, name="worker")
 app.add_typer(image_app, name="image")
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(service_app, name="service")
+app.add_typer(sandbox_app, name="sandbox")
 
 T = TypeVar("T")
 DAEMON_STOP_DEADLINE_S = 120.0  # stopping workers can take stop_timeout_s each, in parallel

@@ -15,7 +15,7 @@ import msgspec
 # re-exported (mypy needs the "as"): every wire type builds on these two
 from client.protocol_base import Params as Params  # noqa: PLC0414
 from client.protocol_base import Result as Result  # noqa: PLC0414
-from client.sandbox_protocol import SANDBOX_METHODS
+from client.sandbox_protocol import SANDBOX_METHODS, SANDBOX_SOCKET_METHODS
 
 # Re-exported: defined without msgspec so the fast CLI path can use them.
 from client.wire_constants import MAX_LINE_BYTES, PROTOCOL_VERSION, ErrorCode  # noqa: F401
@@ -373,3 +373,4 @@ METHODS: dict[str, tuple[type[Params], type[Result]]] = {
 }
 # the sandbox service's methods (their types: client/sandbox_protocol.py)
 METHODS.update(SANDBOX_METHODS)
+METHODS.update(SANDBOX_SOCKET_METHODS)

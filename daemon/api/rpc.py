@@ -27,7 +27,7 @@ from client.protocol import (
     Params,
     Result,
 )
-from client.sandbox_protocol import SANDBOX_METHODS
+from client.sandbox_protocol import SANDBOX_METHODS, SANDBOX_SOCKET_METHODS
 from client.wire_constants import ErrorCode
 from daemon import errors
 from daemon.api.services import Notify, Services
@@ -211,13 +211,13 @@ def _sandbox_handlers(services: Services) -> dict[str, Handler]:
     def handler(method: str) -> Handler:
         call = calls.get(method)
         if call is not None:
-            return lambda p, n: call(p)
+            return lambda p, n: call(p, n)
 
         async def unavailable(params: Any, notify: Notify) -> Result:
             raise errors.Unavailable("this daemon serves no sandboxes")
         return unavailable
 
-    return {method: handler(method) for method in SANDBOX_METHODS}
+    return {method: handler(method) for method in [*SANDBOX_METHODS, *SANDBOX_SOCKET_METHODS]}
 
 
 def _is_valid_id(req_id: Any) -> bool:

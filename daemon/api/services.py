@@ -170,7 +170,7 @@ class Services:
     engine_reachable: Callable[[], bool] | None = None
     #: ``sandbox.*`` method → the sandbox service's call (``daemon.ephemeral.methods``); None:
     #: no sandbox service here (those methods answer "unavailable").
-    sandbox_calls: Mapping[str, Callable[[Any], Awaitable[Any]]] | None = None
+    sandbox_calls: Mapping[str, Callable[[Any, Notify], Awaitable[Any]]] | None = None
 
     @classmethod
     def of(cls, service: AllServices) -> Services:

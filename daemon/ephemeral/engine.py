@@ -51,7 +51,7 @@ class SandboxEngineApi:
 
 async def _serve(call: SandboxCall, params: Any) -> Any:
     try:
-        return msgspec.to_builtins(await call(params))
+        return msgspec.to_builtins(await call(params, None))
     except SandboxError as exc:
         raise _wire(exc) from exc
     except DaemonError as exc:  # below us (a launcher, an image): still upstream's shape

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 
+import msgspec
+
+from client.protocol import WorkerExecParams
 from client.sandbox_protocol import (
     CatalogListResponse,
     CreateRequest,
@@ -19,10 +23,15 @@ from client.sandbox_protocol import (
     ListResponse,
     RunRequest,
     RunResponse,
+    SandboxExecSignalParams,
+    SandboxExecStdioParams,
+    SandboxExecStdioResult,
+    SandboxSignalResult,
     StopRequest,
     StopResponse,
     WriteRequest,
 )
+from daemon.api.services import Notify
 from daemon.config.sandbox_policy import SandboxPolicy
 from daemon.ephemeral.boot import SandboxBooter
 from daemon.ephemeral.catalog import catalog_list, resolve_image
@@ -32,7 +41,7 @@ from daemon.ephemeral.fs import SandboxFiles
 from daemon.ephemeral.pool import WarmPool
 from daemon.ephemeral.registry import Sandbox, SandboxTable
 from daemon.ephemeral.runner import exec_spec, run_command
-from daemon.workers.exec import ForkServer
+from daemon.workers.exec import ExecRegistry, run_exec
 
 __all__ = ["SandboxService"]
 
@@ -45,7 +54,8 @@ class SandboxService(SandboxFiles):
     def __init__(self, booter: SandboxBooter) -> None:
         self.booter = booter
         self.table = SandboxTable()
-        self.server = ForkServer()
+        self.execs = ExecRegistry()  # its fork server serves every exec and fs call here
+        self.server = self.execs.server
         self.pool = WarmPool(booter)
         self._teardowns: set[asyncio.Task[None]] = set()
 
@@ -158,6 +168,30 @@ class SandboxService(SandboxFiles):
                            stdout_truncated=out.stdout_truncated,
                            stderr_truncated=out.stderr_truncated)
 
+    async def exec_stdio(self, req: SandboxExecStdioParams,
+                         notify: Notify) -> SandboxExecStdioResult:
+        """``iii sandbox exec``: the command on the client's own fds (a pty on a terminal), as
+        ``worker.exec`` does for workers; it holds one of the sandbox's exec slots."""
+        fds = notify.take_fds()
+        try:
+            env = resolve_env(req.env)
+            sandbox = self.table.get(req.sandbox_id)
+            spec = exec_spec(sandbox, list(req.argv), env, req.workdir)
+            spec = msgspec.structs.replace(spec, tty=req.tty)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        params = WorkerExecParams(name="sandbox", argv=list(req.argv), timeout_s=req.timeout_s,
+                                  exec_id=req.exec_id)
+        with self.table.exec_slot(sandbox, self.policy.exec_slots):
+            result = await run_exec(spec, fds, params, self.execs)
+        return SandboxExecStdioResult(exit_code=result.exit_code, timed_out=result.timed_out)
+
+    async def exec_signal(self, req: SandboxExecSignalParams) -> SandboxSignalResult:
+        self.execs.signal(req.exec_id, req.signal)
+        return SandboxSignalResult()
+
     async def list_sandboxes(self) -> ListResponse:
         now, slots = time.monotonic(), self.policy.exec_slots
         return ListResponse(sandboxes=[s.summary(slots, now) for s in self.table.all()])
@@ -207,4 +241,4 @@ class SandboxService(SandboxFiles):
         await self.pool.aclose()
         if self._teardowns:
             await asyncio.gather(*self._teardowns, return_exceptions=True)
-        await self.server.aclose()
+        await self.execs.aclose()
