@@ -17,11 +17,11 @@ service (upstream iii's ``iii-sandbox`` worker config, plus our catalog and warm
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
-__all__ = ["DEFAULT_CATALOG", "SandboxPolicy"]
+__all__ = ["DEFAULT_CATALOG", "SandboxPolicy", "load_policy"]
 
 #: Catalog name → OCI reference. ``python`` and ``node`` are upstream's presets; ``bun`` and
 #: ``shell`` are ours (SPEC §3's bun image; busybox for plain shell work).
@@ -66,3 +66,21 @@ class SandboxPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     @property
     def exec_slots(self) -> int:
         return max(1, self.max_concurrent_exec_per_sandbox)
+
+
+def load_policy(section: Any) -> SandboxPolicy:
+    """The policy from daemon.yaml's (already validated) ``sandboxes:`` mapping. ruamel's
+    scalars are str/int subclasses that msgspec keeps as they are and cannot encode later:
+    they become plain values first."""
+    return msgspec.convert(_plain(section or {}), SandboxPolicy)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from daemon.config.sandbox_policy import SandboxPolicy
+from daemon.config.sandbox_policy import SandboxPolicy, load_policy
 from daemon.errors import ConfigError, SettingsError
 from daemon.images.settings import registry_overrides
 
@@ -219,5 +219,5 @@ def load_settings(env: Mapping[str, str] | None = None, *,
         registry_mirror=env_mirror or raw.get("registry_mirror") or None,
         ca_bundle=ca_bundle,
         engine_control=bool(_pick(raw, "engine_control", defaults)),
-        sandboxes=msgspec.convert(dict(raw.get("sandboxes") or {}), SandboxPolicy),
+        sandboxes=load_policy(raw.get("sandboxes")),
     )

@@ -1,9 +1,11 @@
-"""The sandbox service's background loop: at start, sweep what a previous daemon left; then
-every ``TICK_S`` reap idle sandboxes and refill the warm pool."""
+"""The sandbox service's background loop (the sweep of what a previous daemon left runs before it,
+in ``daemon.app``):
+every ``TICK_S`` reap idle sandboxes and refill the warm pool (at once after a claim)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from daemon.ephemeral.service import SandboxService
@@ -19,5 +21,7 @@ async def maintain(service: SandboxService, *, tick_s: float = TICK_S) -> None:
     """Run until cancelled (the daemon's background tasks own it)."""
     while True:
         await service.reap_idle()
+        service.pool.wanted.clear()
         await service.pool.fill()
-        await asyncio.sleep(tick_s)
+        with contextlib.suppress(TimeoutError):  # a claim wakes us early
+            await asyncio.wait_for(service.pool.wanted.wait(), tick_s)

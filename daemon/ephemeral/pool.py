@@ -5,6 +5,7 @@ maintenance loop refills it; a name whose boot fails is retried after ``RETRY_AF
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -28,6 +29,7 @@ class WarmPool:
         self.booter = booter
         self._ready: dict[str, list[Sandbox]] = {}
         self._failed_at: dict[str, float] = {}
+        self.wanted = asyncio.Event()  # set by a claim: refill now, not at the next tick
 
     def size(self, image: str) -> int:
         return len(self._ready.get(image, []))
@@ -38,6 +40,7 @@ class WarmPool:
         if not ready:
             return None
         sandbox = ready.pop(0)
+        self.wanted.set()
         sandbox.created = sandbox.last_active = time.monotonic()
         return sandbox
 

@@ -57,7 +57,8 @@ def sandbox_api(daemon_factory: Callable[..., DaemonProcess], iii_home: Path, py
 
 def sandbox_dirs(home: Path) -> list[str]:
     managed = home / "sandboxes" / "managed"
-    return sorted(os.listdir(managed)) if managed.is_dir() else []
+    return sorted(n for n in os.listdir(managed) if not n.startswith(".")) \
+        if managed.is_dir() else []  # dot-names: probes and removals in progress
 
 
 def test_create_write_exec_read_stop(sandbox_api: Callable[..., Api], iii_home: Path) -> None:
@@ -247,3 +248,17 @@ def test_run_keeps_or_discards_its_sandbox(sandbox_api: Callable[..., Api],
     assert failed["code"] == "S200" and failed["fix"]["context"] == "during sandbox::run step `exec`"
     wait_until(lambda: sandbox_dirs(iii_home) == [kept["sandbox_id"]], 10,
                "the failed run's sandbox to be deleted")
+
+
+def test_warm_pool_hands_out_booted_sandboxes(sandbox_api: Callable[..., Api],
+                                              iii_home: Path) -> None:
+    api = sandbox_api(warm_pool={"shell": 2})
+    wait_until(lambda: len(sandbox_dirs(iii_home)) == 2, 30, "the pool to boot two sandboxes")
+    pooled = set(sandbox_dirs(iii_home))
+    assert api("list")["sandboxes"] == []  # pooled sandboxes are nobody's yet
+    sid = api("create", image="shell", env={"WHO": "claimer"})["sandbox_id"]
+    assert sid in pooled
+    assert api("exec", sandbox_id=sid, cmd="sh -c 'echo $WHO'")["stdout"] == "claimer\n"
+    wait_until(lambda: len(sandbox_dirs(iii_home)) == 3, 30, "the pool to refill")
+    own = api("create", image="shell", memory_mb=256)["sandbox_id"]  # not the pool's shape
+    assert own not in pooled
