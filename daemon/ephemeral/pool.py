@@ -45,21 +45,26 @@ class WarmPool:
         return sandbox
 
     async def fill(self) -> int:
-        """Boot what the pool lacks, one at a time; returns how many were booted."""
+        """Boot what the pool lacks (each name's missing ones at once); returns how many."""
         booted = 0
-        policy = self.booter.policy
-        for image, want in policy.warm_pool.items():
+        for image, want in self.booter.policy.warm_pool.items():
             ready = self._ready.setdefault(image, [])
             if time.monotonic() - self._failed_at.get(image, -RETRY_AFTER_S) < RETRY_AFTER_S:
                 continue
-            while len(ready) < want:
-                try:
-                    ready.append(await self._boot(image))
-                except DaemonError as exc:
-                    log.warning("warm pool: cannot boot a %r sandbox: %s", image, exc.message)
+            results = await asyncio.gather(*(self._boot(image) for _ in range(want - len(ready))),
+                                           return_exceptions=True)
+            unexpected = None
+            for result in results:
+                if isinstance(result, Sandbox):
+                    ready.append(result)
+                    booted += 1
+                elif isinstance(result, DaemonError):
+                    log.warning("warm pool: cannot boot a %r sandbox: %s", image, result.message)
                     self._failed_at[image] = time.monotonic()
-                    break
-                booted += 1
+                else:  # a bug: every booted one is pooled (stopped on close), then it surfaces
+                    unexpected = result
+            if unexpected is not None:
+                raise unexpected
         return booted
 
     async def _boot(self, image: str) -> Sandbox:
