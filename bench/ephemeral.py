@@ -180,12 +180,18 @@ def pss_kib(pid: int) -> int:
 def bench_idle_and_throughput(socket: Path, home: Path) -> None:
     ids = [call(socket, "create", image="python")["sandbox_id"] for _ in range(IDLE_SANDBOXES)]
     total = 0
+    parts: dict[str, int] = {}
     for sid in ids:
         record = json.loads((home / "sandboxes/managed" / sid / "launcher.pid").read_text())
-        total += sum(pss_kib(p) for p in descendants(int(record["pid"])))
+        for number, pid in enumerate(descendants(int(record["pid"]))):
+            kib = pss_kib(pid)
+            total += kib
+            name = f"{number}:{Path(f'/proc/{pid}/comm').read_text().strip()}"
+            parts[name] = parts.get(name, 0) + kib
     per = total / len(ids) / 1024
     print(f"(d) {IDLE_SANDBOXES} idle sandboxes: {per:.1f} MiB PSS per sandbox (launcher + "
-          "init + workload; goal <= 8 MiB)")
+          "init + workload; goal <= 8 MiB); per process: " + ", ".join(
+              f"{k} {v / len(ids) / 1024:.1f}" for k, v in parts.items()))
     for sid in ids:
         call(socket, "stop", sandbox_id=sid, wait=True)
 

@@ -63,6 +63,8 @@ class WarmPool:
                     self._failed_at[image] = time.monotonic()
                 else:  # a bug: every booted one is pooled (stopped on close), then it surfaces
                     unexpected = result
+            if results:
+                log.info("warm pool: %d %s sandbox(es) ready", len(ready), image)
             if unexpected is not None:
                 raise unexpected
         return booted

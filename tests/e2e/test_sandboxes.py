@@ -29,8 +29,9 @@ def sandbox_yaml(python_image: str, busybox_image: str, **extra: Any) -> str:
 class Api:
     """``sandbox.*`` calls on the daemon's socket."""
 
-    def __init__(self, socket: Path) -> None:
+    def __init__(self, socket: Path, daemon: DaemonProcess | None = None) -> None:
         self.socket = socket
+        self.daemon = daemon
 
     def __call__(self, method: str, **params: Any) -> Any:
         with RpcClient(self.socket, autostart=False) as client:
@@ -51,7 +52,7 @@ def sandbox_api(daemon_factory: Callable[..., DaemonProcess], iii_home: Path, py
         (iii_home / "daemon.yaml").write_text(sandbox_yaml(python_image, busybox_image,
                                                            **policy))
         daemon = daemon_factory()
-        return Api(daemon.socket)
+        return Api(daemon.socket, daemon)
     yield start
 
 
@@ -228,6 +229,11 @@ def test_a_killed_daemon_leaves_nothing_after_restart(
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(iii_home / "sandboxes") not in mounts
     assert Api(daemon.socket)("list")["sandboxes"] == []
+    # a daemon that shuts down stops its sandboxes itself
+    sid = Api(daemon.socket)("create", image="shell")["sandbox_id"]
+    launcher = launchers_of(iii_home / "sandboxes", sid)
+    daemon.stop()
+    assert sandbox_dirs(iii_home) == [] and all(_zombie(pid) for pid in launcher)
 
 
 def _zombie(pid: int) -> bool:
@@ -253,12 +259,15 @@ def test_run_keeps_or_discards_its_sandbox(sandbox_api: Callable[..., Api],
 def test_warm_pool_hands_out_booted_sandboxes(sandbox_api: Callable[..., Api],
                                               iii_home: Path) -> None:
     api = sandbox_api(warm_pool={"shell": 2})
-    wait_until(lambda: len(sandbox_dirs(iii_home)) == 2, 30, "the pool to boot two sandboxes")
+    assert api.daemon is not None
+    wait_until(lambda: "warm pool: 2 shell sandbox(es) ready" in api.daemon.log, 30,
+               "the pool to boot two sandboxes")
     pooled = set(sandbox_dirs(iii_home))
     assert api("list")["sandboxes"] == []  # pooled sandboxes are nobody's yet
     sid = api("create", image="shell", env={"WHO": "claimer"})["sandbox_id"]
     assert sid in pooled
     assert api("exec", sandbox_id=sid, cmd="sh -c 'echo $WHO'")["stdout"] == "claimer\n"
-    wait_until(lambda: len(sandbox_dirs(iii_home)) == 3, 30, "the pool to refill")
+    wait_until(lambda: api.daemon.log.count("warm pool: 2 shell") == 2, 30, "the pool to refill")
+    assert len(sandbox_dirs(iii_home)) == 3
     own = api("create", image="shell", memory_mb=256)["sandbox_id"]  # not the pool's shape
     assert own not in pooled
