@@ -410,21 +410,15 @@ def worker_exec(
                                          help="Seconds; then the command is stopped, exit 124."),
 ) -> None:
     """Run a command in a running worker's sandbox; exits with the command's code."""
-    from client.errors import CliError
 
     def body() -> int:
-        pairs = {}
-        for item in env:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise CliError(f"-e {item!r}: use KEY=VALUE")
-            pairs[key] = value
-        params: dict[str, Any] = {"name": name, "argv": command, "env": pairs}
+        from client.exec_cli import env_pairs, run_exec
+
+        params: dict[str, Any] = {"name": name, "argv": command, "env": env_pairs(env)}
         if workdir is not None:
             params["workdir"] = workdir
         if timeout is not None:
             params["timeout_s"] = timeout
-        from client.exec_cli import run_exec
 
         return run_exec(params, sys.stdin.isatty() if use_tty is None else use_tty)
 

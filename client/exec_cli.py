@@ -27,6 +27,19 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _COPY_CHUNK = 1 << 16
 
 
+def env_pairs(items: list[str]) -> dict[str, str]:
+    """``-e K=V`` options → a dict; raises ``CliError`` naming a malformed one."""
+    from client.errors import CliError
+
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"-e {item!r}: use KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
 def run_exec(params: dict[str, Any], tty_mode: bool, method: str = "worker.exec") -> int:
     """Run the exec; return the command's exit code (124 on timeout). ``method`` is
     ``worker.exec`` or ``sandbox.exec_stdio`` (its signals go to ``<family>.exec_signal``)."""

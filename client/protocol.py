@@ -15,7 +15,7 @@ import msgspec
 # re-exported (mypy needs the "as"): every wire type builds on these two
 from client.protocol_base import Params as Params  # noqa: PLC0414
 from client.protocol_base import Result as Result  # noqa: PLC0414
-from client.sandbox_protocol import SANDBOX_METHODS, SANDBOX_SOCKET_METHODS
+from client.sandbox_protocol import SANDBOX_METHODS
 
 # Re-exported: defined without msgspec so the fast CLI path can use them.
 from client.wire_constants import MAX_LINE_BYTES, PROTOCOL_VERSION, ErrorCode  # noqa: F401
@@ -256,6 +256,19 @@ class WorkerExecResult(Result):
     timed_out: bool = False
 
 
+class SandboxExecStdioParams(Params, frozen=True):
+    """``sandbox.exec_stdio`` (``iii sandbox exec``): as ``worker.exec``, in an ephemeral
+    sandbox (``client/sandbox_protocol.py``); its signals go through ``sandbox.exec_signal``."""
+
+    sandbox_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    argv: Annotated[list[str], msgspec.Meta(min_length=1)]
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    workdir: str | None = None
+    tty: bool = False
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
+    exec_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
 class WorkerExecSignalParams(Params, frozen=True):
     exec_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     signal: Annotated[int, msgspec.Meta(ge=1, le=64)]
@@ -373,4 +386,9 @@ METHODS: dict[str, tuple[type[Params], type[Result]]] = {
 }
 # the sandbox service's methods (their types: client/sandbox_protocol.py)
 METHODS.update(SANDBOX_METHODS)
+#: Socket-only sandbox methods (not upstream functions: never on the engine bus).
+SANDBOX_SOCKET_METHODS: dict[str, tuple[type[Params], type[Result]]] = {
+    "sandbox.exec_stdio": (SandboxExecStdioParams, WorkerExecResult),
+    "sandbox.exec_signal": (WorkerExecSignalParams, EmptyResult),
+}
 METHODS.update(SANDBOX_SOCKET_METHODS)

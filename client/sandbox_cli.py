@@ -139,7 +139,9 @@ def sandbox_exec(
     """Run a command in a sandbox; exits with its code. With --json the output is captured
     and printed as sandbox::exec's result."""
     def body() -> int:
-        pairs = _env_pairs(env)
+        from client.exec_cli import env_pairs
+
+        pairs = env_pairs(env)
         if as_json:
             params: dict[str, Any] = {"sandbox_id": sandbox_id, "argv": command, "env": pairs}
             if workdir is not None:
@@ -160,16 +162,6 @@ def sandbox_exec(
         return run_exec(stdio, tty_mode, method="sandbox.exec_stdio")
 
     raise typer.Exit(_run(body))
-
-
-def _env_pairs(items: list[str]) -> dict[str, str]:
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CliError(f"-e {item!r}: use KEY=VALUE")
-        pairs[key] = value
-    return pairs
 
 
 @sandbox_app.command("ls")

@@ -25,7 +25,7 @@ import msgspec
 from client.protocol_base import Params, Result
 
 __all__ = [
-    "SANDBOX_FUNCTIONS", "SANDBOX_METHODS", "SANDBOX_SOCKET_METHODS", "CatalogEntry", "CatalogListResponse",
+    "SANDBOX_FUNCTIONS", "SANDBOX_METHODS", "CatalogEntry", "CatalogListResponse",
     "ChmodRequest", "ChmodResponse", "CreateRequest", "CreateResponse", "EnvShape",
     "ExecRequest", "ExecResponse", "FsEntry", "FsMatch", "FsSedFileResult", "GrepRequest",
     "GrepResponse", "ListResponse", "LsRequest", "LsResponse", "MkdirRequest", "MkdirResponse",
@@ -310,41 +310,6 @@ class SedResponse(Result):
     results: list[FsSedFileResult]
     total_replacements: int
 
-
-# ---- socket only (``iii sandbox exec`` on the caller's own stdio / pty) --------------------------
-
-class SandboxExecStdioParams(Params, frozen=True):
-    """``sandbox.exec_stdio``: ``argv`` in the sandbox on the three file descriptors passed with
-    the request (as ``worker.exec``: first line on its connection; with ``tty`` a pty slave)."""
-
-    sandbox_id: SandboxId
-    argv: Annotated[list[str], msgspec.Meta(min_length=1)]
-    env: dict[str, str] = msgspec.field(default_factory=dict)
-    workdir: str | None = None
-    tty: bool = False
-    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
-    exec_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
-
-
-class SandboxExecStdioResult(Result):
-    exit_code: int
-    timed_out: bool = False
-
-
-class SandboxExecSignalParams(Params, frozen=True):
-    exec_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    signal: Annotated[int, msgspec.Meta(ge=1, le=64)]
-
-
-class SandboxSignalResult(Result):
-    pass
-
-
-#: Socket-only methods (not upstream functions: never on the engine bus).
-SANDBOX_SOCKET_METHODS: dict[str, tuple[type[Params], type[Result]]] = {
-    "sandbox.exec_stdio": (SandboxExecStdioParams, SandboxExecStdioResult),
-    "sandbox.exec_signal": (SandboxExecSignalParams, SandboxSignalResult),
-}
 
 # socket method → (request, response); the iii function of each is SANDBOX_FUNCTIONS' key
 SANDBOX_METHODS: dict[str, tuple[type[Params], type[Result]]] = {

@@ -21,13 +21,14 @@ import msgspec
 
 from client.protocol import (
     METHODS,
+    SANDBOX_SOCKET_METHODS,
     DaemonInfoResult,
     DaemonShutdownParams,
     EmptyResult,
     Params,
     Result,
 )
-from client.sandbox_protocol import SANDBOX_METHODS, SANDBOX_SOCKET_METHODS
+from client.sandbox_protocol import SANDBOX_METHODS
 from client.wire_constants import ErrorCode
 from daemon import errors
 from daemon.api.services import Notify, Services

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from client.protocol import Params, Result
-from client.sandbox_protocol import SANDBOX_METHODS, SANDBOX_SOCKET_METHODS
+from client.protocol import SANDBOX_SOCKET_METHODS, Params, Result
+from client.sandbox_protocol import SANDBOX_METHODS
 from daemon.ephemeral.service import SandboxService
 
 __all__ = ["SandboxCall", "sandbox_calls"]

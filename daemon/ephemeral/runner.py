@@ -10,15 +10,13 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from daemon.ephemeral.errors import SCode, sandbox_error
 from daemon.ephemeral.registry import Sandbox
-from daemon.errors import Unavailable
-from daemon.workers.exec import ForkServer
+from daemon.workers.exec import ForkServer, stop_helper
 from vmm_ffi.enter import EnterSpec
 
 __all__ = ["Outcome", "run_command", "run_fs"]
@@ -122,9 +120,9 @@ async def run_command(server: ForkServer, spec: EnterSpec, stdin: bytes, *,
             code = await asyncio.wait_for(asyncio.shield(helper.exited), timeout_s)
         except TimeoutError:
             timed_out = True
-            await _kill(helper)
+            await stop_helper(helper, KILL_GRACE_S)
         except BaseException:
-            await _kill(helper)
+            await stop_helper(helper, KILL_GRACE_S)
             raise
         await asyncio.wait([out.done, err.done], timeout=DRAIN_AFTER_EXIT_S)
     finally:
@@ -138,18 +136,6 @@ async def run_command(server: ForkServer, spec: EnterSpec, stdin: bytes, *,
     return Outcome(exit_code=exit_code, stdout=bytes(out.data), stderr=bytes(err.data),
                    stdout_truncated=out.truncated, stderr_truncated=err.truncated,
                    timed_out=timed_out, duration_ms=int((time.monotonic() - started) * 1000))
-
-
-async def _kill(helper: Any) -> None:
-    helper.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(asyncio.shield(helper.exited), KILL_GRACE_S)
-    except TimeoutError:
-        helper.send_signal(signal.SIGKILL)
-        with contextlib.suppress(Unavailable):
-            await helper.exited
-    except Unavailable:
-        pass
 
 
 def exec_spec(sandbox: Sandbox, argv: list[str], env: dict[str, str],

@@ -13,7 +13,13 @@ import uuid
 
 import msgspec
 
-from client.protocol import WorkerExecParams
+from client.protocol import (
+    EmptyResult,
+    SandboxExecStdioParams,
+    WorkerExecParams,
+    WorkerExecResult,
+    WorkerExecSignalParams,
+)
 from client.sandbox_protocol import (
     CatalogListResponse,
     CreateRequest,
@@ -23,10 +29,6 @@ from client.sandbox_protocol import (
     ListResponse,
     RunRequest,
     RunResponse,
-    SandboxExecSignalParams,
-    SandboxExecStdioParams,
-    SandboxExecStdioResult,
-    SandboxSignalResult,
     StopRequest,
     StopResponse,
     WriteRequest,
@@ -168,8 +170,7 @@ class SandboxService(SandboxFiles):
                            stdout_truncated=out.stdout_truncated,
                            stderr_truncated=out.stderr_truncated)
 
-    async def exec_stdio(self, req: SandboxExecStdioParams,
-                         notify: Notify) -> SandboxExecStdioResult:
+    async def exec_stdio(self, req: SandboxExecStdioParams, notify: Notify) -> WorkerExecResult:
         """``iii sandbox exec``: the command on the client's own fds (a pty on a terminal), as
         ``worker.exec`` does for workers; it holds one of the sandbox's exec slots."""
         fds = notify.take_fds()
@@ -185,12 +186,11 @@ class SandboxService(SandboxFiles):
         params = WorkerExecParams(name="sandbox", argv=list(req.argv), timeout_s=req.timeout_s,
                                   exec_id=req.exec_id)
         with self.table.exec_slot(sandbox, self.policy.exec_slots):
-            result = await run_exec(spec, fds, params, self.execs)
-        return SandboxExecStdioResult(exit_code=result.exit_code, timed_out=result.timed_out)
+            return await run_exec(spec, fds, params, self.execs)
 
-    async def exec_signal(self, req: SandboxExecSignalParams) -> SandboxSignalResult:
+    async def exec_signal(self, req: WorkerExecSignalParams) -> EmptyResult:
         self.execs.signal(req.exec_id, req.signal)
-        return SandboxSignalResult()
+        return EmptyResult()
 
     async def list_sandboxes(self) -> ListResponse:
         now, slots = time.monotonic(), self.policy.exec_slots
