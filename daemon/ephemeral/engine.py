@@ -43,7 +43,8 @@ class SandboxEngineApi:
             try:
                 params = msgspec.convert({} if data is None else data, params_type)
             except msgspec.ValidationError as exc:
-                raise _wire(sandbox_error(bad_request, f"invalid request: {exc}")) from exc
+                raise _wire(sandbox_error(bad_request, f"invalid request: {_named(exc)}")
+                            ) from exc
             return await _serve(call, params)
 
         return handle
@@ -57,6 +58,12 @@ async def _serve(call: SandboxCall, params: Any) -> Any:
     except DaemonError as exc:  # below us (a launcher, an image): still upstream's shape
         log.warning("sandbox call failed: %s", exc.message)
         raise _wire(sandbox_error(SCode.S300, exc.message)) from exc
+
+
+def _named(exc: msgspec.ValidationError) -> str:
+    """msgspec's ``Expected `int` - at `$.timeout_ms``` → ``timeout_ms: Expected `int```."""
+    text, sep, where = str(exc).rpartition(" - at `$.")
+    return f"{where.rstrip('`')}: {text}" if sep else str(exc)
 
 
 def _wire(exc: SandboxError) -> FunctionError:

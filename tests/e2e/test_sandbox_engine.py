@@ -74,6 +74,13 @@ NODE_CALLER = textwrap.dedent("""\
     const out = {}
     out.run = await iii.trigger({ function_id: 'sandbox::run', timeoutMs: 120000,
       payload: { image: 'shell', lang: 'shell', code: 'echo from-node; exit 3' } })
+    const call = (function_id, payload) => iii.trigger({ function_id, payload, timeoutMs: 60000 })
+    const { sandbox_id } = await call('sandbox::create', { image: 'python' })
+    await call('sandbox::fs::write', { sandbox_id, path: '/app/main.py', parents: true,
+      content: "open('/app/out.txt', 'w').write(str(6 * 7))" })
+    out.exec = await call('sandbox::exec', { sandbox_id, argv: ['python3', '/app/main.py'] })
+    out.read = await call('sandbox::fs::read', { sandbox_id, path: '/app/out.txt' })
+    out.stop = await call('sandbox::stop', { sandbox_id, wait: true })
     try {
       await iii.trigger({ function_id: 'sandbox::exec', payload: { sandbox_id: 'nope', cmd: 'true' } })
     } catch (err) {
@@ -99,7 +106,7 @@ def node_sdk(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return where
 
 
-def test_node_sdk_run_and_error_payload(daemon_factory, engine_factory, node_sdk: Path,
+def test_node_sdk_run_workflow_and_error_payload(daemon_factory, engine_factory, node_sdk: Path,
                                         iii_home: Path, tmp_path: Path, python_image: str,
                                         busybox_image: str) -> None:
     _, url = start_daemon(daemon_factory, engine_factory, iii_home, python_image, busybox_image)
@@ -113,5 +120,7 @@ def test_node_sdk_run_and_error_payload(daemon_factory, engine_factory, node_sdk
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert (out["run"]["stdout"], out["run"]["exit_code"], out["run"]["success"]) == \
         ("from-node\n", 3, False)
+    assert (out["exec"]["exit_code"], out["read"]["body"]) == (0, "42")
+    assert out["stop"]["stopped"] is True and sandbox_dirs(iii_home) == []
     assert out["error"]["code"] == "S002"
     assert json.loads(out["error"]["message"])["fix_note"].startswith("the sandbox is gone")
