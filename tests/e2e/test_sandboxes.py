@@ -271,3 +271,21 @@ def test_warm_pool_hands_out_booted_sandboxes(sandbox_api: Callable[..., Api],
     assert len(sandbox_dirs(iii_home)) == 3
     own = api("create", image="shell", memory_mb=256)["sandbox_id"]  # not the pool's shape
     assert own not in pooled
+
+
+def test_limits_are_enforced_and_network_is_opt_in(sandbox_api: Callable[..., Api],
+                                                   iii_home: Path) -> None:
+    api = sandbox_api()
+    sid = api("create", image="python", memory_mb=64)["sandbox_id"]
+    record = json.loads((iii_home / "sandboxes/managed" / sid / "launcher.pid").read_text())
+    assert record["launch"]["network"] == "none"
+    if not record["launch"]["limits"].startswith("enforced"):
+        pytest.skip(f"resource limits are not enforced here: {record['launch']['limits']}")
+    hog = api("exec", sandbox_id=sid, argv=["python3", "-c", "b = bytearray(256 << 20)"])
+    assert hog["exit_code"] == 137 and not hog["success"], hog  # the OOM killer, in its cgroup
+    assert api("exec", sandbox_id=sid, argv=["python3", "-c", "print(1)"])["stdout"] == "1\n"
+    online = api("create", image="shell", network=True)["sandbox_id"]
+    record = json.loads((iii_home / "sandboxes/managed" / online / "launcher.pid").read_text())
+    assert record["launch"]["network"] in ("pasta", "slirp4netns", "host")
+    devices = api("exec", sandbox_id=online, cmd="cat /proc/net/dev")["stdout"]
+    assert len([ln for ln in devices.splitlines() if ":" in ln]) >= 2  # lo and a way out
