@@ -64,12 +64,13 @@ def p95(values: list[float]) -> float:
 
 
 def start_daemon(home: Path, python_ref: str, shell_ref: str, engine_url: str,
-                 warm: int = 0) -> DaemonProcess:
+                 warm: int = 0, after_use: int = 0) -> DaemonProcess:
     home.mkdir(parents=True, exist_ok=True)
     (home / "daemon.yaml").write_text(
         "sandboxes:\n"
         f"  catalog: {json.dumps({'python': python_ref, 'shell': shell_ref})}\n"
-        f"  warm_pool: {json.dumps({'python': warm} if warm else {})}\n")
+        f"  warm_pool: {json.dumps({'python': warm} if warm else {})}\n"
+        f"  warm_pool_after_use: {after_use}\n")
     return DaemonProcess(home, III_URL=engine_url).start()
 
 
@@ -244,6 +245,15 @@ def main() -> int:
         finally:
             daemon.stop()
             kill_sandboxes(warm_home / "sandboxes")
+        default_home = Path(tmp) / "default"
+        daemon = start_daemon(default_home, python_ref, shell_ref, engine.url, after_use=1)
+        try:
+            call(default_home / "iii.sock", "run", image="python", code="1", lang="python")
+            wait_pool(default_home, 1)
+            bench_run(engine.url, "default settings (1 kept warm after first use), back to back")
+        finally:
+            daemon.stop()
+            kill_sandboxes(default_home / "sandboxes")
             engine.stop()
     return 0
 

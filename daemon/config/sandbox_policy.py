@@ -13,6 +13,7 @@ service (upstream iii's ``iii-sandbox`` worker config, plus our catalog and warm
       default_cpus: 1
       default_memory_mb: 512
       warm_pool: {python: 2}      # booted, idle sandboxes kept ready per catalog name
+      warm_pool_after_use: 1      # the same for any catalog name once it has been used
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class SandboxPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     default_cpus: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     default_memory_mb: Annotated[int, msgspec.Meta(ge=16, le=65536)] = 512
     warm_pool: dict[str, Count] = {}
+    # every catalog name once it has been asked for (since the daemon started) keeps this many
+    # ready; ``warm_pool`` entries override it per name (0 turns a name's pool off)
+    warm_pool_after_use: Count = 1
     auto_install: bool = True  # pull a catalog image on first use when it is not cached
     max_output_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1 << 20  # per stream, per exec
     max_file_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 8 << 20  # fs::read / fs::write

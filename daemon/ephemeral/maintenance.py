@@ -5,6 +5,7 @@ every ``TICK_S`` reap idle sandboxes and refill the warm pool (at once after a c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from daemon.ephemeral.service import SandboxService
@@ -14,9 +15,6 @@ __all__ = ["TICK_S", "maintain"]
 log = logging.getLogger("iii.daemon.sandboxes")
 
 TICK_S = 1.0  # idle timeouts are whole seconds; upstream's reaper ticks every 10 s
-# After a claim, the refill waits this long: booting the replacement at once competes for the
-# CPU with the claimer's first exec (measured on 2 cores: it doubled that exec's latency).
-REFILL_DELAY_S = 0.25
 
 
 async def maintain(service: SandboxService, *, tick_s: float = TICK_S) -> None:
@@ -28,8 +26,5 @@ async def maintain(service: SandboxService, *, tick_s: float = TICK_S) -> None:
             await service.pool.fill()
         except Exception:  # a bug must not end reaping for the daemon's lifetime
             log.exception("sandbox maintenance failed; trying again next tick")
-        try:  # a claim wakes us early
+        with contextlib.suppress(TimeoutError):  # a claim wakes us early
             await asyncio.wait_for(service.pool.wanted.wait(), tick_s)
-        except TimeoutError:
-            continue
-        await asyncio.sleep(REFILL_DELAY_S)

@@ -1,5 +1,7 @@
 """The warm pool: per catalog name, ``warm_pool[name]`` sandboxes booted ahead with the default
-cpus/memory and no network, handed out by ``sandbox::create`` (their exec env gets the
+cpus/memory and no network (``warm_pool_after_use`` for a name without an entry, once it has
+been asked for: nothing is pulled or booted for a name nobody uses), handed out by
+``sandbox::create`` (their exec env gets the
 request's ``env`` at claim time: nothing of a request is baked into a pooled sandbox). The
 maintenance loop refills it; a name whose boot fails is retried after ``RETRY_AFTER_S``."""
 
@@ -30,9 +32,24 @@ class WarmPool:
         self._ready: dict[str, list[Sandbox]] = {}
         self._failed_at: dict[str, float] = {}
         self.wanted = asyncio.Event()  # set by a claim: refill now, not at the next tick
+        self._used: set[str] = set()
 
     def size(self, image: str) -> int:
         return len(self._ready.get(image, []))
+
+    def targets(self) -> dict[str, int]:
+        """How many ready sandboxes each catalog name should have now."""
+        policy = self.booter.policy
+        catalog = policy.images()
+        wanted = {name: policy.warm_pool_after_use for name in self._used if name in catalog}
+        wanted.update(policy.warm_pool)
+        return {name: count for name, count in wanted.items() if count > 0}
+
+    def note_use(self, image: str) -> None:
+        """``image`` was asked for: from now on the pool keeps ``warm_pool_after_use`` ready."""
+        if image not in self._used:
+            self._used.add(image)
+            self.wanted.set()
 
     def claim(self, image: str) -> Sandbox | None:
         """A ready sandbox of ``image`` (its clocks reset), or None."""
@@ -47,7 +64,7 @@ class WarmPool:
     async def fill(self) -> int:
         """Boot what the pool lacks (each name's missing ones at once); returns how many."""
         booted = 0
-        for image, want in self.booter.policy.warm_pool.items():
+        for image, want in self.targets().items():
             ready = self._ready.setdefault(image, [])
             if time.monotonic() - self._failed_at.get(image, -RETRY_AFTER_S) < RETRY_AFTER_S:
                 continue

@@ -79,6 +79,7 @@ class SandboxService(SandboxFiles):
         memory = req.memory_mb or policy.default_memory_mb
         network = bool(req.network)
         with self.table.reserve(policy.max_concurrent_sandboxes):
+            self.pool.note_use(req.image)
             sandbox = None
             if (cpus, memory, network) == (policy.default_cpus, policy.default_memory_mb, False):
                 sandbox = self.pool.claim(req.image)

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 def sandbox_yaml(python_image: str, busybox_image: str, **extra: Any) -> str:
     """daemon.yaml with a ``sandboxes:`` section (each value written as JSON, which is YAML)."""
-    policy = {"catalog": {"python": python_image, "shell": busybox_image}, **extra}
+    # no pool unless a test asks: the tests count sandbox directories exactly
+    policy = {"catalog": {"python": python_image, "shell": busybox_image},
+              "warm_pool_after_use": 0, **extra}
     return "sandboxes:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in policy.items())
 
 
@@ -289,3 +291,14 @@ def test_limits_are_enforced_and_network_is_opt_in(sandbox_api: Callable[..., Ap
     assert record["launch"]["network"] in ("pasta", "slirp4netns", "host")
     devices = api("exec", sandbox_id=online, cmd="cat /proc/net/dev")["stdout"]
     assert len([ln for ln in devices.splitlines() if ":" in ln]) >= 2  # lo and a way out
+
+
+def test_a_used_image_is_kept_warm(sandbox_api: Callable[..., Api], iii_home: Path) -> None:
+    api = sandbox_api(warm_pool_after_use=1)
+    first = api("create", image="shell")["sandbox_id"]
+    assert api.daemon is not None
+    wait_until(lambda: "warm pool: 1 shell sandbox(es) ready" in api.daemon.log, 30,
+               "a warm sandbox after the first use")
+    spare = set(sandbox_dirs(iii_home)) - {first}
+    assert len(spare) == 1 and api("create", image="shell")["sandbox_id"] in spare
+    assert "python" not in api.daemon.log  # nothing of an image nobody asked for
