@@ -16,6 +16,7 @@ from daemon.ephemeral.boot import SandboxBooter
 from daemon.ephemeral.catalog import resolve_image
 from daemon.ephemeral.registry import Sandbox
 from daemon.errors import DaemonError
+from daemon.sandboxes import TaskStatus
 
 __all__ = ["WarmPool"]
 
@@ -33,6 +34,7 @@ class WarmPool:
         self._failed_at: dict[str, float] = {}
         self.wanted = asyncio.Event()  # set by a claim: refill now, not at the next tick
         self._used: set[str] = set()
+        self._dead: list[Sandbox] = []
 
     def size(self, image: str) -> int:
         return len(self._ready.get(image, []))
@@ -52,17 +54,23 @@ class WarmPool:
             self.wanted.set()
 
     def claim(self, image: str) -> Sandbox | None:
-        """A ready sandbox of ``image`` (its clocks reset), or None."""
-        ready = self._ready.get(image)
-        if not ready:
-            return None
-        sandbox = ready.pop(0)
-        self.wanted.set()
-        sandbox.created = sandbox.last_active = time.monotonic()
-        return sandbox
+        """A ready sandbox of ``image`` (its clocks reset), or None. One whose sandbox ended
+        while it waited (killed from outside) is set aside for ``fill`` to delete."""
+        ready = self._ready.get(image, [])
+        while ready:
+            sandbox = ready.pop(0)
+            self.wanted.set()
+            if sandbox.task.state().status is TaskStatus.RUNNING:
+                sandbox.created = sandbox.last_active = time.monotonic()
+                return sandbox
+            self._dead.append(sandbox)
+        return None
 
     async def fill(self) -> int:
         """Boot what the pool lacks (each name's missing ones at once); returns how many."""
+        while self._dead:
+            dead = self._dead.pop()
+            await self.booter.destroy(dead.layout, dead.task)
         booted = 0
         for image, want in self.targets().items():
             ready = self._ready.setdefault(image, [])
@@ -100,7 +108,7 @@ class WarmPool:
                        network=False)
 
     async def aclose(self) -> None:
-        for ready in self._ready.values():
+        for ready in [*self._ready.values(), self._dead]:
             while ready:
                 sandbox = ready.pop()
                 await self.booter.destroy(sandbox.layout, sandbox.task)
