@@ -9,6 +9,17 @@ import pytest
 
 pytest_plugins = ["tests.support.fixtures"]
 
+TESTS = Path(__file__).resolve().parent
+# Every test in these folders runs real daemons, images and engines: the slow tier, by folder so
+# a marker cannot be forgotten. `make check` runs the rest (-m "not slow"); `make test` runs all.
+SLOW_FOLDERS = frozenset({"e2e", "faults", "systemd"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.relative_to(TESTS).parts[0] in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def iii_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

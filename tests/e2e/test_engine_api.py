@@ -19,8 +19,6 @@ from tests.support.daemon import DaemonProcess
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.slow
-
 CALLER = textwrap.dedent("""\
     import json, os, sys, warnings
     from iii import register_worker
