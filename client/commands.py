@@ -293,8 +293,9 @@ def worker_export(
     kubernetes: bool = typer.Option(False, "--kubernetes",
                                     help="Print Kubernetes YAML (Deployment + Secret)."),
     image: str | None = typer.Option(None, "--image",
-                                     help="With --kubernetes: REPO@sha256:... (default: the "
-                                     "worker's last push)."),
+                                     help="With --kubernetes: REPO@sha256:..., or REPO:TAG to "
+                                     "use the digest the registry gives for the tag now "
+                                     "(default: the worker's last push)."),
     namespace: str = typer.Option("default", "--namespace"),
     engine_url: str | None = typer.Option(None, "--engine-url",
                                           help="The engine as pods reach it."),
@@ -320,6 +321,9 @@ def worker_export(
             result = _call("worker.kubernetes", params, as_json=as_json)
             if result is None:
                 return
+            if image is not None and result["image"] != image:  # a tag, pinned by the daemon
+                print(f"using {result['image']} (the digest {image} names at its registry now)",
+                      file=sys.stderr)
             if output is None:
                 print(result["yaml"], end="")
                 return
