@@ -306,7 +306,7 @@ def worker_export(
                                        help="Write the YAML here instead of printing it."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Export a prepared worker as an OCI image, or Kubernetes YAML to run it (SPEC §14)."""
+    """Export a prepared worker as an OCI image, or Kubernetes YAML to run it."""
     if (to is None) == (not kubernetes):
         raise typer.BadParameter("give exactly one of --to and --kubernetes", param_hint="--to")
 
