@@ -8,10 +8,14 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.pid_ns import tasks_in_pid_ns
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
 from vmm_ffi.cgroups import DEFAULT_PIDS_MAX
+
+pytestmark = pytest.mark.host_exclusive  # the bomb loads the whole machine until it is capped
 
 
 def test_fork_bomb_is_stopped_at_the_cap_and_the_daemon_keeps_answering(
