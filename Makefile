@@ -1,4 +1,5 @@
 # Two entry points (see README): `make demo` and `make test`. Both set everything up first.
+# `make check` is the quick tier for development; `make lock` re-resolves requirements.lock.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -44,8 +45,13 @@ lock: venv
 	$(BIN)/uv pip compile pyproject.toml --extra test --universal --python-version 3.11 \
 		--generate-hashes --native-tls --custom-compile-command "make lock" -q -o requirements.lock
 
+# The whole suite, two tests at a time (host_exclusive tests alone), slowest 25 listed at the end.
 test: setup lint
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --durations=25
+
+# The quick tier (under 2 minutes here): lint and every test outside e2e/, faults/, systemd/.
+check: setup lint
+	$(BIN)/python -m pytest -q -ra -n 2 -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check daemon client manifests vmm_ffi tests bench examples

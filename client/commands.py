@@ -295,8 +295,9 @@ def worker_export(
     kubernetes: bool = typer.Option(False, "--kubernetes",
                                     help="Print Kubernetes YAML (Deployment + Secret)."),
     image: str | None = typer.Option(None, "--image",
-                                     help="With --kubernetes: REPO@sha256:... (default: the "
-                                     "worker's last push)."),
+                                     help="With --kubernetes: REPO@sha256:..., or REPO:TAG to "
+                                     "use the digest the registry gives for the tag now "
+                                     "(default: the worker's last push)."),
     namespace: str = typer.Option("default", "--namespace"),
     engine_url: str | None = typer.Option(None, "--engine-url",
                                           help="The engine as pods reach it."),
@@ -307,7 +308,7 @@ def worker_export(
                                        help="Write the YAML here instead of printing it."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Export a prepared worker as an OCI image, or Kubernetes YAML to run it (SPEC §14)."""
+    """Export a prepared worker as an OCI image, or Kubernetes YAML to run it."""
     if (to is None) == (not kubernetes):
         raise typer.BadParameter("give exactly one of --to and --kubernetes", param_hint="--to")
 
@@ -322,6 +323,9 @@ def worker_export(
             result = _call("worker.kubernetes", params, as_json=as_json)
             if result is None:
                 return
+            if image is not None and result["image"] != image:  # a tag, pinned by the daemon
+                print(f"using {result['image']} (the digest {image} names at its registry now)",
+                      file=sys.stderr)
             if output is None:
                 print(result["yaml"], end="")
                 return

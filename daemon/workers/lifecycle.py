@@ -55,6 +55,7 @@ from daemon.errors import (
 from daemon.events import EventBus
 from daemon.export.kubernetes import render as render_kubernetes
 from daemon.export.kubernetes import render_yaml
+from daemon.export.pin import pin_image
 from daemon.export.service import check_exportable, check_exportable_kind, export_to_oci
 from daemon.images import ImageStore
 from daemon.sandboxes import SandboxLayout, prepare
@@ -353,7 +354,8 @@ class WorkerLifecycle:
                 raise InvalidArgument(
                     f"worker '{entry.name}' has not been pushed yet: run `iii worker export "
                     f"{entry.name} --to REGISTRY/REPO:TAG` first, or pass --image "
-                    "REPO@sha256:...") from None
+                    "REPO:TAG or REPO@sha256:...") from None
+        image = await pin_image(self.images, image)  # a tag: its digest at the registry now
         spec = await load_project(entry.worker_path, entry.name)
         secret_env = flatten_config(entry.config, environ=os.environ, worker=entry.name)
         docs = render_kubernetes(

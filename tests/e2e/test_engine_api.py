@@ -6,13 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.support.daemon import DaemonProcess
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
-
-pytestmark = pytest.mark.slow
 
 
 def test_management_api_with_engine_control(daemon_factory, engine_factory, sdk_caller,

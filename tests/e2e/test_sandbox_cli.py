@@ -15,8 +15,6 @@ from tests.e2e.test_sandboxes import sandbox_dirs, sandbox_yaml
 from tests.support.daemon import III_CLI, DaemonProcess
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def daemon(daemon_factory, iii_home: Path, python_image: str,

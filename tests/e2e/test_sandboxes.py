@@ -17,8 +17,6 @@ from client.rpc_client import RpcClient
 from tests.support.daemon import DaemonProcess, launchers_of
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.slow
-
 
 def sandbox_yaml(python_image: str, busybox_image: str, **extra: Any) -> str:
     """daemon.yaml with a ``sandboxes:`` section (each value written as JSON, which is YAML)."""

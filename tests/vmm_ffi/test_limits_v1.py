@@ -18,6 +18,7 @@ from tests.vmm_ffi.conftest import Sandboxes
 from vmm_ffi.cgroups import CGROUP_ROOT, is_v2, read_keyed
 
 pytestmark = [
+    pytest.mark.host_exclusive,  # cpu quotas are measured against the clock
     pytest.mark.skipif(is_v2(), reason="host has cgroup v2; v2 is checked on a fake tree"),
     pytest.mark.skipif(os.geteuid() != 0, reason="cgroup v1 limits need a root launcher"),
 ]
