@@ -181,7 +181,14 @@ class Dispatcher:
         if entry is None:
             raise RpcFailure(ErrorCode.METHOD_NOT_FOUND, f"method not found: {method}")
         params_type, result_type = entry
-        params = _decode_params(params_type, raw_params)
+        try:
+            params = _decode_params(params_type, raw_params)
+        except RpcFailure as exc:
+            if method.startswith("sandbox."):  # upstream's structured payload, as on the bus
+                from daemon.ephemeral.errors import request_error_payload
+
+                exc.data = request_error_payload(method, exc.message)
+            raise
         if self._inflight >= self._max_inflight:
             raise RpcFailure(ErrorCode.BUSY, "daemon busy: too many requests in flight; retry")
         self._inflight += 1

@@ -30,7 +30,7 @@ from daemon.errors import (
     Unavailable,
 )
 
-__all__ = ["DOCS_BASE", "SCode", "SandboxError", "sandbox_error"]
+__all__ = ["DOCS_BASE", "SCode", "SandboxError", "request_error_payload", "sandbox_error"]
 
 DOCS_BASE = ("https://github.com/iii-hq/iii/blob/main/crates/iii-worker/src/sandbox_daemon/"
              "README.md#")
@@ -160,3 +160,9 @@ def sandbox_error(code: SCode, message: str, *, fix: dict[str, Any] | None = Non
     """The error of ``code`` (its class chosen by the table above)."""
     cls = _CLASSES.get(code, SandboxRefused)
     return cls(code, message, fix=fix, fix_note=fix_note)
+
+
+def request_error_payload(method: str, message: str) -> dict[str, Any]:
+    """The payload of a ``sandbox.*`` request that does not decode: S210 for ``fs``, else S001."""
+    code = SCode.S210 if method.startswith("sandbox.fs.") else SCode.S001
+    return sandbox_error(code, message).payload()

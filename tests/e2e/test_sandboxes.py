@@ -300,3 +300,11 @@ def test_a_used_image_is_kept_warm(sandbox_api: Callable[..., Api], iii_home: Pa
     spare = set(sandbox_dirs(iii_home)) - {first}
     assert len(spare) == 1 and api("create", image="shell")["sandbox_id"] in spare
     assert "python" not in api.daemon.log  # nothing of an image nobody asked for
+
+
+def test_undecodable_socket_requests_carry_the_payload_too(sandbox_api: Callable[..., Api]
+                                                           ) -> None:
+    api = sandbox_api()
+    assert api.fails("exec", cmd="true")["code"] == "S001"  # no sandbox_id
+    fs = api.fails("fs.read", sandbox_id="x", path="/a", bogus=1)
+    assert fs["code"] == "S210" and "bogus" in fs["message"]
