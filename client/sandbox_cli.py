@@ -25,8 +25,7 @@ from client.errors import CliError
 sandbox_app = typer.Typer(no_args_is_help=True, help="Ephemeral sandboxes (sandbox::*).")
 
 JSON_OPT = typer.Option(False, "--json", help="Print the daemon's JSON result verbatim.")
-LANG_OF_IMAGE = {"python": "python", "node": "node", "bun": "/usr/local/bin/bun",
-                 "shell": "shell"}
+LANG_OF_IMAGE = {"python": "python", "node": "node", "bun": "bun", "shell": "shell"}
 
 
 def _call(method: str, params: dict[str, Any]) -> Any:

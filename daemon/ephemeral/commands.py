@@ -84,12 +84,13 @@ def decode_b64(field: str, text: str | None) -> bytes:
 
 
 def interpreter_for(lang: str) -> tuple[str, str]:
-    """upstream ``interpreter_for``: (interpreter, script extension). Any other ``lang`` must
+    """upstream ``interpreter_for`` (+ ``bun``): (interpreter, script extension). Any other ``lang`` must
     be an absolute interpreter path (upstream takes any string; a bare word is almost always a
     typo, so we say so)."""
     table = {"node": ("node", "js"), "js": ("node", "js"), "javascript": ("node", "js"),
              "python": ("python3", "py"), "py": ("python3", "py"),
-             "shell": ("/bin/sh", "sh"), "sh": ("/bin/sh", "sh"), "bash": ("/bin/sh", "sh")}
+             "shell": ("/bin/sh", "sh"), "sh": ("/bin/sh", "sh"), "bash": ("/bin/sh", "sh"),
+             "bun": ("bun", "ts")}  # ours: the catalog has a bun image
     if lang in table:
         return table[lang]
     if lang.startswith("/") and "\0" not in lang:
