@@ -1,13 +1,16 @@
 """Booting and destroying one ephemeral sandbox, and sweeping what a dead daemon left.
 
-A sandbox is the namespace backend's ordinary launcher (``vmm_ffi.launcher``) on an overlay of
-the cached image (``daemon.sandboxes.Provisioner``, O(1): nothing is copied), under
-``$III_HOME/sandboxes/managed/<id>/``. Its workload is a process that only waits (``sleep``):
+A sandbox is the namespace backend's ordinary launcher (``vmm_ffi.launcher``), forked by the
+launcher zygote (``daemon.ephemeral.zygote``: no interpreter start or import per sandbox, one
+shared heap), on an overlay of the cached image (``daemon.sandboxes.Provisioner``, O(1):
+nothing is copied), under ``$III_HOME/sandboxes/managed/<id>/``. Its workload is a process that only waits (``sleep``):
 the sandbox's init stays up, and every ``exec`` / ``fs::*`` call is a fork of the daemon's exec
 fork server that joins that init's namespaces (``vmm_ffi.enter``) — no namespace, root or
 interpreter is made per call. Without ``network: true`` the sandbox has its own network
 namespace holding only loopback. Stopping removes the directory, so the upper dir (everything
-the sandbox wrote) is gone; the overlay mount lived only in the launcher's mount namespace.
+the sandbox wrote) is gone; the overlay mount lived only in the launcher's mount namespace. A
+daemon that dies takes the zygote and with it every launcher (PDEATHSIG); the next one sweeps
+the directories.
 """
 
 from __future__ import annotations
@@ -21,14 +24,13 @@ from pathlib import Path
 from daemon.config.sandbox_policy import SandboxPolicy
 from daemon.config.settings import DaemonSettings
 from daemon.ephemeral.errors import SandboxError, SCode, sandbox_error
+from daemon.ephemeral.zygote import LauncherZygote, ZygoteTask, kill_recorded
 from daemon.errors import DaemonError, ImageError
 from daemon.images import ImageStore
 from daemon.images.models import CachedImage
 from daemon.sandboxes import (
     Provisioner,
     SandboxLayout,
-    SandboxTask,
-    TaskStatus,
     build_sandbox_env,
     choose_ids,
     choose_network,
@@ -51,7 +53,7 @@ class Booted:
     """A running sandbox as the launcher reported it."""
 
     layout: SandboxLayout
-    task: SandboxTask
+    task: ZygoteTask
     sandbox_pid: int
     env: dict[str, str]
     workdir: str
@@ -66,6 +68,7 @@ class SandboxBooter:
         self.home = settings.home / "sandboxes"
         self.images = images
         self.provisioner = Provisioner(self.home)
+        self.zygote = LauncherZygote()
         self._ids: tuple[IdShift | None] | None = None
 
     @property
@@ -102,18 +105,17 @@ class SandboxBooter:
             raise sandbox_error(SCode.S300, f"VM boot failed: namespace sandboxes are not "
                                 f"available here: {status.reason}")
         layout = SandboxLayout(self.home, sandbox_id)
-        task = SandboxTask(layout)
         try:
             params = await self._params(layout, image, cpus, memory_mb, network)
-            await task.start(params)
+            task = await asyncio.to_thread(self.zygote.spawn, params, layout)
         except BaseException as exc:
-            await asyncio.shield(self._discard(layout, task))
+            await asyncio.shield(self._discard(layout))
             if isinstance(exc, DaemonError) and not isinstance(exc, SandboxError):
                 raise sandbox_error(SCode.S300, f"VM boot failed: {exc.message}") from exc
             raise
-        assert task.result is not None and task.sandbox_pid is not None
-        return Booted(layout=layout, task=task, sandbox_pid=task.sandbox_pid, env=params.env,
-                      workdir=params.workdir, seccomp=task.result.seccomp is not None)
+        return Booted(layout=layout, task=task, sandbox_pid=task.result.sandbox_pid,
+                      env=params.env, workdir=params.workdir,
+                      seccomp=task.result.seccomp is not None)
 
     async def _params(self, layout: SandboxLayout, image: CachedImage, cpus: int,
                       memory_mb: int, network: bool) -> LaunchParams:
@@ -135,21 +137,23 @@ class SandboxBooter:
                             network=mode, pasta=pasta, slirp4netns=slirp,  # type: ignore[arg-type]
                             id_shift=await self._id_shift())
 
-    async def destroy(self, layout: SandboxLayout, task: SandboxTask) -> None:
+    async def destroy(self, layout: SandboxLayout, task: ZygoteTask) -> None:
         """Stop the launcher (SIGTERM, SIGKILL after ``STOP_GRACE_S``) and delete the dir."""
         try:
-            if task.state().status is TaskStatus.RUNNING:
-                await task.stop(STOP_GRACE_S)
-            await task.delete()
+            await task.stop(STOP_GRACE_S)
         finally:
-            await self._discard(layout, task)
+            task.close()
+            await self._discard(layout)
 
-    async def _discard(self, layout: SandboxLayout, task: SandboxTask) -> None:
-        task.close()
+    async def _discard(self, layout: SandboxLayout) -> None:
         try:
             await asyncio.to_thread(layout.remove)
         except (OSError, DaemonError) as exc:
             log.warning("sandbox %s: cannot remove %s: %s", layout.name, layout.dir, exc)
+
+    def close(self) -> None:
+        """Stop the zygote (after every sandbox was destroyed)."""
+        self.zygote.close()
 
     async def sweep(self) -> int:
         """At daemon start: stop every sandbox a previous daemon left (crash, ``kill -9``) and
@@ -173,9 +177,6 @@ class SandboxBooter:
         except DaemonError:
             await asyncio.to_thread(remove_tree, path)
             return 0
-        task = await asyncio.to_thread(SandboxTask.reattach, layout)
-        if task is None:
-            await asyncio.to_thread(layout.remove)
-            return 0
-        await self.destroy(layout, task)
-        return 1
+        killed = await asyncio.to_thread(kill_recorded, layout)
+        await self._discard(layout)
+        return int(killed)

@@ -16,7 +16,6 @@ from daemon.ephemeral.boot import SandboxBooter
 from daemon.ephemeral.catalog import resolve_image
 from daemon.ephemeral.registry import Sandbox
 from daemon.errors import DaemonError
-from daemon.sandboxes import TaskStatus
 
 __all__ = ["WarmPool"]
 
@@ -60,7 +59,7 @@ class WarmPool:
         while ready:
             sandbox = ready.pop(0)
             self.wanted.set()
-            if sandbox.task.state().status is TaskStatus.RUNNING:
+            if sandbox.task.alive():
                 sandbox.created = sandbox.last_active = time.monotonic()
                 return sandbox
             self._dead.append(sandbox)

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from client.sandbox_protocol import SandboxSummary
 from daemon.ephemeral.errors import SCode, sandbox_error
-from daemon.sandboxes import SandboxLayout, SandboxTask
+from daemon.ephemeral.zygote import ZygoteTask
+from daemon.sandboxes import SandboxLayout
 
 __all__ = ["Sandbox", "SandboxTable"]
 
@@ -25,7 +26,7 @@ class Sandbox:
     image: str  # the catalog name (or reference) asked for
     oci_ref: str
     layout: SandboxLayout
-    task: SandboxTask
+    task: ZygoteTask
     sandbox_pid: int
     env: dict[str, str]
     workdir: str

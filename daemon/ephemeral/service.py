@@ -243,3 +243,4 @@ class SandboxService(SandboxFiles):
         if self._teardowns:
             await asyncio.gather(*self._teardowns, return_exceptions=True)
         await self.execs.aclose()
+        await asyncio.to_thread(self.booter.close)

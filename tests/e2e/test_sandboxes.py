@@ -14,7 +14,7 @@ import pytest
 
 from client.errors import RpcError
 from client.rpc_client import RpcClient
-from tests.support.daemon import DaemonProcess, launchers_of
+from tests.support.daemon import DaemonProcess
 from tests.support.wait import wait_until
 
 
@@ -212,6 +212,12 @@ def test_idle_sandboxes_are_reaped(sandbox_api: Callable[..., Api], iii_home: Pa
     assert api.fails("exec", sandbox_id=sid, cmd="true")["code"] == "S002"
 
 
+def recorded_pids(home: Path, sid: str) -> list[int]:
+    """The launcher and sandbox init ``launcher.pid`` names for one sandbox."""
+    record = json.loads((home / "sandboxes/managed" / sid / "launcher.pid").read_text())
+    return [record["pid"], record["sandbox_pid"]]
+
+
 def test_a_killed_daemon_leaves_nothing_after_restart(
         daemon_factory: Callable[..., DaemonProcess], iii_home: Path, python_image: str,
         busybox_image: str) -> None:
@@ -219,21 +225,21 @@ def test_a_killed_daemon_leaves_nothing_after_restart(
     daemon = daemon_factory()
     api = Api(daemon.socket)
     ids = [api("create", image="shell")["sandbox_id"] for _ in range(3)]
-    launchers = [pid for sid in ids for pid in launchers_of(iii_home / "sandboxes", sid)]
-    assert len(launchers) == 3
+    pids = [pid for sid in ids for pid in recorded_pids(iii_home, sid)]
+    assert all(Path(f"/proc/{pid}").exists() for pid in pids)
     daemon.kill9()
-    assert all(Path(f"/proc/{pid}").exists() for pid in launchers)  # workloads outlive a crash
+    # the launchers die with the daemon (its launcher zygote, then each launcher: PDEATHSIG)
+    wait_until(lambda: all(_zombie(pid) for pid in pids), 10, "the sandboxes to end")
     daemon.start()
-    assert all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in launchers)
     assert sandbox_dirs(iii_home) == []
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(iii_home / "sandboxes") not in mounts
     assert Api(daemon.socket)("list")["sandboxes"] == []
     # a daemon that shuts down stops its sandboxes itself
     sid = Api(daemon.socket)("create", image="shell")["sandbox_id"]
-    launcher = launchers_of(iii_home / "sandboxes", sid)
+    pids = recorded_pids(iii_home, sid)
     daemon.stop()
-    assert sandbox_dirs(iii_home) == [] and all(_zombie(pid) for pid in launcher)
+    assert sandbox_dirs(iii_home) == [] and all(_zombie(pid) for pid in pids)
 
 
 def _zombie(pid: int) -> bool:
@@ -308,3 +314,36 @@ def test_undecodable_socket_requests_carry_the_payload_too(sandbox_api: Callable
     assert api.fails("exec", cmd="true")["code"] == "S001"  # no sandbox_id
     fs = api.fails("fs.read", sandbox_id="x", path="/a", bogus=1)
     assert fs["code"] == "S210" and "bogus" in fs["message"]
+
+
+def test_a_dead_launcher_zygote_is_started_again(sandbox_api: Callable[..., Api]) -> None:
+    api = sandbox_api()
+    first = api("create", image="shell")["sandbox_id"]
+    assert api.daemon is not None and api.daemon.proc is not None
+    zygotes = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent_is(
+        int(p), api.daemon.proc.pid) and b"launcher_zygote" in _cmdline(int(p))]
+    assert len(zygotes) == 1
+    os.kill(zygotes[0], 9)
+    # a zygote killed outright cannot take its launchers along: the sandbox lives on...
+    assert api("exec", sandbox_id=first, cmd="echo still")["stdout"] == "still\n"
+    # ...the next create starts a new zygote, and stops work for both
+    second = api("create", image="shell")["sandbox_id"]
+    assert api("exec", sandbox_id=second, cmd="echo ok")["stdout"] == "ok\n"
+    for sid in (first, second):
+        api("stop", sandbox_id=sid, wait=True)
+    assert sandbox_dirs(api.daemon.home) == []
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _parent_is(pid: int, parent: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return int(stat.rsplit(")", 1)[1].split()[1]) == parent
