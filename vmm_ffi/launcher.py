@@ -25,21 +25,13 @@ from typing import Literal
 import msgspec
 
 from vmm_ffi import namespace as ns
-from vmm_ffi import seccomp
+from vmm_ffi import seccomp, userns
 from vmm_ffi import syscalls as sc
-from vmm_ffi.cgroups import (
-    CGROUP_ROOT,
-    CGROUP_ROOT_ENV,
-    CgroupPlan,
-    apply_limits,
-    move_to_origins,
-    oom_kills,
-    oom_message,
-    remove_leaf,
-)
+from vmm_ffi.cgroup_leaf import CgroupPlan, move_to_origins, remove_leaf
+from vmm_ffi.cgroups import CGROUP_ROOT, CGROUP_ROOT_ENV, apply_limits, oom_kills, oom_message
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.exit_recorder import ExitRecorder
-from vmm_ffi.idmap import present_root, user_maps
+from vmm_ffi.idmap import present_root
 from vmm_ffi.loopback import bring_up_loopback
 from vmm_ffi.network import (
     PASTA_HINT,
@@ -307,7 +299,7 @@ class Launcher:
         if p.id_shift is not None:
             root = self._present_shifted_root(p.id_shift)
             p = self.params
-        ns.unshare_with_id_map(flags, p.id_shift)
+        userns.unshare_with_id_map(flags, p.id_shift)
         if p.backend == "namespace" and p.network == "none":
             try:
                 bring_up_loopback()
@@ -393,11 +385,11 @@ def describe_id_map(params: LaunchParams, uid: int, gid: int) -> str:
         return "the VM's own"
     if params.id_shift is not None:
         u, g = params.id_shift.uid_base, params.id_shift.gid_base
-        gids = "" if g == u else f" (gids -> {g}-{g + ns.ROOT_ID_RANGE - 1})"
-        return f"0-{ns.ROOT_ID_RANGE - 1} -> {u}-{u + ns.ROOT_ID_RANGE - 1}{gids}"
+        gids = "" if g == u else f" (gids -> {g}-{g + userns.ROOT_ID_RANGE - 1})"
+        return f"0-{userns.ROOT_ID_RANGE - 1} -> {u}-{u + userns.ROOT_ID_RANGE - 1}{gids}"
     if uid == 0:
-        return f"0-{ns.ROOT_ID_RANGE - 1} -> 0-{ns.ROOT_ID_RANGE - 1} (host ids)"
-    wide = user_maps(uid, gid)
+        return f"0-{userns.ROOT_ID_RANGE - 1} -> 0-{userns.ROOT_ID_RANGE - 1} (host ids)"
+    wide = userns.user_maps(uid, gid)
     if wide is None:
         return f"0 -> {uid}"
     return f"0 -> {uid}, 1-{wide.count} -> {wide.uid_start}-{wide.uid_start + wide.count - 1}"
