@@ -40,8 +40,19 @@ from vmm_ffi.cgroups import (
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.exit_recorder import ExitRecorder
 from vmm_ffi.idmap import present_root, user_maps
+from vmm_ffi.netpolicy import (
+    CompiledPolicy,
+    HostView,
+    PolicyError,
+    compile_policy,
+    describe,
+    drop_net_admin,
+    load_rules,
+    loopback_up,
+)
 from vmm_ffi.network import (
     PASTA_HINT,
+    SLIRP_GATEWAY,
     SLIRP_LOG,
     NetworkHelper,
     find_pasta,
@@ -151,6 +162,9 @@ class Launcher:
         self.child = 0
         self.cgroup = CgroupPlan(note="not enforced: not set up")
         self.network: NetworkHelper | None = None
+        self.policy: CompiledPolicy | None = None  # the own netns's rules (not for "none")
+        self.own_netns = False
+        self.helper_ended: str | None = None  # why the network helper ended before the sandbox
         self.recorder: ExitRecorder | None = None
         self.id_map = describe_id_map(params, os.geteuid(), os.getegid())  # before any unshare
 
@@ -225,7 +239,7 @@ class Launcher:
             os.close(go_w)
             if p.backend in ("namespace", "host"):
                 run_init(p, status_w, alive_r, go_r, self.log_fd,
-                         None if self.network is None else self.network.in_init, nproc)
+                         self._configure_netns if self.own_netns else None, nproc)
             from vmm_ffi.krun_vmm import run_vmm
             run_vmm(p, vm_root, status_w, alive_r, go_r, self.log_fd)
         self.child = child
@@ -243,19 +257,27 @@ class Launcher:
             message = str(first.get("error") or
                           f"sandbox process exited early (code {exit_code_of(wait_status)})")
             return self.fail_setup(message)
-        network: Literal["host", "pasta", "slirp4netns", "tsi"] = "tsi" \
-            if p.backend == "libkrun" else self.network.mode if self.network else "host"
+        network: Literal["host", "none", "pasta", "slirp4netns", "tsi"] = "tsi" \
+            if p.backend == "libkrun" else self.network.mode if self.network else \
+            "none" if self.own_netns else "host"
+        pol = p.policy
+        policy = describe(pol.mode, pol.engine_port, pol.allow, pol.deny, pol.auto_allow) \
+            if self.own_netns else ""
         result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
                               sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
                               limits=self.cgroup.note if nproc is None else
                               f"{self.cgroup.note} (processes: capped at {nproc} per sandbox "
-                              "uid by RLIMIT_NPROC)", network=network,
+                              "uid by RLIMIT_NPROC)", network=network, policy=policy,
                               id_map=self.id_map,
                               seccomp=seccomp.FILTER_NAME if filtered else None)
         self._answer(result)
-        _, wait_status = os.waitpid(child, 0)
+        wait_status = self._wait_sandbox(child)
         last = _read_message(status_file)
         status = self._exit_status(wait_status, last)
+        if self.helper_ended is not None:
+            status = msgspec.structs.replace(
+                status, error=self.helper_ended if not status.error
+                else f"{self.helper_ended}; {status.error}")
         if oom_kills(self.cgroup):  # read before the leaf goes; exit.json outlives the daemon
             oom = oom_message(p.memory_mib)
             status = msgspec.structs.replace(
@@ -278,13 +300,21 @@ class Launcher:
             return "directory", p.rootfs.path
         flags = ns.NAMESPACE_FLAGS if p.backend == "namespace" \
             else sc.CLONE_NEWUSER | sc.CLONE_NEWNS
-        if p.backend == "namespace" and p.network == "pasta":
+        if p.backend == "namespace" and p.network != "host":
+            self._plan_policy()  # reads the host's addresses: before we leave its namespace
+            flags |= sc.CLONE_NEWNET
+        forward = [] if self.policy is None else self.policy.forward
+        all_loopback = self.policy is not None and self.policy.all_loopback
+        if not self.own_netns or p.policy.mode == "none":
+            pass  # no helper: the host's network, or loopback only
+        elif p.network == "pasta":
             pasta = p.pasta or find_pasta()
             if pasta is None:
                 raise SetupFailed("network", f"pasta is not installed; {PASTA_HINT}")
-            self.network = NetworkHelper.fork(pasta, self.log_fd)  # in the host's namespaces
-            flags |= sc.CLONE_NEWNET
-        elif p.backend == "namespace" and p.network == "slirp4netns":
+            # in the host's namespaces
+            self.network = NetworkHelper.fork(pasta, self.log_fd, forward=forward,
+                                              all_loopback=all_loopback)
+        elif p.network == "slirp4netns":
             slirp = p.slirp4netns or find_slirp4netns()
             if slirp is None:
                 raise SetupFailed("network", f"slirp4netns is not installed; {PASTA_HINT}")
@@ -295,10 +325,10 @@ class Launcher:
                              0o640)
             try:
                 self.network = NetworkHelper.fork(slirp, log_fd, mode="slirp4netns",
-                                                  log_path=helper_log)
+                                                  log_path=helper_log, forward=forward,
+                                                  all_loopback=all_loopback)
             finally:
                 os.close(log_fd)
-            flags |= sc.CLONE_NEWNET
         root = None
         if p.id_shift is not None:
             root = self._present_shifted_root(p.id_shift)
@@ -310,6 +340,62 @@ class Launcher:
         if self.network is not None:
             self.network.wait_ready()
         return mode, p.merged
+
+    def _plan_policy(self) -> None:
+        """The own netns's policy, compiled against the host's addresses and nameservers."""
+        p = self.params
+        self.own_netns = True
+        if p.policy.mode == "none":
+            return
+        gateway = SLIRP_GATEWAY if p.network == "slirp4netns" else None
+        try:
+            self.policy = compile_policy(p.policy.mode, p.policy.engine_port, p.policy.allow,
+                                         p.policy.deny, p.policy.auto_allow, HostView.probe(),
+                                         gateway)
+        except PolicyError as exc:
+            raise SetupFailed("network policy", str(exc)) from exc
+
+    def _configure_netns(self) -> str | None:
+        """In the sandbox init, before its root is entered (the host's files, root of the
+        namespace): loopback forwards, the policy's rules, then no CAP_NET_ADMIN for anyone
+        after us. Returns a note for the log."""
+        note = None
+        if self.network is not None:
+            note = self.network.in_init()
+        if self.policy is None:
+            loopback_up()
+        else:
+            load_rules(self.policy.rulesets)
+        drop_net_admin()
+        return note
+
+    def _wait_sandbox(self, child: int) -> int:
+        """Wait for the sandbox; a network helper that ends first is logged and ends it (the
+        sandbox is cut off from the engine for good), so the supervisor restarts it."""
+        helper = self.network
+        if helper is None or not sys.platform.startswith("linux"):
+            return os.waitpid(child, 0)[1]
+        import select
+
+        sandbox_fd, helper_fd = os.pidfd_open(child), os.pidfd_open(helper.pid)
+        try:
+            while True:
+                ready, _, _ = select.select([sandbox_fd, helper_fd], [], [])
+                if sandbox_fd in ready:
+                    return os.waitpid(child, 0)[1]
+                status = helper.exited()
+                if status is not None:
+                    break
+        finally:
+            os.close(sandbox_fd)
+            os.close(helper_fd)
+        self.helper_ended = f"network helper {helper.mode} ended: {_how(status)}"
+        self.log(f"{self.helper_ended}; ending the sandbox")
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return os.waitpid(child, 0)[1]
 
     def _present_shifted_root(self, shift: IdShift) -> RootSpec:
         """While still host root: a mount namespace of our own with the root's directories
@@ -392,6 +478,13 @@ def describe_id_map(params: LaunchParams, uid: int, gid: int) -> str:
     if wide is None:
         return f"0 -> {uid}"
     return f"0 -> {uid}, 1-{wide.count} -> {wide.uid_start}-{wide.uid_start + wide.count - 1}"
+
+
+def _how(status: int) -> str:
+    """A wait status in words: ``killed by signal 9`` or ``exit code 1``."""
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
 def _read_message(stream: object) -> dict[str, object]:

@@ -76,6 +76,23 @@ class IdShift(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     gid_base: Annotated[int, msgspec.Meta(ge=1, le=(1 << 32) - 65536)]
 
 
+PolicyMode = Literal["none", "engine", "egress"]
+NetworkMode = Literal["host", "none", "pasta", "slirp4netns"]
+
+
+class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What an own-netns sandbox may reach (``vmm_ffi.netpolicy``): ``mode``, the engine's
+    host loopback port (shown at the sandbox's ``127.0.0.1``), ``allow`` / ``deny`` entries
+    (``<IP or CIDR>[:<port>[-<port>]]``) and ``auto_allow`` (the daemon's proxy, registry
+    mirror, a remote engine: allowed under every mode but ``none``, deny notwithstanding)."""
+
+    mode: PolicyMode = "egress"
+    engine_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    allow: list[str] = []
+    deny: list[str] = []
+    auto_allow: list[str] = []
+
+
 class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything one launcher needs to become one sandbox.
 
@@ -83,7 +100,8 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ``merged`` is the host directory where the root is mounted (created by the daemon).
     ``network`` (namespace backend): ``pasta`` = an own network namespace connected by pasta
     (``vmm_ffi.network``; ``pasta`` names its binary), ``slirp4netns`` = the same connected by
-    slirp4netns (``slirp4netns`` names its binary), ``host`` = the host's.
+    slirp4netns (``slirp4netns`` names its binary), ``none`` = an own namespace with loopback
+    only (no helper), ``host`` = the host's. ``policy`` says what an own namespace reaches.
     ``cgroup``: a delegated cgroup v2 directory to create the sandbox's cgroup under; ``None``
     lets the launcher use its own cgroup when that is v2 and writable (cgroup v1: a root launcher
     makes its own leaves). ``pids_max`` caps the sandbox's processes + threads. When limits cannot be
@@ -105,7 +123,8 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     hostname: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "sandbox"
     binds: list[BindMount] = []
     cgroup: AbsPath | None = None
-    network: Literal["host", "pasta", "slirp4netns"] = "host"
+    network: NetworkMode = "host"
+    policy: NetworkPolicy = NetworkPolicy()
     pasta: AbsPath | None = None
     slirp4netns: AbsPath | None = None
     id_shift: IdShift | None = None
@@ -135,7 +154,8 @@ class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float
     root_mode: Literal["overlay", "directory"]
     limits: str
-    network: Literal["host", "pasta", "slirp4netns", "tsi"] = "host"
+    network: Literal["host", "none", "pasta", "slirp4netns", "tsi"] = "host"
+    policy: str = ""  # the network policy in force, one line (netpolicy.describe)
     id_map: str = ""  # "0-65535 -> 100000-165535": sandbox ids -> host ids
     seccomp: str | None = None
 
