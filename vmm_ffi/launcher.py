@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import signal
 import sys
 import time
@@ -375,8 +376,6 @@ class Launcher:
         helper = self.network
         if helper is None or not sys.platform.startswith("linux"):
             return os.waitpid(child, 0)[1]
-        import select
-
         sandbox_fd, helper_fd = os.pidfd_open(child), os.pidfd_open(helper.pid)
         try:
             while True:

@@ -22,10 +22,15 @@ bounding set, so no sandbox process (workload or ``exec``) can change the rules 
 
 from __future__ import annotations
 
+# Imported here, not where used: a launcher on shifted ids may not read the stdlib later.
+import ctypes
+import fcntl
 import ipaddress
 import itertools
 import os
 import shutil
+import socket
+import struct
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -303,8 +308,6 @@ def load_rules(rulesets: dict[int, str]) -> None:
 def drop_net_admin() -> None:
     """Drop CAP_NET_ADMIN from the bounding set: nothing exec'd from here on gets it back, so
     the rules, routes and addresses of the sandbox's namespace stay as the init left them."""
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(ctypes.c_int(PR_CAPBSET_DROP), ctypes.c_ulong(CAP_NET_ADMIN), 0, 0, 0) < 0:
         err = ctypes.get_errno()
@@ -313,10 +316,6 @@ def drop_net_admin() -> None:
 
 def loopback_up() -> None:
     """Bring the namespace's ``lo`` up (``none``: no helper configures anything)."""
-    import fcntl
-    import socket
-    import struct
-
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sh14x", b"lo", 0)

@@ -44,15 +44,15 @@ def choose_backend(setting: str) -> BackendChoice:
     return BackendChoice(backend=cast(Backend, backend), reason=reason)
 
 
-HOST_NETWORK_WARNING = ("network: host (daemon.yaml): the sandbox shares the host's network "
-                        "namespace, so host abstract sockets and netns-scoped services are "
+HOST_NETWORK_WARNING = ("network: host: the sandbox shares the host's network namespace, so "
+                        "every host port, host abstract sockets and netns-scoped services are "
                         "reachable from it")
 
 
 class NetworkChoice(msgspec.Struct, frozen=True, kw_only=True):
     """The network of new namespace sandboxes, its helper's binary, and a warning to show."""
 
-    mode: Literal["host", "pasta", "slirp4netns"]
+    mode: Literal["host", "none", "pasta", "slirp4netns"]
     pasta: str | None = None
     slirp4netns: str | None = None
     warning: str | None = None
@@ -60,16 +60,19 @@ class NetworkChoice(msgspec.Struct, frozen=True, kw_only=True):
 
 def choose_network(setting: str, backend: Backend,
                    environ: Mapping[str, str] | None = None) -> NetworkChoice:
-    """Apply the ``network`` setting (``auto`` | ``host``) for a sandbox of ``backend``.
+    """Apply the network policy (``auto`` = ``egress``, ``engine``, ``none``, ``host``) for a
+    sandbox of ``backend``.
 
     libkrun brings its own network (TSI), so only namespace sandboxes get pasta (or, where
-    pasta is not installed, slirp4netns). Raises ``Unavailable`` (with how to fix it) when both
-    are missing and ``host`` was not chosen.
+    pasta is not installed, slirp4netns); ``none`` needs no helper. Raises ``Unavailable``
+    (with how to fix it) when both are missing and ``host`` was not chosen.
     """
     if backend != "namespace":
         return NetworkChoice(mode="host")
     if setting == "host":
         return NetworkChoice(mode="host", warning=HOST_NETWORK_WARNING)
+    if setting == "none":
+        return NetworkChoice(mode="none")
     helper = find_helper() if environ is None else find_helper(environ)
     if helper is None:
         raise Unavailable("pasta is not installed (nor slirp4netns): namespace sandboxes need "

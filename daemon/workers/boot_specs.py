@@ -9,13 +9,16 @@ from pathlib import Path
 
 from daemon.config.entries import WorkerEntry, WorkerKind
 from daemon.config.env import flatten_config
+from daemon.config.network import merge
 from daemon.config.settings import DaemonSettings
 from daemon.errors import InvalidArgument, InvalidProject, InvalidState
 from daemon.images import ImageStore
 from daemon.images.models import CachedImage
 from daemon.images.pull import ProgressCallback
-from daemon.sandboxes import BootSpec, choose_backend, choose_ids, choose_network
+from daemon.sandboxes import BootSpec, NetworkChoice, choose_backend, choose_ids, choose_network
+from daemon.sandboxes.netpolicy import build_policy
 from manifests import ManifestError, WorkerSpec, load_worker
+from vmm_ffi.params import Backend, NetworkPolicy
 
 
 def manifest_error(exc: ManifestError, project: str) -> InvalidProject:
@@ -29,6 +32,25 @@ async def load_project(path: str, name: str | None = None) -> WorkerSpec:
         return await asyncio.to_thread(load_worker, Path(path), name=name)
     except ManifestError as exc:
         raise manifest_error(exc, path) from exc
+
+
+async def resolve_network(entry: WorkerEntry, settings: DaemonSettings,
+                          backend: Backend) -> tuple[NetworkPolicy, NetworkChoice]:
+    """The worker's network policy (its entry's over daemon.yaml's) and how it is connected.
+
+    Raises ``InvalidArgument`` (a policy that cannot be, a name that does not resolve) or
+    ``Unavailable`` (no helper).
+    """
+    try:
+        setting = merge(settings.network_default, entry.network_setting())
+    except ValueError as exc:
+        raise InvalidArgument(f"worker '{entry.name}': {exc}") from None
+    network = choose_network(setting.policy or "egress", backend)
+    if network.mode == "host":
+        return NetworkPolicy(), network
+    policy = await asyncio.to_thread(build_policy, setting, settings.engine_url,
+                                     settings.registry_mirror)
+    return policy, network
 
 
 @dataclass
@@ -60,7 +82,7 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
                            "without a sandbox or image")
     choice = await asyncio.to_thread(choose_backend, settings.isolation)
     warnings = [] if choice.reason is None else [f"isolation: namespace ({choice.reason})"]
-    network = choose_network(settings.network, choice.backend)
+    policy, network = await resolve_network(entry, settings, choice.backend)
     id_shift = await asyncio.to_thread(choose_ids, choice.backend)
     if network.warning:
         warnings.append(network.warning)
@@ -68,6 +90,7 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
     ca = None if settings.ca_bundle is None else str(settings.ca_bundle)
     common = {"name": entry.name, "engine_url": settings.engine_url, "backend": choice.backend,
               "config_env": config_env, "ca_bundle": ca, "network": network.mode,
+              "policy": policy,
               "pasta": network.pasta, "slirp4netns": network.slirp4netns, "id_shift": id_shift}
     if kind is WorkerKind.LOCAL:
         assert entry.worker_path is not None

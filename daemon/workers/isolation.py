@@ -28,8 +28,11 @@ def sandbox_isolation(layout: SandboxLayout) -> SandboxIsolation | None:
         return None
     network = {"pasta": "own network namespace (pasta)",
                "slirp4netns": "own network namespace (slirp4netns)",
+               "none": "own network namespace (loopback only)",
                "host": "the host's network",
                "tsi": "the VM's (libkrun TSI)"}[launch.network]
+    if launch.policy:
+        network = f"{network}; policy {launch.policy}"
     return SandboxIsolation(backend=launch.backend, network=network,
                             id_map=launch.id_map or "unknown", limits=launch.limits,
                             no_new_privs=launch.seccomp is not None or launch.backend == "libkrun",
@@ -42,15 +45,22 @@ def host_isolation(settings: DaemonSettings) -> HostIsolation:
 
 
 def _network(settings: DaemonSettings) -> str:
-    if settings.network == "host":
+    default = settings.network_default
+    if default.policy == "host":
         return "the host's network (network: host in daemon.yaml)"
+    policy = f"; default policy {default.policy}" + "".join(
+        f", {label} {', '.join(entries)}" for label, entries in
+        (("allow", default.allow), ("deny", default.deny)) if entries)
+    if default.policy == "none":
+        return f"own network namespace, loopback only{policy}"
     helper = find_helper()
     if helper is None:
         return "unavailable: pasta is not installed, nor slirp4netns (apt-get install passt)"
     mode, binary = helper
     second = " (pasta is not installed: the second choice)" if mode == "slirp4netns" else ""
     problem = tun_problem()
-    return f"unavailable: {problem}" if problem else f"own network namespace via {binary}{second}"
+    return f"unavailable: {problem}" if problem else \
+        f"own network namespace via {binary}{second}{policy}"
 
 
 def _ids() -> str:

@@ -51,7 +51,7 @@ def test_root_daemon_sandbox_runs_on_subordinate_ids(daemon_factory, busybox_ima
     assert host_uid(started["pid"]) == base  # the launcher, and everything under it
     detail = daemon.json("worker", "inspect", "shifted")["isolation_detail"]
     assert detail["backend"] == "namespace"
-    assert detail["network"] == "own network namespace (pasta)"
+    assert detail["network"].startswith("own network namespace (pasta); policy egress (")
     assert detail["id_map"] == f"0-65535 -> {base}-{base + 65535}"
     assert detail["limits"].startswith(("enforced", "not enforced: "))
     assert detail["no_new_privs"] is True and detail["seccomp"] == "iii-default/1"
@@ -76,9 +76,11 @@ def test_root_daemon_sandbox_runs_on_subordinate_ids(daemon_factory, busybox_ima
 @pytest.mark.skipif(find_slirp4netns() is None or tun_problem() is not None,
                     reason="slirp4netns (Makefile APT_PACKAGES) missing, or /dev/net/tun not ours")
 def test_without_pasta_slirp4netns_gives_the_same_network(daemon_factory, busybox_image: str,
+                                                           iii_home: Path,
                                                            tmp_path: Path) -> None:
-    server = socket.create_server(("127.0.0.1", 0))  # a host loopback service, as the engine
+    server = socket.create_server(("127.0.0.1", 0))  # a host loopback service, allowed
     port = server.getsockname()[1]
+    (iii_home / "daemon.yaml").write_text(f"network:\n  allow: [127.0.0.1:{port}]\n")
     try:
         script = (f"echo net=$(readlink /proc/self/ns/net); nc -w 3 127.0.0.1 {port} "
                   "&& echo reached; exec sleep 1000")
@@ -97,7 +99,9 @@ def test_without_pasta_slirp4netns_gives_the_same_network(daemon_factory, busybo
         logs = daemon.iii("worker", "logs", "slirp").stdout
         assert f"net={os.readlink('/proc/self/ns/net')}" not in logs
         detail = daemon.json("worker", "inspect", "slirp")["isolation_detail"]
-        assert detail["network"] == "own network namespace (slirp4netns)"
+        assert detail["network"].startswith("own network namespace (slirp4netns); policy "
+                                            "egress (")
+        assert f"allow 127.0.0.1:{port}" in detail["network"]
         children = Path(f"/proc/{started['pid']}/task/{started['pid']}/children").read_text()
         helpers = [pid for pid in children.split()
                    if Path(f"/proc/{pid}/comm").read_text().strip() == "slirp4netns"]
