@@ -28,6 +28,8 @@ import msgspec
 from vmm_ffi import namespace as ns
 from vmm_ffi import seccomp
 from vmm_ffi import syscalls as sc
+from vmm_ffi.bridge import SANDBOX_IF, BridgeAttach, BridgeError
+from vmm_ffi.bridge import release as release_bridge
 from vmm_ffi.cgroups import (
     CGROUP_ROOT,
     CGROUP_ROOT_ENV,
@@ -45,6 +47,7 @@ from vmm_ffi.netpolicy import (
     CompiledPolicy,
     HostView,
     PolicyError,
+    allow_ping,
     compile_policy,
     describe,
     drop_net_admin,
@@ -58,6 +61,7 @@ from vmm_ffi.network import (
     NetworkHelper,
     find_pasta,
     find_slirp4netns,
+    forward_loopback_to_gateway,
 )
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
@@ -166,6 +170,9 @@ class Launcher:
         self.policy: CompiledPolicy | None = None  # the own netns's rules (not for "none")
         self.own_netns = False
         self.helper_ended: str | None = None  # why the network helper ended before the sandbox
+        self.bridge: BridgeAttach | None = None  # the root daemon's bridge: no helper process
+        self.gateway: str | None = None  # where 127.0.0.1's forwarded ports go (the bridge)
+        self.host: HostView | None = None
         self.recorder: ExitRecorder | None = None
         self.id_map = describe_id_map(params, os.geteuid(), os.getegid())  # before any unshare
 
@@ -258,9 +265,9 @@ class Launcher:
             message = str(first.get("error") or
                           f"sandbox process exited early (code {exit_code_of(wait_status)})")
             return self.fail_setup(message)
-        network: Literal["host", "none", "pasta", "slirp4netns", "tsi"] = "tsi" \
+        network: Literal["host", "none", "pasta", "slirp4netns", "bridge", "tsi"] = "tsi" \
             if p.backend == "libkrun" else self.network.mode if self.network else \
-            "none" if self.own_netns else "host"
+            "bridge" if self.gateway else "none" if self.own_netns else "host"
         pol = p.policy
         policy = describe(pol.mode, pol.engine_port, pol.allow, pol.deny, pol.auto_allow) \
             if self.own_netns else ""
@@ -315,6 +322,11 @@ class Launcher:
             # in the host's namespaces
             self.network = NetworkHelper.fork(pasta, self.log_fd, forward=forward,
                                               all_loopback=all_loopback)
+        elif p.network == "bridge":
+            if p.bridge is None or p.id_shift is None or os.geteuid() != 0:
+                raise SetupFailed("network", "the bridge needs a root launcher with id_shift "
+                                  "and bridge params (a root daemon)")
+            self.bridge = BridgeAttach.fork(p.bridge, forward)  # in the host's namespaces
         elif p.network == "slirp4netns":
             slirp = p.slirp4netns or find_slirp4netns()
             if slirp is None:
@@ -337,10 +349,27 @@ class Launcher:
         ns.unshare_with_id_map(flags, p.id_shift)
         if self.network is not None:
             self.network.attach()  # pasta configures the interface while we build the root
+        if self.bridge is not None:
+            self.bridge.go()  # the veth pair is made while we build the root
         mode = ns.mount_root(p, root)
         if self.network is not None:
             self.network.wait_ready()
+        if self.bridge is not None:
+            self._bridge_ready(self.bridge)
         return mode, p.merged
+
+    def _bridge_ready(self, bridge: BridgeAttach) -> None:
+        """Wait for eth0; the policy's rules then know the gateway and the subnet."""
+        p = self.params
+        try:
+            gateway = bridge.wait()
+        except BridgeError as exc:
+            raise SetupFailed("network", f"bridge: {exc}") from exc
+        self.gateway = str(gateway.ip)
+        if self.policy is not None and self.host is not None:
+            self.policy = compile_policy(p.policy.mode, p.policy.engine_port, p.policy.allow,
+                                         p.policy.deny, p.policy.auto_allow, self.host,
+                                         self.gateway, refuse=[gateway.network])
 
     def _plan_policy(self) -> None:
         """The own netns's policy, compiled against the host's addresses and nameservers."""
@@ -349,9 +378,10 @@ class Launcher:
         if p.policy.mode == "none":
             return
         gateway = SLIRP_GATEWAY if p.network == "slirp4netns" else None
+        self.host = HostView.probe()
         try:
             self.policy = compile_policy(p.policy.mode, p.policy.engine_port, p.policy.allow,
-                                         p.policy.deny, p.policy.auto_allow, HostView.probe(),
+                                         p.policy.deny, p.policy.auto_allow, self.host,
                                          gateway)
         except PolicyError as exc:
             raise SetupFailed("network policy", str(exc)) from exc
@@ -363,10 +393,13 @@ class Launcher:
         note = None
         if self.network is not None:
             note = self.network.in_init()
+        if self.gateway is not None and self.policy is not None:  # the bridge: engine at lo
+            note = forward_loopback_to_gateway(self.policy.forward, self.gateway, SANDBOX_IF)
         if self.policy is None:
             loopback_up()
         else:
             load_rules(self.policy.rulesets)
+        allow_ping()
         drop_net_admin()
         return note
 
@@ -420,9 +453,16 @@ class Launcher:
         cgroup = self.cgroup
         launcher = os.getpid()
 
+        bridge = self.params.bridge if self.bridge is not None else None
+
         def cleanup() -> None:  # in the recorder, as host root: we may not move ourselves
             move_to_origins(cgroup, launcher)
             remove_leaf(cgroup)
+            if bridge is not None:  # the veth went with the namespace; the lease goes here
+                try:
+                    release_bridge(bridge, launcher)
+                except OSError as exc:
+                    os.write(2, f"{LOG_PREFIX} bridge release: {exc}\n".encode())
         self.recorder = ExitRecorder.fork(self.params.exit_path, cleanup)
         return root
 

@@ -51,6 +51,8 @@ SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RESTORE_TIMEOUT_S = 10.0
 IPTABLES_HINT = "apt-get install iptables"
 CAP_NET_ADMIN = 12
+CAP_NET_RAW = 13
+PING_GROUP_RANGE = "/proc/sys/net/ipv4/ping_group_range"
 PR_CAPBSET_DROP = 24
 
 
@@ -217,7 +219,8 @@ class CompiledPolicy:
 
 def compile_policy(mode: str, engine_port: int | None, allow: Iterable[str],
                    deny: Iterable[str], auto_allow: Iterable[str], host: HostView,
-                   gateway: str | None = None) -> CompiledPolicy:
+                   gateway: str | None = None,
+                   refuse: Iterable[IPNetwork] = ()) -> CompiledPolicy:
     """Rules for ``mode`` (``engine`` | ``egress``); ``gateway``: where the forwarded loopback
     ports really go (slirp4netns's ``10.0.2.2``; pasta forwards at 127.0.0.1 itself).
 
@@ -242,7 +245,9 @@ def compile_policy(mode: str, engine_port: int | None, allow: Iterable[str],
         lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]",
                  ":OUTPUT ACCEPT [0:0]", ":iii-refuse - [0:0]",
                  "-A iii-refuse -p tcp -j REJECT --reject-with tcp-reset",
-                 "-A iii-refuse -j REJECT", "-A OUTPUT -o lo -j ACCEPT"]
+                 "-A iii-refuse -j REJECT", "-A OUTPUT -o lo -j ACCEPT",
+                 # answers to what came in (another sandbox its policy let connect)
+                 "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"]
         if version == 6:  # neighbour discovery (to ff02::/16 and fe80::/10) keeps IPv6 working
             lines += [f"-A OUTPUT -p ipv6-icmp --icmpv6-type {kind} -j ACCEPT" for kind in
                       ("neighbour-solicitation", "neighbour-advertisement",
@@ -261,7 +266,7 @@ def compile_policy(mode: str, engine_port: int | None, allow: Iterable[str],
         if mode == "engine":
             lines.append("-A OUTPUT -j iii-refuse")
         else:
-            own = [n for n in host.addresses if n.version == version]
+            own = [n for n in [*host.addresses, *refuse] if n.version == version]
             refused = [n for n in REFUSED_BY_EGRESS if n.version == version]
             lines += _lines_for([Rule(n) for n in own + refused], version, "iii-refuse")
         lines.append("COMMIT")
@@ -306,12 +311,26 @@ def load_rules(rulesets: dict[int, str]) -> None:
 
 
 def drop_net_admin() -> None:
-    """Drop CAP_NET_ADMIN from the bounding set: nothing exec'd from here on gets it back, so
-    the rules, routes and addresses of the sandbox's namespace stay as the init left them."""
+    """Drop CAP_NET_ADMIN and CAP_NET_RAW from the bounding set: nothing exec'd from here on
+    gets them back, so the rules, routes and addresses of the sandbox's namespace stay as the
+    init left them, and no raw or packet socket can send a frame the rules do not see (pasta or
+    the bridge would carry it). ``ping`` keeps working through ICMP datagram sockets
+    (``allow_ping``), as under podman."""
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(ctypes.c_int(PR_CAPBSET_DROP), ctypes.c_ulong(CAP_NET_ADMIN), 0, 0, 0) < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_CAPBSET_DROP, CAP_NET_ADMIN): {os.strerror(err)}")
+    for cap, name in ((CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_NET_RAW, "CAP_NET_RAW")):
+        if libc.prctl(ctypes.c_int(PR_CAPBSET_DROP), ctypes.c_ulong(cap), 0, 0, 0) < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"prctl(PR_CAPBSET_DROP, {name}): {os.strerror(err)}")
+
+
+def allow_ping() -> None:
+    """Let every group of the sandbox's namespace open ICMP datagram sockets (``ping``
+    without CAP_NET_RAW); best effort: an older kernel may not namespace it."""
+    try:
+        with open(PING_GROUP_RANGE, "w") as f:
+            f.write("0 2147483647")
+    except OSError:
+        pass
 
 
 def loopback_up() -> None:

@@ -304,7 +304,9 @@ class NetworkHelper:
         os.waitpid(self.pid, 0)
 
 
-def forward_loopback_to_gateway(ports: set[int] | list[tuple[int, int]]) -> str | None:
+def forward_loopback_to_gateway(ports: set[int] | list[tuple[int, int]],
+                                gateway: str = SLIRP_GATEWAY,
+                                interface: str = SLIRP_TAP) -> str | None:
     """In the sandbox's network namespace (we are its root, still on the host's files): make
     ``127.0.0.1:<port>`` of each host ``port`` lead to slirp4netns's ``10.0.2.2:<port>``.
 
@@ -315,14 +317,14 @@ def forward_loopback_to_gateway(ports: set[int] | list[tuple[int, int]]) -> str 
     iptables = next((found for name in IPTABLES
                      if (found := shutil.which(name, path=_SEARCH_PATH)) is not None), None)
     if iptables is None:
-        return (f"iptables is not installed: the host's loopback is reached at {SLIRP_GATEWAY}, "
+        return (f"iptables is not installed: the host's loopback is reached at {gateway}, "
                 "not 127.0.0.1 (apt-get install iptables)")
     ranges = sorted((p, p) for p in ports) if isinstance(ports, set) else sorted(ports)
     listed = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
     rules = [["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1", "-m", "multiport",
-              "--dports", chunk, "-j", "DNAT", "--to-destination", SLIRP_GATEWAY]
+              "--dports", chunk, "-j", "DNAT", "--to-destination", gateway]
              for chunk in _port_chunks(ranges)]
-    rules.append(["-t", "nat", "-A", "POSTROUTING", "-s", "127.0.0.0/8", "-o", SLIRP_TAP,
+    rules.append(["-t", "nat", "-A", "POSTROUTING", "-s", "127.0.0.0/8", "-o", interface,
                   "-j", "MASQUERADE"])
     try:
         with open("/proc/sys/net/ipv4/conf/all/route_localnet", "w") as f:
@@ -333,8 +335,8 @@ def forward_loopback_to_gateway(ports: set[int] | list[tuple[int, int]]) -> str 
             if proc.returncode != 0:
                 raise OSError(proc.stderr.strip() or f"exit code {proc.returncode}")
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return (f"cannot forward 127.0.0.1:{listed} to {SLIRP_GATEWAY} ({exc}): the host's "
-                f"loopback is reached at {SLIRP_GATEWAY} only")
+        return (f"cannot forward 127.0.0.1:{listed} to {gateway} ({exc}): the host's "
+                f"loopback is reached at {gateway} only")
     return None
 
 

@@ -77,7 +77,16 @@ class IdShift(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 PolicyMode = Literal["none", "engine", "egress"]
-NetworkMode = Literal["host", "none", "pasta", "slirp4netns"]
+NetworkMode = Literal["host", "none", "pasta", "slirp4netns", "bridge"]
+
+
+class BridgeParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A root daemon's bridge (``vmm_ffi.bridge``): its state dir (``<home>/network``: leases,
+    lock), the tag naming its bridge/veths/table, and the configured subnet (None: chosen)."""
+
+    state_dir: AbsPath
+    tag: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{6}$")]
+    subnet: str | None = None
 
 
 class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -100,7 +109,8 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ``merged`` is the host directory where the root is mounted (created by the daemon).
     ``network`` (namespace backend): ``pasta`` = an own network namespace connected by pasta
     (``vmm_ffi.network``; ``pasta`` names its binary), ``slirp4netns`` = the same connected by
-    slirp4netns (``slirp4netns`` names its binary), ``none`` = an own namespace with loopback
+    slirp4netns (``slirp4netns`` names its binary), ``bridge`` = the same on a root daemon's
+    bridge (``bridge`` says which; no helper process), ``none`` = an own namespace with loopback
     only (no helper), ``host`` = the host's. ``policy`` says what an own namespace reaches.
     ``cgroup``: a delegated cgroup v2 directory to create the sandbox's cgroup under; ``None``
     lets the launcher use its own cgroup when that is v2 and writable (cgroup v1: a root launcher
@@ -125,6 +135,7 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     cgroup: AbsPath | None = None
     network: NetworkMode = "host"
     policy: NetworkPolicy = NetworkPolicy()
+    bridge: BridgeParams | None = None
     pasta: AbsPath | None = None
     slirp4netns: AbsPath | None = None
     id_shift: IdShift | None = None
@@ -154,7 +165,7 @@ class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float
     root_mode: Literal["overlay", "directory"]
     limits: str
-    network: Literal["host", "none", "pasta", "slirp4netns", "tsi"] = "host"
+    network: Literal["host", "none", "pasta", "slirp4netns", "bridge", "tsi"] = "host"
     policy: str = ""  # the network policy in force, one line (netpolicy.describe)
     id_map: str = ""  # "0-65535 -> 100000-165535": sandbox ids -> host ids
     seccomp: str | None = None

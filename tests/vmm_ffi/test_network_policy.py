@@ -154,14 +154,18 @@ def _host_address() -> str:
         return str(s.getsockname()[0])
 
 
-def test_the_workload_cannot_change_the_rules_or_routes(sandboxes: Sandboxes,
-                                                        helper: dict[str, str]) -> None:
+def test_the_workload_cannot_change_the_rules_or_send_raw_frames(
+        sandboxes: Sandboxes, helper: dict[str, str]) -> None:
+    # no CAP_NET_ADMIN (addresses, routes, rules) and no CAP_NET_RAW (a packet socket's frames
+    # would reach pasta or slirp4netns without passing the rules)
     seen = run_probes(sandboxes, [
         ("ip addr add 10.99.0.1/32 dev lo 2>&1 | grep -q 'Operation not permitted' "
-        "&& echo addr refused"),
+         "&& echo addr refused"),
         ("ip route add 10.98.0.0/16 dev lo 2>&1 | grep -q 'Operation not permitted' "
-        "&& echo route refused")], policy=NetworkPolicy(), **helper)
-    assert seen == ["addr refused", "route refused"]
+         "&& echo route refused"),
+        ("arping -c 1 -w 1 -I lo 127.0.0.1 2>&1 | grep -q 'not permitted' "
+         "&& echo packet socket refused")], policy=NetworkPolicy(), **helper)
+    assert seen == ["addr refused", "route refused", "packet socket refused"]
 
 
 def test_a_killed_helper_is_logged_and_ends_the_sandbox(sandboxes: Sandboxes,
