@@ -40,6 +40,8 @@ class _DaemonYaml(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     isolation: Literal["auto", "libkrun", "namespace"] | None = None
     network: str | dict[str, Any] | None = None  # checked by daemon.config.network
+    network_backend: Literal["auto", "bridge", "pasta", "slirp4netns"] | None = None
+    network_subnet: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     engine_url: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     engine_down_grace_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
     stop_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] | None = None
@@ -66,6 +68,10 @@ class DaemonSettings:
     network: str = "auto"
     network_allow: tuple[str, ...] = ()
     network_deny: tuple[str, ...] = ()
+    # how an own network namespace is connected: auto (root: the bridge when nft and ip are
+    # installed; else pasta, else slirp4netns), bridge, pasta (slirp4netns second), slirp4netns
+    network_backend: str = "auto"
+    network_subnet: str | None = None  # the bridge's IPv4 subnet; None: a free /24 is chosen
     engine_down_grace_s: float = 30.0
     stop_timeout_s: float = 10.0
     log_max_bytes: int = 10 * 1024 * 1024
@@ -168,6 +174,31 @@ def _env_network(env: Mapping[str, str]) -> str | None:
     return value
 
 
+NETWORK_BACKENDS = ("auto", "bridge", "pasta", "slirp4netns")
+
+
+def _env_network_backend(env: Mapping[str, str]) -> str | None:
+    value = env.get("III_NETWORK_BACKEND")
+    if not value:
+        return None
+    if value not in NETWORK_BACKENDS:
+        raise SettingsError(f"III_NETWORK_BACKEND={value!r} is invalid; use one of "
+                            + ", ".join(NETWORK_BACKENDS))
+    return value
+
+
+def _subnet(value: str | None, settings_path: Path) -> str | None:
+    if value is None:
+        return None
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv4Network(value))
+    except ValueError as exc:
+        raise SettingsError(f"{settings_path}: network_subnet: {value!r} is not an IPv4 "
+                            f"subnet like 10.89.7.0/24 ({exc})") from None
+
+
 def _env_isolation(env: Mapping[str, str]) -> str | None:
     value = env.get("III_ISOLATION_BACKEND")
     if value is None or value == "":
@@ -237,6 +268,8 @@ def load_settings(env: Mapping[str, str] | None = None, *,
         network=env_policy or network.policy or "auto",
         network_allow=network.allow,
         network_deny=network.deny,
+        network_backend=_env_network_backend(env) or raw.get("network_backend") or "auto",
+        network_subnet=_subnet(raw.get("network_subnet"), settings_path),
         engine_down_grace_s=float(_pick(raw, "engine_down_grace_s", defaults)),
         stop_timeout_s=float(_pick(raw, "stop_timeout_s", defaults)),
         log_max_bytes=int(_pick(raw, "log_max_bytes", defaults)),

@@ -7,6 +7,7 @@ libkrun is not used travels with the choice so every add/start can show it.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Literal, cast
 
@@ -15,7 +16,8 @@ import msgspec
 from daemon.errors import InvalidArgument, Unavailable
 from vmm_ffi.availability import Setting, select_backend
 from vmm_ffi.errors import BackendUnavailable
-from vmm_ffi.network import TUN, find_helper, tun_problem
+from vmm_ffi.netpolicy import SEARCH_PATH
+from vmm_ffi.network import TUN, find_helper, find_slirp4netns, tun_problem
 from vmm_ffi.params import Backend, IdShift
 
 ISOLATION_SETTINGS = ("auto", "libkrun", "namespace")
@@ -52,14 +54,25 @@ HOST_NETWORK_WARNING = ("network: host: the sandbox shares the host's network na
 class NetworkChoice(msgspec.Struct, frozen=True, kw_only=True):
     """The network of new namespace sandboxes, its helper's binary, and a warning to show."""
 
-    mode: Literal["host", "none", "pasta", "slirp4netns"]
+    mode: Literal["host", "none", "pasta", "slirp4netns", "bridge"]
     pasta: str | None = None
     slirp4netns: str | None = None
     warning: str | None = None
 
 
+def bridge_problem() -> str | None:
+    """Why this daemon cannot use the bridge (root, ``ip``, ``bridge`` and ``nft``), or None."""
+    if os.geteuid() != 0:
+        return "the bridge needs a root daemon"
+    missing = [tool for tool in ("ip", "nft") if shutil.which(tool, path=SEARCH_PATH) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed (apt-get install nftables iproute2)"
+    return None
+
+
 def choose_network(setting: str, backend: Backend,
-                   environ: Mapping[str, str] | None = None) -> NetworkChoice:
+                   environ: Mapping[str, str] | None = None,
+                   connect: str = "auto") -> NetworkChoice:
     """Apply the network policy (``auto`` = ``egress``, ``engine``, ``none``, ``host``) for a
     sandbox of ``backend``.
 
@@ -73,6 +86,14 @@ def choose_network(setting: str, backend: Backend,
         return NetworkChoice(mode="host", warning=HOST_NETWORK_WARNING)
     if setting == "none":
         return NetworkChoice(mode="none")
+    if connect in ("auto", "bridge"):
+        problem = bridge_problem()
+        if problem is None:
+            return NetworkChoice(mode="bridge")
+        if connect == "bridge":
+            raise Unavailable(f"network_backend: bridge: {problem}",
+                              "run the daemon as root with nftables installed, or set "
+                              "network_backend: auto in daemon.yaml")
     helper = find_helper() if environ is None else find_helper(environ)
     if helper is None:
         raise Unavailable("pasta is not installed (nor slirp4netns): namespace sandboxes need "
@@ -84,6 +105,12 @@ def choose_network(setting: str, backend: Backend,
         raise Unavailable(f"namespace sandboxes cannot have a network of their own: {problem}",
                           f"chmod 0666 {TUN}, or set `network: host` in daemon.yaml")
     mode, binary = helper
+    if connect == "slirp4netns":
+        slirp = find_slirp4netns() if environ is None else find_slirp4netns(environ)
+        if slirp is None:
+            raise Unavailable("network_backend: slirp4netns: slirp4netns is not installed",
+                              "apt-get install slirp4netns, or set network_backend: auto")
+        return NetworkChoice(mode="slirp4netns", slirp4netns=slirp)
     if mode == "slirp4netns":
         return NetworkChoice(mode="slirp4netns", slirp4netns=binary)
     return NetworkChoice(mode="pasta", pasta=binary)

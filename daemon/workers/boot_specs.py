@@ -18,7 +18,8 @@ from daemon.images.pull import ProgressCallback
 from daemon.sandboxes import BootSpec, NetworkChoice, choose_backend, choose_ids, choose_network
 from daemon.sandboxes.netpolicy import build_policy
 from manifests import ManifestError, WorkerSpec, load_worker
-from vmm_ffi.params import Backend, NetworkPolicy
+from vmm_ffi.bridge import tag_of
+from vmm_ffi.params import Backend, BridgeParams, NetworkPolicy
 
 
 def manifest_error(exc: ManifestError, project: str) -> InvalidProject:
@@ -34,6 +35,12 @@ async def load_project(path: str, name: str | None = None) -> WorkerSpec:
         raise manifest_error(exc, path) from exc
 
 
+def bridge_params(settings: DaemonSettings) -> BridgeParams:
+    """This daemon's bridge: its state under ``<home>/network``, named after the home."""
+    return BridgeParams(state_dir=str(settings.home / "network"),
+                        tag=tag_of(str(settings.home)), subnet=settings.network_subnet)
+
+
 async def resolve_network(entry: WorkerEntry, settings: DaemonSettings,
                           backend: Backend) -> tuple[NetworkPolicy, NetworkChoice]:
     """The worker's network policy (its entry's over daemon.yaml's) and how it is connected.
@@ -45,7 +52,8 @@ async def resolve_network(entry: WorkerEntry, settings: DaemonSettings,
         setting = merge(settings.network_default, entry.network_setting())
     except ValueError as exc:
         raise InvalidArgument(f"worker '{entry.name}': {exc}") from None
-    network = choose_network(setting.policy or "egress", backend)
+    network = choose_network(setting.policy or "egress", backend,
+                             connect=settings.network_backend)
     if network.mode == "host":
         return NetworkPolicy(), network
     policy = await asyncio.to_thread(build_policy, setting, settings.engine_url,
@@ -91,6 +99,7 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
     common = {"name": entry.name, "engine_url": settings.engine_url, "backend": choice.backend,
               "config_env": config_env, "ca_bundle": ca, "network": network.mode,
               "policy": policy,
+              "bridge": bridge_params(settings) if network.mode == "bridge" else None,
               "pasta": network.pasta, "slirp4netns": network.slirp4netns, "id_shift": id_shift}
     if kind is WorkerKind.LOCAL:
         assert entry.worker_path is not None

@@ -13,8 +13,10 @@ from pathlib import Path
 from client.protocol import HostIsolation, SandboxIsolation
 from daemon.config.settings import DaemonSettings
 from daemon.sandboxes import SandboxLayout
+from daemon.sandboxes.backend import bridge_problem
 from daemon.sandboxes.procinfo import read_pid_record
 from daemon.sandboxes.subids import ID_RANGE, SANDBOX_USER, SUBUID, parse_ranges
+from vmm_ffi.bridge import names, tag_of
 from vmm_ffi.network import find_helper, tun_problem
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -29,6 +31,7 @@ def sandbox_isolation(layout: SandboxLayout) -> SandboxIsolation | None:
     network = {"pasta": "own network namespace (pasta)",
                "slirp4netns": "own network namespace (slirp4netns)",
                "none": "own network namespace (loopback only)",
+               "bridge": "own network namespace (bridge, no helper process)",
                "host": "the host's network",
                "tsi": "the VM's (libkrun TSI)"}[launch.network]
     if launch.policy:
@@ -53,6 +56,9 @@ def _network(settings: DaemonSettings) -> str:
         (("allow", default.allow), ("deny", default.deny)) if entries)
     if default.policy == "none":
         return f"own network namespace, loopback only{policy}"
+    if settings.network_backend in ("auto", "bridge") and bridge_problem() is None:
+        bridge, _ = names(tag_of(str(settings.home)))
+        return f"own network namespace on the bridge {bridge} (no helper process){policy}"
     helper = find_helper()
     if helper is None:
         return "unavailable: pasta is not installed, nor slirp4netns (apt-get install passt)"

@@ -51,7 +51,9 @@ def test_root_daemon_sandbox_runs_on_subordinate_ids(daemon_factory, busybox_ima
     assert host_uid(started["pid"]) == base  # the launcher, and everything under it
     detail = daemon.json("worker", "inspect", "shifted")["isolation_detail"]
     assert detail["backend"] == "namespace"
-    assert detail["network"].startswith("own network namespace (pasta); policy egress (")
+    # a root daemon's default: the bridge, no helper process
+    assert detail["network"].startswith("own network namespace (bridge, no helper process); "
+                                        "policy egress (")
     assert detail["id_map"] == f"0-65535 -> {base}-{base + 65535}"
     assert detail["limits"].startswith(("enforced", "not enforced: "))
     assert detail["no_new_privs"] is True and detail["seccomp"] == "iii-default/1"
@@ -59,9 +61,9 @@ def test_root_daemon_sandbox_runs_on_subordinate_ids(daemon_factory, busybox_ima
     daemon.start()
     assert daemon.json("worker", "inspect", "shifted")["isolation_detail"] == detail
     shown = daemon.iii("worker", "inspect", "shifted").stdout
-    assert "own network namespace (pasta)" in shown and f"-> {base}-" in shown
+    assert "own network namespace (bridge" in shown and f"-> {base}-" in shown
     host = daemon.json("daemon", "status")["isolation"]["host"]
-    assert host["network"].startswith("own network namespace via ")
+    assert host["network"].startswith("own network namespace on the bridge iii-")
     assert host["ids"] == f"subordinate range {base}-{base + 65535} ({SANDBOX_USER} in {SUBUID})"
     assert host["cgroups"].startswith("cgroup v")
     made = iii_home / "managed/shifted/upper/workspace/made"
@@ -85,7 +87,8 @@ def test_without_pasta_slirp4netns_gives_the_same_network(daemon_factory, busybo
         script = (f"echo net=$(readlink /proc/self/ns/net); nc -w 3 127.0.0.1 {port} "
                   "&& echo reached; exec sleep 1000")
         project = make_shell_project(tmp_path, busybox_image, "slirp", start=script)
-        daemon = daemon_factory(III_PASTA=str(tmp_path / "no-pasta"))  # pasta hidden
+        daemon = daemon_factory(III_PASTA=str(tmp_path / "no-pasta"),  # pasta hidden
+                                III_NETWORK_BACKEND="pasta")  # a root daemon: not the bridge
         host = daemon.json("daemon", "status")["isolation"]["host"]
         assert host["network"].startswith("own network namespace via ")
         assert "slirp4netns (pasta is not installed: the second choice)" in host["network"]

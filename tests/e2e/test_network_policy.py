@@ -23,6 +23,9 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(tun_problem() is not None, reason="/dev/net/tun is not ours")]
 
 
+HELPERS = {"pasta": find_pasta(), "slirp4netns": find_slirp4netns()}
+
+
 def probe_script(engine_port: int, other_port: int) -> str:
     """Probe the engine (it answers HTTP) and another host loopback port, every half second."""
     # stdin stays open a second: busybox nc hangs up at its EOF, before aiohttp answers
@@ -52,9 +55,15 @@ def logs(daemon: object, name: str) -> str:
     return str(daemon.iii("worker", "logs", name).stdout)  # type: ignore[attr-defined]
 
 
+CONNECTS = ["auto", "pasta", "slirp4netns"]  # auto: the bridge for a root daemon
+
+
+@pytest.mark.parametrize("connect", CONNECTS)
 def test_the_default_reaches_the_engine_only_and_an_entry_opens_a_port(
         daemon_factory, engine_factory, busybox_image: str, iii_home: Path, tmp_path: Path,
-        service: int) -> None:
+        service: int, connect: str) -> None:
+    if connect != "auto" and HELPERS[connect] is None:
+        pytest.skip(f"{connect} is not installed")
     engine = engine_factory()
     port = int(engine.url.rsplit(":", 1)[1])
     closed = make_shell_project(tmp_path, busybox_image, "closed",
@@ -64,7 +73,7 @@ def test_the_default_reaches_the_engine_only_and_an_entry_opens_a_port(
     write_config(iii_home, [f"  - name: closed\n    worker_path: {closed}\n",
                             (f"  - name: opened\n    worker_path: {opened}\n"
                             f"    network:\n      allow: [127.0.0.1:{service}]\n")])
-    daemon = daemon_factory(III_URL=engine.url)  # the engine is up: both workers start
+    daemon = daemon_factory(III_URL=engine.url, III_NETWORK_BACKEND=connect)  # both start
     wait_until(lambda: "engine reached\nother " in logs(daemon, "closed")
                and "engine reached\nother " in logs(daemon, "opened"), 15, "the probes")
     assert "engine reached\nother refused" in logs(daemon, "closed")
@@ -75,6 +84,9 @@ def test_the_default_reaches_the_engine_only_and_an_entry_opens_a_port(
     assert f"allow 127.0.0.1:{service}" in shown
     host = daemon.json("daemon", "status")["isolation"]["host"]["network"]
     assert "default policy egress" in host
+    launch = json.loads((iii_home / "managed/opened/launcher.pid").read_text())["launch"]
+    assert launch["network"] == (connect if connect != "auto" else
+                                 "bridge" if os.geteuid() == 0 else launch["network"])
 
 
 def test_policy_none_runs_no_helper(daemon_factory, engine_factory, busybox_image: str,
@@ -95,9 +107,6 @@ def test_policy_none_runs_no_helper(daemon_factory, engine_factory, busybox_imag
     assert detail["network"].startswith("own network namespace (loopback only); policy none")
 
 
-HELPERS = {"pasta": find_pasta(), "slirp4netns": find_slirp4netns()}
-
-
 @pytest.mark.parametrize("helper", sorted(HELPERS))
 def test_a_killed_helper_is_logged_and_the_worker_is_back_on_the_engine(
         daemon_factory, engine_factory, busybox_image: str, iii_home: Path, tmp_path: Path,
@@ -108,8 +117,7 @@ def test_a_killed_helper_is_logged_and_the_worker_is_back_on_the_engine(
     port = int(engine.url.rsplit(":", 1)[1])
     project = make_shell_project(tmp_path, busybox_image, "cut",
                                  start=probe_script(port, service))
-    hide = {} if helper == "pasta" else {"III_PASTA": str(tmp_path / "no-pasta")}
-    daemon = daemon_factory(III_URL=engine.url, **hide)
+    daemon = daemon_factory(III_URL=engine.url, III_NETWORK_BACKEND=helper)
     assert daemon.iii("worker", "add", str(project)).returncode == 0
     wait_until(lambda: "engine reached" in logs(daemon, "cut"), 15, "the engine reached")
     launcher = daemon.worker("cut")["pid"]
@@ -130,3 +138,26 @@ def test_a_killed_helper_is_logged_and_the_worker_is_back_on_the_engine(
     assert launchers_of(iii_home, "cut") == [worker["pid"]]
     record = json.loads((iii_home / "managed/cut/launcher.pid").read_text())
     assert record["pid"] == worker["pid"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the bridge is a root daemon's")
+def test_after_kill9_of_everything_the_restarted_daemon_sweeps_its_bridge(
+        daemon_factory, busybox_image: str, iii_home: Path, tmp_path: Path) -> None:
+    from vmm_ffi import bridge as br
+
+    project = make_shell_project(tmp_path, busybox_image, "gone", start="exec sleep 1000")
+    daemon = daemon_factory()
+    assert daemon.iii("worker", "add", str(project)).returncode == 0
+    assert daemon.iii("worker", "start", "gone").returncode == 0
+    bridge, table = br.names(br.tag_of(str(iii_home)))
+    assert Path(f"/sys/class/net/{bridge}").is_dir()
+    launcher = daemon.worker("gone")["pid"]
+    daemon.kill9()
+    os.killpg(launcher, signal.SIGKILL)  # the launcher, its exit recorder, the sandbox: no
+    wait_until(lambda: not launchers_of(iii_home, "gone"), 10, "the launcher gone")  # release
+    assert Path(f"/sys/class/net/{bridge}").is_dir()  # stale until a daemon of this home starts
+    daemon.start()
+    assert not Path(f"/sys/class/net/{bridge}").exists()
+    assert f"table ip {table}" not in br.run(["nft", "list", "tables"])
+    assert not [x for x in os.listdir("/sys/class/net") if x.startswith(f"iv{br.tag_of(str(iii_home))}")]
+    assert not list((iii_home / "network/leases").iterdir())
