@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import select
 import signal
 import sys
 import time
@@ -28,7 +27,6 @@ import msgspec
 from vmm_ffi import namespace as ns
 from vmm_ffi import seccomp
 from vmm_ffi import syscalls as sc
-from vmm_ffi.bridge import SANDBOX_IF, BridgeAttach, BridgeError
 from vmm_ffi.bridge import release as release_bridge
 from vmm_ffi.cgroups import (
     CGROUP_ROOT,
@@ -43,26 +41,6 @@ from vmm_ffi.cgroups import (
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.exit_recorder import ExitRecorder
 from vmm_ffi.idmap import present_root, user_maps
-from vmm_ffi.netpolicy import (
-    CompiledPolicy,
-    HostView,
-    PolicyError,
-    allow_ping,
-    compile_policy,
-    describe,
-    drop_net_admin,
-    load_rules,
-    loopback_up,
-)
-from vmm_ffi.network import (
-    PASTA_HINT,
-    SLIRP_GATEWAY,
-    SLIRP_LOG,
-    NetworkHelper,
-    find_pasta,
-    find_slirp4netns,
-    forward_loopback_to_gateway,
-)
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
     EXIT_INVALID_PARAMS,
@@ -79,6 +57,7 @@ from vmm_ffi.params import (
     encode,
 )
 from vmm_ffi.sandbox_init import FORWARDED_SIGNALS, exit_code_of, run_init
+from vmm_ffi.sandbox_network import SandboxNetwork
 from vmm_ffi.statefiles import write_atomic
 
 LOG_PREFIX = "[iii-launcher]"
@@ -166,13 +145,7 @@ class Launcher:
                               | os.O_CLOEXEC, 0o640)
         self.child = 0
         self.cgroup = CgroupPlan(note="not enforced: not set up")
-        self.network: NetworkHelper | None = None
-        self.policy: CompiledPolicy | None = None  # the own netns's rules (not for "none")
-        self.own_netns = False
-        self.helper_ended: str | None = None  # why the network helper ended before the sandbox
-        self.bridge: BridgeAttach | None = None  # the root daemon's bridge: no helper process
-        self.gateway: str | None = None  # where 127.0.0.1's forwarded ports go (the bridge)
-        self.host: HostView | None = None
+        self.network: SandboxNetwork | None = None  # an own network namespace's
         self.recorder: ExitRecorder | None = None
         self.id_map = describe_id_map(params, os.geteuid(), os.getegid())  # before any unshare
 
@@ -247,7 +220,8 @@ class Launcher:
             os.close(go_w)
             if p.backend in ("namespace", "host"):
                 run_init(p, status_w, alive_r, go_r, self.log_fd,
-                         self._configure_netns if self.own_netns else None, nproc)
+                         None if self.network is None else self.network.configure_in_init,
+                         nproc)
             from vmm_ffi.krun_vmm import run_vmm
             run_vmm(p, vm_root, status_w, alive_r, go_r, self.log_fd)
         self.child = child
@@ -265,12 +239,10 @@ class Launcher:
             message = str(first.get("error") or
                           f"sandbox process exited early (code {exit_code_of(wait_status)})")
             return self.fail_setup(message)
-        network: Literal["host", "none", "pasta", "slirp4netns", "bridge", "tsi"] = "tsi" \
-            if p.backend == "libkrun" else self.network.mode if self.network else \
-            "bridge" if self.gateway else "none" if self.own_netns else "host"
-        pol = p.policy
-        policy = describe(pol.mode, pol.engine_port, pol.allow, pol.deny, pol.auto_allow) \
-            if self.own_netns else ""
+        network: Literal["host", "none", "pasta", "slirp4netns", "bridge", "tsi"] = \
+            "tsi" if p.backend == "libkrun" else \
+            "host" if self.network is None else self.network.mode
+        policy = "" if self.network is None else self.network.describe()
         result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
                               sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
                               limits=self.cgroup.note if nproc is None else
@@ -279,13 +251,14 @@ class Launcher:
                               id_map=self.id_map,
                               seccomp=seccomp.FILTER_NAME if filtered else None)
         self._answer(result)
-        wait_status = self._wait_sandbox(child)
+        wait_status = os.waitpid(child, 0)[1] if self.network is None \
+            else self.network.wait_sandbox(child, self.log)
         last = _read_message(status_file)
         status = self._exit_status(wait_status, last)
-        if self.helper_ended is not None:
+        ended = None if self.network is None else self.network.helper_ended
+        if ended is not None:
             status = msgspec.structs.replace(
-                status, error=self.helper_ended if not status.error
-                else f"{self.helper_ended}; {status.error}")
+                status, error=ended if not status.error else f"{ended}; {status.error}")
         if oom_kills(self.cgroup):  # read before the leaf goes; exit.json outlives the daemon
             oom = oom_message(p.memory_mib)
             status = msgspec.structs.replace(
@@ -308,126 +281,21 @@ class Launcher:
             return "directory", p.rootfs.path
         flags = ns.NAMESPACE_FLAGS if p.backend == "namespace" \
             else sc.CLONE_NEWUSER | sc.CLONE_NEWNS
-        if p.backend == "namespace" and p.network != "host":
-            self._plan_policy()  # reads the host's addresses: before we leave its namespace
+        # reads the host's addresses and forks the helper: before we leave its namespaces
+        self.network = SandboxNetwork.plan(p, self.log_fd)
+        if self.network is not None:
             flags |= sc.CLONE_NEWNET
-        forward = [] if self.policy is None else self.policy.forward
-        all_loopback = self.policy is not None and self.policy.all_loopback
-        if not self.own_netns or p.policy.mode == "none":
-            pass  # no helper: the host's network, or loopback only
-        elif p.network == "pasta":
-            pasta = p.pasta or find_pasta()
-            if pasta is None:
-                raise SetupFailed("network", f"pasta is not installed; {PASTA_HINT}")
-            # in the host's namespaces
-            self.network = NetworkHelper.fork(pasta, self.log_fd, forward=forward,
-                                              all_loopback=all_loopback)
-        elif p.network == "bridge":
-            if p.bridge is None or p.id_shift is None or os.geteuid() != 0:
-                raise SetupFailed("network", "the bridge needs a root launcher with id_shift "
-                                  "and bridge params (a root daemon)")
-            self.bridge = BridgeAttach.fork(p.bridge, forward)  # in the host's namespaces
-        elif p.network == "slirp4netns":
-            slirp = p.slirp4netns or find_slirp4netns()
-            if slirp is None:
-                raise SetupFailed("network", f"slirp4netns is not installed; {PASTA_HINT}")
-            # its chatter (tapfd, a warning about the host loopback we rely on) stays out of
-            # the worker log: errors are named from this file
-            helper_log = os.path.join(os.path.dirname(p.exit_path), SLIRP_LOG)
-            log_fd = os.open(helper_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                             0o640)
-            try:
-                self.network = NetworkHelper.fork(slirp, log_fd, mode="slirp4netns",
-                                                  log_path=helper_log, forward=forward,
-                                                  all_loopback=all_loopback)
-            finally:
-                os.close(log_fd)
         root = None
         if p.id_shift is not None:
             root = self._present_shifted_root(p.id_shift)
             p = self.params
         ns.unshare_with_id_map(flags, p.id_shift)
         if self.network is not None:
-            self.network.attach()  # pasta configures the interface while we build the root
-        if self.bridge is not None:
-            self.bridge.go()  # the veth pair is made while we build the root
+            self.network.after_unshare()  # the interface is set up while we build the root
         mode = ns.mount_root(p, root)
         if self.network is not None:
-            self.network.wait_ready()
-        if self.bridge is not None:
-            self._bridge_ready(self.bridge)
+            self.network.ready()
         return mode, p.merged
-
-    def _bridge_ready(self, bridge: BridgeAttach) -> None:
-        """Wait for eth0; the policy's rules then know the gateway and the subnet."""
-        p = self.params
-        try:
-            gateway = bridge.wait()
-        except BridgeError as exc:
-            raise SetupFailed("network", f"bridge: {exc}") from exc
-        self.gateway = str(gateway.ip)
-        if self.policy is not None and self.host is not None:
-            self.policy = compile_policy(p.policy.mode, p.policy.engine_port, p.policy.allow,
-                                         p.policy.deny, p.policy.auto_allow, self.host,
-                                         self.gateway, refuse=[gateway.network])
-
-    def _plan_policy(self) -> None:
-        """The own netns's policy, compiled against the host's addresses and nameservers."""
-        p = self.params
-        self.own_netns = True
-        if p.policy.mode == "none":
-            return
-        gateway = SLIRP_GATEWAY if p.network == "slirp4netns" else None
-        self.host = HostView.probe()
-        try:
-            self.policy = compile_policy(p.policy.mode, p.policy.engine_port, p.policy.allow,
-                                         p.policy.deny, p.policy.auto_allow, self.host,
-                                         gateway)
-        except PolicyError as exc:
-            raise SetupFailed("network policy", str(exc)) from exc
-
-    def _configure_netns(self) -> str | None:
-        """In the sandbox init, before its root is entered (the host's files, root of the
-        namespace): loopback forwards, the policy's rules, then no CAP_NET_ADMIN for anyone
-        after us. Returns a note for the log."""
-        note = None
-        if self.network is not None:
-            note = self.network.in_init()
-        if self.gateway is not None and self.policy is not None:  # the bridge: engine at lo
-            note = forward_loopback_to_gateway(self.policy.forward, self.gateway, SANDBOX_IF)
-        if self.policy is None:
-            loopback_up()
-        else:
-            load_rules(self.policy.rulesets)
-        allow_ping()
-        drop_net_admin()
-        return note
-
-    def _wait_sandbox(self, child: int) -> int:
-        """Wait for the sandbox; a network helper that ends first is logged and ends it (the
-        sandbox is cut off from the engine for good), so the supervisor restarts it."""
-        helper = self.network
-        if helper is None or not sys.platform.startswith("linux"):
-            return os.waitpid(child, 0)[1]
-        sandbox_fd, helper_fd = os.pidfd_open(child), os.pidfd_open(helper.pid)
-        try:
-            while True:
-                ready, _, _ = select.select([sandbox_fd, helper_fd], [], [])
-                if sandbox_fd in ready:
-                    return os.waitpid(child, 0)[1]
-                status = helper.exited()
-                if status is not None:
-                    break
-        finally:
-            os.close(sandbox_fd)
-            os.close(helper_fd)
-        self.helper_ended = f"network helper {helper.mode} ended: {_how(status)}"
-        self.log(f"{self.helper_ended}; ending the sandbox")
-        try:
-            os.kill(child, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return os.waitpid(child, 0)[1]
 
     def _present_shifted_root(self, shift: IdShift) -> RootSpec:
         """While still host root: a mount namespace of our own with the root's directories
@@ -453,7 +321,7 @@ class Launcher:
         cgroup = self.cgroup
         launcher = os.getpid()
 
-        bridge = self.params.bridge if self.bridge is not None else None
+        bridge = None if self.network is None else self.network.bridge_params
 
         def cleanup() -> None:  # in the recorder, as host root: we may not move ourselves
             move_to_origins(cgroup, launcher)
@@ -470,7 +338,6 @@ class Launcher:
         """End the sandbox's pasta or slirp4netns (the namespace it served is gone or going)."""
         if self.network is not None:
             self.network.stop()
-            self.network = None
 
     def _answer(self, result: LaunchResult) -> None:
         try:
@@ -517,13 +384,6 @@ def describe_id_map(params: LaunchParams, uid: int, gid: int) -> str:
     if wide is None:
         return f"0 -> {uid}"
     return f"0 -> {uid}, 1-{wide.count} -> {wide.uid_start}-{wide.uid_start + wide.count - 1}"
-
-
-def _how(status: int) -> str:
-    """A wait status in words: ``killed by signal 9`` or ``exit code 1``."""
-    if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)}"
-    return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
 def _read_message(stream: object) -> dict[str, object]:
