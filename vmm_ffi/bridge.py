@@ -80,9 +80,13 @@ def run(argv: list[str], stdin: str | None = None, check: bool = True) -> str:
 
 
 @contextlib.contextmanager
-def locked(path: str) -> Iterator[None]:
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def locked(path: str, create: bool = True) -> Iterator[None]:
+    """Hold an flock on ``path``; without ``create`` a missing file raises
+    ``FileNotFoundError`` (its home is being removed: nothing may be made in it again)."""
+    if create:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    fd = os.open(path, flags, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -146,6 +150,7 @@ def ensure_bridge(p: BridgeParams) -> ipaddress.IPv4Interface:
             run(["ip", "link", "add", bridge, "type", "bridge"])
         run(["ip", "addr", "replace", str(gateway), "dev", bridge])
         run(["ip", "link", "set", bridge, "up"])
+        no_ipv6(bridge)
     for key, value in ((f"net/ipv4/conf/{bridge}/route_localnet", "1"),
                        ("net/ipv4/ip_forward", "1")):  # as docker does: NAT needs forwarding
         with open(f"/proc/sys/{key}", "w") as f:
@@ -274,31 +279,48 @@ def attach(p: BridgeParams, launcher: int,
         bridge, table = names(p.tag)
         if ports:
             run(["nft", f"add element ip {table} lo_ports {{ {_elements(address, ports)} }}"])
-        run(["ip", "link", "del", host_if], check=False)  # a leftover of a reused slot
-        run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", SANDBOX_IF,
-             "netns", str(launcher)])
-        run(["ip", "link", "set", host_if, "master", bridge])
-        run(["ip", "link", "set", host_if, "up"])
+        if os.path.isdir(f"/sys/class/net/{host_if}"):  # a leftover of a reused slot
+            run(["ip", "link", "del", host_if], check=False)
+        run(["ip", "-batch", "-"], stdin=f"link add {host_if} type veth peer name {SANDBOX_IF} "
+            f"netns {launcher}\nlink set {host_if} master {bridge}\nlink set {host_if} up\n")
+        no_ipv6(host_if)
     netns = os.open(f"/proc/{launcher}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     sc.setns(netns, sc.CLONE_NEWNET)
     os.close(netns)
+    for name in ("all", "default", SANDBOX_IF):  # IPv4 only: no link-local IPv6 path around
+        no_ipv6(name)
     own = ipaddress.IPv4Interface(f"{address}/{gateway.network.prefixlen}")
     run(["ip", "-batch", "-"], stdin=f"link set lo up\naddr add {own} dev {SANDBOX_IF}\n"
         f"link set {SANDBOX_IF} up\nroute add default via {gateway.ip}\n")
     return gateway
 
 
+def no_ipv6(interface: str) -> None:
+    """No IPv6 on ``interface`` (of the current network namespace): the bridge is IPv4 only,
+    so no link-local IPv6 path leads around the IPv4 rules."""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{interface}/disable_ipv6", "w") as f:
+            f.write("1")
+    except FileNotFoundError:
+        pass  # a kernel without IPv6
+
+
 def release(p: BridgeParams, launcher: int) -> None:
-    """The sandboxes of ``launcher`` ended: drop its lease; the last one removes the bridge."""
-    with locked(os.path.join(p.state_dir, "lock")):
-        directory = _leases(p)
-        for name in os.listdir(directory) if os.path.isdir(directory) else []:
-            path = os.path.join(directory, name)
-            lease = _read_lease(path)
-            if lease is not None and lease.get("pid") == launcher:
-                _drop_lease(p, path, lease)
-        if _sweep_leases(p) == 0:
-            _remove_bridge(p)
+    """The sandboxes of ``launcher`` ended: drop its lease; the last one removes the bridge.
+    Creates nothing: where the daemon's home is gone (a test's temporary home being removed),
+    only the bridge and table go."""
+    try:
+        with locked(os.path.join(p.state_dir, "lock"), create=False):
+            directory = _leases(p)
+            for name in os.listdir(directory) if os.path.isdir(directory) else []:
+                path = os.path.join(directory, name)
+                lease = _read_lease(path)
+                if lease is not None and lease.get("pid") == launcher:
+                    _drop_lease(p, path, lease)
+            if _sweep_leases(p) == 0:
+                _remove_bridge(p)
+    except FileNotFoundError:
+        _remove_bridge(p)
 
 
 def sweep(p: BridgeParams) -> bool:
@@ -307,10 +329,14 @@ def sweep(p: BridgeParams) -> bool:
     bridge, _ = names(p.tag)
     if not os.path.isdir(p.state_dir) and not os.path.isdir(f"/sys/class/net/{bridge}"):
         return False
-    with locked(os.path.join(p.state_dir, "lock")):
-        if _sweep_leases(p) == 0:
-            _remove_bridge(p)
-            return True
+    try:
+        with locked(os.path.join(p.state_dir, "lock"), create=False):
+            if _sweep_leases(p) == 0:
+                _remove_bridge(p)
+                return True
+    except FileNotFoundError:  # no sandbox ever attached from this home
+        _remove_bridge(p)
+        return True
     return False
 
 

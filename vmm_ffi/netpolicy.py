@@ -292,6 +292,26 @@ def _rule_lines(rule: Rule, target: str, tcp_only: bool = False) -> list[str]:
     return [f"{dest} -p {p} --dport {port} -j {target}" for p in protocols]
 
 
+def dnat_ruleset(ports: Iterable[tuple[int, int]], gateway: str, interface: str) -> str:
+    """The ``nat`` table that shows ``gateway:<port>`` (slirp4netns's host loopback, the
+    bridge's gateway) at the sandbox's ``127.0.0.1:<port>`` for each forwarded port range
+    (with ``route_localnet``, see ``allow_localnet``)."""
+    lines = ["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+             ":POSTROUTING ACCEPT [0:0]"]
+    for lo, hi in ports:
+        port = str(lo) if lo == hi else f"{lo}:{hi}"
+        lines.append(f"-A OUTPUT -d 127.0.0.1/32 -p tcp --dport {port} -j DNAT "
+                     f"--to-destination {gateway}")
+    lines += [f"-A POSTROUTING -s 127.0.0.0/8 -o {interface} -j MASQUERADE", "COMMIT"]
+    return "\n".join(lines) + "\n"
+
+
+def allow_localnet() -> None:
+    """Let the namespace route 127.0.0.1's DNATed packets out (``route_localnet``)."""
+    with open("/proc/sys/net/ipv4/conf/all/route_localnet", "w") as f:
+        f.write("1")
+
+
 def load_rules(rulesets: dict[int, str]) -> None:
     """In the sandbox's network namespace (as its root): load the rulesets; raises ``OSError``
     naming the tool, with how to install it when missing."""

@@ -36,7 +36,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Mapping
 from typing import Literal
@@ -262,15 +261,6 @@ class NetworkHelper:
                 and time.monotonic() < deadline:
             time.sleep(_POLL_S)
 
-    def in_init(self) -> str | None:
-        """In the sandbox init, before its root is entered: with slirp4netns, the loopback
-        forwards (``forward_loopback_to_gateway``); returns a note for the log when they could
-        not be made. Not in the launcher: its first child after ``unshare(CLONE_NEWPID)`` would
-        become the PID namespace's init (iptables, gone at once, and no fork works after it)."""
-        if self.mode != "slirp4netns":
-            return None
-        return forward_loopback_to_gateway(self.forward)
-
     def exited(self) -> int | None:
         """The helper's wait status if it has exited (reaped here), else None."""
         if self._status is None:
@@ -302,45 +292,3 @@ class NetworkHelper:
             time.sleep(0.01)
         os.kill(self.pid, signal.SIGKILL)
         os.waitpid(self.pid, 0)
-
-
-def forward_loopback_to_gateway(ports: set[int] | list[tuple[int, int]],
-                                gateway: str = SLIRP_GATEWAY,
-                                interface: str = SLIRP_TAP) -> str | None:
-    """In the sandbox's network namespace (we are its root, still on the host's files): make
-    ``127.0.0.1:<port>`` of each host ``port`` lead to slirp4netns's ``10.0.2.2:<port>``.
-
-    Returns None when done, else why the host's loopback is only at 10.0.2.2 (for the log).
-    """
-    if not ports:
-        return None
-    iptables = next((found for name in IPTABLES
-                     if (found := shutil.which(name, path=_SEARCH_PATH)) is not None), None)
-    if iptables is None:
-        return (f"iptables is not installed: the host's loopback is reached at {gateway}, "
-                "not 127.0.0.1 (apt-get install iptables)")
-    ranges = sorted((p, p) for p in ports) if isinstance(ports, set) else sorted(ports)
-    listed = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
-    rules = [["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1", "-m", "multiport",
-              "--dports", chunk, "-j", "DNAT", "--to-destination", gateway]
-             for chunk in _port_chunks(ranges)]
-    rules.append(["-t", "nat", "-A", "POSTROUTING", "-s", "127.0.0.0/8", "-o", interface,
-                  "-j", "MASQUERADE"])
-    try:
-        with open("/proc/sys/net/ipv4/conf/all/route_localnet", "w") as f:
-            f.write("1")
-        for rule in rules:
-            proc = subprocess.run([iptables, "-w", *rule], check=False, capture_output=True,
-                                  text=True, timeout=IPTABLES_TIMEOUT_S)
-            if proc.returncode != 0:
-                raise OSError(proc.stderr.strip() or f"exit code {proc.returncode}")
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return (f"cannot forward 127.0.0.1:{listed} to {gateway} ({exc}): the host's "
-                f"loopback is reached at {gateway} only")
-    return None
-
-
-def _port_chunks(ranges: list[tuple[int, int]]) -> list[str]:
-    """``--dports`` values: multiport takes at most 15 ports per rule (a range counts two)."""
-    items = [str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in ranges]
-    return [",".join(items[i:i + 7]) for i in range(0, len(items), 7)]

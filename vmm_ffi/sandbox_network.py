@@ -16,6 +16,7 @@ import select
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Literal
 
 from vmm_ffi.bridge import SANDBOX_IF, BridgeAttach, BridgeError
@@ -24,9 +25,11 @@ from vmm_ffi.netpolicy import (
     CompiledPolicy,
     HostView,
     PolicyError,
+    allow_localnet,
     allow_ping,
     compile_policy,
     describe,
+    dnat_ruleset,
     drop_net_admin,
     load_rules,
     loopback_up,
@@ -35,10 +38,10 @@ from vmm_ffi.network import (
     PASTA_HINT,
     SLIRP_GATEWAY,
     SLIRP_LOG,
+    SLIRP_TAP,
     NetworkHelper,
     find_pasta,
     find_slirp4netns,
-    forward_loopback_to_gateway,
 )
 from vmm_ffi.params import BridgeParams, LaunchParams
 
@@ -141,27 +144,39 @@ class SandboxNetwork:
             raise SetupFailed("network", f"bridge: {exc}") from exc
         self.gateway = str(gateway.ip)
         pol = self.params.policy
-        if self.policy is not None and self.host is not None:
+        if self.policy is not None and self.host is not None:  # IPv4 only on the bridge
             self.policy = compile_policy(pol.mode, pol.engine_port, pol.allow, pol.deny,
-                                         pol.auto_allow, self.host, self.gateway,
-                                         refuse=[gateway.network])
+                                         pol.auto_allow, replace(self.host, ipv6=False),
+                                         self.gateway, refuse=[gateway.network])
 
     def configure_in_init(self) -> str | None:
         """In the sandbox init, before its root is entered (the host's files, root of the
         namespace): loopback forwards, the policy's rules, then no CAP_NET_ADMIN/NET_RAW for
         anyone after us. Returns a note for the log."""
-        note = None
-        if self.helper is not None:
-            note = self.helper.in_init()
-        if self.gateway is not None and self.policy is not None:  # the bridge: engine at lo
-            note = forward_loopback_to_gateway(self.policy.forward, self.gateway, SANDBOX_IF)
         if self.policy is None:
             loopback_up()
         else:
-            load_rules(self.policy.rulesets)
+            rulesets = dict(self.policy.rulesets)
+            dnat = self._dnat()
+            if dnat is not None:  # the engine at 127.0.0.1, through the gateway
+                allow_localnet()
+                rulesets[4] = dnat + rulesets[4]
+            load_rules(rulesets)  # one iptables-restore per IP version
         allow_ping()
         drop_net_admin()
-        return note
+        return None
+
+    def _dnat(self) -> str | None:
+        if self.policy is None:
+            return None
+        if self.gateway is not None:  # the bridge
+            return dnat_ruleset(self.policy.forward, self.gateway, SANDBOX_IF)
+        if self.helper is not None and self.helper.mode == "slirp4netns":
+            forward = self.helper.forward
+            ranges = sorted((port, port) for port in forward) if isinstance(forward, set) \
+                else forward
+            return dnat_ruleset(ranges, SLIRP_GATEWAY, SLIRP_TAP)
+        return None
 
     def wait_sandbox(self, child: int, log: Callable[[str], None]) -> int:
         """Wait for the sandbox (its wait status); a helper that ends first is logged and ends

@@ -68,6 +68,7 @@ def test_egress_on_the_bridge_with_no_helper_process(sandboxes: Sandboxes,
             probe("127.0.0.1", engine), probe("127.0.0.1", other),
             probe(registry_address, 443), probe("169.254.169.254", 80),
             "ip -4 addr show eth0 | grep -q 'inet 10\\.' && echo eth0 on the subnet",
+            "ip -6 addr show eth0 | grep -q inet6 || echo no ipv6 on eth0",
             "echo probes done", "sleep 30"])],
             policy=NetworkPolicy(engine_port=engine), **bridge)
         result = sandboxes.spawn(params)
@@ -76,7 +77,7 @@ def test_egress_on_the_bridge_with_no_helper_process(sandboxes: Sandboxes,
         seen = workload_lines(Path(params.log_path).read_text())
     assert seen == [f"127.0.0.1:{engine} reached", f"127.0.0.1:{other} refused",
                     f"{registry_address}:443 reached", "169.254.169.254:80 refused",
-                    "eth0 on the subnet", "probes done"]
+                    "eth0 on the subnet", "no ipv6 on eth0", "probes done"]
     programs = [_cmdline(pid) for pid in _children(result.pid)]
     assert not [c for c in programs if "pasta" in c or "slirp4netns" in c], programs
     assert len(programs) == 2, programs  # the exit recorder and the sandbox init, no helper
