@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from daemon.config.entries import WorkerEntry, WorkerKind
@@ -18,7 +19,7 @@ from daemon.images.pull import ProgressCallback
 from daemon.sandboxes import BootSpec, NetworkChoice, choose_backend, choose_ids, choose_network
 from daemon.sandboxes.netpolicy import build_policy
 from manifests import ManifestError, WorkerSpec, load_worker
-from vmm_ffi.bridge import tag_of
+from vmm_ffi.bridge import BridgeError, check_subnet, names, tag_of
 from vmm_ffi.params import Backend, BridgeParams, NetworkPolicy
 
 
@@ -54,6 +55,12 @@ async def resolve_network(entry: WorkerEntry, settings: DaemonSettings,
         raise InvalidArgument(f"worker '{entry.name}': {exc}") from None
     network = choose_network(setting.policy or "egress", backend,
                              connect=settings.network_backend)
+    if network.mode == "bridge" and settings.network_subnet is not None:
+        bridge, _ = names(tag_of(str(settings.home)))
+        try:
+            check_subnet(IPv4Network(settings.network_subnet), bridge)
+        except (BridgeError, OSError) as exc:
+            raise InvalidArgument(f"{settings.settings_path}: {exc}") from None
     if network.mode == "host":
         return NetworkPolicy(), network
     policy = await asyncio.to_thread(build_policy, setting, settings.engine_url,

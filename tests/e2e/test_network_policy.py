@@ -161,3 +161,20 @@ def test_after_kill9_of_everything_the_restarted_daemon_sweeps_its_bridge(
     assert f"table ip {table}" not in br.run(["nft", "list", "tables"])
     assert not [x for x in os.listdir("/sys/class/net") if x.startswith(f"iv{br.tag_of(str(iii_home))}")]
     assert not list((iii_home / "network/leases").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the bridge is a root daemon's")
+def test_a_subnet_overlapping_a_host_route_is_one_line_naming_it(
+        daemon_factory, busybox_image: str, iii_home: Path, tmp_path: Path) -> None:
+    from vmm_ffi import bridge as br
+
+    route = br.host_routes()[0][0]
+    (iii_home / "daemon.yaml").write_text(f"network_subnet: {route}\n")
+    project = make_shell_project(tmp_path, busybox_image, "clash", start="exec sleep 1000")
+    daemon = daemon_factory()
+    added = daemon.iii("worker", "add", str(project))
+    assert added.returncode != 0
+    error = added.stderr.strip()
+    assert len(error.splitlines()) == 1, error
+    assert f"daemon.yaml: network_subnet {route} overlaps the host's route {route}" in error
+    assert "Traceback" not in added.stderr
