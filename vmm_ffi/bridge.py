@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import ipaddress
-import json
 import os
 import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
+from typing import Any
+
+import msgspec
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.netpolicy import SEARCH_PATH
@@ -51,7 +52,10 @@ class BridgeError(OSError):
 
 
 def tag_of(home: str) -> str:
-    """Six hex digits naming this daemon home's bridge, veths and table."""
+    """Six hex digits naming this daemon home's bridge, veths and table (the daemon's call:
+    hashlib stays out of the launcher)."""
+    import hashlib
+
     return hashlib.sha256(os.path.realpath(home).encode()).hexdigest()[:6]
 
 
@@ -141,8 +145,8 @@ def ensure_bridge(p: BridgeParams) -> ipaddress.IPv4Interface:
     bridge, table = names(p.tag)
     state = os.path.join(p.state_dir, "bridge.json")
     if os.path.isdir(f"/sys/class/net/{bridge}") and os.path.exists(state):
-        with open(state) as f:
-            return ipaddress.IPv4Interface(json.load(f)["gateway"])
+        with open(state, "rb") as f:
+            return ipaddress.IPv4Interface(msgspec.json.decode(f.read())["gateway"])
     with locked(HOST_LOCK):
         subnet = choose_subnet(p, bridge)
         gateway = ipaddress.IPv4Interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
@@ -157,8 +161,8 @@ def ensure_bridge(p: BridgeParams) -> ipaddress.IPv4Interface:
             f.write(value)
     run(["nft", "-f", "-"], stdin=ruleset(table, bridge, gateway))
     tmp = f"{state}.tmp"
-    with open(tmp, "w") as f:
-        json.dump({"gateway": str(gateway), "bridge": bridge, "table": table}, f)
+    with open(tmp, "wb") as f:
+        f.write(msgspec.json.encode({"gateway": str(gateway), "bridge": bridge, "table": table}))
     os.replace(tmp, state)
     return gateway
 
@@ -195,11 +199,11 @@ def _leases(p: BridgeParams) -> str:
     return os.path.join(p.state_dir, "leases")
 
 
-def _read_lease(path: str) -> dict[str, object] | None:
+def _read_lease(path: str) -> dict[str, Any] | None:
     try:
-        with open(path) as f:
-            value = json.load(f)
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            value = msgspec.json.decode(f.read())
+    except (OSError, msgspec.DecodeError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -219,7 +223,7 @@ def _elements(address: str, ports: list[list[int]]) -> str:
                      for lo, hi in ports)
 
 
-def _drop_lease(p: BridgeParams, path: str, lease: dict[str, object]) -> None:
+def _drop_lease(p: BridgeParams, path: str, lease: dict[str, Any]) -> None:
     ports = lease.get("ports")
     if isinstance(ports, list) and ports:
         _, table = names(p.tag)
@@ -274,8 +278,8 @@ def attach(p: BridgeParams, launcher: int,
             raise BridgeError(f"no free address left in {gateway.network}")
         ports = [list(r) for r in forward]
         host_if = f"iv{p.tag}{slot:04x}"
-        with open(os.path.join(_leases(p), address), "w") as f:
-            json.dump({"pid": launcher, "ports": ports, "veth": host_if}, f)
+        with open(os.path.join(_leases(p), address), "wb") as f:
+            f.write(msgspec.json.encode({"pid": launcher, "ports": ports, "veth": host_if}))
         bridge, table = names(p.tag)
         if ports:
             run(["nft", f"add element ip {table} lo_ports {{ {_elements(address, ports)} }}"])
@@ -361,9 +365,9 @@ class BridgeAttach:
                 sc.set_parent_death_signal(signal.SIGKILL)
                 if os.read(go_r, 1) == b"1":
                     gateway = attach(p, launcher, forward)
-                    os.write(result_w, json.dumps({"gateway": str(gateway)}).encode())
+                    os.write(result_w, msgspec.json.encode({"gateway": str(gateway)}))
             except (OSError, ValueError) as exc:
-                os.write(result_w, json.dumps({"error": str(exc)}).encode())
+                os.write(result_w, msgspec.json.encode({"error": str(exc)}))
                 code = 1
             finally:
                 os._exit(code)
@@ -383,8 +387,8 @@ class BridgeAttach:
         os.close(self._result_r)
         os.waitpid(self.pid, 0)
         try:
-            answer = json.loads(data or b"{}")
-        except ValueError:
+            answer = msgspec.json.decode(data or b"{}")
+        except msgspec.DecodeError:
             answer = {}
         if "gateway" not in answer:
             raise BridgeError(str(answer.get("error") or "the bridge attach process died"))

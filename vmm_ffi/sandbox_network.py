@@ -16,8 +16,9 @@ import select
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Literal
+
+import msgspec
 
 from vmm_ffi.bridge import SANDBOX_IF, BridgeAttach, BridgeError
 from vmm_ffi.errors import SetupFailed
@@ -146,7 +147,8 @@ class SandboxNetwork:
         pol = self.params.policy
         if self.policy is not None and self.host is not None:  # IPv4 only on the bridge
             self.policy = compile_policy(pol.mode, pol.engine_port, pol.allow, pol.deny,
-                                         pol.auto_allow, replace(self.host, ipv6=False),
+                                         pol.auto_allow,
+                                         msgspec.structs.replace(self.host, ipv6=False),
                                          self.gateway, refuse=[gateway.network])
 
     def configure_in_init(self) -> str | None:
