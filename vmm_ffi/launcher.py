@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import fcntl
-import gc
 import os
 import signal
 import sys
@@ -414,9 +413,6 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(null, 0)
         os.close(null)
     sc.set_process_name("iii-launcher")
-    # What is alive now (every module) is frozen out of the collector: the forked exit recorder
-    # and sandbox init would otherwise copy each page a collection walks (PSS per sandbox).
-    gc.freeze()
     try:
         lock_state_dir(params)
     except AlreadyRunning as exc:
