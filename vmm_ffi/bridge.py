@@ -7,8 +7,8 @@ never share or sweep each other's parts:
 - bridge ``iii-<tag>`` with the gateway address of the daemon's subnet (``network_subnet`` in
   daemon.yaml, else the first free ``/24`` of ``10.89.0.0/16`` upwards from the tag's, checked
   against the host's routes under a host-wide lock);
-- per sandbox a veth pair: ``iv<tag><slot>`` on the bridge, ``eth0`` in the sandbox with the
-  slot's address (sandboxes reach each other only where their policy allows: the subnet is
+- per sandbox a veth pair: ``iv<tag><7 random hex>`` on the bridge, ``eth0`` in the sandbox with the
+  leased address (sandboxes reach each other only where their policy allows: the subnet is
   refused like any private range). It goes with the sandbox's network namespace, also after
   ``kill -9``;
 - table ``ip iii-<tag>``: masquerade of the subnet, the engine's (and allowed) host loopback
@@ -223,19 +223,26 @@ def _elements(address: str, ports: list[list[int]]) -> str:
                      for lo, hi in ports)
 
 
-def _drop_lease(p: BridgeParams, path: str, lease: dict[str, Any]) -> None:
+def _drop_lease(p: BridgeParams, path: str, lease: dict[str, Any],
+                veth_too: bool = True) -> None:
     ports = lease.get("ports")
     if isinstance(ports, list) and ports:
         _, table = names(p.tag)
         elements = _elements(os.path.basename(path), ports)
         run(["nft", f"delete element ip {table} lo_ports {{ {elements} }}"], check=False)
+    if veth_too:
+        _drop_veth(p, lease)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _drop_veth(p: BridgeParams, lease: dict[str, Any]) -> None:
+    """The veth goes with the sandbox's namespace, but the kernel frees namespaces lazily: gone
+    now, nothing is left for whoever looks (its name is never reused, so no lock is needed)."""
     veth = lease.get("veth")
     if isinstance(veth, str) and veth.startswith(f"iv{p.tag}") and \
             os.path.isdir(f"/sys/class/net/{veth}"):
-        # it goes with the sandbox's namespace, but the kernel frees namespaces lazily
         run(["ip", "link", "del", veth], check=False)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 def _sweep_leases(p: BridgeParams) -> int:
@@ -277,14 +284,12 @@ def attach(p: BridgeParams, launcher: int,
         if slot < 0:
             raise BridgeError(f"no free address left in {gateway.network}")
         ports = [list(r) for r in forward]
-        host_if = f"iv{p.tag}{slot:04x}"
+        host_if = f"iv{p.tag}{os.urandom(4).hex()[:7]}"  # 15 bytes, never a reused name
         with open(os.path.join(_leases(p), address), "wb") as f:
             f.write(msgspec.json.encode({"pid": launcher, "ports": ports, "veth": host_if}))
         bridge, table = names(p.tag)
         if ports:
             run(["nft", f"add element ip {table} lo_ports {{ {_elements(address, ports)} }}"])
-        if os.path.isdir(f"/sys/class/net/{host_if}"):  # a leftover of a reused slot
-            run(["ip", "link", "del", host_if], check=False)
         run(["ip", "-batch", "-"], stdin=f"link add {host_if} type veth peer name {SANDBOX_IF} "
             f"netns {launcher}\nlink set {host_if} master {bridge}\nlink set {host_if} up\n")
         no_ipv6(host_if)
@@ -313,6 +318,7 @@ def release(p: BridgeParams, launcher: int) -> None:
     """The sandboxes of ``launcher`` ended: drop its lease; the last one removes the bridge.
     Creates nothing: where the daemon's home is gone (a test's temporary home being removed),
     only the bridge and table go."""
+    ours = []
     try:
         with locked(os.path.join(p.state_dir, "lock"), create=False):
             directory = _leases(p)
@@ -320,11 +326,14 @@ def release(p: BridgeParams, launcher: int) -> None:
                 path = os.path.join(directory, name)
                 lease = _read_lease(path)
                 if lease is not None and lease.get("pid") == launcher:
-                    _drop_lease(p, path, lease)
+                    _drop_lease(p, path, lease, veth_too=False)  # after the lock: it is slow
+                    ours.append(lease)
             if _sweep_leases(p) == 0:
                 _remove_bridge(p)
     except FileNotFoundError:
         _remove_bridge(p)
+    for lease in ours:
+        _drop_veth(p, lease)
 
 
 def sweep(p: BridgeParams) -> bool:
