@@ -51,6 +51,16 @@ class BridgeError(OSError):
     """A step of the bridge setup failed; the message names the command and its error."""
 
 
+def bridge_problem() -> str | None:
+    """Why this process cannot make the bridge (root, ``ip`` and ``nft``), or None."""
+    if os.geteuid() != 0:
+        return "the bridge needs a root daemon"
+    missing = [tool for tool in ("ip", "nft") if shutil.which(tool, path=SEARCH_PATH) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed (apt-get install nftables iproute2)"
+    return None
+
+
 def tag_of(home: str) -> str:
     """Six hex digits naming this daemon home's bridge, veths and table (the daemon's call:
     hashlib stays out of the launcher)."""

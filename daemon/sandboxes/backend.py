@@ -7,7 +7,6 @@ libkrun is not used travels with the choice so every add/start can show it.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping
 from typing import Literal, cast
 
@@ -15,8 +14,8 @@ import msgspec
 
 from daemon.errors import InvalidArgument, Unavailable
 from vmm_ffi.availability import Setting, select_backend
+from vmm_ffi.bridge import bridge_problem
 from vmm_ffi.errors import BackendUnavailable
-from vmm_ffi.netpolicy import SEARCH_PATH
 from vmm_ffi.network import TUN, find_helper, find_slirp4netns, tun_problem
 from vmm_ffi.params import Backend, IdShift
 
@@ -58,16 +57,6 @@ class NetworkChoice(msgspec.Struct, frozen=True, kw_only=True):
     pasta: str | None = None
     slirp4netns: str | None = None
     warning: str | None = None
-
-
-def bridge_problem() -> str | None:
-    """Why this daemon cannot use the bridge (root, ``ip``, ``bridge`` and ``nft``), or None."""
-    if os.geteuid() != 0:
-        return "the bridge needs a root daemon"
-    missing = [tool for tool in ("ip", "nft") if shutil.which(tool, path=SEARCH_PATH) is None]
-    if missing:
-        return f"{' and '.join(missing)} not installed (apt-get install nftables iproute2)"
-    return None
 
 
 def choose_network(setting: str, backend: Backend,

@@ -17,10 +17,11 @@ from tests.support.proxy import connect_proxy, tcp_service
 from tests.support.wait import wait_until
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from tests.vmm_ffi.test_launcher_network import _children, _cmdline
+from vmm_ffi import bridge as br
 from vmm_ffi.errors import LaunchFailed
 from vmm_ffi.launch import read_exit
 from vmm_ffi.network import find_pasta, find_slirp4netns, tun_problem
-from vmm_ffi.params import BindMount, NetworkPolicy
+from vmm_ffi.params import BindMount, BridgeParams, IdShift, NetworkPolicy
 
 pytestmark = pytest.mark.skipif(tun_problem() is not None, reason="/dev/net/tun is not ours")
 HELPERS = {"pasta": find_pasta(), "slirp4netns": find_slirp4netns()}
@@ -28,12 +29,24 @@ REGISTRY = "pypi.org"  # reached through the machine's proxy (TESTING.md); an ou
 RESOLV = BindMount(source="/etc/resolv.conf", target="/etc/resolv.conf")
 
 
-@pytest.fixture(params=sorted(HELPERS))
-def helper(request: pytest.FixtureRequest) -> dict[str, str]:
+SHIFT = IdShift(uid_base=3_600_000, gid_base=3_700_000)
+
+
+@pytest.fixture(params=["bridge", *sorted(HELPERS)])
+def helper(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Launch params of each way of connecting an own netns this machine has: the bridge (a
+    root launcher on shifted ids, its own state dir and tag), pasta, slirp4netns."""
+    if request.param == "bridge":
+        if os.geteuid() != 0 or br.bridge_problem() is not None:
+            pytest.skip("the bridge needs root, ip and nft (apt-get install nftables)")
+        params = BridgeParams(state_dir=str(tmp_path / "network"), tag=br.tag_of(str(tmp_path)))
+        yield {"network": "bridge", "bridge": params, "id_shift": SHIFT}
+        br.sweep(params)
+        return
     binary = HELPERS[request.param]
     if binary is None:
         pytest.skip(f"{request.param} is not installed (Makefile APT_PACKAGES)")
-    return {"network": request.param, request.param: binary}
+    yield {"network": request.param, request.param: binary}
 
 
 @pytest.fixture
@@ -71,7 +84,7 @@ def run_probes(sandboxes: Sandboxes, lines: list[str], **params: Any) -> list[st
 
 
 def test_egress_reaches_the_engine_and_outside_but_no_other_host_loopback_port(
-        sandboxes: Sandboxes, helper: dict[str, str], service: int, engine: int,
+        sandboxes: Sandboxes, helper: dict[str, Any], service: int, engine: int,
         registry_address: str) -> None:
     policy = NetworkPolicy(mode="egress", engine_port=engine)
     seen = run_probes(sandboxes, [probe("127.0.0.1", engine), probe("127.0.0.1", service),
@@ -81,7 +94,7 @@ def test_egress_reaches_the_engine_and_outside_but_no_other_host_loopback_port(
                     f"{registry_address}:443 reached", "169.254.169.254:80 refused"]
 
 
-def test_an_allowed_host_loopback_port_is_reached(sandboxes: Sandboxes, helper: dict[str, str],
+def test_an_allowed_host_loopback_port_is_reached(sandboxes: Sandboxes, helper: dict[str, Any],
                                                   service: int, engine: int) -> None:
     policy = NetworkPolicy(mode="egress", engine_port=engine, allow=[f"127.0.0.1:{service}"])
     seen = run_probes(sandboxes, [probe("127.0.0.1", service), probe("127.0.0.1", engine)],
@@ -90,7 +103,7 @@ def test_an_allowed_host_loopback_port_is_reached(sandboxes: Sandboxes, helper: 
 
 
 def test_engine_policy_reaches_the_engine_and_dns_only(sandboxes: Sandboxes,
-                                                       helper: dict[str, str], engine: int,
+                                                       helper: dict[str, Any], engine: int,
                                                        registry_address: str) -> None:
     policy = NetworkPolicy(mode="engine", engine_port=engine)
     seen = run_probes(sandboxes, [probe("127.0.0.1", engine), probe(registry_address, 443),
@@ -116,7 +129,7 @@ def test_none_reaches_nothing_and_runs_no_helper(sandboxes: Sandboxes, engine: i
 
 
 def test_a_denied_cidr_is_refused_while_the_proxy_still_works(
-        sandboxes: Sandboxes, helper: dict[str, str], engine: int,
+        sandboxes: Sandboxes, helper: dict[str, Any], engine: int,
         registry_address: str) -> None:
     request = f"CONNECT {REGISTRY}:443 HTTP/1.1\\r\\nHost: {REGISTRY}:443\\r\\n\\r\\n"
     with connect_proxy() as proxy:
@@ -155,7 +168,7 @@ def _host_address() -> str:
 
 
 def test_the_workload_cannot_change_the_rules_or_send_raw_frames(
-        sandboxes: Sandboxes, helper: dict[str, str]) -> None:
+        sandboxes: Sandboxes, helper: dict[str, Any]) -> None:
     # no CAP_NET_ADMIN (addresses, routes, rules) and no CAP_NET_RAW (a packet socket's frames
     # would reach pasta or slirp4netns without passing the rules)
     seen = run_probes(sandboxes, [
@@ -169,7 +182,9 @@ def test_the_workload_cannot_change_the_rules_or_send_raw_frames(
 
 
 def test_a_killed_helper_is_logged_and_ends_the_sandbox(sandboxes: Sandboxes,
-                                                        helper: dict[str, str]) -> None:
+                                                        helper: dict[str, Any]) -> None:
+    if helper["network"] == "bridge":
+        pytest.skip("the bridge has no helper process")
     params = sandboxes.params(["sleep", "60"], policy=NetworkPolicy(), **helper)
     result = sandboxes.spawn(params)
     binary = helper[helper["network"]]
@@ -188,7 +203,7 @@ def test_a_killed_helper_is_logged_and_ends_the_sandbox(sandboxes: Sandboxes,
     ("300.1.1.1", "network.allow[0]: '300.1.1.1' is not an IP address or CIDR"),
     ("10.0.0.0/8:99999", "network.allow[0]: '10.0.0.0/8:99999': ports must be within 1-65535"),
 ], ids=["bad-address", "bad-port"])
-def test_a_bad_entry_fails_the_launch_naming_it(sandboxes: Sandboxes, helper: dict[str, str],
+def test_a_bad_entry_fails_the_launch_naming_it(sandboxes: Sandboxes, helper: dict[str, Any],
                                                 entry: str, message: str) -> None:
     params = sandboxes.params(["true"], policy=NetworkPolicy(allow=[entry]), **helper)
     with pytest.raises(LaunchFailed) as failed:
