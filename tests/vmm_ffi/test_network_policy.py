@@ -19,7 +19,7 @@ from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from tests.vmm_ffi.test_launcher_network import _children, _cmdline
 from vmm_ffi import bridge as br
 from vmm_ffi.errors import LaunchFailed
-from vmm_ffi.launch import read_exit
+from vmm_ffi.launch import read_exit, spawn_launcher
 from vmm_ffi.network import find_pasta, find_slirp4netns, tun_problem
 from vmm_ffi.params import BindMount, BridgeParams, IdShift, NetworkPolicy
 
@@ -210,3 +210,31 @@ def test_a_bad_entry_fails_the_launch_naming_it(sandboxes: Sandboxes, helper: di
         sandboxes.spawn(params)
     assert failed.value.exit_code == 125
     assert message in str(failed.value)
+
+
+def marked(mark: bytes) -> list[int]:
+    """Processes whose environment carries ``mark`` (what our launchers passed down)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if mark in Path(f"/proc/{entry}/environ").read_bytes():
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_no_helper_outlives_fifty_cycles_and_kill9s(sandboxes: Sandboxes,
+                                                   helper: dict[str, Any]) -> None:
+    mark = f"III_TEST_MARK={os.urandom(6).hex()}"
+    key, value = mark.split("=")
+    for i in range(50):
+        params = sandboxes.params(["true"] if i % 10 else ["sleep", "60"],
+                                  policy=NetworkPolicy(engine_port=1), **helper)
+        result = spawn_launcher(params, Path(params.exit_path).parent, extra_env={key: value})
+        if i % 10 == 0:  # every tenth: kill -9 of the launcher, its helper left to PDEATHSIG
+            assert len(marked(mark.encode())) >= 2  # the launcher and what it forked
+            os.kill(result.pid, signal.SIGKILL)
+        os.waitpid(result.pid, 0)
+    wait_until(lambda: not marked(mark.encode()), 20, "every process of the 50 sandboxes gone")
