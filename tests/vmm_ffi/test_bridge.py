@@ -31,10 +31,11 @@ SHIFT = IdShift(uid_base=3_200_000, gid_base=3_300_000)
 
 
 @pytest.fixture
-def bridge(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def bridge(tmp_path: Path, sandboxes: Sandboxes) -> Iterator[dict[str, Any]]:
     params = BridgeParams(state_dir=str(tmp_path / "network"), tag=br.tag_of(str(tmp_path)))
     yield {"network": "bridge", "bridge": params, "id_shift": SHIFT}
-    br.sweep(params)  # whatever a failed test left of its own
+    sandboxes.close()  # first: a failed test's launchers (killed with their recorders) ...
+    br.sweep(params)  # ... leave stale leases, swept here with this test's bridge
 
 
 def leftovers(params: BridgeParams) -> dict[str, object]:

@@ -33,7 +33,8 @@ SHIFT = IdShift(uid_base=3_600_000, gid_base=3_700_000)
 
 
 @pytest.fixture(params=["bridge", *sorted(HELPERS)])
-def helper(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+def helper(request: pytest.FixtureRequest, tmp_path: Path,
+           sandboxes: Sandboxes) -> Iterator[dict[str, Any]]:
     """Launch params of each way of connecting an own netns this machine has: the bridge (a
     root launcher on shifted ids, its own state dir and tag), pasta, slirp4netns."""
     if request.param == "bridge":
@@ -41,6 +42,7 @@ def helper(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str,
             pytest.skip("the bridge needs root, ip and nft (apt-get install nftables)")
         params = BridgeParams(state_dir=str(tmp_path / "network"), tag=br.tag_of(str(tmp_path)))
         yield {"network": "bridge", "bridge": params, "id_shift": SHIFT}
+        sandboxes.close()  # a failed test's launchers first: then their leases are stale
         br.sweep(params)
         return
     binary = HELPERS[request.param]
