@@ -168,7 +168,8 @@ def test_a_subnet_overlapping_a_host_route_is_one_line_naming_it(
         daemon_factory, busybox_image: str, iii_home: Path, tmp_path: Path) -> None:
     from vmm_ffi import bridge as br
 
-    route = br.host_routes()[0][0]
+    # a route of the host itself, not of a bridge another test or daemon may remove meanwhile
+    route = next(net for net, dev in br.host_routes() if not dev.startswith("iii-"))
     (iii_home / "daemon.yaml").write_text(f"network_subnet: {route}\n")
     project = make_shell_project(tmp_path, busybox_image, "clash", start="exec sleep 1000")
     daemon = daemon_factory()
