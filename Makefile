@@ -6,10 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := python3 python3-venv python3-dev gcc libc6-dev ca-certificates \
 	docker-registry debootstrap busybox-static skopeo umoci rsync apache2-utils zstd \
-	systemd iproute2 procps passt slirp4netns iptables uidmap libseccomp2
+	systemd iproute2 procps passt slirp4netns iptables nftables uidmap libseccomp2
 # Binaries that prove the packages above are present (checked when we cannot install).
 APT_PROBES := gcc docker-registry debootstrap busybox skopeo umoci rsync htpasswd zstd systemd-analyze \
-	pasta slirp4netns iptables-nft newuidmap
+	pasta slirp4netns iptables-nft nft newuidmap
 
 .PHONY: setup apt venv lock test check demo bench lint clean
 setup: apt venv

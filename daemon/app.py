@@ -98,6 +98,7 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     store.listen(autopilot.config_changed)
     adopted = await asyncio.to_thread(autopilot.reattach_all)
     log.info("reattached %d running worker(s)", adopted)
+    await asyncio.to_thread(sweep_network, settings)
     tasks.create_task(autopilot.run(), name="autopilot")
     tasks.create_task(HotReload(workers, store, supervisor, events, tasks).run(),
                       name="hot-reload")
@@ -118,6 +119,21 @@ async def build_sandbox_service(settings: DaemonSettings, images: ImageStore,
     stack.push_async_callback(service.aclose)
     tasks.create_task(maintain(service), name="sandbox-maintenance")
     return service
+
+
+def sweep_network(settings: DaemonSettings) -> None:
+    """After reattach: this home's bridge leases of launchers that are gone (a ``kill -9``),
+    and with no sandbox left, its bridge and nftables table; never another home's."""
+    if os.geteuid() != 0 or not (settings.home / "network").is_dir():
+        return
+    from daemon.workers.boot_specs import bridge_params
+    from vmm_ffi.bridge import sweep
+
+    try:
+        if sweep(bridge_params(settings)):
+            log.info("removed this daemon's idle bridge network (no sandbox uses it)")
+    except OSError as exc:
+        log.warning("cannot sweep this daemon's bridge network: %s", exc)
 
 
 def daemon_version() -> str:

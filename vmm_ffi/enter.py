@@ -34,6 +34,7 @@ from vmm_ffi import sandbox_fs, seccomp
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import LauncherError
 from vmm_ffi.namespace import resolve_program
+from vmm_ffi.netpolicy import drop_net_admin
 from vmm_ffi.params import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -166,6 +167,7 @@ def _exec(spec: EnterSpec) -> None:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
         sc.set_parent_death_signal(signal.SIGKILL)  # after setresuid, which clears it
+        drop_net_admin()  # as the workload: the sandbox's network policy stays as it is
         os.umask(0o022)
         os.chdir(spec.workdir)
         if spec.seccomp:

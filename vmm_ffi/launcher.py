@@ -27,19 +27,12 @@ import msgspec
 from vmm_ffi import namespace as ns
 from vmm_ffi import seccomp, userns
 from vmm_ffi import syscalls as sc
+from vmm_ffi.bridge import release as release_bridge
 from vmm_ffi.cgroup_leaf import CgroupPlan, move_to_origins, remove_leaf
 from vmm_ffi.cgroups import CGROUP_ROOT, CGROUP_ROOT_ENV, apply_limits, oom_kills, oom_message
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.exit_recorder import ExitRecorder
 from vmm_ffi.idmap import present_root
-from vmm_ffi.loopback import bring_up_loopback
-from vmm_ffi.network import (
-    PASTA_HINT,
-    SLIRP_LOG,
-    NetworkHelper,
-    find_pasta,
-    find_slirp4netns,
-)
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
     EXIT_INVALID_PARAMS,
@@ -56,6 +49,7 @@ from vmm_ffi.params import (
     encode,
 )
 from vmm_ffi.sandbox_init import FORWARDED_SIGNALS, exit_code_of, run_init
+from vmm_ffi.sandbox_network import SandboxNetwork
 from vmm_ffi.statefiles import write_atomic
 
 LOG_PREFIX = "[iii-launcher]"
@@ -143,7 +137,7 @@ class Launcher:
                               | os.O_CLOEXEC, 0o640)
         self.child = 0
         self.cgroup = CgroupPlan(note="not enforced: not set up")
-        self.network: NetworkHelper | None = None
+        self.network: SandboxNetwork | None = None  # an own network namespace's
         self.recorder: ExitRecorder | None = None
         self.id_map = describe_id_map(params, os.geteuid(), os.getegid())  # before any unshare
 
@@ -218,7 +212,8 @@ class Launcher:
             os.close(go_w)
             if p.backend in ("namespace", "host"):
                 run_init(p, status_w, alive_r, go_r, self.log_fd,
-                         None if self.network is None else self.network.in_init, nproc)
+                         None if self.network is None else self.network.configure_in_init,
+                         nproc)
             from vmm_ffi.krun_vmm import run_vmm
             run_vmm(p, vm_root, status_w, alive_r, go_r, self.log_fd)
         self.child = child
@@ -236,20 +231,26 @@ class Launcher:
             message = str(first.get("error") or
                           f"sandbox process exited early (code {exit_code_of(wait_status)})")
             return self.fail_setup(message)
-        network: Literal["host", "pasta", "slirp4netns", "tsi", "none"] = "tsi" \
-            if p.backend == "libkrun" else self.network.mode if self.network else \
-            "none" if p.network == "none" and p.backend == "namespace" else "host"
+        network: Literal["host", "none", "pasta", "slirp4netns", "bridge", "tsi"] = \
+            "tsi" if p.backend == "libkrun" else \
+            "host" if self.network is None else self.network.mode
+        policy = "" if self.network is None else self.network.describe()
         result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
                               sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
                               limits=self.cgroup.note if nproc is None else
                               f"{self.cgroup.note} (processes: capped at {nproc} per sandbox "
-                              "uid by RLIMIT_NPROC)", network=network,
+                              "uid by RLIMIT_NPROC)", network=network, policy=policy,
                               id_map=self.id_map,
                               seccomp=seccomp.FILTER_NAME if filtered else None)
         self._answer(result)
-        _, wait_status = os.waitpid(child, 0)
+        wait_status = os.waitpid(child, 0)[1] if self.network is None \
+            else self.network.wait_sandbox(child, self.log)
         last = _read_message(status_file)
         status = self._exit_status(wait_status, last)
+        ended = None if self.network is None else self.network.helper_ended
+        if ended is not None:
+            status = msgspec.structs.replace(
+                status, error=ended if not status.error else f"{ended}; {status.error}")
         if oom_kills(self.cgroup):  # read before the leaf goes; exit.json outlives the daemon
             oom = oom_message(p.memory_mib)
             status = msgspec.structs.replace(
@@ -272,44 +273,20 @@ class Launcher:
             return "directory", p.rootfs.path
         flags = ns.NAMESPACE_FLAGS if p.backend == "namespace" \
             else sc.CLONE_NEWUSER | sc.CLONE_NEWNS
-        if p.backend == "namespace" and p.network == "pasta":
-            pasta = p.pasta or find_pasta()
-            if pasta is None:
-                raise SetupFailed("network", f"pasta is not installed; {PASTA_HINT}")
-            self.network = NetworkHelper.fork(pasta, self.log_fd)  # in the host's namespaces
+        # reads the host's addresses and forks the helper: before we leave its namespaces
+        self.network = SandboxNetwork.plan(p, self.log_fd)
+        if self.network is not None:
             flags |= sc.CLONE_NEWNET
-        elif p.backend == "namespace" and p.network == "slirp4netns":
-            slirp = p.slirp4netns or find_slirp4netns()
-            if slirp is None:
-                raise SetupFailed("network", f"slirp4netns is not installed; {PASTA_HINT}")
-            # its chatter (tapfd, a warning about the host loopback we rely on) stays out of
-            # the worker log: errors are named from this file
-            helper_log = os.path.join(os.path.dirname(p.exit_path), SLIRP_LOG)
-            log_fd = os.open(helper_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                             0o640)
-            try:
-                self.network = NetworkHelper.fork(slirp, log_fd, mode="slirp4netns",
-                                                  log_path=helper_log)
-            finally:
-                os.close(log_fd)
-            flags |= sc.CLONE_NEWNET
-        elif p.backend == "namespace" and p.network == "none":
-            flags |= sc.CLONE_NEWNET  # loopback only, brought up below
         root = None
         if p.id_shift is not None:
             root = self._present_shifted_root(p.id_shift)
             p = self.params
         userns.unshare_with_id_map(flags, p.id_shift)
-        if p.backend == "namespace" and p.network == "none":
-            try:
-                bring_up_loopback()
-            except OSError as exc:
-                raise SetupFailed("network", f"bring up loopback: {exc.strerror}") from exc
         if self.network is not None:
-            self.network.attach()  # pasta configures the interface while we build the root
+            self.network.after_unshare()  # the interface is set up while we build the root
         mode = ns.mount_root(p, root)
         if self.network is not None:
-            self.network.wait_ready()
+            self.network.ready()
         return mode, p.merged
 
     def _present_shifted_root(self, shift: IdShift) -> RootSpec:
@@ -336,9 +313,16 @@ class Launcher:
         cgroup = self.cgroup
         launcher = os.getpid()
 
+        bridge = None if self.network is None else self.network.bridge_params
+
         def cleanup() -> None:  # in the recorder, as host root: we may not move ourselves
             move_to_origins(cgroup, launcher)
             remove_leaf(cgroup)
+            if bridge is not None:  # the veth went with the namespace; the lease goes here
+                try:
+                    release_bridge(bridge, launcher)
+                except OSError as exc:
+                    os.write(2, f"{LOG_PREFIX} bridge release: {exc}\n".encode())
         self.recorder = ExitRecorder.fork(self.params.exit_path, cleanup)
         return root
 
@@ -346,7 +330,6 @@ class Launcher:
         """End the sandbox's pasta or slirp4netns (the namespace it served is gone or going)."""
         if self.network is not None:
             self.network.stop()
-            self.network = None
 
     def _answer(self, result: LaunchResult) -> None:
         try:

@@ -4,30 +4,31 @@ slirp4netns is the second choice where pasta is not installed.
 A namespace sandbox that shared the host's network namespace could reach everything scoped by
 it rather than by the file system: abstract unix sockets (a shim's, a desktop bus), netlink,
 the host's interfaces. So the launcher unshares a network namespace along with the others and a
-pasta process, its child, connects it:
+pasta process, its child, connects it. What the sandbox may reach is its policy's
+(``vmm_ffi.netpolicy``; ``egress`` by default):
 
-- outbound traffic (installs through the host's proxy) leaves through pasta's NAT;
-- ``-T auto -U auto``: every port bound on the host (its loopback included) is forwarded from
-  the namespace's own ``127.0.0.1``, so the engine at ``ws://127.0.0.1:49134`` is reached as
-  under libkrun's TSI, with no ``III_URL`` rewriting; ports bound later are picked up by
-  pasta's rescan (about a second), and the SDKs reconnect;
+- outbound traffic (installs through the host's proxy) leaves through pasta's NAT, filtered by
+  the policy's rules in the sandbox's own namespace;
+- ``-T <ports>``: only the engine's port and allowed host loopback ports are forwarded from
+  the namespace's own ``127.0.0.1`` (``-T auto`` only when ``127.0.0.1`` itself is allowed), so
+  the engine at ``ws://127.0.0.1:49134`` is reached as under libkrun's TSI, with no ``III_URL``
+  rewriting; ``--no-map-gw``: the gateway address is not a back door to the host's loopback;
 - ``-t none -u none``: nothing of the sandbox is published on the host.
 
-slirp4netns (second choice) gives the same isolation (abstract sockets and the rest of the host's
-netns-scoped surface stay out of reach) and the same outbound NAT, with two differences: it
-reaches the host's loopback at the gateway ``10.0.2.2``, not at ``127.0.0.1``, so once the
-interface is up the launcher (root of the new user + network namespaces, still seeing the
-host's files) adds an ``iptables`` DNAT of ``127.0.0.1:<port>`` to ``10.0.2.2:<port>`` for each
-TCP port listening on the host at that moment (``route_localnet`` + a MASQUERADE of the
-loopback source), so the engine is again at ``127.0.0.1``. Ports bound on the host later are
-not added (pasta's rescan has no counterpart), and UDP is not forwarded from ``127.0.0.1``.
-Without ``iptables`` the host's loopback is reached at ``10.0.2.2`` only (said in the log).
+slirp4netns (second choice) gives the same isolation and the same outbound NAT; it reaches the
+host's loopback at the gateway ``10.0.2.2``, so the sandbox init (root of the new user + network
+namespaces, still seeing the host's files) adds an ``iptables`` DNAT of ``127.0.0.1:<port>`` to
+``10.0.2.2:<port>`` for the engine's and the allowed loopback ports (``route_localnet`` + a
+MASQUERADE of the loopback source); the policy's rules refuse every other port of
+``10.0.2.2``. UDP is not forwarded from ``127.0.0.1``.
 
 Process model: ``NetworkHelper.fork()`` runs before the launcher unshares (the child stays in the
 host's namespaces, with PDEATHSIG=SIGKILL so it dies with the launcher); ``attach()``, once the
 launcher is in its new namespaces, lets it exec pasta aimed at the launcher's pid;
-``wait_ready()`` waits until pasta has configured the interface and forwards the host's bound
-ports. The launcher stops pasta when the sandbox ends.
+``wait_ready()`` waits until pasta has configured the interface and forwards the engine's port.
+The launcher watches the helper (``pidfd``) while the sandbox runs: a helper that ends is
+logged and ends the sandbox, so the supervisor restarts it. The launcher stops the helper when
+the sandbox ends.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Mapping
 from typing import Literal
@@ -85,10 +85,10 @@ def find_helper(environ: Mapping[str, str] = os.environ) -> tuple[HelperMode, st
 
 
 def helper_argv(mode: HelperMode, binary: str, userns_fd: int, netns_fd: int,
-                exit_fd: int) -> list[str]:
+                exit_fd: int, forward: str = "none") -> list[str]:
     """The helper's command line, attached to the namespaces open at these fds."""
     if mode == "pasta":
-        return pasta_argv(binary, userns_fd, netns_fd)
+        return pasta_argv(binary, userns_fd, netns_fd, forward)
     return slirp4netns_argv(binary, userns_fd, netns_fd, exit_fd)
 
 
@@ -104,14 +104,15 @@ def slirp4netns_argv(slirp: str, userns_fd: int, netns_fd: int, exit_fd: int) ->
             f"--userns-path=/proc/self/fd/{userns_fd}", f"/proc/self/fd/{netns_fd}", SLIRP_TAP]
 
 
-def pasta_argv(pasta: str, userns_fd: int, netns_fd: int) -> list[str]:
-    """pasta attached to the user + network namespaces open at these fds.
+def pasta_argv(pasta: str, userns_fd: int, netns_fd: int, forward: str = "none") -> list[str]:
+    """pasta attached to the user + network namespaces open at these fds, forwarding the host
+    loopback ports in ``forward`` (``forward_spec``) into the namespace's ``127.0.0.1``.
 
     Namespace files opened by us, not a pid: pasta drops CAP_SYS_PTRACE early, so it could not
     open ``/proc/<pid>/ns/*`` of a launcher that runs on shifted ids.
     """
     argv = [pasta, "--config-net", "--quiet", "--foreground", "-t", "none", "-u", "none",
-            "-T", "auto", "-U", "auto"]
+            "-T", forward, "-U", "auto" if forward == "auto" else "none", "--no-map-gw"]
     if os.geteuid() == 0:  # root: pasta would drop to nobody, who may not join our namespaces
         argv += ["--runas", "0"]
     return [*argv, "--userns", f"/proc/self/fd/{userns_fd}",
@@ -122,6 +123,19 @@ TUN = "/dev/net/tun"
 
 
 TUN_FIX = f"`chmod 0666 {TUN}` (its usual mode), or set `network: host` in daemon.yaml"
+
+
+def forward_spec(ports: list[tuple[int, int]], all_loopback: bool) -> str:
+    """pasta's ``-T`` value: ``auto`` (every bound port), ``none``, or ``49134,8000-8100``."""
+    if all_loopback:
+        return "auto"
+    if not ports:
+        return "none"
+    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ports)
+
+
+def in_ranges(port: int, ranges: list[tuple[int, int]]) -> bool:
+    return any(lo <= port <= hi for lo, hi in ranges)
 
 
 def tun_problem() -> str | None:
@@ -167,17 +181,25 @@ class NetworkHelper:
         self.log_path = log_path  # where the helper's output goes, when not the worker log
         self._status: int | None = None  # the helper's wait status once reaped
         self._exit_w: int | None = None  # slirp4netns's --exit-fd: closing it ends the helper
+        # what slirp4netns's DNAT sends to the gateway: port ranges (or the ports bound now)
+        self.forward: list[tuple[int, int]] | set[int] = []
 
     @classmethod
     def fork(cls, pasta: str, log_fd: int, mode: HelperMode = "pasta",
-             log_path: str | None = None) -> NetworkHelper:
+             log_path: str | None = None, forward: list[tuple[int, int]] | None = None,
+             all_loopback: bool = False) -> NetworkHelper:
         """Fork the helper (in the host's namespaces) that will run ``pasta`` (or, with
-        ``mode="slirp4netns"``, that binary); raises ``SetupFailed`` when the tun device is not
-        ours to open."""
+        ``mode="slirp4netns"``, that binary), forwarding the host loopback port ranges in
+        ``forward`` (every bound one with ``all_loopback``); raises ``SetupFailed`` when the
+        tun device is not ours to open."""
         problem = tun_problem()
         if problem is not None:
             raise SetupFailed("network", f"{problem}: {TUN_FIX}")
-        host_ports = listening_tcp_ports()
+        ranges = forward or []
+        listening = listening_tcp_ports()
+        host_ports = listening if all_loopback else \
+            {port for port in listening if in_ranges(port, ranges)}
+        spec = forward_spec(ranges, all_loopback)
         target = os.getpid()
         go_r, go_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -201,7 +223,7 @@ class NetworkHelper:
                 os.set_inheritable(netns, True)
                 os.dup2(log_fd, 1)
                 os.dup2(log_fd, 2)
-                os.execv(pasta, helper_argv(mode, pasta, userns, netns, exit_r))
+                os.execv(pasta, helper_argv(mode, pasta, userns, netns, exit_r, spec))
             except OSError as exc:
                 os.write(err_w, f"exec {pasta}: {exc.strerror}".encode())
             os._exit(127)
@@ -210,6 +232,7 @@ class NetworkHelper:
         os.close(exit_r)
         helper = cls(pid, go_w, err_r, host_ports, mode, log_path)
         helper._exit_w = exit_w
+        helper.forward = host_ports if all_loopback else ranges
         return helper
 
     def attach(self) -> None:
@@ -240,15 +263,6 @@ class NetworkHelper:
         while self.mode == "pasta" and not self.host_ports <= listening_tcp_ports() \
                 and time.monotonic() < deadline:
             time.sleep(_POLL_S)
-
-    def in_init(self) -> str | None:
-        """In the sandbox init, before its root is entered: with slirp4netns, the loopback
-        forwards (``forward_loopback_to_gateway``); returns a note for the log when they could
-        not be made. Not in the launcher: its first child after ``unshare(CLONE_NEWPID)`` would
-        become the PID namespace's init (iptables, gone at once, and no fork works after it)."""
-        if self.mode != "slirp4netns":
-            return None
-        return forward_loopback_to_gateway(self.host_ports)
 
     def exited(self) -> int | None:
         """The helper's wait status if it has exited (reaped here), else None."""
@@ -281,41 +295,3 @@ class NetworkHelper:
             time.sleep(0.01)
         os.kill(self.pid, signal.SIGKILL)
         os.waitpid(self.pid, 0)
-
-
-def forward_loopback_to_gateway(ports: set[int]) -> str | None:
-    """In the sandbox's network namespace (we are its root, still on the host's files): make
-    ``127.0.0.1:<port>`` of each host ``port`` lead to slirp4netns's ``10.0.2.2:<port>``.
-
-    Returns None when done, else why the host's loopback is only at 10.0.2.2 (for the log).
-    """
-    if not ports:
-        return None
-    iptables = next((found for name in IPTABLES
-                     if (found := shutil.which(name, path=_SEARCH_PATH)) is not None), None)
-    if iptables is None:
-        return (f"iptables is not installed: the host's loopback is reached at {SLIRP_GATEWAY}, "
-                "not 127.0.0.1 (apt-get install iptables)")
-    listed = ",".join(str(p) for p in sorted(ports))
-    rules = [["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1", "-m", "multiport",
-              "--dports", chunk, "-j", "DNAT", "--to-destination", SLIRP_GATEWAY]
-             for chunk in _port_chunks(sorted(ports))]
-    rules.append(["-t", "nat", "-A", "POSTROUTING", "-s", "127.0.0.0/8", "-o", SLIRP_TAP,
-                  "-j", "MASQUERADE"])
-    try:
-        with open("/proc/sys/net/ipv4/conf/all/route_localnet", "w") as f:
-            f.write("1")
-        for rule in rules:
-            proc = subprocess.run([iptables, "-w", *rule], check=False, capture_output=True,
-                                  text=True, timeout=IPTABLES_TIMEOUT_S)
-            if proc.returncode != 0:
-                raise OSError(proc.stderr.strip() or f"exit code {proc.returncode}")
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return (f"cannot forward 127.0.0.1:{listed} to {SLIRP_GATEWAY} ({exc}): the host's "
-                f"loopback is reached at {SLIRP_GATEWAY} only")
-    return None
-
-
-def _port_chunks(ports: list[int]) -> list[str]:
-    """``--dports`` values: multiport takes at most 15 ports per rule."""
-    return [",".join(str(p) for p in ports[i:i + 15]) for i in range(0, len(ports), 15)]

@@ -76,6 +76,32 @@ class IdShift(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     gid_base: Annotated[int, msgspec.Meta(ge=1, le=(1 << 32) - 65536)]
 
 
+PolicyMode = Literal["none", "engine", "egress"]
+NetworkMode = Literal["host", "none", "pasta", "slirp4netns", "bridge"]
+
+
+class BridgeParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A root daemon's bridge (``vmm_ffi.bridge``): its state dir (``<home>/network``: leases,
+    lock), the tag naming its bridge/veths/table, and the configured subnet (None: chosen)."""
+
+    state_dir: AbsPath
+    tag: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{6}$")]
+    subnet: str | None = None
+
+
+class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What an own-netns sandbox may reach (``vmm_ffi.netpolicy``): ``mode``, the engine's
+    host loopback port (shown at the sandbox's ``127.0.0.1``), ``allow`` / ``deny`` entries
+    (``<IP or CIDR>[:<port>[-<port>]]``) and ``auto_allow`` (the daemon's proxy, registry
+    mirror, a remote engine: allowed under every mode but ``none``, deny notwithstanding)."""
+
+    mode: PolicyMode = "egress"
+    engine_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    allow: list[str] = []
+    deny: list[str] = []
+    auto_allow: list[str] = []
+
+
 class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything one launcher needs to become one sandbox.
 
@@ -83,8 +109,9 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ``merged`` is the host directory where the root is mounted (created by the daemon).
     ``network`` (namespace backend): ``pasta`` = an own network namespace connected by pasta
     (``vmm_ffi.network``; ``pasta`` names its binary), ``slirp4netns`` = the same connected by
-    slirp4netns (``slirp4netns`` names its binary), ``host`` = the host's, ``none`` = an own
-    network namespace with only loopback (ephemeral sandboxes that did not ask for a network).
+    slirp4netns (``slirp4netns`` names its binary), ``bridge`` = the same on a root daemon's
+    bridge (``bridge`` says which; no helper process), ``none`` = an own namespace with loopback
+    only (no helper), ``host`` = the host's. ``policy`` says what an own namespace reaches.
     ``cgroup``: a delegated cgroup v2 directory to create the sandbox's cgroup under; ``None``
     lets the launcher use its own cgroup when that is v2 and writable (cgroup v1: a root launcher
     makes its own leaves). ``pids_max`` caps the sandbox's processes + threads. When limits cannot be
@@ -106,7 +133,9 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     hostname: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "sandbox"
     binds: list[BindMount] = []
     cgroup: AbsPath | None = None
-    network: Literal["host", "pasta", "slirp4netns", "none"] = "host"
+    network: NetworkMode = "host"
+    policy: NetworkPolicy = NetworkPolicy()
+    bridge: BridgeParams | None = None
     pasta: AbsPath | None = None
     slirp4netns: AbsPath | None = None
     id_shift: IdShift | None = None
@@ -136,7 +165,8 @@ class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float
     root_mode: Literal["overlay", "directory"]
     limits: str
-    network: Literal["host", "pasta", "slirp4netns", "tsi", "none"] = "host"
+    network: Literal["host", "none", "pasta", "slirp4netns", "bridge", "tsi"] = "host"
+    policy: str = ""  # the network policy in force, one line (netpolicy.describe)
     id_map: str = ""  # "0-65535 -> 100000-165535": sandbox ids -> host ids
     seccomp: str | None = None
 

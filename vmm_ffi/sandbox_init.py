@@ -113,7 +113,7 @@ def run_init(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
              nproc: int | None = None) -> None:
     """Body of the sandbox init (PID 1). Never returns.
 
-    ``network`` runs before the root is entered (``NetworkHelper.in_init``); what it returns
+    ``network`` runs before the root is entered (``SandboxNetwork.configure_in_init``); what it returns
     is logged. ``nproc``: cap RLIMIT_NPROC there (``cap_processes``), where no pids cgroup does.
     """
     code = EXIT_SETUP_FAILED

@@ -21,6 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from daemon.config.network import NetworkSetting, parse_network
 from daemon.errors import ConfigError, InvalidArgument
 
 
@@ -47,6 +48,7 @@ class WorkerEntry(msgspec.Struct, frozen=True, kw_only=True):
     image: str | None = None
     config: dict[str, Any] | None = None
     watch: bool | None = None  # local workers: hot reload, on unless false
+    network: Any = None  # the raw `network:` value, checked by daemon.config.network
 
     def kind(self, home: Path) -> WorkerKind:
         """Local (worker_path), OCI (image), Binary (an executable ``$III_HOME/workers/<name>``),
@@ -71,7 +73,18 @@ class WorkerEntry(msgspec.Struct, frozen=True, kw_only=True):
             out["watch"] = self.watch
         if self.config is not None:
             out["config"] = self.config
+        if self.network is not None:
+            out["network"] = self.network
         return out
+
+    def network_setting(self) -> NetworkSetting | None:
+        """The entry's parsed ``network:`` (None: the daemon's); ``InvalidArgument`` if bad."""
+        if self.network is None:
+            return None
+        try:
+            return parse_network(self.network, f"worker '{self.name}': network")
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
 
 
 def check_entry(entry: WorkerEntry) -> None:
@@ -84,6 +97,7 @@ def check_entry(entry: WorkerEntry) -> None:
             raise InvalidArgument(f"worker '{name}': {key} must not be empty")
     if entry.worker_path is not None and entry.image is not None:
         raise InvalidArgument(f"worker '{name}' cannot have both worker_path and image")
+    entry.network_setting()
 
 
 class ParsedConfig(msgspec.Struct, frozen=True):
@@ -205,5 +219,12 @@ def _parse_entry(item: CommentedMap, label: str, file: str,
     if watch is not None and not isinstance(watch, bool):
         raise _fail(file, _mark(item, key="watch"),
                     f"{label}.watch must be true or false (got {plain(watch)!r})")
+    network = item.get("network")
+    if network is not None:
+        try:
+            parse_network(plain(network), f"{label}.network")
+        except ValueError as exc:
+            raise _fail(file, _mark(item, key="network"), str(exc)) from None
     return WorkerEntry(name=str(name), worker_path=fields["worker_path"], image=fields["image"],
-                       config=None if config is None else plain(config), watch=watch)
+                       config=None if config is None else plain(config), watch=watch,
+                       network=None if network is None else plain(network))

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from daemon.config.network import ALIASES, POLICIES, NetworkSetting, parse_network
 from daemon.config.sandbox_policy import SandboxPolicy, load_policy
 from daemon.errors import ConfigError, SettingsError
 from daemon.images.settings import registry_overrides
@@ -39,7 +40,9 @@ class _DaemonYaml(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The keys ``daemon.yaml`` may hold (all optional)."""
 
     isolation: Literal["auto", "libkrun", "namespace"] | None = None
-    network: Literal["auto", "host"] | None = None
+    network: str | dict[str, Any] | None = None  # checked by daemon.config.network
+    network_backend: Literal["auto", "bridge", "pasta", "slirp4netns"] | None = None
+    network_subnet: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     engine_url: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     engine_down_grace_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
     stop_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] | None = None
@@ -62,7 +65,15 @@ class DaemonSettings:
     settings_path: Path  # daemon.yaml (may not exist)
     engine_url: str = DEFAULT_ENGINE_URL
     isolation: str = "auto"
-    network: str = "auto"  # namespace sandboxes: own netns via pasta; "host" shares the host's
+    # the default network policy (daemon.config.network): auto (= egress), none, engine,
+    # egress, host (shares the host's network), and allow/deny lists added to every worker's
+    network: str = "auto"
+    network_allow: tuple[str, ...] = ()
+    network_deny: tuple[str, ...] = ()
+    # how an own network namespace is connected: auto (root: the bridge when nft and ip are
+    # installed; else pasta, else slirp4netns), bridge, pasta (slirp4netns second), slirp4netns
+    network_backend: str = "auto"
+    network_subnet: str | None = None  # the bridge's IPv4 subnet; None: a free /24 is chosen
     engine_down_grace_s: float = 30.0
     stop_timeout_s: float = 10.0
     log_max_bytes: int = 10 * 1024 * 1024
@@ -72,6 +83,12 @@ class DaemonSettings:
     ca_bundle: Path | None = None  # None: do not give sandboxes a CA bundle
     engine_control: bool = False  # serve worker::start/stop/... on the engine bus (SPEC §10)
     sandboxes: SandboxPolicy = field(default_factory=SandboxPolicy)  # sandbox::* catalog and limits
+
+    @property
+    def network_default(self) -> NetworkSetting:
+        """The daemon's network policy, the default of every worker."""
+        return NetworkSetting(policy=ALIASES.get(self.network, self.network),
+                              allow=self.network_allow, deny=self.network_deny)
 
     @property
     def log_path(self) -> Path:
@@ -115,7 +132,17 @@ def _read_daemon_yaml(path: Path) -> dict[str, Any]:
         msgspec.convert(dict(data), _DaemonYaml)
     except msgspec.ValidationError as exc:
         raise SettingsError(_locate(path, data, str(exc))) from exc
-    return dict(data)
+    out = dict(data)
+    if out.get("network") is not None:
+        from daemon.config.entries import plain
+
+        try:
+            out["network"] = parse_network(plain(out["network"]))
+        except ValueError as exc:
+            where = data.lc.data.get("network") if hasattr(data, "lc") else None
+            pos = f":{where[2] + 1}:{where[3] + 1}" if where else ""
+            raise SettingsError(f"{path}{pos}: {exc}") from exc
+    return out
 
 
 def _locate(path: Path, data: Any, message: str) -> str:
@@ -145,9 +172,35 @@ def _env_network(env: Mapping[str, str]) -> str | None:
     value = env.get("III_NETWORK")
     if value is None:
         return None
-    if value not in ("auto", "host"):
-        raise SettingsError(f"III_NETWORK={value!r} is invalid; use auto or host")
+    if value not in ("auto", *POLICIES):
+        raise SettingsError(f"III_NETWORK={value!r} is invalid; use one of auto, "
+                            + ", ".join(POLICIES))
     return value
+
+
+NETWORK_BACKENDS = ("auto", "bridge", "pasta", "slirp4netns")
+
+
+def _env_network_backend(env: Mapping[str, str]) -> str | None:
+    value = env.get("III_NETWORK_BACKEND")
+    if not value:
+        return None
+    if value not in NETWORK_BACKENDS:
+        raise SettingsError(f"III_NETWORK_BACKEND={value!r} is invalid; use one of "
+                            + ", ".join(NETWORK_BACKENDS))
+    return value
+
+
+def _subnet(value: str | None, settings_path: Path) -> str | None:
+    if value is None:
+        return None
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv4Network(value))
+    except ValueError as exc:
+        raise SettingsError(f"{settings_path}: network_subnet: {value!r} is not an IPv4 "
+                            f"subnet like 10.89.7.0/24 ({exc})") from None
 
 
 def _env_isolation(env: Mapping[str, str]) -> str | None:
@@ -203,6 +256,12 @@ def load_settings(env: Mapping[str, str] | None = None, *,
                             f"(default {DEFAULT_ENGINE_URL})")
     defaults = DaemonSettings(home=home, config_path=config_path, socket_path=socket_path,
                               settings_path=settings_path)
+    network: NetworkSetting = raw.get("network") or NetworkSetting()
+    env_policy = _env_network(env)
+    if env_policy == "host" and (network.allow or network.deny):
+        raise SettingsError(f"III_NETWORK=host: {settings_path} has network allow/deny lists, "
+                            "which need a network namespace of the sandbox's own; remove them "
+                            "or unset III_NETWORK")
     return DaemonSettings(
         home=home,
         config_path=config_path,
@@ -210,7 +269,11 @@ def load_settings(env: Mapping[str, str] | None = None, *,
         settings_path=settings_path,
         engine_url=engine_url,
         isolation=_env_isolation(env) or raw.get("isolation") or "auto",
-        network=_env_network(env) or raw.get("network") or "auto",
+        network=env_policy or network.policy or "auto",
+        network_allow=network.allow,
+        network_deny=network.deny,
+        network_backend=_env_network_backend(env) or raw.get("network_backend") or "auto",
+        network_subnet=_subnet(raw.get("network_subnet"), settings_path),
         engine_down_grace_s=float(_pick(raw, "engine_down_grace_s", defaults)),
         stop_timeout_s=float(_pick(raw, "stop_timeout_s", defaults)),
         log_max_bytes=int(_pick(raw, "log_max_bytes", defaults)),

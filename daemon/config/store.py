@@ -262,7 +262,7 @@ class ConfigStore:
             old = entries[index]
             config = entry.config if reset_config or old.config is None else old.config
             written = WorkerEntry(name=entry.name, worker_path=entry.worker_path,
-                                  image=entry.image, config=config)
+                                  image=entry.image, config=config, network=old.network)
 
             def edit(mapping: CommentedMap) -> None:
                 # The source key keeps its place (right after `name` when it changes kind).

@@ -33,12 +33,12 @@ from daemon.sandboxes import (
     SandboxLayout,
     build_sandbox_env,
     choose_ids,
-    choose_network,
     place_host_files,
 )
 from daemon.trees import remove_tree
+from daemon.workers.boot_specs import bridge_params, connect_network
 from vmm_ffi.availability import check_namespace
-from vmm_ffi.params import IdShift, LaunchParams
+from vmm_ffi.params import IdShift, LaunchParams, NetworkPolicy
 
 __all__ = ["Booted", "SandboxBooter"]
 
@@ -121,10 +121,14 @@ class SandboxBooter:
                       memory_mb: int, network: bool) -> LaunchParams:
         root = await asyncio.to_thread(self.provisioner.provision, layout, image.path)
         mode, pasta, slirp = "none", None, None
+        policy, bridge = NetworkPolicy(mode="none"), None
         ca_placed = False
-        if network:
-            choice = choose_network(self.settings.network, "namespace")
+        id_shift = await self._id_shift()
+        if network:  # connected as the daemon's workers are, under its default policy
+            policy, choice = await connect_network(self.settings.network_default, self.settings,
+                                                   "namespace")
             mode, pasta, slirp = choice.mode, choice.pasta, choice.slirp4netns
+            bridge = bridge_params(self.settings) if mode == "bridge" else None
             ca_placed = await asyncio.to_thread(place_host_files, layout.writable_root(),
                                                 self.settings.ca_bundle)
         env = build_sandbox_env(list(image.config.env), {}, {}, self.settings.engine_url,
@@ -134,8 +138,8 @@ class SandboxBooter:
                             workdir=image.config.working_dir or "/", cpus=cpus,
                             memory_mib=memory_mb, log_path=str(layout.worker_log),
                             exit_path=str(layout.exit_file), hostname="sandbox",
-                            network=mode, pasta=pasta, slirp4netns=slirp,  # type: ignore[arg-type]
-                            id_shift=await self._id_shift())
+                            network=mode, policy=policy, bridge=bridge,  # type: ignore[arg-type]
+                            pasta=pasta, slirp4netns=slirp, id_shift=id_shift)
 
     async def destroy(self, layout: SandboxLayout, task: ZygoteTask) -> None:
         """Stop the launcher (SIGTERM, SIGKILL after ``STOP_GRACE_S``) and delete the dir."""

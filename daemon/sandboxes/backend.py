@@ -14,8 +14,9 @@ import msgspec
 
 from daemon.errors import InvalidArgument, Unavailable
 from vmm_ffi.availability import Setting, select_backend
+from vmm_ffi.bridge import bridge_problem
 from vmm_ffi.errors import BackendUnavailable
-from vmm_ffi.network import TUN_FIX, find_helper, tun_problem
+from vmm_ffi.network import TUN_FIX, find_helper, find_slirp4netns, tun_problem
 from vmm_ffi.params import Backend, IdShift
 
 ISOLATION_SETTINGS = ("auto", "libkrun", "namespace")
@@ -44,32 +45,44 @@ def choose_backend(setting: str) -> BackendChoice:
     return BackendChoice(backend=cast(Backend, backend), reason=reason)
 
 
-HOST_NETWORK_WARNING = ("network: host (daemon.yaml): the sandbox shares the host's network "
-                        "namespace, so host abstract sockets and netns-scoped services are "
+HOST_NETWORK_WARNING = ("network: host: the sandbox shares the host's network namespace, so "
+                        "every host port, host abstract sockets and netns-scoped services are "
                         "reachable from it")
 
 
 class NetworkChoice(msgspec.Struct, frozen=True, kw_only=True):
     """The network of new namespace sandboxes, its helper's binary, and a warning to show."""
 
-    mode: Literal["host", "pasta", "slirp4netns"]
+    mode: Literal["host", "none", "pasta", "slirp4netns", "bridge"]
     pasta: str | None = None
     slirp4netns: str | None = None
     warning: str | None = None
 
 
 def choose_network(setting: str, backend: Backend,
-                   environ: Mapping[str, str] | None = None) -> NetworkChoice:
-    """Apply the ``network`` setting (``auto`` | ``host``) for a sandbox of ``backend``.
+                   environ: Mapping[str, str] | None = None,
+                   connect: str = "auto") -> NetworkChoice:
+    """Apply the network policy (``auto`` = ``egress``, ``engine``, ``none``, ``host``) for a
+    sandbox of ``backend``.
 
     libkrun brings its own network (TSI), so only namespace sandboxes get pasta (or, where
-    pasta is not installed, slirp4netns). Raises ``Unavailable`` (with how to fix it) when both
-    are missing and ``host`` was not chosen.
+    pasta is not installed, slirp4netns); ``none`` needs no helper. Raises ``Unavailable``
+    (with how to fix it) when both are missing and ``host`` was not chosen.
     """
     if backend != "namespace":
         return NetworkChoice(mode="host")
     if setting == "host":
         return NetworkChoice(mode="host", warning=HOST_NETWORK_WARNING)
+    if setting == "none":
+        return NetworkChoice(mode="none")
+    if connect in ("auto", "bridge"):
+        problem = bridge_problem()
+        if problem is None:
+            return NetworkChoice(mode="bridge")
+        if connect == "bridge":
+            raise Unavailable(f"network_backend: bridge: {problem}",
+                              "run the daemon as root with nftables installed, or set "
+                              "network_backend: auto in daemon.yaml")
     helper = find_helper() if environ is None else find_helper(environ)
     if helper is None:
         raise Unavailable("pasta is not installed (nor slirp4netns): namespace sandboxes need "
@@ -81,6 +94,12 @@ def choose_network(setting: str, backend: Backend,
         raise Unavailable(f"namespace sandboxes cannot have a network of their own: {problem}",
                           TUN_FIX)
     mode, binary = helper
+    if connect == "slirp4netns":
+        slirp = find_slirp4netns() if environ is None else find_slirp4netns(environ)
+        if slirp is None:
+            raise Unavailable("network_backend: slirp4netns: slirp4netns is not installed",
+                              "apt-get install slirp4netns, or set network_backend: auto")
+        return NetworkChoice(mode="slirp4netns", slirp4netns=slirp)
     if mode == "slirp4netns":
         return NetworkChoice(mode="slirp4netns", slirp4netns=binary)
     return NetworkChoice(mode="pasta", pasta=binary)

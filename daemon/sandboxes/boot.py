@@ -34,7 +34,14 @@ from daemon.sandboxes.layout import MARKER_RELPATH, SandboxLayout
 from daemon.sandboxes.provision import Provisioner, RootSpec
 from daemon.sandboxes.sync import SyncStats, sync_project
 from daemon.sandboxes.task import SandboxTask, sandbox_lock
-from vmm_ffi.params import Backend, ExitStatus, IdShift, LaunchParams
+from vmm_ffi.params import (
+    Backend,
+    BridgeParams,
+    ExitStatus,
+    IdShift,
+    LaunchParams,
+    NetworkPolicy,
+)
 
 SCRIPT_TIMEOUT_S = 3600.0  # one setup or install run, end to end
 SCRIPT_STOP_TIMEOUT_S = 3.0  # a timed-out script: SIGTERM, then SIGKILL after this
@@ -84,7 +91,9 @@ class BootSpec(msgspec.Struct, frozen=True, kw_only=True):
     memory_mib: int = 2048
     ca_bundle: str | None = None
     script_timeout_s: float = SCRIPT_TIMEOUT_S
-    network: Literal["host", "pasta", "slirp4netns"] = "host"
+    network: Literal["host", "none", "pasta", "slirp4netns", "bridge"] = "host"
+    policy: NetworkPolicy = NetworkPolicy()
+    bridge: BridgeParams | None = None
     pasta: str | None = None
     slirp4netns: str | None = None
     id_shift: IdShift | None = None
@@ -194,7 +203,9 @@ def launch_params(layout: SandboxLayout, boot: BootSpec, root: RootSpec, env: di
                         merged=str(layout.merged), argv=argv, env=env, workdir=workdir,
                         cpus=boot.cpus, memory_mib=boot.memory_mib,
                         log_path=str(layout.worker_log), exit_path=str(layout.exit_file),
-                        hostname=boot.name[:63], network=boot.network, pasta=boot.pasta,
+                        hostname=boot.name[:63], network=boot.network, policy=boot.policy,
+                        bridge=boot.bridge,
+                        pasta=boot.pasta,
                         slirp4netns=boot.slirp4netns,
                         id_shift=boot.id_shift)
 

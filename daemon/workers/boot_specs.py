@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from daemon.config.entries import WorkerEntry, WorkerKind
 from daemon.config.env import flatten_config
+from daemon.config.network import NetworkSetting, merge
 from daemon.config.settings import DaemonSettings
 from daemon.errors import InvalidArgument, InvalidProject, InvalidState
 from daemon.images import ImageStore
 from daemon.images.models import CachedImage
 from daemon.images.pull import ProgressCallback
-from daemon.sandboxes import BootSpec, choose_backend, choose_ids, choose_network
+from daemon.sandboxes import BootSpec, NetworkChoice, choose_backend, choose_ids, choose_network
+from daemon.sandboxes.netpolicy import build_policy
 from manifests import ManifestError, WorkerSpec, load_worker
+from vmm_ffi.bridge import BridgeError, check_subnet, names, tag_of
+from vmm_ffi.params import Backend, BridgeParams, NetworkPolicy
 
 
 def manifest_error(exc: ManifestError, project: str) -> InvalidProject:
@@ -29,6 +34,45 @@ async def load_project(path: str, name: str | None = None) -> WorkerSpec:
         return await asyncio.to_thread(load_worker, Path(path), name=name)
     except ManifestError as exc:
         raise manifest_error(exc, path) from exc
+
+
+def bridge_params(settings: DaemonSettings) -> BridgeParams:
+    """This daemon's bridge: its state under ``<home>/network``, named after the home."""
+    return BridgeParams(state_dir=str(settings.home / "network"),
+                        tag=tag_of(str(settings.home)), subnet=settings.network_subnet)
+
+
+async def resolve_network(entry: WorkerEntry, settings: DaemonSettings,
+                          backend: Backend) -> tuple[NetworkPolicy, NetworkChoice]:
+    """The worker's network policy (its entry's over daemon.yaml's) and how it is connected.
+
+    Raises ``InvalidArgument`` (a policy that cannot be, a name that does not resolve) or
+    ``Unavailable`` (no helper).
+    """
+    try:
+        setting = merge(settings.network_default, entry.network_setting())
+    except ValueError as exc:
+        raise InvalidArgument(f"worker '{entry.name}': {exc}") from None
+    return await connect_network(setting, settings, backend)
+
+
+async def connect_network(setting: NetworkSetting, settings: DaemonSettings,
+                          backend: Backend) -> tuple[NetworkPolicy, NetworkChoice]:
+    """The launcher's policy for ``setting`` and how a sandbox of ``backend`` is connected
+    (a worker's, or an ephemeral sandbox's that asked for a network)."""
+    network = choose_network(setting.policy or "egress", backend,
+                             connect=settings.network_backend)
+    if network.mode == "bridge" and settings.network_subnet is not None:
+        bridge, _ = names(tag_of(str(settings.home)))
+        try:
+            check_subnet(IPv4Network(settings.network_subnet), bridge)
+        except (BridgeError, OSError) as exc:
+            raise InvalidArgument(f"{settings.settings_path}: {exc}") from None
+    if network.mode == "host":
+        return NetworkPolicy(), network
+    policy = await asyncio.to_thread(build_policy, setting, settings.engine_url,
+                                     settings.registry_mirror)
+    return policy, network
 
 
 @dataclass
@@ -60,7 +104,7 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
                            "without a sandbox or image")
     choice = await asyncio.to_thread(choose_backend, settings.isolation)
     warnings = [] if choice.reason is None else [f"isolation: namespace ({choice.reason})"]
-    network = choose_network(settings.network, choice.backend)
+    policy, network = await resolve_network(entry, settings, choice.backend)
     id_shift = await asyncio.to_thread(choose_ids, choice.backend)
     if network.warning:
         warnings.append(network.warning)
@@ -68,6 +112,8 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
     ca = None if settings.ca_bundle is None else str(settings.ca_bundle)
     common = {"name": entry.name, "engine_url": settings.engine_url, "backend": choice.backend,
               "config_env": config_env, "ca_bundle": ca, "network": network.mode,
+              "policy": policy,
+              "bridge": bridge_params(settings) if network.mode == "bridge" else None,
               "pasta": network.pasta, "slirp4netns": network.slirp4netns, "id_shift": id_shift}
     if kind is WorkerKind.LOCAL:
         assert entry.worker_path is not None

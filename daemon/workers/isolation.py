@@ -15,6 +15,7 @@ from daemon.config.settings import DaemonSettings
 from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.procinfo import read_pid_record
 from daemon.sandboxes.subids import ID_RANGE, SANDBOX_USER, SUBUID, parse_ranges
+from vmm_ffi.bridge import bridge_problem, names, tag_of
 from vmm_ffi.network import find_helper, tun_problem
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -28,9 +29,12 @@ def sandbox_isolation(layout: SandboxLayout) -> SandboxIsolation | None:
         return None
     network = {"pasta": "own network namespace (pasta)",
                "slirp4netns": "own network namespace (slirp4netns)",
+               "none": "own network namespace (loopback only)",
+               "bridge": "own network namespace (bridge, no helper process)",
                "host": "the host's network",
-               "tsi": "the VM's (libkrun TSI)",
-               "none": "own network namespace (loopback only)"}[launch.network]
+               "tsi": "the VM's (libkrun TSI)"}[launch.network]
+    if launch.policy:
+        network = f"{network}; policy {launch.policy}"
     return SandboxIsolation(backend=launch.backend, network=network,
                             id_map=launch.id_map or "unknown", limits=launch.limits,
                             no_new_privs=launch.seccomp is not None or launch.backend == "libkrun",
@@ -43,15 +47,25 @@ def host_isolation(settings: DaemonSettings) -> HostIsolation:
 
 
 def _network(settings: DaemonSettings) -> str:
-    if settings.network == "host":
+    default = settings.network_default
+    if default.policy == "host":
         return "the host's network (network: host in daemon.yaml)"
+    policy = f"; default policy {default.policy}" + "".join(
+        f", {label} {', '.join(entries)}" for label, entries in
+        (("allow", default.allow), ("deny", default.deny)) if entries)
+    if default.policy == "none":
+        return f"own network namespace, loopback only{policy}"
+    if settings.network_backend in ("auto", "bridge") and bridge_problem() is None:
+        bridge, _ = names(tag_of(str(settings.home)))
+        return f"own network namespace on the bridge {bridge} (no helper process){policy}"
     helper = find_helper()
     if helper is None:
         return "unavailable: pasta is not installed, nor slirp4netns (apt-get install passt)"
     mode, binary = helper
     second = " (pasta is not installed: the second choice)" if mode == "slirp4netns" else ""
     problem = tun_problem()
-    return f"unavailable: {problem}" if problem else f"own network namespace via {binary}{second}"
+    return f"unavailable: {problem}" if problem else \
+        f"own network namespace via {binary}{second}{policy}"
 
 
 def _ids() -> str:

@@ -103,6 +103,12 @@ BAD = [
     ("workers:\n  - name: a\n    worker_path: /p\n    image: x\n", 4, "both `worker_path`"),
     ("workers:\n  - name: a\n    config: [1, 2]\n", 3, "workers[0].config must be a mapping"),
     ("workers:\n  - name: a\n  - name: a\n", 3, "duplicates workers[0]"),
+    ("workers:\n  - name: a\n    network: open\n", 3,
+     "workers[0].network: 'open' is not a network policy; use one of none, engine, egress"),
+    ("workers:\n  - name: a\n    network: {allow: [10.0.0.0/33]}\n", 3,
+     "workers[0].network.allow[0]: '10.0.0.0/33' is not an IP address or CIDR"),
+    ("workers:\n  - name: a\n    network: {policy: host, deny: [10.0.0.0/8]}\n", 3,
+     "workers[0].network: allow/deny need a network namespace of the sandbox's own"),
 ]
 
 

@@ -105,8 +105,44 @@ def test_network_setting_from_daemon_yaml_and_env(tmp_path: Path) -> None:
     (tmp_path / "daemon.yaml").write_text("network: host\n")
     assert load_settings(env_for(tmp_path)).network == "host"
     assert load_settings(env_for(tmp_path, III_NETWORK="auto")).network == "auto"
-    with pytest.raises(SettingsError, match="III_NETWORK='none' is invalid"):
-        load_settings(env_for(tmp_path, III_NETWORK="none"))
+    assert load_settings(env_for(tmp_path, III_NETWORK="none")).network == "none"
+    with pytest.raises(SettingsError, match="III_NETWORK='open' is invalid; use one of auto, "
+                                            "none, engine, egress, host"):
+        load_settings(env_for(tmp_path, III_NETWORK="open"))
     (tmp_path / "daemon.yaml").write_text("network: slirp\n")
     with pytest.raises(SettingsError, match="network"):
         load_settings(env_for(tmp_path))
+
+
+def test_network_policy_default_from_daemon_yaml(tmp_path: Path) -> None:
+    assert load_settings(env_for(tmp_path)).network_default.policy == "egress"
+    (tmp_path / "daemon.yaml").write_text(
+        "network:\n  policy: engine\n  allow: [127.0.0.1:5432, 10.1.0.0/16:8000-8100]\n"
+        "  deny: [203.0.113.0/24]\n")
+    settings = load_settings(env_for(tmp_path))
+    assert settings.network_default.policy == "engine"
+    assert settings.network_allow == ("127.0.0.1:5432", "10.1.0.0/16:8000-8100")
+    assert settings.network_deny == ("203.0.113.0/24",)
+
+
+@pytest.mark.parametrize(("yaml", "message"), [
+    ("network: open\n", (":1:10: network: 'open' is not a network policy; use one of none, "
+                         "engine, egress, host")),
+    ("network:\n  allow: [10.0.0.300/8]\n", (":2:3: network.allow[0]: '10.0.0.300/8' is "
+                                            "not an IP address or CIDR")),
+    ("network:\n  policy: host\n  allow: [10.0.0.0/8]\n",
+     ":2:3: network: allow/deny need a network namespace of the sandbox's own"),
+    ("network:\n  deny: [127.0.0.1:5432]\n",
+     "network.deny: '127.0.0.1:5432': host loopback ports are closed unless allowed"),
+    ("network:\n  allow: [a.example:80]\n", ("network.allow[0]: 'a.example:80' is not an IP "
+                                             "address or CIDR")),
+    ("network:\n  subnet: 10.0.0.0/24\n", "network.subnet: unknown key"),
+], ids=["policy", "cidr", "host-with-lists", "loopback-deny", "hostname", "unknown-key"])
+def test_a_bad_network_setting_is_one_line_naming_the_field(tmp_path: Path, yaml: str,
+                                                             message: str) -> None:
+    (tmp_path / "daemon.yaml").write_text(yaml)
+    with pytest.raises(SettingsError) as failed:
+        load_settings(env_for(tmp_path))
+    assert message in str(failed.value)
+    assert str(failed.value).startswith(str(tmp_path / "daemon.yaml"))
+    assert "\n" not in str(failed.value)

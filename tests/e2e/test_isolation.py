@@ -49,7 +49,9 @@ def test_root_daemon_sandbox_runs_on_subordinate_ids(daemon_factory, busybox_ima
     assert host_uid(started["pid"]) == base  # the launcher, and everything under it
     detail = daemon.json("worker", "inspect", "shifted")["isolation_detail"]
     assert detail["backend"] == "namespace"
-    assert detail["network"] == "own network namespace (pasta)"
+    # a root daemon's default: the bridge, no helper process
+    assert detail["network"].startswith("own network namespace (bridge, no helper process); "
+                                        "policy egress (")
     assert detail["id_map"] == f"0-65535 -> {base}-{base + 65535}"
     assert detail["limits"].startswith(("enforced", "not enforced: "))
     assert detail["no_new_privs"] is True and detail["seccomp"] == "iii-default/1"
@@ -57,9 +59,9 @@ def test_root_daemon_sandbox_runs_on_subordinate_ids(daemon_factory, busybox_ima
     daemon.start()
     assert daemon.json("worker", "inspect", "shifted")["isolation_detail"] == detail
     shown = daemon.iii("worker", "inspect", "shifted").stdout
-    assert "own network namespace (pasta)" in shown and f"-> {base}-" in shown
+    assert "own network namespace (bridge" in shown and f"-> {base}-" in shown
     host = daemon.json("daemon", "status")["isolation"]["host"]
-    assert host["network"].startswith("own network namespace via ")
+    assert host["network"].startswith("own network namespace on the bridge iii-")
     assert host["ids"] == f"subordinate range {base}-{base + 65535} ({SANDBOX_USER} in {SUBUID})"
     assert host["cgroups"].startswith("cgroup v")
     made = iii_home / "managed/shifted/upper/workspace/made"
@@ -74,14 +76,17 @@ def test_root_daemon_sandbox_runs_on_subordinate_ids(daemon_factory, busybox_ima
 @pytest.mark.skipif(find_slirp4netns() is None or tun_problem() is not None,
                     reason="slirp4netns (Makefile APT_PACKAGES) missing, or /dev/net/tun not ours")
 def test_without_pasta_slirp4netns_gives_the_same_network(daemon_factory, busybox_image: str,
+                                                           iii_home: Path,
                                                            tmp_path: Path) -> None:
-    server = socket.create_server(("127.0.0.1", 0))  # a host loopback service, as the engine
+    server = socket.create_server(("127.0.0.1", 0))  # a host loopback service, allowed
     port = server.getsockname()[1]
+    (iii_home / "daemon.yaml").write_text(f"network:\n  allow: [127.0.0.1:{port}]\n")
     try:
         script = (f"echo net=$(readlink /proc/self/ns/net); nc -w 3 127.0.0.1 {port} "
                   "&& echo reached; exec sleep 1000")
         project = make_shell_project(tmp_path, busybox_image, "slirp", start=script)
-        daemon = daemon_factory(III_PASTA=str(tmp_path / "no-pasta"))  # pasta hidden
+        daemon = daemon_factory(III_PASTA=str(tmp_path / "no-pasta"),  # pasta hidden
+                                III_NETWORK_BACKEND="pasta")  # a root daemon: not the bridge
         host = daemon.json("daemon", "status")["isolation"]["host"]
         assert host["network"].startswith("own network namespace via ")
         assert "slirp4netns (pasta is not installed: the second choice)" in host["network"]
@@ -95,7 +100,9 @@ def test_without_pasta_slirp4netns_gives_the_same_network(daemon_factory, busybo
         logs = daemon.iii("worker", "logs", "slirp").stdout
         assert f"net={os.readlink('/proc/self/ns/net')}" not in logs
         detail = daemon.json("worker", "inspect", "slirp")["isolation_detail"]
-        assert detail["network"] == "own network namespace (slirp4netns)"
+        assert detail["network"].startswith("own network namespace (slirp4netns); policy "
+                                            "egress (")
+        assert f"allow 127.0.0.1:{port}" in detail["network"]
         children = Path(f"/proc/{started['pid']}/task/{started['pid']}/children").read_text()
         helpers = [pid for pid in children.split()
                    if Path(f"/proc/{pid}/comm").read_text().strip() == "slirp4netns"]

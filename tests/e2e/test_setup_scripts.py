@@ -140,8 +140,9 @@ def test_setup_that_fills_the_disk(small_home: Path, busybox_image: str,
 def test_a_host_without_pasta_says_how_to_fix_it(daemon_factory, busybox_image: str,
                                                  iii_home: Path, tmp_path: Path) -> None:
     project = make_shell_project(tmp_path, busybox_image, "offline", start="exec sleep 1000")
-    daemon = daemon_factory(III_PASTA=str(tmp_path / "no-pasta"),
-                            III_SLIRP4NETNS=str(tmp_path / "no-slirp4netns"))
+    daemon = daemon_factory(III_PASTA=str(tmp_path / "no-pasta"),  # and not the root's bridge
+                            III_SLIRP4NETNS=str(tmp_path / "no-slirp4netns"),
+                            III_NETWORK_BACKEND="pasta")
     failed = one_error_line(daemon.iii("worker", "add", str(project)))
     assert "pasta is not installed (nor slirp4netns)" in failed
     assert "apt-get install passt" in failed and "network: host" in failed

@@ -106,6 +106,8 @@ class Sandboxes:
                 pass
         # A launcher killed above (or by a test) could not remove its leaf cgroups.
         sweep_stale(v1_parents(CGROUP_ROOT))
+        self.pids.clear()  # a fixture that must see them gone first may close us early
+        self.logs.clear()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.support.rootfs import extract_python_rootfs
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from vmm_ffi.errors import LaunchFailed
 from vmm_ffi.network import find_pasta, find_slirp4netns, tun_problem
-from vmm_ffi.params import DirectoryRoot
+from vmm_ffi.params import DirectoryRoot, NetworkPolicy
 
 pytestmark = pytest.mark.skipif(tun_problem() is not None, reason="/dev/net/tun is not ours")
 PASTA = find_pasta()
@@ -68,11 +68,12 @@ def test_sandbox_has_its_own_network_namespace(sandboxes: Sandboxes,
     assert workload_lines(host_log)[-1] == os.readlink("/proc/self/ns/net")
 
 
-def test_host_loopback_is_reached_at_127_0_0_1(sandboxes: Sandboxes, loopback_service: int,
-                                               own_net: dict[str, str]) -> None:
-    # By design, as libkrun's TSI: the engine on the host's loopback needs no III_URL rewrite
-    # (slirp4netns: through the launcher's DNAT to its gateway, for ports bound at start).
+def test_the_engine_port_is_reached_at_127_0_0_1(sandboxes: Sandboxes, loopback_service: int,
+                                                 own_net: dict[str, str]) -> None:
+    # As libkrun's TSI: the engine on the host's loopback needs no III_URL rewrite (slirp4netns:
+    # through the init's DNAT to its gateway). Other host ports: test_network_policy.
     code, status, log = sandboxes.run(["nc", "-w", "3", "127.0.0.1", str(loopback_service)],
+                                      policy=NetworkPolicy(engine_port=loopback_service),
                                       **own_net)
     assert (code, status.exit_code) == (0, 0), log
     assert "hello from the host" in workload_lines(log)

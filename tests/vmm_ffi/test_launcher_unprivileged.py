@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -15,7 +16,14 @@ import pytest
 from tests.support.rootfs import make_busybox_rootfs
 from vmm_ffi.launch import launcher_python_path
 from vmm_ffi.network import find_pasta
-from vmm_ffi.params import LaunchParams, OverlayRoot, decode_result, encode, read_exit_status
+from vmm_ffi.params import (
+    LaunchParams,
+    NetworkPolicy,
+    OverlayRoot,
+    decode_result,
+    encode,
+    read_exit_status,
+)
 
 NOBODY = 65534
 RUN_TIMEOUT_S = 30
@@ -103,6 +111,38 @@ def test_unprivileged_user_gets_its_own_network_through_pasta(open_dir: Path) ->
     assert decode_result(done.stdout.splitlines()[0]).network == "pasta"
     own = [line for line in log.splitlines() if line.startswith("net:[")]
     assert own and own[0] != os.readlink("/proc/self/ns/net")
+
+
+def test_unprivileged_user_gets_policy_none_without_a_helper(open_dir: Path) -> None:
+    # `none` needs no tun device: a normal user gets it here too (pasta does not: see above)
+    python = interpreter_for_nobody()
+    if python is None:
+        pytest.skip("needs root (to become uid 65534), setpriv and a usable Python")
+    lower = make_busybox_rootfs(open_dir / "image")
+    for sub in ("upper", "work", "merged", "state"):
+        (open_dir / sub).mkdir()
+        os.chown(open_dir / sub, NOBODY, NOBODY)
+    with socket.create_server(("127.0.0.1", 0)) as host_service:
+        port = host_service.getsockname()[1]
+        script = (f"nc -w 2 127.0.0.1 {port} </dev/null 2>/dev/null && echo reached "
+                  "|| echo refused; "
+                  "ip addr show lo | grep -q UP && echo lo up; "
+                  "ip addr add 10.9.9.9/32 dev lo 2>/dev/null || echo no net admin")
+        params = LaunchParams(
+            name="nb", backend="namespace", network="none",
+            policy=NetworkPolicy(mode="none", engine_port=port),
+            rootfs=OverlayRoot(lower=[str(lower)], upper=str(open_dir / "upper"),
+                               work=str(open_dir / "work")),
+            merged=str(open_dir / "merged"), argv=["sh", "-c", script],
+            env={"PATH": "/bin"}, log_path=str(open_dir / "state/worker.log"),
+            exit_path=str(open_dir / "state/exit.json"))
+        done = as_nobody([python, "-S", "-m", "vmm_ffi.launcher"], input=encode(params))
+    log = (open_dir / "state/worker.log").read_text()
+    assert done.returncode == 0, done.stderr.decode() + log
+    result = decode_result(done.stdout.splitlines()[0])
+    assert result.network == "none" and result.policy.startswith("none (loopback only)")
+    assert [x for x in log.splitlines() if not x.startswith("[iii-launcher]")] == [
+        "refused", "lo up", "no net admin"]
 
 
 @pytest.fixture

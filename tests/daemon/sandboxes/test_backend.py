@@ -6,6 +6,7 @@ import pytest
 
 from daemon.errors import InvalidArgument, Unavailable
 from daemon.sandboxes.backend import NetworkChoice, choose_backend, choose_network
+from vmm_ffi.bridge import bridge_problem
 from vmm_ffi.network import tun_problem
 
 
@@ -41,13 +42,18 @@ def test_network_prefers_pasta_then_slirp4netns(tmp_path: Path) -> None:
         tool.write_text("#!/bin/sh\n")
         tool.chmod(0o755)
     both = {"III_PASTA": str(pasta), "III_SLIRP4NETNS": str(slirp)}
-    assert choose_network("auto", "namespace", both) == NetworkChoice(mode="pasta",
-                                                                        pasta=str(pasta))
-    second = choose_network("auto", "namespace", {**both, "III_PASTA": str(tmp_path / "none")})
+    # network_backend: pasta (a non-root daemon's auto): pasta, else slirp4netns
+    assert choose_network("auto", "namespace", both, connect="pasta") == NetworkChoice(
+        mode="pasta", pasta=str(pasta))
+    second = choose_network("auto", "namespace", {**both, "III_PASTA": str(tmp_path / "none")},
+                            connect="pasta")
     assert second == NetworkChoice(mode="slirp4netns", slirp4netns=str(slirp))
+    assert choose_network("egress", "namespace", both, connect="slirp4netns") == NetworkChoice(
+        mode="slirp4netns", slirp4netns=str(slirp))
     with pytest.raises(Unavailable) as none:
         choose_network("auto", "namespace", {"III_PASTA": str(tmp_path / "none"),
-                                             "III_SLIRP4NETNS": str(tmp_path / "none")})
+                                             "III_SLIRP4NETNS": str(tmp_path / "none")},
+                       connect="pasta")
     assert none.value.hint is not None
     assert "apt-get install passt" in none.value.hint and "network: host" in none.value.hint
     assert choose_network("host", "namespace", {}).mode == "host"  # the warned opt-out
@@ -65,3 +71,14 @@ def test_a_tun_device_we_may_not_open_gives_its_fix_once(tmp_path: Path,
     line = str(err.value)
     assert "may not open" in line and "\n" not in line
     assert line.count("chmod 0666") == 1 and line.count("network: host") == 1, line
+    assert choose_network("none", "namespace", {}).mode == "none"  # no helper needed
+
+
+def test_a_root_daemon_prefers_its_bridge() -> None:
+    expected = "bridge" if bridge_problem() is None else None
+    if expected is None:
+        with pytest.raises(Unavailable, match="network_backend: bridge: "):
+            choose_network("egress", "namespace", {}, connect="bridge")
+    else:
+        assert choose_network("egress", "namespace", {}).mode == "bridge"
+        assert choose_network("egress", "namespace", {}, connect="bridge").mode == "bridge"
