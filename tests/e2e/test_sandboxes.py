@@ -292,7 +292,7 @@ def test_limits_are_enforced_and_network_is_opt_in(sandbox_api: Callable[..., Ap
     assert api("exec", sandbox_id=sid, argv=["python3", "-c", "print(1)"])["stdout"] == "1\n"
     online = api("create", image="shell", network=True)["sandbox_id"]
     record = json.loads((iii_home / "sandboxes/managed" / online / "launcher.pid").read_text())
-    assert record["launch"]["network"] in ("pasta", "slirp4netns", "host")
+    assert record["launch"]["network"] in ("bridge", "pasta", "slirp4netns", "host")
     devices = api("exec", sandbox_id=online, cmd="cat /proc/net/dev")["stdout"]
     assert len([ln for ln in devices.splitlines() if ":" in ln]) >= 2  # lo and a way out
 

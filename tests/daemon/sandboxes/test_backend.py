@@ -67,7 +67,7 @@ def test_a_tun_device_we_may_not_open_gives_its_fix_once(tmp_path: Path,
     pasta.write_text("#!/bin/sh\n")
     pasta.chmod(0o755)
     with pytest.raises(Unavailable) as err:
-        choose_network("auto", "namespace", {"III_PASTA": str(pasta)})
+        choose_network("auto", "namespace", {"III_PASTA": str(pasta)}, connect="pasta")
     line = str(err.value)
     assert "may not open" in line and "\n" not in line
     assert line.count("chmod 0666") == 1 and line.count("network: host") == 1, line
