@@ -12,6 +12,8 @@ import contextlib
 import logging
 import os
 
+import msgspec
+
 from client.protocol import (
     EmptyResult,
     ManifestView,
@@ -46,7 +48,6 @@ from daemon.config.store import ConfigStore
 from daemon.engine.roster import EngineRoster
 from daemon.errors import (
     AlreadyExists,
-    Conflict,
     DaemonError,
     InvalidArgument,
     InvalidState,
@@ -55,16 +56,22 @@ from daemon.errors import (
 from daemon.events import EventBus
 from daemon.export.kubernetes import render as render_kubernetes
 from daemon.export.kubernetes import render_yaml
-from daemon.export.service import check_exportable, check_exportable_kind, export_to_oci
+from daemon.export.service import (
+    ExportResult,
+    check_exportable,
+    check_exportable_kind,
+    export_to_oci,
+)
 from daemon.images import ImageStore
-from daemon.sandboxes import SandboxLayout, prepare
-from daemon.workers.boot_specs import load_project, resolve_boot
+from daemon.sandboxes import SandboxLayout
+from daemon.workers.boot_specs import load_project
+from daemon.workers.desired import Why
 from daemon.workers.exec import ExecRegistry, enter_spec, run_exec
 from daemon.workers.isolation import sandbox_isolation
 from daemon.workers.launch import WorkerLauncher
 from daemon.workers.logs import follow, tail
 from daemon.workers.state import WorkerState
-from daemon.workers.supervisor import Supervisor, WorkerRuntime
+from daemon.workers.supervisor import JobControl, Supervisor, WorkerRuntime
 from daemon.workers.targets import TargetKind, classify_target
 from manifests import WorkerSpec
 from vmm_ffi.statefiles import write_atomic
@@ -85,6 +92,7 @@ class WorkerLifecycle:
         self.launcher, self.supervisor, self.events = launcher, supervisor, events
         self.engine = engine  # engine truth (``engine_registered``) over the engine session
         self._execs = ExecRegistry()
+        self.adding: dict[str, WorkerEntry] = {}  # being added: not in config.yaml yet
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -121,19 +129,6 @@ class WorkerLifecycle:
             resources=Resources(memory=spec.resources.memory, cpus=spec.resources.cpus)
             if spec else None)
 
-    def restore_manual_stops(self) -> None:
-        """At daemon start: a ``stop`` the user gave an earlier daemon still holds. Blocking."""
-        for entry in self.store.snapshot():
-            if self.layout(entry.name).manual_stop_flag.exists():
-                self.supervisor.runtime(entry.name).manual_stop = True
-
-    def _remember_manual_stop(self, name: str, stopped: bool) -> None:
-        flag = self.layout(name).manual_stop_flag
-        if not stopped:
-            flag.unlink(missing_ok=True)
-        elif flag.parent.is_dir():  # a worker never prepared has nothing to auto-start
-            flag.touch()
-
     # -- worker.add -----------------------------------------------------------------------------
 
     async def add(self, params: WorkerAddParams, notify: Notify) -> WorkerAddResult:
@@ -145,6 +140,7 @@ class WorkerLifecycle:
                 assert target.name is not None
                 entry = WorkerEntry(name=target.name)
                 self._check_new(entry.name, params.force)
+                self._check_bare_force(entry.name, params.target)
                 await self.store.add(entry, force=params.force, reset_config=params.reset_config)
                 return WorkerAddResult(worker=self.view(entry), warnings=[], started=False)
             spec = None
@@ -156,50 +152,77 @@ class WorkerLifecycle:
             else:
                 assert target.name is not None and target.image is not None
                 entry = WorkerEntry(name=target.name, image=target.image)
-            warnings = await self._add_sandboxed(entry, spec, params, relay)
+            warnings, stopped = await self._add_sandboxed(entry, spec, params, relay)
         started = False
-        if self.engine_reachable():
+        if not stopped and self.engine_reachable() \
+                and not self.supervisor.manually_stopped(entry.name):  # SPEC §10: add with the engine up starts
             try:
-                rt, _ = await self.supervisor.start(entry.name, None, auto=True)
+                rt, more = await self.supervisor.start(entry.name, Why.ENGINE)
                 started = rt.state is WorkerState.RUNNING
+                warnings = _merge(warnings, more)
             except DaemonError as exc:  # added all the same: say why it is not running
                 warnings = [*warnings, f"added, but the start failed: {exc.message}"]
-        return WorkerAddResult(worker=self.view(entry), warnings=warnings, started=started)
+        return WorkerAddResult(worker=self.view(self.entry(entry.name)), warnings=warnings,
+                               started=started)
 
     def _check_new(self, name: str, force: bool) -> None:
         if not force and self.store.find(name) is not None:
             raise AlreadyExists(f"worker '{name}' already exists; use --force")
 
+    def _check_bare_force(self, name: str, target: str) -> None:
+        """``add NAME --force`` over a sandboxed worker would replace its entry by a config
+        worker and leave its sandbox unmanaged: refuse, naming the forms that do it."""
+        old = self.store.find(name)
+        if old is not None and self.kind(old) in (WorkerKind.LOCAL, WorkerKind.OCI):
+            raise InvalidArgument(
+                f"'{target}' is not a path or an image, and worker '{name}' is a "
+                f"{self.kind(old).value} worker: re-add it from its project with `iii worker add "
+                f"./{name} --force` (a path), or `iii worker remove {name}` first")
+
     async def _add_sandboxed(self, entry: WorkerEntry, spec: WorkerSpec | None,
-                             params: WorkerAddParams, relay: ProgressRelay) -> list[str]:
+                             params: WorkerAddParams, relay: ProgressRelay
+                             ) -> tuple[list[str], bool]:
+        """Prepare the sandbox and write the entry, as steps of the worker's reconciler: a
+        ``stop`` meanwhile wins (the install is killed, the worker is added stopped; its next
+        start runs install again), a ``remove`` meanwhile cancels the add (-32007). Returns the
+        warnings and whether a stop came in."""
         name = entry.name
         self._check_new(name, params.force)
-        rt = self.supervisor.runtime(name)
-        if params.force:
-            await self.supervisor.stop(name, self.settings.stop_timeout_s, manual=False)
-            rt.manual_stop = False
-            self._remember_manual_stop(name, False)
-            layout = self.layout(name)
-            if layout.exists():
-                relay.note("provision", f"deleting the old sandbox of {name}")
-                await asyncio.to_thread(layout.remove)
-        if rt.lock.locked():
-            raise InvalidState(f"worker '{name}' is busy ({rt.state.value})")
-        async with rt.lock:
-            resolved = await resolve_boot(entry, WorkerKind.LOCAL if spec else WorkerKind.OCI,
-                                          self.settings, self.images, relay.pull,
-                                          refresh=params.force)
-            if spec is not None:
-                self.launcher.specs[name] = spec
-            # The warnings go back in the result (the CLI prints them once): no progress note.
-            try:
-                await prepare(self.layout(name), resolved.boot, self.launcher.provisioner,
-                              relay.boot)
-            finally:
-                self.launcher.forget_deps(name)  # the marker may have been written (or not)
-            await self.store.add(entry, force=params.force, reset_config=params.reset_config)
+        self.adding[name] = entry
+        try:
+            if params.force:  # a fresh sandbox; a user's stop of the old one no longer holds
+                await self.supervisor.stop(name, self.settings.stop_timeout_s, Why.CONFIG)
+            rec = self.supervisor.reconciler(name)
+            kind = WorkerKind.LOCAL if spec else WorkerKind.OCI
+
+            async def add_steps(control: JobControl) -> tuple[list[str], bool]:
+                warnings: list[str] = []
+                try:
+                    if params.force and self.layout(name).exists():
+                        relay.note("provision", f"deleting the old sandbox of {name}")
+                        await asyncio.to_thread(self.layout(name).remove)
+                    resolved = await self.launcher.prepare(entry, kind, relay,
+                                                           refresh=params.force)
+                    warnings = resolved.warnings
+                except asyncio.CancelledError:
+                    if not control.stopped:
+                        raise
+                control.cancellable = False  # the entry is written whole or not at all
+                await self.store.add(entry, force=params.force,
+                                     reset_config=params.reset_config)
+                if spec is not None:
+                    self.launcher.specs[name] = spec
+                if control.stopped:
+                    note = (f"stopped while being added: {name} is added but stopped; its "
+                            "install runs at the next start")
+                    return [*warnings, note], True
+                return warnings, False
+
+            warnings, stopped = await rec.job(add_steps, cancel_on_stop=True)
+        finally:
+            self.adding.pop(name, None)
         self.events.publish(name, "added")
-        return resolved.warnings
+        return warnings, stopped or self.supervisor.manually_stopped(name)
 
     # -- start / stop / restart / remove ---------------------------------------------------------
 
@@ -212,39 +235,44 @@ class WorkerLifecycle:
 
     async def start(self, params: WorkerStartParams, notify: Notify) -> Worker:
         entry = self._startable(params.name)
-        self._remember_manual_stop(params.name, False)
         async with progress_relay(notify, params.name, params.progress) as relay:
-            self.launcher.relays[params.name] = relay
-            try:
-                rt, warnings = await self.supervisor.start(params.name, relay.boot)
-            finally:
-                self.launcher.relays.pop(params.name, None)
+            rt, warnings = await self.supervisor.start(params.name, Why.USER, relay)
             for warning in warnings:  # e.g. no hardware isolation: said on every start
                 relay.note("start", f"warning: {warning}")
-        return self.view(entry, rt)
+        return self._with_warnings(self.view(entry, rt), warnings)
 
     async def stop(self, params: WorkerStopParams) -> Worker:
-        entry = self._startable(params.name)
-        self._remember_manual_stop(params.name, True)  # first: it holds even if we die stopping
-        rt = await self.supervisor.stop(params.name, params.timeout_s)
+        adding = self.adding.get(params.name)
+        entry = adding if adding is not None and self.store.find(params.name) is None \
+            else self._startable(params.name)
+        rt = await self.supervisor.stop(params.name, self._timeout(params.timeout_s))
         return self.view(entry, rt)
 
+    def _timeout(self, given: float | None) -> float:
+        return self.settings.stop_timeout_s if given is None else given
+
     async def restart(self, params: WorkerStartParams, notify: Notify) -> Worker:
-        self._startable(params.name)
-        await self.supervisor.stop(params.name, self.settings.stop_timeout_s)
-        return await self.start(params, notify)
+        entry = self._startable(params.name)
+        async with progress_relay(notify, params.name, params.progress) as relay:
+            rt, warnings = await self.supervisor.restart(params.name, relay)
+        return self._with_warnings(self.view(entry, rt), warnings)
 
     async def remove(self, params: WorkerNameParams) -> WorkerRemoveResult:
-        entry = self.entry(params.name)
-        if self.kind(entry) is not WorkerKind.CONFIG:
-            await self.supervisor.stop(params.name, self.settings.stop_timeout_s)
-        await self.store.remove(params.name)
-        layout = self.layout(params.name)
+        name = params.name
+        if self.store.find(name) is None and name not in self.adding:
+            self.entry(name)  # NotFound
+        await self.supervisor.remove(name)  # cancels an add, a start, an install in flight
+        if self.store.find(name) is not None:
+            await self.store.remove(name)
+        layout = self.layout(name)
         freed = await asyncio.to_thread(layout.remove) if layout.exists() else 0
-        self.supervisor.forget(params.name)
-        self.launcher.forget(params.name)
-        self.events.publish(params.name, "removed")
+        self.launcher.forget(name)
+        self.events.publish(name, "removed")
         return WorkerRemoveResult(removed=True, freed_bytes=freed)
+
+    @staticmethod
+    def _with_warnings(worker: Worker, warnings: list[str]) -> Worker:
+        return msgspec.structs.replace(worker, warnings=list(warnings)) if warnings else worker
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -313,25 +341,22 @@ class WorkerLifecycle:
         check_exportable_kind(entry.name, self.kind(entry))
         assert entry.worker_path is not None  # LOCAL workers have one
         layout = self.layout(entry.name)
-        rt = self.supervisor.runtime(entry.name)
-        if rt.lock.locked():
-            raise Conflict(f"worker '{entry.name}' is busy ({rt.state.value}); export it when "
-                           "that is done")
-        async with progress_relay(notify, params.name, params.progress) as relay, rt.lock:
-            if rt.pid is None:
-                resolved = await resolve_boot(entry, WorkerKind.LOCAL, self.settings,
-                                              self.images, relay.pull)
-                assert resolved.spec is not None
-                spec = self.launcher.specs[entry.name] = resolved.spec
-                try:
-                    await prepare(layout, resolved.boot, self.launcher.provisioner, relay.boot)
-                finally:
-                    self.launcher.forget_deps(entry.name)  # the marker may have been written
-            else:
-                spec = await load_project(entry.worker_path, entry.name)
-            check_exportable(entry.name, layout)
-            done = await export_to_oci(entry.name, spec, layout, self.images, params.to,
-                                       relay.export)
+        rec = self.supervisor.reconciler(entry.name)
+        async with progress_relay(notify, params.name, params.progress) as relay:
+
+            async def export_step(control: JobControl) -> ExportResult:
+                # A step of the worker's reconciler: no start, install or sync meanwhile.
+                if rec.rt.pid is None:
+                    resolved = await self.launcher.prepare(entry, WorkerKind.LOCAL, relay)
+                    assert resolved.spec is not None
+                    spec = resolved.spec
+                else:
+                    spec = await load_project(entry.worker_path or "", entry.name)
+                check_exportable(entry.name, layout)
+                return await export_to_oci(entry.name, spec, layout, self.images, params.to,
+                                           relay.export)
+
+            done = await rec.job(export_step, cancel_on_stop=True)
         if "@sha256:" in done.destination:  # a push: what --kubernetes deploys by default
             await asyncio.to_thread(write_atomic, layout.dir / LAST_EXPORT,
                                     done.destination.encode() + b"\n")
@@ -381,12 +406,11 @@ class WorkerLifecycle:
         return WorkerLogsResult(lines=lines)
 
     async def aclose(self, *, stop_workers: bool) -> None:
-        runtimes = self.supervisor.runtimes()
-        if stop_workers:
-            await asyncio.gather(*(self.supervisor.stop(rt.name, self.settings.stop_timeout_s,
-                                                        manual=False) for rt in runtimes),
-                                 return_exceptions=True)
-        for rt in runtimes:
-            self.supervisor.detach(rt.name)
+        await self.supervisor.close_all(stop_workers=stop_workers)
         await self._execs.aclose()  # the fork server; running execs end with it
 
+
+
+def _merge(first: list[str], second: list[str]) -> list[str]:
+    """Both lists of warnings, each said once, in order."""
+    return list(dict.fromkeys([*first, *second]))
