@@ -304,7 +304,8 @@ class WorkerLifecycle:
             except DaemonError as exc:
                 warnings = [f"manifest: {exc.message}"]
         layout = self.layout(entry.name)
-        fields = {f: getattr(base, f) for f in base.__struct_fields__}
+        fields = {f: getattr(base, f) for f in base.__struct_fields__
+                  if f != "warnings"}  # inspect's own: the manifest's
         detail = None
         if base.pid is not None:
             detail = await asyncio.to_thread(sandbox_isolation, layout)
