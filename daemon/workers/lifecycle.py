@@ -79,6 +79,7 @@ from vmm_ffi.statefiles import write_atomic
 log = logging.getLogger("iii.daemon.workers")
 
 
+ENGINE_FIRST_TRY_WAIT_S = 2.0  # add on a fresh daemon: its first engine try, at most this
 LAST_EXPORT = "last-export"  # in the sandbox dir: REGISTRY/REPO@DIGEST of the last push
 
 
@@ -154,7 +155,7 @@ class WorkerLifecycle:
                 entry = WorkerEntry(name=target.name, image=target.image)
             warnings, stopped = await self._add_sandboxed(entry, spec, params, relay)
         started = False
-        if not stopped and self.engine_reachable() \
+        if not stopped and await self._engine_up_for_add() \
                 and not self.supervisor.manually_stopped(entry.name):  # SPEC §10: add with the engine up starts
             try:
                 rt, more = await self.supervisor.start(entry.name, Why.ENGINE)
@@ -164,6 +165,19 @@ class WorkerLifecycle:
                 warnings = [*warnings, f"added, but the start failed: {exc.message}"]
         return WorkerAddResult(worker=self.view(self.entry(entry.name)), warnings=warnings,
                                started=started)
+
+    async def _engine_up_for_add(self) -> bool:
+        """Whether the engine is up. A daemon started a moment ago may not have tried it yet:
+        wait (briefly) for that first try, so an add with the engine up starts the worker."""
+        session = self.engine.session
+        if session.reachable or session.down_since is not None:
+            return session.reachable
+        tries = [asyncio.ensure_future(session.wait_reachable(up)) for up in (True, False)]
+        await asyncio.wait(tries, timeout=ENGINE_FIRST_TRY_WAIT_S,
+                           return_when=asyncio.FIRST_COMPLETED)
+        for t in tries:
+            t.cancel()
+        return session.reachable
 
     def _check_new(self, name: str, force: bool) -> None:
         if not force and self.store.find(name) is not None:
