@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from daemon.background import BackgroundTasks
-from daemon.config.entries import WorkerKind
+from daemon.config.entries import WorkerEntry, WorkerKind
 from daemon.config.settings import DaemonSettings
 from daemon.config.store import ConfigChange, ConfigStore
 from daemon.engine.functions import EngineApi
@@ -28,6 +28,7 @@ from daemon.workers.desired import Why, at_daemon_start, load_desired
 from daemon.workers.logs import rotate_if_needed
 from daemon.workers.state import WorkerState
 from daemon.workers.supervisor import Supervisor
+from daemon.workers.targets import name_problem
 from vmm_ffi.params import LaunchParams
 
 log = logging.getLogger("iii.daemon.autopilot")
@@ -106,8 +107,7 @@ class Autopilot:
         configured worker its reconciler with the desired state an earlier daemon persisted (a
         user's start holds: such a worker that does not run is started now)."""
         found = await asyncio.to_thread(self._find_running)
-        known = [e.name for e in self.store.snapshot()
-                 if e.kind(self.settings.home) in SUPERVISED]
+        known = [e.name for e in self.store.snapshot() if self._supervised(e)]
         for name in known:
             persisted = await asyncio.to_thread(load_desired, self.layout(name).dir)
             running = found.get(name)
@@ -122,7 +122,7 @@ class Autopilot:
     def _find_running(self) -> dict[str, tuple[SandboxTask, str | None]]:
         """The running launchers of configured workers (blocking). An interrupted setup/install
         run is killed, never adopted; a sandbox without an entry is left alone."""
-        known = {e.name for e in self.store.snapshot()}
+        known = {e.name for e in self.store.snapshot() if self._supervised(e)}
         found: dict[str, tuple[SandboxTask, str | None]] = {}
         for name in managed_names(self.settings.home):
             layout = self.layout(name)
@@ -172,8 +172,13 @@ class Autopilot:
         self._grace_fired = False
         self.roster.kick()
         for entry in self.store.snapshot():
-            if entry.kind(self.settings.home) in SUPERVISED:
+            if self._supervised(entry):
                 self.supervisor.auto_start(entry.name, Why.ENGINE)
+
+    def _supervised(self, entry: WorkerEntry) -> bool:
+        """Local/OCI/Binary entries whose name can be a sandbox (a hand-written invalid name is
+        listed with the reason, never started)."""
+        return entry.kind(self.settings.home) in SUPERVISED and name_problem(entry.name) is None
 
     async def engine_down(self) -> None:
         self.roster.forget()
@@ -211,7 +216,7 @@ class Autopilot:
             log.info("%s was removed from config.yaml by hand: stopping it", entry.name)
             self._spawn(self.supervisor.remove(entry.name), f"unmanage:{entry.name}")
         for entry in change.added:
-            if entry.kind(self.settings.home) in SUPERVISED and self.session.reachable:
+            if self._supervised(entry) and self.session.reachable:
                 log.info("%s was added to config.yaml by hand: starting it", entry.name)
                 self.supervisor.auto_start(entry.name, Why.CONFIG)
         for entry in change.changed:

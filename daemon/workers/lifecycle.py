@@ -72,7 +72,7 @@ from daemon.workers.launch import WorkerLauncher
 from daemon.workers.logs import follow, tail
 from daemon.workers.state import WorkerState
 from daemon.workers.supervisor import JobControl, Supervisor, WorkerRuntime
-from daemon.workers.targets import TargetKind, classify_target
+from daemon.workers.targets import TargetKind, classify_target, name_problem
 from manifests import WorkerSpec
 from vmm_ffi.statefiles import write_atomic
 
@@ -113,8 +113,13 @@ class WorkerLifecycle:
         return self.engine.session.reachable
 
     def view(self, entry: WorkerEntry, rt: WorkerRuntime | None = None) -> Worker:
-        rt = rt or self.supervisor.runtime(entry.name)
         kind = self.kind(entry)
+        problem = name_problem(entry.name)
+        if problem is not None:  # hand-written: shown with the reason, never supervised
+            return Worker(name=entry.name, type=kind.value,
+                          source=entry.worker_path or entry.image, status="stopped",
+                          last_error=problem)
+        rt = rt or self.supervisor.runtime(entry.name)
         spec = self.launcher.specs.get(entry.name)
         registered = None
         if self.engine.names is not None and self.engine_reachable():

@@ -159,3 +159,20 @@ def test_stop_timeout_s_of_daemon_yaml_is_the_stop_default(daemon_factory, busyb
     took = time.monotonic() - began
     assert daemon.worker("deaf")["last_exit_code"] == 137
     assert took < 8, f"the stop waited {took:.1f}s: not daemon.yaml's 1 s"
+
+
+def test_an_invalid_hand_written_name_is_listed_invalid_and_never_started(
+        daemon_factory, engine_factory, busybox_image, iii_home: Path, tmp_path: Path) -> None:
+    engine = engine_factory()
+    bad = make_shell_project(tmp_path, busybox_image, "bad", start="exec sleep 1000")
+    good = make_shell_project(tmp_path, busybox_image, "good", start="exec sleep 1000")
+    (iii_home / "config.yaml").write_text(
+        f'workers:\n  - name: "my worker"\n    worker_path: {bad}\n'
+        f"  - name: good\n    worker_path: {good}\n")
+    daemon = daemon_factory(III_URL=engine.url)
+    wait_until(lambda: daemon.worker("good")["status"] == "running", 60,
+               "the valid entry after it to be auto-started")
+    listed = daemon.worker("my worker")
+    assert listed["status"] == "stopped" and listed["pid"] is None
+    assert "invalid name" in listed["last_error"] and "config.yaml" in listed["last_error"]
+    assert not (iii_home / "managed" / "my worker").exists()
