@@ -24,7 +24,7 @@ from daemon.engine.roster import EngineRoster
 from daemon.engine.session import EngineSession
 from daemon.events import EventBus
 from daemon.sandboxes import SandboxLayout, SandboxTask
-from daemon.workers.desired import Why, at_daemon_start, load_desired
+from daemon.workers.desired import Desired, Want, Why, at_daemon_start, load_desired
 from daemon.workers.logs import rotate_if_needed
 from daemon.workers.state import WorkerState
 from daemon.workers.supervisor import Supervisor
@@ -109,7 +109,7 @@ class Autopilot:
         found = await asyncio.to_thread(self._find_running)
         known = [e.name for e in self.store.snapshot() if self._supervised(e)]
         for name in known:
-            persisted = await asyncio.to_thread(load_desired, self.layout(name).dir)
+            persisted = await asyncio.to_thread(self._persisted, name)
             running = found.get(name)
             desired = at_daemon_start(persisted, running is not None)
             if running is not None:
@@ -118,6 +118,14 @@ class Autopilot:
             else:
                 self.supervisor.reconciler(name, desired)
         return len(found)
+
+    def _persisted(self, name: str) -> Desired | None:
+        """The persisted desired state; an older daemon's ``manual-stop`` flag is a user's stop."""
+        layout = self.layout(name)
+        desired = load_desired(layout.dir)
+        if desired is None and layout.manual_stop_flag.exists():
+            return Desired(want=Want.STOPPED, why=Why.USER)
+        return desired
 
     def _find_running(self) -> dict[str, tuple[SandboxTask, str | None]]:
         """The running launchers of configured workers (blocking). An interrupted setup/install
