@@ -53,6 +53,10 @@ class EnterSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     workdir: str = "/"
     tty: bool = False
     seccomp: bool = True
+    # the worker's user (its image's USER), so a command runs as the workload does
+    uid: int = 0
+    gid: int = 0
+    groups: list[int] = []
 
 
 def enter(spec: EnterSpec) -> None:
@@ -159,9 +163,9 @@ def _exec(spec: EnterSpec) -> None:
         os.setsid()
         if spec.tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        os.setgroups([])
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
+        os.setgroups(spec.groups)
+        os.setresgid(spec.gid, spec.gid, spec.gid)
+        os.setresuid(spec.uid, spec.uid, spec.uid)
         sc.set_parent_death_signal(signal.SIGKILL)  # after setresuid, which clears it
         os.umask(0o022)
         os.chdir(spec.workdir)

@@ -34,7 +34,7 @@ from daemon.sandboxes.layout import MARKER_RELPATH, SandboxLayout
 from daemon.sandboxes.provision import Provisioner, RootSpec
 from daemon.sandboxes.sync import SyncStats, sync_project
 from daemon.sandboxes.task import SandboxTask, sandbox_lock
-from vmm_ffi.params import Backend, ExitStatus, IdShift, LaunchParams
+from vmm_ffi.params import Backend, ExitStatus, IdShift, LaunchParams, RunAs
 
 SCRIPT_TIMEOUT_S = 3600.0  # one setup or install run, end to end
 SCRIPT_STOP_TIMEOUT_S = 3.0  # a timed-out script: SIGTERM, then SIGKILL after this
@@ -89,6 +89,7 @@ class BootSpec(msgspec.Struct, frozen=True, kw_only=True):
     pasta: str | None = None
     slirp4netns: str | None = None
     id_shift: IdShift | None = None
+    user: RunAs | None = None  # the worker process's user (a container image's USER)
 
 
 @dataclass
@@ -201,21 +202,23 @@ async def check_scripts_left_a_runnable_sandbox(layout: SandboxLayout, boot: Boo
 
 
 def launch_params(layout: SandboxLayout, boot: BootSpec, root: RootSpec, env: dict[str, str],
-                  argv: list[str], workdir: str) -> LaunchParams:
-    """Launcher params for a run in this sandbox (paths filled in from the layout)."""
+                  argv: list[str], workdir: str, user: RunAs | None = None) -> LaunchParams:
+    """Launcher params for a run in this sandbox (paths filled in from the layout); ``user``
+    None runs it as sandbox root (setup and install do)."""
     return LaunchParams(name=boot.name, backend=boot.backend, rootfs=root,
                         merged=str(layout.merged), argv=argv, env=env, workdir=workdir,
                         cpus=boot.cpus, memory_mib=boot.memory_mib,
                         log_path=str(layout.worker_log), exit_path=str(layout.exit_file),
                         hostname=boot.name[:63], network=boot.network, pasta=boot.pasta,
                         slirp4netns=boot.slirp4netns,
-                        id_shift=boot.id_shift)
+                        id_shift=boot.id_shift, user=user)
 
 
 def start_params(layout: SandboxLayout, boot: BootSpec, prepared: Prepared) -> LaunchParams:
     """Launcher params of the long-running worker: ``argv`` if set, else ``sh -c start``."""
     argv = boot.argv if boot.argv else ["/bin/sh", "-c", boot.start]
-    return launch_params(layout, boot, prepared.root, prepared.env, argv, boot.workdir)
+    return launch_params(layout, boot, prepared.root, prepared.env, argv, boot.workdir,
+                         boot.user)
 
 
 async def boot_sandbox(layout: SandboxLayout, boot_spec: BootSpec, provisioner: Provisioner,

@@ -15,6 +15,7 @@ from daemon.images import ImageStore
 from daemon.images.models import CachedImage
 from daemon.images.pull import ProgressCallback
 from daemon.sandboxes import BootSpec, choose_backend, choose_ids, choose_network
+from daemon.workers.image_user import resolve_user
 from manifests import ManifestError, WorkerSpec, load_worker
 
 
@@ -85,6 +86,13 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
     if not argv:
         raise InvalidArgument(f"image {entry.image} has neither Entrypoint nor Cmd: "
                               "nothing to run")
+    user = await asyncio.to_thread(resolve_user, image.config.user, Path(image.path),
+                                   entry.image)
+    if user is not None and choice.backend != "namespace":
+        warnings.append(f"image {entry.image}: USER {image.config.user!r} is not applied "
+                        f"with the {choice.backend} backend (runs as root in the guest)")
+        user = None
     boot = BootSpec(image_rootfs=str(image.path), image_env=list(image.config.env), argv=argv,
-                    image_ref=entry.image, workdir=image.config.working_dir or "/", **common)  # type: ignore[arg-type]
+                    image_ref=entry.image, workdir=image.config.working_dir or "/", user=user,
+                    **common)  # type: ignore[arg-type]
     return ResolvedBoot(boot, image, None, warnings)

@@ -176,3 +176,30 @@ def test_an_invalid_hand_written_name_is_listed_invalid_and_never_started(
     assert listed["status"] == "stopped" and listed["pid"] is None
     assert "invalid name" in listed["last_error"] and "config.yaml" in listed["last_error"]
     assert not (iii_home / "managed" / "my worker").exists()
+
+
+def test_a_container_images_user_runs_the_worker_and_exec(daemon_factory, registry,
+                                                          iii_home: Path) -> None:
+    from tests.support.images import TarEntry, busybox_layers, config_blob, layer_blob, push_image
+
+    users = layer_blob([
+        TarEntry("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n"
+                                    b"app:x:1000:1001::/home/app:/bin/sh\n"),
+        TarEntry("etc/group", data=b"root:x:0:\napp:x:1001:\nstaff:x:50:app\n"),
+        TarEntry("srv", kind="dir", mode=0o777)])
+    layers = [*busybox_layers(), users]
+    config = config_blob(entrypoint=["/bin/sh", "-c"],
+                         cmd=["echo \"as $(id -u):$(id -g):$(id -G)\"; exec sleep 1000"],
+                         working_dir="/srv", env=["PATH=/bin"], user="app",
+                         diff_ids=[b.diff_id for b in layers])
+    push_image(registry.access, "iii-test/as-app", "1", layers, config)
+    daemon = daemon_factory()
+    daemon.json("worker", "add", f"{registry.host}/iii-test/as-app:1")
+    assert daemon.iii("worker", "start", "as-app").returncode == 0
+    wait_until(lambda: "as 1000:1001:" in daemon.iii("worker", "logs", "as-app").stdout, 20,
+               "the worker's id line")
+    line = next(ln for ln in daemon.iii("worker", "logs", "as-app").stdout.splitlines()
+                if "as 1000:1001:" in ln)
+    assert set(line.split(":")[-1].split()) == {"1001", "50"}
+    done = daemon.iii("worker", "exec", "as-app", "--no-tty", "--", "id", "-u")
+    assert done.returncode == 0 and done.stdout.strip() == "1000", done.stderr
