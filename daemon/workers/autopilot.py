@@ -22,9 +22,10 @@ from daemon.config.store import ConfigChange, ConfigStore
 from daemon.engine.functions import EngineApi
 from daemon.engine.roster import EngineRoster
 from daemon.engine.session import EngineSession
+from daemon.errors import DaemonError
 from daemon.events import EventBus
 from daemon.sandboxes import SandboxLayout, SandboxTask
-from daemon.workers.desired import Desired, Want, Why, at_daemon_start, load_desired
+from daemon.workers.desired import ADDING_FLAG, Desired, Want, Why, at_daemon_start, load_desired
 from daemon.workers.logs import rotate_if_needed
 from daemon.workers.state import WorkerState
 from daemon.workers.supervisor import Supervisor
@@ -135,6 +136,16 @@ class Autopilot:
         for name in managed_names(self.settings.home):
             layout = self.layout(name)
             task = SandboxTask.reattach(layout)
+            if name not in known and (layout.dir / ADDING_FLAG).exists():
+                # An add whose daemon died before the entry was written: roll it back.
+                log.warning("removing %s: its add was interrupted by a daemon exit", name)
+                if task is not None:
+                    kill_orphan(task)
+                try:
+                    layout.remove()
+                except DaemonError as exc:  # its launcher would not die: leave it, say so
+                    log.error("could not remove the half-added %s: %s", name, exc.message)
+                continue
             if layout.oneshot_flag.exists():
                 # A setup/install run whose daemon died: it wrote no marker, so kill it and let
                 # the next start run it again (never adopt it as the worker).

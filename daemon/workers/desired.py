@@ -16,6 +16,9 @@ import msgspec
 from vmm_ffi.statefiles import write_atomic
 
 DESIRED_FILE = "desired.json"
+#: In a sandbox dir while its worker is being added (not yet in config.yaml): a daemon that
+#: dies meanwhile leaves it, and the next daemon removes that half-added sandbox.
+ADDING_FLAG = "adding"
 
 
 class Want(enum.Enum):

@@ -65,7 +65,7 @@ from daemon.export.service import (
 from daemon.images import ImageStore
 from daemon.sandboxes import SandboxLayout
 from daemon.workers.boot_specs import load_project
-from daemon.workers.desired import Why
+from daemon.workers.desired import ADDING_FLAG, Why
 from daemon.workers.exec import ExecRegistry, enter_spec, run_exec
 from daemon.workers.isolation import sandbox_isolation
 from daemon.workers.launch import WorkerLauncher
@@ -207,6 +207,7 @@ class WorkerLifecycle:
         warnings and whether a stop came in."""
         name = entry.name
         self._check_new(name, params.force)
+        fresh = self.store.find(name) is None
         self.adding[name] = entry
         try:
             if params.force:  # a fresh sandbox; a user's stop of the old one no longer holds
@@ -220,6 +221,8 @@ class WorkerLifecycle:
                     if params.force and self.layout(name).exists():
                         relay.note("provision", f"deleting the old sandbox of {name}")
                         await asyncio.to_thread(self.layout(name).remove)
+                    if fresh:
+                        await asyncio.to_thread(_flag_adding, self.layout(name), True)
                     resolved = await self.launcher.prepare(entry, kind, relay,
                                                            refresh=params.force)
                     warnings = resolved.warnings
@@ -229,6 +232,7 @@ class WorkerLifecycle:
                 control.cancellable = False  # the entry is written whole or not at all
                 await self.store.add(entry, force=params.force,
                                      reset_config=params.reset_config)
+                await asyncio.to_thread(_flag_adding, self.layout(name), False)
                 if spec is not None:
                     self.launcher.specs[name] = spec
                 if control.stopped:
@@ -237,7 +241,15 @@ class WorkerLifecycle:
                     return [*warnings, note], True
                 return warnings, False
 
-            warnings, stopped = await rec.job(add_steps, cancel_on_stop=True)
+            try:
+                warnings, stopped = await rec.job(add_steps, cancel_on_stop=True)
+            except BaseException:
+                if fresh and self.store.find(name) is None:  # nothing of it may stay behind
+                    await self.supervisor.remove(name)
+                    layout = self.layout(name)
+                    if layout.exists():
+                        await asyncio.to_thread(layout.remove)
+                raise
         finally:
             self.adding.pop(name, None)
         self.events.publish(name, "added")
@@ -434,3 +446,13 @@ class WorkerLifecycle:
 def _merge(first: list[str], second: list[str]) -> list[str]:
     """Both lists of warnings, each said once, in order."""
     return list(dict.fromkeys([*first, *second]))
+
+
+def _flag_adding(layout: SandboxLayout, on: bool) -> None:
+    """Mark (or unmark) the sandbox as half-added: see ``desired.ADDING_FLAG``. Blocking."""
+    flag = layout.dir / ADDING_FLAG
+    if on:
+        layout.dir.mkdir(parents=True, exist_ok=True)
+        flag.touch()
+    else:
+        flag.unlink(missing_ok=True)

@@ -203,3 +203,24 @@ def test_a_container_images_user_runs_the_worker_and_exec(daemon_factory, regist
     assert set(line.split(":")[-1].split()) == {"1001", "50"}
     done = daemon.iii("worker", "exec", "as-app", "--no-tty", "--", "id", "-u")
     assert done.returncode == 0 and done.stdout.strip() == "1000", done.stderr
+
+
+def test_an_add_cut_short_leaves_no_sandbox(daemon_factory, busybox_image, iii_home: Path,
+                                            tmp_path: Path) -> None:
+    daemon = daemon_factory()
+    failing = make_shell_project(tmp_path, busybox_image, "failing", start="exec sleep 1000",
+                                 install="exit 3")
+    assert daemon.iii("worker", "add", str(failing)).returncode != 0
+    assert not (iii_home / "managed" / "failing").exists()  # a failed add leaves nothing
+
+    slow = make_shell_project(tmp_path, busybox_image, "slow", start="exec sleep 1000",
+                              install="exec sleep 1000")
+    add = spawn(daemon, III_CLI, "worker", "add", str(slow))
+    wait_until(lambda: launchers_of(iii_home, "slow") != [], 60, "the install to run")
+    daemon.kill9()  # the daemon dies mid-add: its install runs on, no entry was written
+    finish(add)
+    assert launchers_of(iii_home, "slow") != []
+    daemon.start()  # rolls the half-done add back
+    assert launchers_of(iii_home, "slow") == []
+    assert not (iii_home / "managed" / "slow").exists()
+    assert all(w["name"] != "slow" for w in daemon.json("worker", "list")["workers"])
