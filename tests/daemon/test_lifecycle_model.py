@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Verbosity, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import daemon.workers.state as state_module
 from daemon.background import BackgroundTasks
@@ -41,9 +41,11 @@ from daemon.workers.state import WorkerState
 from daemon.workers.supervisor import Supervisor
 from tests.support.daemon import launchers_of
 
+# III_MODEL_VERBOSE=1 prints every step Hypothesis takes.
+VERBOSITY = Verbosity.verbose if os.environ.get("III_MODEL_VERBOSE") else Verbosity.normal
 NAMES = ("a", "b")
 CONVERGE_S = 15.0
-EXAMPLES = int(os.environ.get("III_MODEL_EXAMPLES", "4"))
+EXAMPLES = int(os.environ.get("III_MODEL_EXAMPLES", "10"))
 
 
 class ShellWorkers:
@@ -100,6 +102,11 @@ class LifecycleModel(RuleBasedStateMachine):
         self.run(asyncio.sleep(0.02))  # let it begin: the next rule may land mid-launch
 
     # -- commands (each only states intent; the model says what must follow) ------------------
+
+    @initialize()
+    def add_both(self) -> None:
+        for name in NAMES:
+            self.add(name)
 
     @rule(name=st.sampled_from(NAMES))
     def add(self, name: str) -> None:
@@ -254,6 +261,7 @@ def test_the_lifecycle_follows_its_model(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(state_module, "BACKOFF_INITIAL_S", 0.05)
     LifecycleModel.home_root = str(tmp_path)
     machine = LifecycleModel.TestCase
-    machine.settings = settings(max_examples=EXAMPLES, stateful_step_count=12, deadline=None,
-                                suppress_health_check=list(HealthCheck))
+    machine.settings = settings(max_examples=EXAMPLES, stateful_step_count=20, deadline=None,
+                                suppress_health_check=list(HealthCheck),
+                                verbosity=VERBOSITY)
     machine().runTest()
