@@ -234,3 +234,31 @@ async def test_a_restart_keeps_why_the_worker_runs(tmp_path: Path,
     assert sup.grace_stop() == ["w"]
     await until(lambda: rt.state is S.STOPPED, "the grace stop")
     assert not rt.desired.manual_stop  # the next engine-up starts it again
+
+
+async def test_a_removal_cancels_a_job_in_flight_with_the_one_busy_code(
+        tmp_path: Path, tasks: BackgroundTasks) -> None:
+    """An export (a job) of a worker being removed truly conflicts: -32007, nothing else."""
+    from client.protocol import ErrorCode
+    from daemon.api.rpc import error_code_for
+    from daemon.errors import Conflict
+
+    sup, _launch, _seen = await supervised(tmp_path, tasks, ["exec sleep 30"])
+    rec = sup.reconciler("w")
+    started = asyncio.Event()
+
+    async def long_export(control: object) -> str:
+        started.set()
+        await asyncio.sleep(30)
+        return "exported"
+
+    job = asyncio.create_task(rec.job(long_export, cancel_on_stop=False))
+    await started.wait()
+    await sup.stop("w", 5)  # a stop does not cancel it (cancel_on_stop=False)...
+    assert not job.done()
+    await asyncio.wait_for(sup.remove("w"), 5)  # ...a removal does, at once
+    with pytest.raises(Conflict, match="removed") as info:
+        await job
+    assert error_code_for(info.value) == ErrorCode.CONFLICT
+    with pytest.raises(Conflict):
+        await rec.job(long_export, cancel_on_stop=False)

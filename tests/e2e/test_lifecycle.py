@@ -224,3 +224,53 @@ def test_an_add_cut_short_leaves_no_sandbox(daemon_factory, busybox_image, iii_h
     assert launchers_of(iii_home, "slow") == []
     assert not (iii_home / "managed" / "slow").exists()
     assert all(w["name"] != "slow" for w in daemon.json("worker", "list")["workers"])
+
+
+def test_remove_during_add_install_cancels_the_add(daemon_factory, busybox_image,
+                                                   iii_home: Path, tmp_path: Path) -> None:
+    project = make_shell_project(tmp_path, busybox_image, "slow", start="exec sleep 1000",
+                                 install="exec sleep 1000")
+    daemon = daemon_factory()
+    add = spawn(daemon, III_CLI, "worker", "add", str(project))
+    wait_until(lambda: launchers_of(iii_home, "slow") != [], 60, "the install to run")
+    removed = daemon.iii("worker", "remove", "slow", timeout=15)
+    assert removed.returncode == 0, removed.stderr
+    code, _, err = finish(add)
+    assert code != 0 and "removed" in err and len(err.strip().splitlines()) == 1, err
+    assert launchers_of(iii_home, "slow") == []
+    assert not (iii_home / "managed" / "slow").exists()
+    config = iii_home / "config.yaml"
+    assert not config.exists() or "slow" not in config.read_text()
+
+
+def test_a_reloaded_auto_started_worker_is_still_stopped_by_the_grace(
+        daemon_factory, engine_factory, busybox_image, iii_home: Path, tmp_path: Path) -> None:
+    engine = engine_factory()
+    (iii_home / "daemon.yaml").write_text("engine_down_grace_s: 1\n")
+    daemon = daemon_factory(III_URL=engine.url)
+    added = daemon.json("worker", "add", str(make_shell_project(
+        tmp_path, busybox_image, "loop", start="exec sleep 1000")))
+    assert added["started"] is True
+    first = daemon.worker("loop")["pid"]
+    assert daemon.iii("worker", "restart", "loop").returncode == 0  # what a hot reload does
+    assert daemon.worker("loop")["pid"] not in (None, first)
+    engine.stop()
+    wait_until(lambda: daemon.worker("loop")["status"] == "stopped", 15, "the grace stop")
+    assert launchers_of(iii_home, "loop") == []
+
+
+def test_a_users_start_holds_across_a_daemon_restart(daemon_factory, busybox_image,
+                                                     iii_home: Path, tmp_path: Path) -> None:
+    daemon = daemon_factory()  # no engine: nothing starts on its own
+    for name in ("kept", "idle"):
+        daemon.json("worker", "add", str(make_shell_project(tmp_path, busybox_image, name,
+                                                            start="exec sleep 1000")))
+    assert daemon.iii("worker", "start", "kept").returncode == 0
+    daemon.stop()  # a clean shutdown stops the workers, not what the user wants of them
+    assert launchers_of(iii_home, "kept") == []
+    daemon.start()
+    wait_until(lambda: daemon.worker("kept")["status"] == "running", 30,
+               "the user's start to hold")
+    assert daemon.worker("idle")["status"] == "stopped"
+    assert json.loads((iii_home / "managed" / "kept" / "desired.json").read_text()) == \
+        {"want": "running", "why": "user"}
