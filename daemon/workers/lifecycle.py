@@ -42,7 +42,6 @@ from client.protocol import (
 from daemon.api.progress import ProgressRelay, progress_relay
 from daemon.api.services import ClientGone, Notify
 from daemon.config.entries import WorkerEntry, WorkerKind
-from daemon.config.env import flatten_config
 from daemon.config.settings import DaemonSettings
 from daemon.config.store import ConfigStore
 from daemon.engine.roster import EngineRoster
@@ -54,19 +53,12 @@ from daemon.errors import (
     NotFound,
 )
 from daemon.events import EventBus
-from daemon.export.kubernetes import render as render_kubernetes
-from daemon.export.kubernetes import render_yaml
-from daemon.export.service import (
-    ExportResult,
-    check_exportable,
-    check_exportable_kind,
-    export_to_oci,
-)
 from daemon.images import ImageStore
 from daemon.sandboxes import SandboxLayout
 from daemon.workers.boot_specs import load_project
 from daemon.workers.desired import ADDING_FLAG, Why
 from daemon.workers.exec import ExecRegistry, enter_spec, run_exec
+from daemon.workers.exporting import export_worker, kubernetes_yaml
 from daemon.workers.isolation import sandbox_isolation
 from daemon.workers.launch import WorkerLauncher
 from daemon.workers.logs import follow, tail
@@ -74,13 +66,11 @@ from daemon.workers.state import WorkerState
 from daemon.workers.supervisor import JobControl, Supervisor, WorkerRuntime
 from daemon.workers.targets import TargetKind, classify_target, name_problem
 from manifests import WorkerSpec
-from vmm_ffi.statefiles import write_atomic
 
 log = logging.getLogger("iii.daemon.workers")
 
 
 ENGINE_FIRST_TRY_WAIT_S = 2.0  # add on a fresh daemon: its first engine try, at most this
-LAST_EXPORT = "last-export"  # in the sandbox dir: REGISTRY/REPO@DIGEST of the last push
 
 
 class WorkerLifecycle:
@@ -364,61 +354,14 @@ class WorkerLifecycle:
         return EmptyResult()
 
     async def export(self, params: WorkerExportParams, notify: Notify) -> WorkerExportResult:
-        """SPEC §14; the work is in daemon/export/service.py. A stopped worker is prepared first
-        (provisioned, the project synced, install run when the marker says so), as a start
-        would, so the image holds the project as it is now; a running one is exported as it
-        runs. Holds the worker's lock so no install or sync changes the upper dir while it is
-        read."""
-        entry = await self.launcher.fresh_entry(params.name)
-        check_exportable_kind(entry.name, self.kind(entry))
-        assert entry.worker_path is not None  # LOCAL workers have one
-        layout = self.layout(entry.name)
-        rec = self.supervisor.reconciler(entry.name)
-        async with progress_relay(notify, params.name, params.progress) as relay:
-
-            async def export_step(control: JobControl) -> ExportResult:
-                # A step of the worker's reconciler: no start, install or sync meanwhile.
-                if rec.rt.pid is None:
-                    resolved = await self.launcher.prepare(entry, WorkerKind.LOCAL, relay)
-                    assert resolved.spec is not None
-                    spec = resolved.spec
-                else:
-                    spec = await load_project(entry.worker_path or "", entry.name)
-                check_exportable(entry.name, layout)
-                return await export_to_oci(entry.name, spec, layout, self.images, params.to,
-                                           relay.export)
-
-            done = await rec.job(export_step, cancel_on_stop=True)
-        if "@sha256:" in done.destination:  # a push: what --kubernetes deploys by default
-            await asyncio.to_thread(write_atomic, layout.dir / LAST_EXPORT,
-                                    done.destination.encode() + b"\n")
-        return WorkerExportResult(digest=done.digest, size=done.size,
-                                  layer_digest=done.layer_digest, destination=done.destination,
-                                  blobs_uploaded=done.uploaded, blobs_reused=done.reused)
+        """SPEC §14: see ``daemon/workers/exporting.py``."""
+        return await export_worker(params, notify, self.settings, self.launcher,
+                                   self.supervisor, self.images)
 
     async def kubernetes(self, params: WorkerKubernetesParams) -> WorkerKubernetesResult:
         """Deployment + Secret YAML for the worker's exported image (SPEC §14)."""
         entry = self.entry(params.name)
-        if self.kind(entry) is not WorkerKind.LOCAL or entry.worker_path is None:
-            raise InvalidState(f"worker '{params.name}' is not a local worker: only those are "
-                               "exported (a container worker already has its image)")
-        image = params.image
-        if image is None:
-            try:
-                image = (self.layout(entry.name).dir / LAST_EXPORT).read_text().strip()
-            except OSError:
-                raise InvalidArgument(
-                    f"worker '{entry.name}' has not been pushed yet: run `iii worker export "
-                    f"{entry.name} --to REGISTRY/REPO:TAG` first, or pass --image "
-                    "REPO@sha256:...") from None
-        spec = await load_project(entry.worker_path, entry.name)
-        secret_env = flatten_config(entry.config, environ=os.environ, worker=entry.name)
-        docs = render_kubernetes(
-            entry.name, image, engine_url=params.engine_url or self.settings.engine_url,
-            memory_mib=spec.resources.memory, cpus=spec.resources.cpus, secret_env=secret_env,
-            namespace=params.namespace, runtime_class=params.runtime_class,
-            replicas=params.replicas)
-        return WorkerKubernetesResult(yaml=render_yaml(docs), image=image)
+        return await kubernetes_yaml(params, entry, self.kind(entry), self.settings)
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
         self.entry(params.name)

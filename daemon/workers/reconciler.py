@@ -26,13 +26,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from daemon.errors import Conflict
 from daemon.events import EventBus
 from daemon.images.models import PullProgress
-from daemon.sandboxes import BootPhase, SandboxTask
+from daemon.sandboxes import BootPhase
 from daemon.workers.desired import IDLE, Desired, Want, Why
+from daemon.workers.runtime import BootSink, JobControl, Launch, Launched, WorkerRuntime
 from daemon.workers.state import (
     BOOT_PHASES,
     HEALTHY_RESET_S,
@@ -45,56 +46,6 @@ from daemon.workers.state import (
 log = logging.getLogger("iii.daemon.reconciler")
 T = TypeVar("T")
 S = WorkerState
-
-
-class BootSink(Protocol):
-    """Where a launch reports its progress (``daemon.api.progress.ProgressRelay`` is one)."""
-
-    def boot(self, phase: BootPhase, message: str) -> None: ...
-
-    def pull(self, progress: PullProgress) -> None: ...
-
-
-@dataclass
-class Launched:
-    """What ``launch`` hands back: the running sandbox and facts worth showing."""
-
-    task: SandboxTask
-    isolation: str | None  # None: a Binary worker, a host process
-    warnings: list[str] = field(default_factory=list)
-
-
-#: ``WorkerLauncher.launch``: the one launcher seam (name, progress sink) → running sandbox.
-Launch = Callable[[str, BootSink], Coroutine[Any, Any, Launched]]
-
-
-@dataclass
-class WorkerRuntime:
-    """What the daemon knows of one worker; written only by its reconciler."""
-
-    name: str
-    desired: Desired = IDLE
-    state: WorkerState = WorkerState.STOPPED
-    task: SandboxTask | None = None
-    isolation: str | None = None
-    restarts: int = 0
-    last_exit_code: int | None = None
-    last_error: str | None = None  # the launcher's reason, e.g. "killed: out of memory (...)"
-    started_at: float | None = None
-    failures: int = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self.task.pid if self.task is not None and self.state is WorkerState.RUNNING \
-            else None
-
-
-class JobControl:
-    """Handed to a job's body: why it was cancelled, and whether it may still be."""
-
-    def __init__(self) -> None:
-        self.cancellable = True  # a job sets False before a step that must not be torn
-        self.stopped = False  # cancelled because a stop was requested (not a removal)
 
 
 @dataclass
