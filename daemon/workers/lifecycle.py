@@ -56,7 +56,7 @@ from daemon.events import EventBus
 from daemon.images import ImageStore
 from daemon.sandboxes import SandboxLayout
 from daemon.workers.boot_specs import load_project
-from daemon.workers.desired import ADDING_FLAG, Why
+from daemon.workers.desired import ADDING_FLAG, IDLE, Why, desired_path
 from daemon.workers.exec import ExecRegistry, enter_spec, run_exec
 from daemon.workers.exporting import export_worker, kubernetes_yaml
 from daemon.workers.isolation import sandbox_isolation
@@ -202,7 +202,8 @@ class WorkerLifecycle:
         try:
             if params.force:  # a fresh sandbox; a user's stop of the old one no longer holds
                 await self.supervisor.stop(name, self.settings.stop_timeout_s, Why.CONFIG)
-            rec = self.supervisor.reconciler(name)
+            # A new worker starts from nothing asked of it, whatever an old sandbox dir says.
+            rec = self.supervisor.reconciler(name, IDLE if fresh else None)
             kind = WorkerKind.LOCAL if spec else WorkerKind.OCI
 
             async def add_steps(control: JobControl) -> tuple[list[str], bool]:
@@ -396,6 +397,7 @@ def _flag_adding(layout: SandboxLayout, on: bool) -> None:
     flag = layout.dir / ADDING_FLAG
     if on:
         layout.dir.mkdir(parents=True, exist_ok=True)
+        desired_path(layout.dir).unlink(missing_ok=True)  # a stale one is not this worker's
         flag.touch()
     else:
         flag.unlink(missing_ok=True)

@@ -274,3 +274,17 @@ def test_a_users_start_holds_across_a_daemon_restart(daemon_factory, busybox_ima
     assert daemon.worker("idle")["status"] == "stopped"
     assert json.loads((iii_home / "managed" / "kept" / "desired.json").read_text()) == \
         {"want": "running", "why": "user"}
+
+
+def test_a_re_added_worker_does_not_inherit_an_old_stop(
+        daemon_factory, engine_factory, busybox_image, iii_home: Path, tmp_path: Path) -> None:
+    engine = engine_factory()
+    daemon = daemon_factory(III_URL=engine.url)
+    project = make_shell_project(tmp_path, busybox_image, "loop", start="exec sleep 1000")
+    assert daemon.json("worker", "add", str(project))["started"] is True
+    assert daemon.iii("worker", "stop", "loop").returncode == 0  # the user's stop...
+    (iii_home / "config.yaml").write_text("workers: []\n")  # ...then the entry goes by hand
+    wait_until(lambda: all(w["name"] != "loop" for w in daemon.json("worker", "list")["workers"]),
+               10, "the hand removal")
+    again = daemon.json("worker", "add", str(project))  # a new worker: nothing asked of it yet
+    assert again["started"] is True and again["worker"]["status"] == "running"
