@@ -149,9 +149,9 @@ class WorkerLifecycle:
                 assert target.name is not None and target.image is not None
                 entry = WorkerEntry(name=target.name, image=target.image)
             warnings, stopped = await self._add_sandboxed(entry, spec, params, relay)
-        started = False
+        started = False  # SPEC §10: an add with the engine up starts the worker
         if not stopped and await self._engine_up_for_add() \
-                and not self.supervisor.manually_stopped(entry.name):  # SPEC §10: add with the engine up starts
+                and not self.supervisor.manually_stopped(entry.name):
             try:
                 rt, more = await self.supervisor.start(entry.name, Why.ENGINE)
                 started = rt.state is WorkerState.RUNNING
