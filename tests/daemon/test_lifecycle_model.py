@@ -20,6 +20,7 @@ import asyncio
 import os
 import random
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,7 @@ class LifecycleModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.home = Path(self.home_root) / f"run-{id(self)}"
-        self.home.mkdir()
+        self.home = Path(tempfile.mkdtemp(prefix="run-", dir=self.home_root))
         self.workers = ShellWorkers(self.home, id(self))
         self.desired: dict[str, Desired] = {}  # the model: present workers and their intent
         self.engine_up = False
