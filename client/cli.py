@@ -103,14 +103,9 @@ def _fast_exec(args: list[str]) -> int | None:
     from client.errors import CliError
 
     try:
-        pairs = {}
-        for item in params["env"]:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise CliError(f"-e {item!r}: use KEY=VALUE")
-            pairs[key] = value
-        params["env"] = pairs
-        from client.exec_cli import run_exec
+        from client.exec_cli import env_pairs, run_exec
+
+        params["env"] = env_pairs(params["env"])
 
         return run_exec(params, sys.stdin.isatty() if use_tty is None else use_tty)
     except CliError as exc:

@@ -25,6 +25,7 @@ from client.output import (
     print_workers,
 )
 from client.rpc_client import CONTROL_REPLY_TIMEOUT_S, RpcClient
+from client.sandbox_cli import sandbox_app
 from client.service_cli import service_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="iii sandbox workers.")
@@ -36,6 +37,7 @@ app.add_typer(worker_app, name="worker")
 app.add_typer(image_app, name="image")
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(service_app, name="service")
+app.add_typer(sandbox_app, name="sandbox")
 
 T = TypeVar("T")
 DAEMON_STOP_DEADLINE_S = 120.0  # stopping workers can take stop_timeout_s each, in parallel
@@ -297,8 +299,9 @@ def worker_export(
     kubernetes: bool = typer.Option(False, "--kubernetes",
                                     help="Print Kubernetes YAML (Deployment + Secret)."),
     image: str | None = typer.Option(None, "--image",
-                                     help="With --kubernetes: REPO@sha256:... (default: the "
-                                     "worker's last push)."),
+                                     help="With --kubernetes: REPO@sha256:..., or REPO:TAG to "
+                                     "use the digest the registry gives for the tag now "
+                                     "(default: the worker's last push)."),
     namespace: str = typer.Option("default", "--namespace"),
     engine_url: str | None = typer.Option(None, "--engine-url",
                                           help="The engine as pods reach it."),
@@ -309,7 +312,7 @@ def worker_export(
                                        help="Write the YAML here instead of printing it."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Export a prepared worker as an OCI image, or Kubernetes YAML to run it (SPEC §14)."""
+    """Export a prepared worker as an OCI image, or Kubernetes YAML to run it."""
     if (to is None) == (not kubernetes):
         raise typer.BadParameter("give exactly one of --to and --kubernetes", param_hint="--to")
 
@@ -324,6 +327,9 @@ def worker_export(
             result = _call("worker.kubernetes", params, as_json=as_json)
             if result is None:
                 return
+            if image is not None and result["image"] != image:  # a tag, pinned by the daemon
+                print(f"using {result['image']} (the digest {image} names at its registry now)",
+                      file=sys.stderr)
             if output is None:
                 print(result["yaml"], end="")
                 return
@@ -412,21 +418,15 @@ def worker_exec(
                                          help="Seconds; then the command is stopped, exit 124."),
 ) -> None:
     """Run a command in a running worker's sandbox; exits with the command's code."""
-    from client.errors import CliError
 
     def body() -> int:
-        pairs = {}
-        for item in env:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise CliError(f"-e {item!r}: use KEY=VALUE")
-            pairs[key] = value
-        params: dict[str, Any] = {"name": name, "argv": command, "env": pairs}
+        from client.exec_cli import env_pairs, run_exec
+
+        params: dict[str, Any] = {"name": name, "argv": command, "env": env_pairs(env)}
         if workdir is not None:
             params["workdir"] = workdir
         if timeout is not None:
             params["timeout_s"] = timeout
-        from client.exec_cli import run_exec
 
         return run_exec(params, sys.stdin.isatty() if use_tty is None else use_tty)
 

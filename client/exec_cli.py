@@ -27,17 +27,32 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _COPY_CHUNK = 1 << 16
 
 
-def run_exec(params: dict[str, Any], tty_mode: bool) -> int:
-    """Run the exec; return the command's exit code (124 on timeout)."""
-    params = {**params, "exec_id": os.urandom(16).hex(), "tty": tty_mode}
+def env_pairs(items: list[str]) -> dict[str, str]:
+    """``-e K=V`` options → a dict; raises ``CliError`` naming a malformed one."""
+    from client.errors import CliError
+
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"-e {item!r}: use KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+def run_exec(params: dict[str, Any], tty_mode: bool, method: str = "worker.exec") -> int:
+    """Run the exec; return the command's exit code (124 on timeout). ``method`` is
+    ``worker.exec`` or ``sandbox.exec_stdio`` (its signals go to ``<family>.exec_signal``)."""
+    params = {**params, "exec_id": os.urandom(16).hex(), "tty": tty_mode, "_method": method}
     if tty_mode:
         return _with_pty(params)
     return _with_own_stdio(params)
 
 
 def _call(params: dict[str, Any], fds: list[int]) -> int:
+    request = {k: v for k, v in params.items() if k != "_method"}
     with RpcClient() as client:
-        result = client.call("worker.exec", params, fds=fds)
+        result = client.call(params["_method"], request, fds=fds)
     return int(result["exit_code"])
 
 
@@ -51,7 +66,7 @@ def _with_own_stdio(params: dict[str, Any]) -> int:
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             errors.append(exc)
     worker = threading.Thread(target=call, daemon=True)
-    with _forwarding(params["exec_id"]):
+    with _forwarding(params["exec_id"], params["_method"].split(".")[0] + ".exec_signal"):
         worker.start()
         while worker.is_alive():
             worker.join(0.1)  # short joins: signal handlers run in the main thread
@@ -61,10 +76,10 @@ def _with_own_stdio(params: dict[str, Any]) -> int:
 
 
 @contextlib.contextmanager
-def _forwarding(exec_id: str) -> Iterator[None]:
+def _forwarding(exec_id: str, method: str) -> Iterator[None]:
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(Exception), RpcClient(autostart=False) as client:
-            client.call("worker.exec_signal", {"exec_id": exec_id, "signal": signum})
+            client.call(method, {"exec_id": exec_id, "signal": signum})
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
         yield

@@ -11,17 +11,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+# The two bases live in a module of their own so that client.sandbox_protocol can build on them.
+# re-exported (mypy needs the "as"): every wire type builds on these two
+from client.protocol_base import Params as Params  # noqa: PLC0414
+from client.protocol_base import Result as Result  # noqa: PLC0414
+from client.sandbox_protocol import SANDBOX_METHODS
+
 # Re-exported: defined without msgspec so the fast CLI path can use them.
 from client.wire_constants import MAX_LINE_BYTES, PROTOCOL_VERSION, ErrorCode  # noqa: F401
-
-
-class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Base of every request's params."""
-
-
-class Result(msgspec.Struct, kw_only=True):
-    """Base of every result and notification payload (unknown fields tolerated)."""
-
 
 WorkerName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
 WorkerType = Literal["local", "oci", "binary", "config"]
@@ -63,7 +60,7 @@ class Worker(Result):
     image: str | None = None
     resources: Resources | None = None
     # worker.start / worker.restart: what the start had to say (e.g. no hardware isolation)
-    warnings: list[str] = []
+    warnings: list[str] = msgspec.field(default_factory=list)
 
 
 class ManifestView(Result):
@@ -95,7 +92,7 @@ class SandboxIsolation(Result):
 
 class WorkerInspectResult(Worker):
     manifest: ManifestView | None = None
-    warnings: list[str] = []
+    warnings: list[str] = msgspec.field(default_factory=list)
     paths: WorkerPaths | None = None
     isolation_detail: SandboxIsolation | None = None  # None while no sandbox runs
 
@@ -250,7 +247,7 @@ class WorkerExecParams(Params, frozen=True):
 
     name: WorkerName
     argv: Annotated[list[str], msgspec.Meta(min_length=1)]
-    env: dict[str, str] = {}
+    env: dict[str, str] = msgspec.field(default_factory=dict)
     workdir: str | None = None
     tty: bool = False
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
@@ -260,6 +257,19 @@ class WorkerExecParams(Params, frozen=True):
 class WorkerExecResult(Result):
     exit_code: int
     timed_out: bool = False
+
+
+class SandboxExecStdioParams(Params, frozen=True):
+    """``sandbox.exec_stdio`` (``iii sandbox exec``): as ``worker.exec``, in an ephemeral
+    sandbox (``client/sandbox_protocol.py``); its signals go through ``sandbox.exec_signal``."""
+
+    sandbox_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    argv: Annotated[list[str], msgspec.Meta(min_length=1)]
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    workdir: str | None = None
+    tty: bool = False
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
+    exec_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class WorkerExecSignalParams(Params, frozen=True):
@@ -377,3 +387,11 @@ METHODS: dict[str, tuple[type[Params], type[Result]]] = {
     "image.list": (NoParams, ImageListResult),
     "events.subscribe": (NoParams, EmptyResult),
 }
+# the sandbox service's methods (their types: client/sandbox_protocol.py)
+METHODS.update(SANDBOX_METHODS)
+#: Socket-only sandbox methods (not upstream functions: never on the engine bus).
+SANDBOX_SOCKET_METHODS: dict[str, tuple[type[Params], type[Result]]] = {
+    "sandbox.exec_stdio": (SandboxExecStdioParams, WorkerExecResult),
+    "sandbox.exec_signal": (WorkerExecSignalParams, EmptyResult),
+}
+METHODS.update(SANDBOX_SOCKET_METHODS)

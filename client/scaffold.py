@@ -15,7 +15,8 @@ from pathlib import Path
 from client.errors import ScaffoldError
 
 LANGUAGES = ("typescript", "javascript", "bun", "python", "rust")
-NODE_SDK = "^0.22.1"  # iii-sdk on the npm registry
+NODE_SDK = "0.22.1"  # iii-sdk on the npm registry, exact: a new worker installs what was tested
+PYTHON_SDK = "iii-sdk==0.25.0"  # iii-sdk on PyPI, exact for the same reason
 TSX = "^4.19.0"
 TYPESCRIPT = "^5.6.0"
 
@@ -125,7 +126,7 @@ def template(name: str, language: str) -> dict[str, str]:
                 "src/index.ts": imports + node, ".gitignore": "node_modules/\n"}
     if language == "python":
         return {"iii.worker.yaml": _manifest(name, "python", "worker.py"),
-                "requirements.txt": "iii-sdk\n", "worker.py": _PYTHON % {"name": name},
+                "requirements.txt": PYTHON_SDK + "\n", "worker.py": _PYTHON % {"name": name},
                 ".gitignore": "__pycache__/\n.venv/\n"}
     if language == "rust":
         crate = name.replace(".", "-")

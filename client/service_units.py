@@ -21,7 +21,7 @@ PLACEHOLDER_HOME = "@III_HOME@"
 DEFAULT_LISTEN_STREAM = "%h/.iii/iii.sock"
 
 SERVICE_TEMPLATE = f"""\
-# The iii sandbox workers daemon as a systemd user service (SPEC §13).
+# The iii sandbox workers daemon as a systemd user service.
 # `iii service install` writes it to ~/.config/systemd/user/, with ExecStart= naming that
 # installation's `iii`; the daemon starts at login or on the first connection to its socket.
 [Unit]
@@ -38,7 +38,7 @@ ExecStart={PLACEHOLDER_COMMAND} daemon run
 # them. A requested stop (SIGTERM) still stops them gracefully; the daemon does that itself.
 KillMode=process
 # Our own cgroup subtree: the daemon moves itself into <service cgroup>/daemon and puts each
-# sandbox in a sibling leaf with memory.max, cpu.max and pids.max (SPEC §8 "resources").
+# sandbox in a sibling leaf with memory.max, cpu.max and pids.max (the manifest's resources).
 Delegate=yes
 Restart=on-failure
 RestartSec=2
@@ -53,7 +53,7 @@ Also={SOCKET_NAME}
 
 SOCKET_TEMPLATE = f"""\
 # The daemon's socket, bound by systemd so clients can connect before (and while) the daemon
-# starts; the daemon takes it over through LISTEN_FDS/LISTEN_PID (SPEC §11, §13).
+# starts; the daemon takes it over through LISTEN_FDS/LISTEN_PID.
 [Unit]
 Description=iii sandbox workers daemon socket
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from client.protocol import (
     BackendAvailability,
@@ -31,6 +32,11 @@ from daemon.api.services import Services
 from daemon.config.settings import DaemonSettings, load_settings
 from daemon.errors import DaemonError, ListenerError, SettingsError
 from vmm_ffi.cgroups import enter_daemon_leaf
+
+if TYPE_CHECKING:  # imported where used: `iii daemon run` must start fast
+    from daemon.background import BackgroundTasks
+    from daemon.ephemeral import SandboxService
+    from daemon.images import ImageStore
 
 __all__ = ["ServiceFactory", "build_service", "daemon_version", "main", "serve_daemon"]
 
@@ -53,6 +59,8 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     from daemon.engine.functions import EngineApi
     from daemon.engine.roster import EngineRoster
     from daemon.engine.session import EngineSession
+    from daemon.ephemeral import SandboxEngineApi
+    from daemon.ephemeral.methods import sandbox_calls
     from daemon.events import EventBus
     from daemon.images import ImageStore, RegistrySettings
     from daemon.images.settings import docker_config_path
@@ -80,10 +88,12 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     roster = EngineRoster(session, events, managed=lambda name: store.find(name) is not None,
                           busy=lambda: expecting_registrations(supervisor, roster))
     workers = WorkerLifecycle(settings, store, images, launcher, supervisor, events, roster)
+    sandboxes = await build_sandbox_service(settings, images, stack, tasks)
     services = Services(workers=workers, images=ImageMethods(images),
-                        events=EventMethods(events), engine_reachable=workers.engine_reachable)
+                        events=EventMethods(events), engine_reachable=workers.engine_reachable,
+                        sandbox_calls=sandbox_calls(sandboxes))
     api = EngineApi(services, events, engine_control=settings.engine_control)
-    session.serve(api.functions(), api)
+    session.serve({**api.functions(), **SandboxEngineApi(sandboxes).functions()}, api)
     autopilot = Autopilot(settings, store, supervisor, events, session, roster, tasks, api=api)
     session.listen(on_up=autopilot.engine_up, on_down=autopilot.engine_down)
     store.listen(autopilot.config_changed)
@@ -94,6 +104,21 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
                       name="hot-reload")
     tasks.create_task(launcher.preload_specs(), name="preload-specs")
     return services
+
+
+async def build_sandbox_service(settings: DaemonSettings, images: ImageStore,
+                                stack: AsyncExitStack, tasks: BackgroundTasks) -> SandboxService:
+    """The ephemeral sandbox service (``sandbox::*``): sweeps what a previous daemon left,
+    is closed (every sandbox stopped) with the daemon, and reaps idle ones in the background."""
+    from daemon.ephemeral import SandboxBooter, SandboxService, maintain
+
+    service = SandboxService(SandboxBooter(settings, images))
+    swept = await service.booter.sweep()
+    if swept:
+        log.info("stopped %d sandbox(es) a previous daemon left running", swept)
+    stack.push_async_callback(service.aclose)
+    tasks.create_task(maintain(service), name="sandbox-maintenance")
+    return service
 
 
 def daemon_version() -> str:

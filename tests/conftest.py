@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -8,6 +9,32 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["tests.support.fixtures"]
+
+TESTS = Path(__file__).resolve().parent
+# Every test in these folders runs real daemons, images and engines: the slow tier, by folder so
+# a marker cannot be forgotten. `make check` runs the rest (-m "not slow"); `make test` runs all.
+SLOW_FOLDERS = frozenset({"e2e", "faults", "systemd"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.relative_to(TESTS).parts[0] in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
+
+
+# `make test` runs tests in parallel (pytest-xdist). A test that changes what the whole host
+# shares (/etc/subuid) or needs the machine to itself (a fork bomb, a cpu quota measured against
+# the clock) is marked `host_exclusive`: it runs while no other test of this run does. Every test
+# holds a shared flock on one file, an exclusive test an exclusive one.
+HOST_LOCK = Path(tempfile.gettempdir()) / "iii-tests-host.lock"
+
+
+@pytest.fixture(autouse=True)
+def _host_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    exclusive = request.node.get_closest_marker("host_exclusive") is not None
+    with HOST_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
 
 
 @pytest.fixture

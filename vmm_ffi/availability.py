@@ -86,8 +86,8 @@ def check_namespace() -> BackendStatus:
 def _probe_namespace() -> BackendStatus:
     if not sys.platform.startswith("linux"):
         return BackendStatus(available=False, reason="the namespace backend needs Linux")
-    from vmm_ffi import namespace as ns
     from vmm_ffi import syscalls as sc
+    from vmm_ffi import userns
     with tempfile.TemporaryDirectory(prefix="iii-probe-") as tmp:
         for d in ("lower", "upper", "work", "merged"):
             os.mkdir(os.path.join(tmp, d))
@@ -98,7 +98,7 @@ def _probe_namespace() -> BackendStatus:
             os.close(r)
             message = b"ok"
             try:
-                ns.unshare_with_id_map(sc.CLONE_NEWUSER | sc.CLONE_NEWNS)
+                userns.unshare_with_id_map(sc.CLONE_NEWUSER | sc.CLONE_NEWNS)
                 sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
                 sc.mount("tmpfs", os.path.join(tmp, "merged"), "tmpfs", 0, "size=64k")
                 sc.umount2(os.path.join(tmp, "merged"))

@@ -14,57 +14,17 @@ worker killed for memory is reported as such. Nothing here is fatal: any failure
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 
-import msgspec
+from vmm_ffi.cgroup_leaf import CPU_PERIOD_US, CgroupPlan, read_keyed, sweep_stale, write
+from vmm_ffi.cgroups_v1 import apply_v1, v1_oom_kills
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP_ROOT_ENV = "III_LAUNCHER_CGROUP_ROOT"  # where the launcher looks instead (bench, tests)
-CPU_PERIOD_US = 100_000
 DAEMON_LEAF = "daemon"
 # Enough for a parallel cargo/npm build (threads count as pids too), far below the host's
 # pid_max: a fork bomb stops here instead of starving the daemon and every other worker.
 DEFAULT_PIDS_MAX = 4096
-EMPTY_WAIT_S = 2.0  # a killed sandbox's processes leave its cgroup within milliseconds
-
-
-class CgroupPlan(msgspec.Struct, frozen=True, kw_only=True):
-    """The sandbox's leaf cgroups (one per v1 controller, one for v2) and the launcher's report.
-
-    ``origins`` are the cgroups the launcher came from (it moves back before removing a leaf);
-    ``note`` is "enforced" or "not enforced: <reason>" (``LaunchResult.limits``).
-    """
-
-    version: int = 0  # 0 = none, 1 or 2
-    leaves: tuple[str, ...] = ()
-    origins: tuple[str, ...] = ()
-    note: str
-
-    @property
-    def path(self) -> str | None:
-        """The first leaf (the v2 leaf), or None when nothing is enforced."""
-        return self.leaves[0] if self.leaves else None
-
-
-def write(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
-
-
-def read_keyed(path: str) -> dict[str, int]:
-    """A flat "key value" cgroup file (memory.events, memory.oom_control, pids.events)."""
-    out: dict[str, int] = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                key, _, value = line.partition(" ")
-                if value.strip().lstrip("-").isdigit():
-                    out[key] = int(value)
-    except OSError:
-        pass
-    return out
 
 
 def own_cgroup(root: str = CGROUP_ROOT, proc: str = "/proc/self/cgroup") -> str | None:
@@ -88,7 +48,6 @@ def apply_limits(name: str, cpus: int, memory_mib: int, delegated: str | None,
     """Create the sandbox's leaf cgroup(s) with the limits and move this process in, or say why not."""
     if is_v2(root):
         return _apply_v2(name, cpus, memory_mib, delegated, root, pids_max)
-    from vmm_ffi.cgroups_v1 import apply_v1
     return apply_v1(name, cpus, memory_mib, root, pids_max)
 
 
@@ -132,32 +91,6 @@ def _apply_v2(name: str, cpus: int, memory_mib: int, delegated: str | None, root
     return CgroupPlan(version=2, leaves=(leaf,), origins=(own,), note="enforced")
 
 
-def sweep_stale(parents: list[str]) -> list[str]:
-    """Remove the leaves of launchers that died without cleaning up (SIGKILL); returns them.
-
-    A leaf is ``iii-<name>-<launcher pid>``: one whose launcher is gone and that holds no process
-    is stale. A live launcher's leaf is never touched (its pid exists), so concurrent starts
-    cannot race with this.
-    """
-    removed: list[str] = []
-    for parent in parents:
-        try:
-            names = os.listdir(parent)
-        except OSError:
-            continue
-        for entry in names:
-            pid = entry.rpartition("-")[2]
-            if not entry.startswith("iii-") or not pid.isdigit() or \
-                    os.path.exists(f"/proc/{pid}"):
-                continue
-            try:
-                os.rmdir(os.path.join(parent, entry))
-                removed.append(os.path.join(parent, entry))
-            except OSError:
-                pass  # still has processes, or not ours to remove
-    return removed
-
-
 def enter_daemon_leaf(root: str = CGROUP_ROOT, proc: str = "/proc/self/cgroup") -> str:
     """Move this process (the daemon) into ``<own cgroup>/daemon``; returns what happened.
 
@@ -187,7 +120,6 @@ def oom_kills(plan: CgroupPlan) -> int:
     if plan.version == 2:
         return read_keyed(os.path.join(plan.leaves[0], "memory.events")).get("oom_kill", 0)
     if plan.version == 1:
-        from vmm_ffi.cgroups_v1 import v1_oom_kills
         return v1_oom_kills(plan)
     return 0
 
@@ -195,31 +127,3 @@ def oom_kills(plan: CgroupPlan) -> int:
 def oom_message(memory_mib: int) -> str:
     """What ``list``/``inspect``/``logs`` show for a worker killed for its memory."""
     return f"killed: out of memory (limit {memory_mib} MiB)"
-
-
-def move_to_origins(plan: CgroupPlan, pid: int) -> None:
-    """Move ``pid`` back to the cgroups the launcher came from (best effort)."""
-    for origin in plan.origins:
-        with contextlib.suppress(OSError):
-            write(os.path.join(origin, "cgroup.procs"), str(pid))
-
-
-def remove_leaf(plan: CgroupPlan) -> None:
-    """Move this process back where it came from and remove the sandbox's leaves (best effort).
-
-    Waits briefly for the sandbox's last processes to leave (a killed pid namespace is torn
-    down asynchronously); a leaf still busy after that stays, and costs nothing but its name.
-    """
-    move_to_origins(plan, os.getpid())
-    for leaf in plan.leaves:
-        deadline = time.monotonic() + EMPTY_WAIT_S
-        while True:
-            try:
-                os.rmdir(leaf)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.01)

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import os
 
-from vmm_ffi.cgroups import CPU_PERIOD_US, CgroupPlan, read_keyed, sweep_stale, write
+from vmm_ffi.cgroup_leaf import (
+    CPU_PERIOD_US,
+    CgroupPlan,
+    read_keyed,
+    remove_leaf,
+    sweep_stale,
+    write,
+)
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")
 REQUIRED_FILE = {"memory": "memory.limit_in_bytes", "cpu": "cpu.cfs_quota_us",
@@ -62,7 +69,6 @@ def apply_v1(name: str, cpus: int, memory_mib: int, root: str, pids_max: int,
         for leaf in leaves:
             write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
     except OSError as exc:
-        from vmm_ffi.cgroups import remove_leaf
         remove_leaf(CgroupPlan(version=1, leaves=tuple(leaves), origins=tuple(origins),
                                note=""))
         return CgroupPlan(note=f"not enforced: cgroup v1 setup failed: "

@@ -26,10 +26,11 @@ import os
 import signal
 import sys
 import termios
+from typing import Any
 
 import msgspec
 
-from vmm_ffi import seccomp
+from vmm_ffi import sandbox_fs, seccomp
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import LauncherError
 from vmm_ffi.namespace import resolve_program
@@ -57,6 +58,8 @@ class EnterSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     uid: int = 0
     gid: int = 0
     groups: list[int] = []
+    # a ``sandbox::fs::*`` operation (``vmm_ffi.sandbox_fs``) done in place of ``argv``'s exec
+    fs: dict[str, Any] | None = None
 
 
 def enter(spec: EnterSpec) -> None:
@@ -171,6 +174,9 @@ def _exec(spec: EnterSpec) -> None:
         os.chdir(spec.workdir)
         if spec.seccomp:
             seccomp.apply()
+        if spec.fs is not None:
+            code = sandbox_fs.run(spec.fs)
+            return
         program = resolve_program(spec.argv[0], spec.env)
         code = EXIT_NOT_FOUND
         os.execve(program, spec.argv, spec.env)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import pwd
 import shutil
 import stat
 import subprocess
@@ -32,7 +31,6 @@ from vmm_ffi.errors import SetupFailed
 from vmm_ffi.params import DirectoryRoot, IdShift, LaunchParams, OverlayRoot, RootSpec
 
 ID_RANGE = 65536
-NEWUIDMAP, NEWGIDMAP = "newuidmap", "newgidmap"
 STAGING_DIR = "idmapped"  # in the sandbox's state dir: mount points of the idmapped binds
 
 
@@ -72,10 +70,6 @@ def mapping_userns(shift: IdShift) -> int:
         os.close(ready_r)
         os.close(hold_w)  # EOF: the child ends; its namespace lives on in our fd
         os.waitpid(pid, 0)
-
-
-class IdmapRefused(Exception):
-    """The kernel or the file system refused an idmapped mount (the shifted-copy fallback)."""
 
 
 # mount_setattr(MOUNT_ATTR_IDMAP) answers these when the kernel or the file system cannot
@@ -219,74 +213,6 @@ def shift_in_place(tree: str, shift: IdShift) -> None:
             one(os.path.join(dirpath, entry))
 
 
-# ---------------------------------------------------------------- a non-root launcher's range
-
-SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
-MAP_TOOL_TIMEOUT_S = 10.0
-
-
-class UserMaps(msgspec.Struct, frozen=True):
-    """newuidmap/newgidmap arguments: sandbox 0 = the user, 1..N = their subordinate range."""
-
-    uid_args: list[str]
-    gid_args: list[str]
-    uid_start: int
-    count: int
-
-
-def _subordinate(path: str, name: str, id_: int) -> tuple[int, int] | None:
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        parts = line.strip().split(":")
-        if len(parts) == 3 and parts[0] in (name, str(id_)) and parts[1].isdigit() \
-                and parts[2].isdigit() and int(parts[2]) > 0:
-            return int(parts[1]), int(parts[2])
-    return None
-
-
-def user_maps(uid: int, gid: int) -> UserMaps | None:
-    """The maps a non-root user may have through newuidmap/newgidmap, or None (then only the
-    user's own uid is mapped, to root)."""
-    if uid == 0 or shutil.which(NEWUIDMAP) is None or shutil.which(NEWGIDMAP) is None:
-        return None
-    try:
-        name = pwd.getpwuid(uid).pw_name  # both tools look ranges up by the user's name
-    except KeyError:
-        return None
-    subuid, subgid = _subordinate(SUBUID, name, uid), _subordinate(SUBGID, name, uid)
-    if subuid is None or subgid is None:
-        return None
-    count = min(subuid[1], subgid[1], ID_RANGE - 1)
-    return UserMaps(uid_args=["0", str(uid), "1", "1", str(subuid[0]), str(count)],
-                    gid_args=["0", str(gid), "1", "1", str(subgid[0]), str(count)],
-                    uid_start=subuid[0], count=count)
-
-
-def write_user_maps(pid: int, maps: UserMaps) -> None:
-    """Run newuidmap/newgidmap for ``pid``; raises ``OSError`` with the tool's message."""
-    for tool, args in ((NEWUIDMAP, maps.uid_args), (NEWGIDMAP, maps.gid_args)):
-        try:
-            proc = subprocess.run([tool, str(pid), *args], check=False, capture_output=True,
-                                  text=True, timeout=MAP_TOOL_TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise OSError(f"{tool}: {exc}") from exc
-        if proc.returncode != 0:
-            raise OSError(f"{tool}: {proc.stderr.strip() or f'exit code {proc.returncode}'}")
-
-
-def remove_as_mapped_root(path: str) -> None:
-    """``rm -rf path`` as root of a user namespace with our maps: a non-root daemon cannot
-    delete what a sandbox made under its subordinate ids itself (as ``podman unshare rm``)."""
-    from vmm_ffi.namespace import unshare_with_id_map
-
-    unshare_with_id_map(sc.CLONE_NEWUSER)
-    remove_tree_here(path)
-
-
 def remove_tree_here(path: str) -> None:
     """rmtree that makes read-only directories writable on its way (never follows symlinks);
     ``daemon.trees.remove_tree`` runs it, and so does the user-namespace removal helper."""
@@ -303,21 +229,3 @@ def remove_tree_here(path: str) -> None:
         shutil.rmtree(path, onexc=writable)
     else:
         shutil.rmtree(path, onerror=writable)
-
-
-def main(argv: list[str]) -> int:
-    """``python -m vmm_ffi.idmap remove PATH``: see ``remove_as_mapped_root``."""
-    if len(argv) != 2 or argv[0] != "remove":
-        print("usage: python -m vmm_ffi.idmap remove PATH", file=sys.stderr)
-        return 2
-    try:
-        sc.load()
-        remove_as_mapped_root(argv[1])
-    except (OSError, SetupFailed) as exc:
-        print(f"error: removing {argv[1]}: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -25,21 +25,14 @@ from typing import Literal
 import msgspec
 
 from vmm_ffi import namespace as ns
-from vmm_ffi import seccomp
+from vmm_ffi import seccomp, userns
 from vmm_ffi import syscalls as sc
-from vmm_ffi.cgroups import (
-    CGROUP_ROOT,
-    CGROUP_ROOT_ENV,
-    CgroupPlan,
-    apply_limits,
-    move_to_origins,
-    oom_kills,
-    oom_message,
-    remove_leaf,
-)
+from vmm_ffi.cgroup_leaf import CgroupPlan, move_to_origins, remove_leaf
+from vmm_ffi.cgroups import CGROUP_ROOT, CGROUP_ROOT_ENV, apply_limits, oom_kills, oom_message
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
 from vmm_ffi.exit_recorder import ExitRecorder
-from vmm_ffi.idmap import present_root, user_maps
+from vmm_ffi.idmap import present_root
+from vmm_ffi.loopback import bring_up_loopback
 from vmm_ffi.network import (
     PASTA_HINT,
     SLIRP_LOG,
@@ -243,8 +236,9 @@ class Launcher:
             message = str(first.get("error") or
                           f"sandbox process exited early (code {exit_code_of(wait_status)})")
             return self.fail_setup(message)
-        network: Literal["host", "pasta", "slirp4netns", "tsi"] = "tsi" \
-            if p.backend == "libkrun" else self.network.mode if self.network else "host"
+        network: Literal["host", "pasta", "slirp4netns", "tsi", "none"] = "tsi" \
+            if p.backend == "libkrun" else self.network.mode if self.network else \
+            "none" if p.network == "none" and p.backend == "namespace" else "host"
         result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
                               sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
                               limits=self.cgroup.note if nproc is None else
@@ -299,11 +293,18 @@ class Launcher:
             finally:
                 os.close(log_fd)
             flags |= sc.CLONE_NEWNET
+        elif p.backend == "namespace" and p.network == "none":
+            flags |= sc.CLONE_NEWNET  # loopback only, brought up below
         root = None
         if p.id_shift is not None:
             root = self._present_shifted_root(p.id_shift)
             p = self.params
-        ns.unshare_with_id_map(flags, p.id_shift)
+        userns.unshare_with_id_map(flags, p.id_shift)
+        if p.backend == "namespace" and p.network == "none":
+            try:
+                bring_up_loopback()
+            except OSError as exc:
+                raise SetupFailed("network", f"bring up loopback: {exc.strerror}") from exc
         if self.network is not None:
             self.network.attach()  # pasta configures the interface while we build the root
         mode = ns.mount_root(p, root)
@@ -384,11 +385,11 @@ def describe_id_map(params: LaunchParams, uid: int, gid: int) -> str:
         return "the VM's own"
     if params.id_shift is not None:
         u, g = params.id_shift.uid_base, params.id_shift.gid_base
-        gids = "" if g == u else f" (gids -> {g}-{g + ns.ROOT_ID_RANGE - 1})"
-        return f"0-{ns.ROOT_ID_RANGE - 1} -> {u}-{u + ns.ROOT_ID_RANGE - 1}{gids}"
+        gids = "" if g == u else f" (gids -> {g}-{g + userns.ROOT_ID_RANGE - 1})"
+        return f"0-{userns.ROOT_ID_RANGE - 1} -> {u}-{u + userns.ROOT_ID_RANGE - 1}{gids}"
     if uid == 0:
-        return f"0-{ns.ROOT_ID_RANGE - 1} -> 0-{ns.ROOT_ID_RANGE - 1} (host ids)"
-    wide = user_maps(uid, gid)
+        return f"0-{userns.ROOT_ID_RANGE - 1} -> 0-{userns.ROOT_ID_RANGE - 1} (host ids)"
+    wide = userns.user_maps(uid, gid)
     if wide is None:
         return f"0 -> {uid}"
     return f"0 -> {uid}, 1-{wide.count} -> {wide.uid_start}-{wide.uid_start + wide.count - 1}"

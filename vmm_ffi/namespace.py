@@ -21,95 +21,14 @@ from typing import Literal
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import SetupFailed
-from vmm_ffi.idmap import map_lines, user_maps, write_user_maps
 from vmm_ffi.overlay import mount_overlay
-from vmm_ffi.params import BindMount, DirectoryRoot, IdShift, LaunchParams, OverlayRoot
+from vmm_ffi.params import BindMount, DirectoryRoot, LaunchParams, OverlayRoot
 
 NAMESPACE_FLAGS = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS \
     | sc.CLONE_NEWIPC
-# Root on the host maps a whole 16-bit range so images' own users (apt's _apt, nobody) and
-# chown work; the sandbox's root is host root only for file ownership, its capabilities stay
-# confined to namespaces it owns. An unprivileged host user maps only itself, as root.
-ROOT_ID_RANGE = 65536
 NOFILE_LIMIT = 65536
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
-
-
-def id_maps(host_uid: int, host_gid: int,
-            shift: IdShift | None = None) -> tuple[str, str, bool]:
-    """(uid_map, gid_map, deny_setgroups) for a sandbox created by ``host_uid``."""
-    if host_uid == 0 and shift is not None:
-        return *map_lines(shift), False
-    if host_uid == 0:
-        line = f"0 0 {ROOT_ID_RANGE}\n"
-        return line, line, False
-    return f"0 {host_uid} 1\n", f"0 {host_gid} 1\n", True
-
-
-def write_id_maps(pid: int, host_uid: int, host_gid: int,
-                  shift: IdShift | None = None) -> None:
-    """Write /proc/<pid>/{uid,gid}_map from the parent user namespace."""
-    uid_map, gid_map, deny = id_maps(host_uid, host_gid, shift)
-    if deny:
-        with open(f"/proc/{pid}/setgroups", "w") as f:
-            f.write("deny")
-    with open(f"/proc/{pid}/uid_map", "w") as f:
-        f.write(uid_map)
-    with open(f"/proc/{pid}/gid_map", "w") as f:
-        f.write(gid_map)
-
-
-def unshare_with_id_map(flags: int, shift: IdShift | None = None) -> None:
-    """Unshare ``flags`` (which include CLONE_NEWUSER) and become root inside.
-
-    The id maps must be written from the parent user namespace, so a short-lived forked helper
-    that stayed outside writes them while we wait. A non-root user with a subordinate range
-    (``/etc/subuid``, ``/etc/subgid``) gets it through newuidmap/newgidmap as ids 1..65535, so
-    images' own users (apt's ``_apt``) and ``chown`` work, as in rootless podman.
-    """
-    uid, gid = os.geteuid(), os.getegid()
-    wide = None if uid == 0 else user_maps(uid, gid)  # a user's subordinate range, if any
-    ready_r, ready_w = os.pipe()
-    done_r, done_w = os.pipe()
-    me = os.getpid()
-    helper = os.fork()
-    if helper == 0:  # helper: still in the host user namespace
-        code = 0
-        try:
-            os.close(ready_w)
-            os.close(done_r)
-            if os.read(ready_r, 1) == b"1":
-                if wide is not None:
-                    write_user_maps(me, wide)
-                else:
-                    write_id_maps(me, uid, gid, shift)
-                os.write(done_w, b"ok")
-        except OSError as exc:
-            os.write(done_w, f"write id maps: {exc}".encode())
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(ready_r)
-    os.close(done_w)
-    try:
-        try:
-            sc.unshare(flags)
-        except OSError as exc:
-            os.write(ready_w, b"0")
-            raise SetupFailed("unshare namespaces", str(exc)) from exc
-        os.write(ready_w, b"1")
-        answer = os.read(done_r, 4096).decode(errors="replace")
-    finally:
-        os.close(ready_w)
-        os.close(done_r)
-        os.waitpid(helper, 0)
-    if answer != "ok":
-        raise SetupFailed("user namespace", answer or "id map helper died")
-    if uid == 0 or wide is not None:  # setgroups is denied only with a single-id map
-        os.setgroups([])
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
 
 
 def make_mounts_private() -> None:

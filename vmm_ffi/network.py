@@ -121,12 +121,15 @@ def pasta_argv(pasta: str, userns_fd: int, netns_fd: int) -> list[str]:
 TUN = "/dev/net/tun"
 
 
+TUN_FIX = f"`chmod 0666 {TUN}` (its usual mode), or set `network: host` in daemon.yaml"
+
+
 def tun_problem() -> str | None:
-    """Why pasta (or slirp4netns) could not open the tun device for us, or None (both need it)."""
+    """Why pasta (or slirp4netns) could not open the tun device for us, or None (both need it).
+    The reason only: callers add ``TUN_FIX`` once, where they say how to fix it."""
     if os.access(TUN, os.R_OK | os.W_OK):
         return None
-    return (f"pasta needs {TUN}, which uid {os.geteuid()} may not open: `chmod 0666 {TUN}` "
-            "(its usual mode), or set `network: host` in daemon.yaml")
+    return f"pasta needs {TUN}, which uid {os.geteuid()} may not open"
 
 
 def listening_tcp_ports(net_dir: str = "/proc/self/net") -> set[int]:
@@ -173,7 +176,7 @@ class NetworkHelper:
         ours to open."""
         problem = tun_problem()
         if problem is not None:
-            raise SetupFailed("network", problem)
+            raise SetupFailed("network", f"{problem}: {TUN_FIX}")
         host_ports = listening_tcp_ports()
         target = os.getpid()
         go_r, go_w = os.pipe()

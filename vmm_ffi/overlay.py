@@ -27,6 +27,7 @@ import sys
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import LauncherError, SetupFailed
 from vmm_ffi.params import OverlayRoot
+from vmm_ffi.userns import unshare_with_id_map
 
 USERXATTR_HINT = "overlayfs in a user namespace needs the userxattr option (Linux >= 5.11)"
 
@@ -60,8 +61,6 @@ def probe(base: str) -> str:
     ``base`` holds empty ``lower upper work merged`` dirs; this fills ``lower`` first. Runs in
     a short-lived process of its own (it unshares its namespaces for good).
     """
-    from vmm_ffi.namespace import unshare_with_id_map
-
     lower, upper, work, merged = (os.path.join(base, d)
                                   for d in ("lower", "upper", "work", "merged"))
     os.makedirs(os.path.join(lower, "tree", "sub"))

@@ -92,7 +92,8 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ``merged`` is the host directory where the root is mounted (created by the daemon).
     ``network`` (namespace backend): ``pasta`` = an own network namespace connected by pasta
     (``vmm_ffi.network``; ``pasta`` names its binary), ``slirp4netns`` = the same connected by
-    slirp4netns (``slirp4netns`` names its binary), ``host`` = the host's.
+    slirp4netns (``slirp4netns`` names its binary), ``host`` = the host's, ``none`` = an own
+    network namespace with only loopback (ephemeral sandboxes that did not ask for a network).
     ``cgroup``: a delegated cgroup v2 directory to create the sandbox's cgroup under; ``None``
     lets the launcher use its own cgroup when that is v2 and writable (cgroup v1: a root launcher
     makes its own leaves). ``pids_max`` caps the sandbox's processes + threads. When limits cannot be
@@ -114,7 +115,7 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     hostname: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "sandbox"
     binds: list[BindMount] = []
     cgroup: AbsPath | None = None
-    network: Literal["host", "pasta", "slirp4netns"] = "host"
+    network: Literal["host", "pasta", "slirp4netns", "none"] = "host"
     pasta: AbsPath | None = None
     slirp4netns: AbsPath | None = None
     id_shift: IdShift | None = None
@@ -145,7 +146,7 @@ class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float
     root_mode: Literal["overlay", "directory"]
     limits: str
-    network: Literal["host", "pasta", "slirp4netns", "tsi"] = "host"
+    network: Literal["host", "pasta", "slirp4netns", "tsi", "none"] = "host"
     id_map: str = ""  # "0-65535 -> 100000-165535": sandbox ids -> host ids
     seccomp: str | None = None
 

@@ -21,12 +21,14 @@ import msgspec
 
 from client.protocol import (
     METHODS,
+    SANDBOX_SOCKET_METHODS,
     DaemonInfoResult,
     DaemonShutdownParams,
     EmptyResult,
     Params,
     Result,
 )
+from client.sandbox_protocol import SANDBOX_METHODS
 from client.wire_constants import ErrorCode
 from daemon import errors
 from daemon.api.services import Notify, Services
@@ -130,6 +132,7 @@ class Dispatcher:
             "image.list": lambda p, n: images.image_list(),
             "events.subscribe": lambda p, n: events.subscribe(n),
         }
+        self._handlers.update(_sandbox_handlers(services))
         mismatched = set(METHODS) ^ set(self._handlers)
         if mismatched:  # a method added to client/protocol.py needs a handler here, and back
             raise RuntimeError(f"methods without a handler or a protocol entry: {mismatched}")
@@ -178,7 +181,14 @@ class Dispatcher:
         if entry is None:
             raise RpcFailure(ErrorCode.METHOD_NOT_FOUND, f"method not found: {method}")
         params_type, result_type = entry
-        params = _decode_params(params_type, raw_params)
+        try:
+            params = _decode_params(params_type, raw_params)
+        except RpcFailure as exc:
+            if method.startswith("sandbox."):  # upstream's structured payload, as on the bus
+                from daemon.ephemeral.errors import request_error_payload
+
+                exc.data = request_error_payload(method, exc.message)
+            raise
         if self._inflight >= self._max_inflight:
             raise RpcFailure(ErrorCode.BUSY, "daemon busy: too many requests in flight; retry")
         self._inflight += 1
@@ -200,6 +210,22 @@ class Dispatcher:
                       result_type.__name__)
             raise RpcFailure(ErrorCode.INTERNAL, GENERIC_INTERNAL_MESSAGE)
         return result
+
+
+def _sandbox_handlers(services: Services) -> dict[str, Handler]:
+    """``sandbox.*``: the sandbox service's calls (``Unavailable`` when there is none)."""
+    calls = services.sandbox_calls or {}
+
+    def handler(method: str) -> Handler:
+        call = calls.get(method)
+        if call is not None:
+            return lambda p, n: call(p, n)
+
+        async def unavailable(params: Any, notify: Notify) -> Result:
+            raise errors.Unavailable("this daemon serves no sandboxes")
+        return unavailable
+
+    return {method: handler(method) for method in [*SANDBOX_METHODS, *SANDBOX_SOCKET_METHODS]}
 
 
 def _is_valid_id(req_id: Any) -> bool:

@@ -19,7 +19,7 @@ has disconnected.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -168,6 +168,9 @@ class Services:
     events: EventService
     #: The engine session's view for ``daemon.info`` (None: answer with a TCP probe).
     engine_reachable: Callable[[], bool] | None = None
+    #: ``sandbox.*`` method → the sandbox service's call (``daemon.ephemeral.methods``); None:
+    #: no sandbox service here (those methods answer "unavailable").
+    sandbox_calls: Mapping[str, Callable[[Any, Notify], Awaitable[Any]]] | None = None
 
     @classmethod
     def of(cls, service: AllServices) -> Services:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from daemon.config.sandbox_policy import SandboxPolicy, load_policy
 from daemon.errors import ConfigError, SettingsError
 from daemon.images.settings import registry_overrides
 
@@ -48,6 +49,7 @@ class _DaemonYaml(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     registry_mirror: str | None = None
     ca_bundle: str | None = None
     engine_control: bool | None = None
+    sandboxes: SandboxPolicy | None = None  # the ephemeral sandbox service
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ class DaemonSettings:
     registry_mirror: str | None = None
     ca_bundle: Path | None = None  # None: do not give sandboxes a CA bundle
     engine_control: bool = False  # serve worker::start/stop/... on the engine bus (SPEC §10)
+    sandboxes: SandboxPolicy = field(default_factory=SandboxPolicy)  # sandbox::* catalog and limits
 
     @property
     def log_path(self) -> Path:
@@ -117,10 +120,11 @@ def _read_daemon_yaml(path: Path) -> dict[str, Any]:
 
 def _locate(path: Path, data: Any, message: str) -> str:
     """Turn msgspec's ``... - at `$.key`` into ``file:line:col: key: ...``."""
-    key, use_value_pos = None, True
+    key, use_value_pos, label_path = None, True, None
     if " - at `$." in message:
         message, _, where = message.partition(" - at `$.")
-        key = where.rstrip("`").split(".")[0].split("[")[0]
+        label_path = where.rstrip("`")  # nested keys (sandboxes.max_...) are named in full
+        key = label_path.split(".")[0].split("[")[0]
     elif message.startswith("Object contains unknown field `"):
         key = message.split("`")[1]
         known = ", ".join(f for f in _DaemonYaml.__struct_fields__)
@@ -133,7 +137,7 @@ def _locate(path: Path, data: Any, message: str) -> str:
         if where:
             line, col = (where[2], where[3]) if use_value_pos else (where[0], where[1])
             pos = f":{line + 1}:{col + 1}"
-    label = f" {key}:" if key else ""
+    label = f" {label_path or key}:" if key else ""
     return f"{path}{pos}:{label} {message}"
 
 
@@ -215,4 +219,5 @@ def load_settings(env: Mapping[str, str] | None = None, *,
         registry_mirror=env_mirror or raw.get("registry_mirror") or None,
         ca_bundle=ca_bundle,
         engine_control=bool(_pick(raw, "engine_control", defaults)),
+        sandboxes=load_policy(raw.get("sandboxes")),
     )

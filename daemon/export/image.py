@@ -21,6 +21,20 @@ from daemon.export.layer import LayerBlob
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+# Base layers are re-published as they are (same bytes, same digest), under their OCI name:
+# umoci and others refuse Docker media types inside an OCI manifest. The Docker names are
+# containerd's (``images/mediatypes.go``); a descriptor without a type was always gzip here.
+BASE_LAYER_TYPES = {
+    OCI_LAYER: OCI_LAYER,
+    LAYER_MEDIA_TYPE: LAYER_MEDIA_TYPE,
+    OCI_LAYER_ZSTD: OCI_LAYER_ZSTD,
+    "application/vnd.docker.image.rootfs.diff.tar": OCI_LAYER,
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": LAYER_MEDIA_TYPE,
+    "application/vnd.docker.image.rootfs.diff.tar.zstd": OCI_LAYER_ZSTD,
+    "": LAYER_MEDIA_TYPE,
+}
 RESERVED_ENV_PREFIX = "III_"
 WORKSPACE = "/workspace"
 
@@ -51,6 +65,13 @@ class BuiltImage:
 
 def digest_of(data: bytes) -> str:
     return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def base_layer(media_type: str, digest: str, size: int) -> Descriptor | None:
+    """The descriptor a base layer is re-published under, or None for a type export cannot
+    re-publish (non-distributable or foreign layers, or compressions OCI does not name)."""
+    oci = BASE_LAYER_TYPES.get(media_type)
+    return None if oci is None else Descriptor(oci, digest, size)
 
 
 def canonical(doc: object) -> bytes:

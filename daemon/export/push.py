@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -19,14 +20,20 @@ import aiohttp
 
 from daemon.export.image import MANIFEST_MEDIA_TYPE, BuiltImage, digest_of
 from daemon.images.errors import RegistryError
-from daemon.images.registry import RegistryClient, map_client_errors, with_retries
+from daemon.images.registry import (
+    MANIFEST_ACCEPT,
+    RegistryClient,
+    map_client_errors,
+    with_retries,
+)
 
 UPLOAD_CHUNK = 1 << 20
 ERROR_BODY_LIMIT = 64 << 10
+SHA256_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class PushClient(RegistryClient):
-    """RegistryClient plus the write half of the distribution API."""
+    """RegistryClient plus the write half of the distribution API (and a manifest HEAD)."""
 
     async def _send(self, method: str, url: str, what: str, *, data: object = None,
                     headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200, 201)
@@ -71,6 +78,32 @@ class PushClient(RegistryClient):
 
     def _url(self, path: str) -> str:
         return f"{self._base}{path}"
+
+    async def manifest_digest(self, tag: str) -> str:
+        """The digest ``tag`` names now, found as ``crane digest`` finds it: the HEAD's
+        ``Docker-Content-Digest`` (a HEAD is not counted against pull limits), else the sha256
+        of the manifest a GET returns. An index is answered with the index's digest: the node
+        that runs the image picks its platform. RegistryError when the registry cannot say."""
+        what = f"resolving tag {tag}"
+
+        async def head() -> str:
+            resp = await self._send("HEAD", self._url(f"/manifests/{tag}"), what,
+                                    headers={"Accept": MANIFEST_ACCEPT}, ok=(200,))
+            if resp is None:
+                raise self._status_error(404, what)
+            resp.release()
+            return resp.headers.get("Docker-Content-Digest", "").strip()
+
+        try:
+            digest = await with_retries(head)
+        except RegistryError as exc:
+            if exc.status in (None, 401, 403, 404):
+                raise  # unreachable or refused: a GET would be answered the same
+            digest = ""  # some registries refuse HEAD on manifests: ask with a GET
+        if SHA256_DIGEST.match(digest):
+            return digest
+        _, _, digest = await self.get_manifest(tag)
+        return digest
 
     async def has_blob(self, digest: str) -> bool:
         what = f"checking blob {digest[:19]}…"

@@ -24,9 +24,9 @@ from daemon.config.entries import WorkerKind
 from daemon.errors import InvalidArgument, InvalidState
 from daemon.export.diff import diff_root
 from daemon.export.image import (
-    LAYER_MEDIA_TYPE,
     BuiltImage,
     Descriptor,
+    base_layer,
     build_image,
     write_oci_layout,
 )
@@ -47,8 +47,6 @@ from manifests.reference import ImageReference, InvalidReference, parse_referenc
 from vmm_ffi.statefiles import write_atomic
 
 OCI_PREFIX = "oci:"
-# Same bytes, OCI name: umoci and others refuse Docker media types inside an OCI manifest.
-GZIP_LAYER_TYPES = {"application/vnd.docker.image.rootfs.diff.tar.gzip", LAYER_MEDIA_TYPE, ""}
 
 
 @dataclass(frozen=True)
@@ -182,10 +180,12 @@ async def _build(name: str, spec: WorkerSpec, layout: SandboxLayout, image_rootf
     layer = await asyncio.to_thread(cached_layer, layout, changes, progress)
     base = []
     for d in layers:
-        if d.mediaType not in GZIP_LAYER_TYPES:
-            raise InvalidState(f"the base image {spec.base_image} has a {d.mediaType} layer;"
-                               " only gzip layers can be re-published by export")
-        base.append(Descriptor(LAYER_MEDIA_TYPE, d.digest, d.size))
+        kept = base_layer(d.mediaType, d.digest, d.size)
+        if kept is None:
+            raise InvalidState(f"the base image {spec.base_image} has a {d.mediaType} layer, "
+                               "which export cannot re-publish (tar, tar+gzip and tar+zstd "
+                               "layers it can); base the worker on another image")
+        base.append(kept)
     labels = {"dev.iii.worker.name": name, "dev.iii.worker.kind": str(spec.kind),
               "dev.iii.worker.fingerprint": fingerprint}
     image = build_image(json.loads(config_bytes), base, layer, start=spec.scripts.start,

@@ -15,7 +15,7 @@ import msgspec
 from daemon.errors import InvalidArgument, Unavailable
 from vmm_ffi.availability import Setting, select_backend
 from vmm_ffi.errors import BackendUnavailable
-from vmm_ffi.network import TUN, find_helper, tun_problem
+from vmm_ffi.network import TUN_FIX, find_helper, tun_problem
 from vmm_ffi.params import Backend, IdShift
 
 ISOLATION_SETTINGS = ("auto", "libkrun", "namespace")
@@ -79,7 +79,7 @@ def choose_network(setting: str, backend: Backend,
     problem = tun_problem()
     if problem is not None:
         raise Unavailable(f"namespace sandboxes cannot have a network of their own: {problem}",
-                          f"chmod 0666 {TUN}, or set `network: host` in daemon.yaml")
+                          TUN_FIX)
     mode, binary = helper
     if mode == "slirp4netns":
         return NetworkChoice(mode="slirp4netns", slirp4netns=binary)

@@ -261,22 +261,22 @@ async def run_exec(spec: EnterSpec, fds: list[int], params: WorkerExecParams,
             try:
                 code = await asyncio.wait_for(asyncio.shield(helper.exited), params.timeout_s)
             except TimeoutError:
-                await _stop(helper)
+                await stop_helper(helper)
                 return WorkerExecResult(exit_code=EXIT_TIMED_OUT, timed_out=True)
             except asyncio.CancelledError:  # the client left: the command goes too
-                await _stop(helper)
+                await stop_helper(helper)
                 raise
     finally:
         registry.server.forget(helper)
     return WorkerExecResult(exit_code=128 - code if code < 0 else code)
 
 
-async def _stop(helper: _Helper) -> None:
-    """SIGTERM (the helper passes it to the command), then SIGKILL (the command dies with the
-    helper: PDEATHSIG)."""
+async def stop_helper(helper: _Helper, grace_s: float = EXEC_STOP_GRACE_S) -> None:
+    """SIGTERM (the helper passes it to the command), then SIGKILL after ``grace_s`` (the
+    command dies with the helper: PDEATHSIG)."""
     helper.send_signal(signal.SIGTERM)
     try:
-        await asyncio.wait_for(asyncio.shield(helper.exited), EXEC_STOP_GRACE_S)
+        await asyncio.wait_for(asyncio.shield(helper.exited), grace_s)
     except TimeoutError:
         helper.send_signal(signal.SIGKILL)
         with contextlib.suppress(Unavailable):

@@ -20,6 +20,7 @@ from daemon.config.settings import DaemonSettings
 from daemon.errors import InvalidArgument, InvalidState
 from daemon.export.kubernetes import render as render_kubernetes
 from daemon.export.kubernetes import render_yaml
+from daemon.export.pin import pin_image
 from daemon.export.service import (
     ExportResult,
     check_exportable,
@@ -73,7 +74,8 @@ async def export_worker(params: WorkerExportParams, notify: Notify, settings: Da
 
 
 async def kubernetes_yaml(params: WorkerKubernetesParams, entry: WorkerEntry, kind: WorkerKind,
-                          settings: DaemonSettings) -> WorkerKubernetesResult:
+                          settings: DaemonSettings, images: ImageStore
+                          ) -> WorkerKubernetesResult:
     """Deployment + Secret YAML for the worker's exported image (SPEC §14)."""
     if kind is not WorkerKind.LOCAL or entry.worker_path is None:
         raise InvalidState(f"worker '{params.name}' is not a local worker: only those are "
@@ -87,7 +89,8 @@ async def kubernetes_yaml(params: WorkerKubernetesParams, entry: WorkerEntry, ki
             raise InvalidArgument(
                 f"worker '{entry.name}' has not been pushed yet: run `iii worker export "
                 f"{entry.name} --to REGISTRY/REPO:TAG` first, or pass --image "
-                "REPO@sha256:...") from None
+                "REPO:TAG or REPO@sha256:...") from None
+    image = await pin_image(images, image)  # a tag: its digest at the registry now
     spec = await load_project(entry.worker_path, entry.name)
     secret_env = flatten_config(entry.config, environ=os.environ, worker=entry.name)
     docs = render_kubernetes(

@@ -29,7 +29,8 @@ def sandbox_isolation(layout: SandboxLayout) -> SandboxIsolation | None:
     network = {"pasta": "own network namespace (pasta)",
                "slirp4netns": "own network namespace (slirp4netns)",
                "host": "the host's network",
-               "tsi": "the VM's (libkrun TSI)"}[launch.network]
+               "tsi": "the VM's (libkrun TSI)",
+               "none": "own network namespace (loopback only)"}[launch.network]
     return SandboxIsolation(backend=launch.backend, network=network,
                             id_map=launch.id_map or "unknown", limits=launch.limits,
                             no_new_privs=launch.seccomp is not None or launch.backend == "libkrun",

@@ -362,7 +362,8 @@ class WorkerLifecycle:
     async def kubernetes(self, params: WorkerKubernetesParams) -> WorkerKubernetesResult:
         """Deployment + Secret YAML for the worker's exported image (SPEC §14)."""
         entry = self.entry(params.name)
-        return await kubernetes_yaml(params, entry, self.kind(entry), self.settings)
+        return await kubernetes_yaml(params, entry, self.kind(entry), self.settings,
+                                     self.images)
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
         self.entry(params.name)

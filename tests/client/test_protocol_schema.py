@@ -1,13 +1,19 @@
 """Snapshot of the wire protocol's JSON Schema: any change to client/protocol.py shows in review.
 
+The snapshot pins the wire (names, fields, types, required, enums). Descriptions are kept for the
+reader but normalised with ``inspect.cleandoc``: msgspec 0.22 kept a docstring's indentation and
+0.23 strips it, and a library's formatting is not a protocol change.
+
 After an intended change, regenerate with ``III_UPDATE_SNAPSHOTS=1 pytest tests/client``.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -26,7 +32,7 @@ def current_schema() -> dict:
               protocol.LifecycleTriggerConfig]
     unique = list(dict.fromkeys(types))
     _, components = msgspec.json.schema_components(unique)
-    return {
+    return normalised({
         "protocol_version": protocol.PROTOCOL_VERSION,
         "max_line_bytes": protocol.MAX_LINE_BYTES,
         "error_codes": {code.name: int(code) for code in protocol.ErrorCode},
@@ -36,7 +42,17 @@ def current_schema() -> dict:
         "engine_functions": dict(sorted(protocol.ENGINE_FUNCTIONS.items())),
         "engine_control_functions": sorted(protocol.ENGINE_CONTROL_FUNCTIONS),
         "engine_trigger_types": [protocol.LIFECYCLE_TRIGGER_TYPE],
-    }
+    })
+
+
+def normalised(node: Any) -> Any:
+    """``node`` with every schema ``description`` passed through ``inspect.cleandoc``."""
+    if isinstance(node, dict):
+        return {key: inspect.cleandoc(value) if key == "description" and isinstance(value, str)
+                else normalised(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [normalised(item) for item in node]
+    return node
 
 
 def test_protocol_schema_matches_the_snapshot() -> None:
@@ -46,6 +62,19 @@ def test_protocol_schema_matches_the_snapshot() -> None:
     assert SNAPSHOT.exists(), "no snapshot: run with III_UPDATE_SNAPSHOTS=1 once"
     assert schema == json.loads(SNAPSHOT.read_text()), (
         "the wire protocol changed; review it, then run with III_UPDATE_SNAPSHOTS=1")
+
+
+def test_descriptions_compare_equal_under_both_msgspec_renderings() -> None:
+    # The same docstring as msgspec 0.22.0 rendered it (indented continuation lines) and as
+    # 0.23.0 does (dedented): one snapshot must hold for both.
+    rendered_by_0_22 = {"description": "Run ``argv`` in the sandbox. The request carries\n"
+                                       "    stdin, stdout and stderr.", "type": "object"}
+    rendered_by_0_23 = {"description": "Run ``argv`` in the sandbox. The request carries\n"
+                                       "stdin, stdout and stderr.", "type": "object"}
+    assert normalised({"X": rendered_by_0_22}) == normalised({"X": rendered_by_0_23})
+    # ... while a change to the wire itself still shows.
+    assert normalised({"X": rendered_by_0_22}) != normalised(
+        {"X": {**rendered_by_0_23, "type": "array"}})
 
 
 def test_params_forbid_unknown_fields_and_results_tolerate_them() -> None:

@@ -32,7 +32,6 @@ from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
 
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.skipif(shutil.which("umoci") is None or shutil.which("skopeo") is None,
                        reason="umoci and skopeo verify the export"),
 ]

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.support.images import TarEntry, busybox_layers, layer_blob, push_image
 from tests.support.projects import make_shell_project
 from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
-
-pytestmark = pytest.mark.slow
 
 
 def make_project(root: Path, image: str) -> Path:

@@ -15,7 +15,7 @@ from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
 from vmm_ffi.cgroups import DEFAULT_PIDS_MAX
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.host_exclusive  # the bomb loads the whole machine until it is capped
 
 
 def test_fork_bomb_is_stopped_at_the_cap_and_the_daemon_keeps_answering(

@@ -13,7 +13,6 @@ from tests.support.daemon import DaemonProcess
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.slow
 START = "echo version=$(cat msg.txt); exec sleep 1000"
 
 

@@ -19,7 +19,6 @@ from tests.support.images import BUN, NODE
 from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.slow
 NPM_TIMEOUT_S = 300
 RELOAD_S = 60  # a reload restarts the runtime (tsx compiles on start) on a loaded machine
 TEMPLATES = {"typescript": "src/index.ts", "javascript": "src/index.js", "bun": "src/index.ts",

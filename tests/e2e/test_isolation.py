@@ -15,8 +15,6 @@ from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
 from vmm_ffi.network import find_slirp4netns, tun_problem
 
-pytestmark = pytest.mark.slow
-
 
 def host_uid(pid: int) -> int:
     line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines()

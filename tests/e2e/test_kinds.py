@@ -21,7 +21,7 @@ from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
 
 # The first test of a fresh machine also builds the images (minutes), a loaded one installs slowly.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # npm/yarn/pnpm install of iii-sdk + tsx through the proxy on a shared 2-core machine.
 FIRST_START_S = 240.0

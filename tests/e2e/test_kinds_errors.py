@@ -16,7 +16,7 @@ from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
 
 # The first test of a fresh machine also builds the images (minutes), a loaded one installs slowly.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 CONFIG = "# my engine config\nworkers:\n  - name: keep   # a comment\n"
 
 

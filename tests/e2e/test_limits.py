@@ -14,7 +14,7 @@ from tests.support.wait import wait_until
 from vmm_ffi.cgroups import is_v2
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.host_exclusive,  # cpu quotas are measured against the clock
     pytest.mark.skipif(is_v2(), reason="host has cgroup v2 without a delegated subtree here"),
     pytest.mark.skipif(os.geteuid() != 0, reason="cgroup v1 limits need a root daemon"),
 ]

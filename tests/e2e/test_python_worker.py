@@ -14,7 +14,6 @@ from tests.support.fixtures import push_python_image
 from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.slow
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "python-worker"
 
 

@@ -16,7 +16,6 @@ from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
 from vmm_ffi.network import tun_problem
 
-pytestmark = pytest.mark.slow
 SEED_SETUP = "apt-get update && apt-get install -y build-essential"
 APT_TIMEOUT_S = 900.0
 

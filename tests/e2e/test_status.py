@@ -16,8 +16,6 @@ from tests.support.daemon import III_CLI, DaemonProcess
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def running(daemon_factory, busybox_image: str, tmp_path: Path) -> DaemonProcess:

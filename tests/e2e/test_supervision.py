@@ -14,8 +14,6 @@ from tests.support.projects import make_shell_project
 from tests.support.registry import free_port
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.slow
-
 
 def make_project(root: Path, image: str, name: str = "loop") -> Path:
     return make_shell_project(root, image, name, start="echo up; exec sleep 1000")

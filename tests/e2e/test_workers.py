@@ -15,8 +15,6 @@ from tests.support.projects import make_shell_project
 from tests.support.registry import RegistryServer
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.slow
-
 
 def make_project(root: Path, image: str, name: str, start: str) -> Path:
     return make_shell_project(root, image, name, start=start)

@@ -21,8 +21,6 @@ from tests.support.engine import EngineProcess
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.slow
-
 
 def daemon_sessions(engine: EngineProcess) -> list[dict[str, Any]]:
     """The connections open at the engine that registered as the daemon."""

@@ -76,7 +76,6 @@ def cache_state(home: Path) -> list[str]:
 # ------------------------------------------------------------------- 1. kill -9 mid-pull
 
 
-@pytest.mark.slow
 def test_kill9_during_pull_leaves_no_half_cache_and_restart_pulls_cleanly(
         daemon_factory: Any, registry: RegistryServer, fault_proxy: FaultProxy,
         iii_home: Path) -> None:
@@ -186,7 +185,6 @@ def test_disk_full_during_extraction_is_one_clear_error_and_nothing_is_left(
 # ------------------------------------------------------------------- 3. registry dies mid-blob
 
 
-@pytest.mark.slow
 def test_registry_dying_mid_blob_is_a_clear_error_and_the_cache_is_unchanged(
         daemon_factory: Any, registry: RegistryServer, fault_proxy: FaultProxy,
         busybox_image: str, iii_home: Path) -> None:

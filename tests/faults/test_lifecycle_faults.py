@@ -17,8 +17,6 @@ from tests.support.daemon import III_CLI, DaemonProcess, launchers_of
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.slow
-
 
 def workload_lines(home: Path, name: str) -> list[str]:
     """What the sandbox's processes printed (the daemon's and launcher's own lines left out)."""

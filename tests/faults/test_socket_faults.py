@@ -10,8 +10,6 @@ import socket
 import threading
 from typing import Any
 
-import pytest
-
 from client.protocol import ErrorCode
 from daemon.api.server import ServerLimits
 from tests.support.daemon import DaemonProcess
@@ -167,7 +165,6 @@ async def test_over_the_cap_a_client_gets_busy_and_is_served_on_retry(daemon_fac
 # ------------------------------------------------------------------- 5. slowloris
 
 
-@pytest.mark.slow
 async def test_slow_clients_never_stall_others_and_get_their_answer(daemon_factory: Any) -> None:
     """Three clients each write one valid request a byte at a time (~6.7 bytes/s).
 

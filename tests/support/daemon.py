@@ -106,7 +106,8 @@ def launchers_of(home: Path, name: str) -> list[int]:
 
 def kill_sandboxes(home: Path) -> None:
     """Teardown: SIGKILL every launcher still recorded under ``home`` (never leave strays)."""
-    for pid_file in home.glob("managed/*/launcher.pid"):
+    for pid_file in [*home.glob("managed/*/launcher.pid"),
+                     *home.glob("sandboxes/managed/*/launcher.pid")]:  # + ephemeral sandboxes
         try:
             pid = int(json.loads(pid_file.read_text())["pid"])
             os.kill(pid, signal.SIGKILL)

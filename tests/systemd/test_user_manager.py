@@ -34,7 +34,6 @@ MANAGER_START_TIMEOUT_S = 30
 UNIT_TIMEOUT_S = 60
 
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.skipif(SYSTEMD is None or shutil.which("systemctl") is None
                        or shutil.which("unshare") is None,
                        reason="systemd, systemctl or unshare not installed"),

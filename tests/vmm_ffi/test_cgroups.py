@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from vmm_ffi import cgroups
-from vmm_ffi.cgroups import CgroupPlan, apply_limits, oom_kills, oom_message, remove_leaf
+from vmm_ffi.cgroup_leaf import CgroupPlan, remove_leaf
+from vmm_ffi.cgroups import apply_limits, oom_kills, oom_message
 from vmm_ffi.cgroups_v1 import apply_v1
 
 

@@ -125,6 +125,7 @@ def nobody_range() -> Iterator[int]:
                 path.write_text(text)
 
 
+@pytest.mark.host_exclusive  # nobody_range edits /etc/subuid, which root daemons read and extend
 def test_unprivileged_user_with_a_subordinate_range_gets_it(open_dir: Path,
                                                             nobody_range: int) -> None:
     python = interpreter_for_nobody()

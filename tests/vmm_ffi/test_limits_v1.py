@@ -15,9 +15,11 @@ import pytest
 
 from tests.support.wait import wait_until
 from tests.vmm_ffi.conftest import Sandboxes
-from vmm_ffi.cgroups import CGROUP_ROOT, is_v2, read_keyed
+from vmm_ffi.cgroup_leaf import read_keyed
+from vmm_ffi.cgroups import CGROUP_ROOT, is_v2
 
 pytestmark = [
+    pytest.mark.host_exclusive,  # cpu quotas are measured against the clock
     pytest.mark.skipif(is_v2(), reason="host has cgroup v2; v2 is checked on a fake tree"),
     pytest.mark.skipif(os.geteuid() != 0, reason="cgroup v1 limits need a root launcher"),
 ]

@@ -52,3 +52,16 @@ def test_network_prefers_pasta_then_slirp4netns(tmp_path: Path) -> None:
     assert "apt-get install passt" in none.value.hint and "network: host" in none.value.hint
     assert choose_network("host", "namespace", {}).mode == "host"  # the warned opt-out
     assert choose_network("auto", "libkrun", {}).mode == "host"  # libkrun brings TSI
+
+
+def test_a_tun_device_we_may_not_open_gives_its_fix_once(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("vmm_ffi.network.TUN", str(tmp_path / "no-tun"))
+    pasta = tmp_path / "pasta"
+    pasta.write_text("#!/bin/sh\n")
+    pasta.chmod(0o755)
+    with pytest.raises(Unavailable) as err:
+        choose_network("auto", "namespace", {"III_PASTA": str(pasta)})
+    line = str(err.value)
+    assert "may not open" in line and "\n" not in line
+    assert line.count("chmod 0666") == 1 and line.count("network: host") == 1, line
