@@ -261,16 +261,20 @@ def worker_restart(name: str = typer.Argument(..., help="Worker name."),
 @worker_app.command("stop")
 def worker_stop(
     name: str = typer.Argument(..., help="Worker name."),
-    timeout: float = typer.Option(10.0, "--timeout", "-t", min=0, max=3600,
-                                  help="Seconds to wait after SIGTERM before SIGKILL."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", "-t", min=0, max=3600,
+        help="Seconds to wait after SIGTERM before SIGKILL (default: stop_timeout_s of "
+             "daemon.yaml, 10)."),
     as_json: bool = JSON_OPT,
     port: int | None = IGNORED_PORT, address: str | None = IGNORED_ADDRESS,
     no_wait: bool = IGNORED_NO_WAIT, config: str | None = IGNORED_CONFIG,
     yes: bool = IGNORED_YES,
 ) -> None:
     """Stop a worker (SIGTERM, then SIGKILL after the timeout); a stopped worker stays so."""
-    _change_state("worker.stop", {"name": name, "timeout_s": timeout}, as_json, "stopped",
-                  progress=False)
+    params: dict[str, Any] = {"name": name}
+    if timeout is not None:
+        params["timeout_s"] = timeout
+    _change_state("worker.stop", params, as_json, "stopped", progress=False)
 
 
 @worker_app.command("remove")

@@ -59,6 +59,8 @@ class Worker(Result):
     deps_installed: bool = False
     image: str | None = None
     resources: Resources | None = None
+    # worker.start / worker.restart: what the start had to say (e.g. no hardware isolation)
+    warnings: list[str] = msgspec.field(default_factory=list)
 
 
 class ManifestView(Result):
@@ -167,7 +169,8 @@ WorkerRestartParams = WorkerStartParams
 
 class WorkerStopParams(Params, frozen=True):
     name: WorkerName
-    timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    # None: the daemon's stop_timeout_s (daemon.yaml, default 10)
+    timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] | None = None
 
 
 class WorkerNameParams(Params, frozen=True):

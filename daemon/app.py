@@ -82,7 +82,8 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     events = EventBus()
     tasks = await stack.enter_async_context(BackgroundTasks())
     launcher = WorkerLauncher(settings, store, images, Provisioner(settings.home))
-    supervisor = Supervisor(launcher.launch, events, tasks)
+    supervisor = Supervisor(launcher.launch, events, tasks, home=settings.home,
+                            stop_timeout_s=settings.stop_timeout_s)
     session = EngineSession(settings.engine_url, version=daemon_version())
     roster = EngineRoster(session, events, managed=lambda name: store.find(name) is not None,
                           busy=lambda: expecting_registrations(supervisor, roster))
@@ -96,7 +97,7 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     autopilot = Autopilot(settings, store, supervisor, events, session, roster, tasks, api=api)
     session.listen(on_up=autopilot.engine_up, on_down=autopilot.engine_down)
     store.listen(autopilot.config_changed)
-    adopted = await asyncio.to_thread(autopilot.reattach_all)
+    adopted = await autopilot.reattach()
     log.info("reattached %d running worker(s)", adopted)
     await asyncio.to_thread(sweep_network, settings)
     tasks.create_task(autopilot.run(), name="autopilot")

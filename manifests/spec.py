@@ -38,7 +38,7 @@ DEFAULT_CPUS = 2
 RESERVED_ENV_KEYS: tuple[str, ...] = ("III_URL", "III_ENGINE_URL", "III_WORKER_NAME", "III_ISOLATION")
 
 NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
-_NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
+_NAME_RE = re.compile(NAME_PATTERN)  # fullmatch: "$" would accept a trailing newline
 
 
 class Scripts(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,7 +86,7 @@ def validate_worker_name(name: str) -> str:
     >>> validate_worker_name("my-worker")
     'my-worker'
     """
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ManifestError(None, None, None, invalid_name_message("worker name", name))
     return name
 
@@ -106,4 +106,4 @@ def sanitize_worker_name(text: str) -> str:
     """
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
     cleaned = re.sub(r"^[._-]+", "", cleaned)[:63].rstrip("-")
-    return cleaned if _NAME_RE.match(cleaned) else "worker"
+    return cleaned if _NAME_RE.fullmatch(cleaned) else "worker"

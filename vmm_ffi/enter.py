@@ -55,6 +55,10 @@ class EnterSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     workdir: str = "/"
     tty: bool = False
     seccomp: bool = True
+    # the worker's user (its image's USER), so a command runs as the workload does
+    uid: int = 0
+    gid: int = 0
+    groups: list[int] = []
     # a ``sandbox::fs::*`` operation (``vmm_ffi.sandbox_fs``) done in place of ``argv``'s exec
     fs: dict[str, Any] | None = None
 
@@ -163,9 +167,9 @@ def _exec(spec: EnterSpec) -> None:
         os.setsid()
         if spec.tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        os.setgroups([])
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
+        os.setgroups(spec.groups)
+        os.setresgid(spec.gid, spec.gid, spec.gid)
+        os.setresuid(spec.uid, spec.uid, spec.uid)
         sc.set_parent_death_signal(signal.SIGKILL)  # after setresuid, which clears it
         drop_net_admin()  # as the workload: the sandbox's network policy stays as it is
         os.umask(0o022)

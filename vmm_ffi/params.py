@@ -102,6 +102,15 @@ class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     auto_allow: list[str] = []
 
 
+class RunAs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The sandbox user the workload runs as (an image's ``USER``, resolved by the daemon
+    against the image's /etc/passwd and /etc/group); None in ``LaunchParams`` = sandbox root."""
+
+    uid: Annotated[int, msgspec.Meta(ge=0, le=65535)]
+    gid: Annotated[int, msgspec.Meta(ge=0, le=65535)]
+    groups: list[Annotated[int, msgspec.Meta(ge=0, le=65535)]] = []
+
+
 class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything one launcher needs to become one sandbox.
 
@@ -143,6 +152,7 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # and to measure the filter's cost: a missing libseccomp otherwise fails the launch.
     seccomp: bool = True
     pids_max: Annotated[int, msgspec.Meta(ge=16, le=1 << 22)] = 4096
+    user: RunAs | None = None  # namespace backend: the workload's uid/gid/groups (USER)
 
 
 class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -81,6 +81,10 @@ def exec_workload(params: LaunchParams, log_fd: int, exec_err_w: int) -> None:
         os.dup2(null, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
+        if params.user is not None:  # the image's USER: drop sandbox root (groups first)
+            os.setgroups(params.user.groups)
+            os.setresgid(params.user.gid, params.user.gid, params.user.gid)
+            os.setresuid(params.user.uid, params.user.uid, params.user.uid)
         program = resolve_program(params.argv[0], params.env)
         os.execve(program, params.argv, params.env)
     except OSError as exc:

@@ -261,8 +261,11 @@ class ConfigStore:
                 raise AlreadyExists(f"worker '{entry.name}' already exists; use --force")
             old = entries[index]
             config = entry.config if reset_config or old.config is None else old.config
+            # `--force` keeps `watch: false`; `--force --no-watch` sets it.
+            watch = False if entry.watch is False else old.watch
             written = WorkerEntry(name=entry.name, worker_path=entry.worker_path,
-                                  image=entry.image, config=config, network=old.network)
+                                  image=entry.image, config=config, watch=watch,
+                                  network=old.network)
 
             def edit(mapping: CommentedMap) -> None:
                 # The source key keeps its place (right after `name` when it changes kind).
@@ -280,6 +283,8 @@ class ConfigStore:
                     mapping.pop("config", None)
                 if "config" not in mapping and config is not None:
                     mapping["config"] = config
+                if entry.watch is False:
+                    mapping["watch"] = False
 
             expected = entries[:index] + [written] + entries[index + 1:]
             return _Plan(expected, written, replace=(index, edit))

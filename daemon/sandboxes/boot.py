@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -41,6 +41,7 @@ from vmm_ffi.params import (
     IdShift,
     LaunchParams,
     NetworkPolicy,
+    RunAs,
 )
 
 SCRIPT_TIMEOUT_S = 3600.0  # one setup or install run, end to end
@@ -48,6 +49,7 @@ SCRIPT_STOP_TIMEOUT_S = 3.0  # a timed-out script: SIGTERM, then SIGKILL after t
 OUTPUT_TAIL_LINES = 20
 WORKSPACE = "/workspace"
 _LAUNCHER_PREFIX = "[iii-launcher]"
+T = TypeVar("T")
 
 class BootPhase(enum.Enum):
     """The steps of a sandbox boot, in order; the daemon maps each one to a worker state and a
@@ -97,6 +99,7 @@ class BootSpec(msgspec.Struct, frozen=True, kw_only=True):
     pasta: str | None = None
     slirp4netns: str | None = None
     id_shift: IdShift | None = None
+    user: RunAs | None = None  # the worker process's user (a container image's USER)
 
 
 @dataclass
@@ -114,6 +117,18 @@ class Prepared:
 def _note(progress: Progress | None, phase: BootPhase, message: str) -> None:
     if progress is not None:
         progress(phase, message)
+
+
+async def _blocking(fn: Callable[..., T], *args: object) -> T:
+    """``asyncio.to_thread`` for a step that writes the sandbox: cancelled (a stop wins), it
+    waits for the thread to finish before re-raising, so no write lands after the sandbox lock
+    is released and the next start sees a finished step or none."""
+    step = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(step)
+    except asyncio.CancelledError:
+        await asyncio.wait({step})
+        raise
 
 
 def _fingerprint(boot: BootSpec) -> Fingerprint:
@@ -144,15 +159,15 @@ async def prepare(layout: SandboxLayout, boot: BootSpec, provisioner: Provisione
                        "stop it before preparing it again")
     mode = await asyncio.to_thread(lambda: layout.mode() or provisioner.decision().mode)
     _note(progress, BootPhase.PROVISION, f"provisioning the sandbox root ({mode.value})")
-    root = await asyncio.to_thread(provisioner.provision, layout, Path(boot.image_rootfs))
+    root = await _blocking(provisioner.provision, layout, Path(boot.image_rootfs))
     writable = layout.writable_root()
     stats = None
     if boot.project is not None:
         _note(progress, BootPhase.SYNC, f"syncing {boot.project} into {WORKSPACE}")
-        stats = await asyncio.to_thread(sync_project, Path(boot.project), layout.workspace,
-                                        layout.sync_state)
+        stats = await _blocking(sync_project, Path(boot.project), layout.workspace,
+                                layout.sync_state)
     ca = None if boot.ca_bundle is None else Path(boot.ca_bundle)
-    ca_placed = await asyncio.to_thread(place_host_files, writable, ca)
+    ca_placed = await _blocking(place_host_files, writable, ca)
     env = build_sandbox_env(boot.image_env, boot.manifest_env, boot.config_env, boot.engine_url,
                             boot.name, boot.backend, ca_placed)
 
@@ -178,7 +193,7 @@ async def prepare(layout: SandboxLayout, boot: BootSpec, provisioner: Provisione
     if prepared.ran_setup or prepared.ran_install:
         await check_scripts_left_a_runnable_sandbox(
             layout, boot, root, env, "install" if prepared.ran_install else "setup")
-    await asyncio.to_thread(write_file_beneath, writable, MARKER_RELPATH, encode_marker(fp))
+    await _blocking(write_file_beneath, writable, MARKER_RELPATH, encode_marker(fp))
     return prepared
 
 
@@ -197,8 +212,9 @@ async def check_scripts_left_a_runnable_sandbox(layout: SandboxLayout, boot: Boo
 
 
 def launch_params(layout: SandboxLayout, boot: BootSpec, root: RootSpec, env: dict[str, str],
-                  argv: list[str], workdir: str) -> LaunchParams:
-    """Launcher params for a run in this sandbox (paths filled in from the layout)."""
+                  argv: list[str], workdir: str, user: RunAs | None = None) -> LaunchParams:
+    """Launcher params for a run in this sandbox (paths filled in from the layout); ``user``
+    None runs it as sandbox root (setup and install do)."""
     return LaunchParams(name=boot.name, backend=boot.backend, rootfs=root,
                         merged=str(layout.merged), argv=argv, env=env, workdir=workdir,
                         cpus=boot.cpus, memory_mib=boot.memory_mib,
@@ -207,13 +223,14 @@ def launch_params(layout: SandboxLayout, boot: BootSpec, root: RootSpec, env: di
                         bridge=boot.bridge,
                         pasta=boot.pasta,
                         slirp4netns=boot.slirp4netns,
-                        id_shift=boot.id_shift)
+                        id_shift=boot.id_shift, user=user)
 
 
 def start_params(layout: SandboxLayout, boot: BootSpec, prepared: Prepared) -> LaunchParams:
     """Launcher params of the long-running worker: ``argv`` if set, else ``sh -c start``."""
     argv = boot.argv if boot.argv else ["/bin/sh", "-c", boot.start]
-    return launch_params(layout, boot, prepared.root, prepared.env, argv, boot.workdir)
+    return launch_params(layout, boot, prepared.root, prepared.env, argv, boot.workdir,
+                         boot.user)
 
 
 async def boot_sandbox(layout: SandboxLayout, boot_spec: BootSpec, provisioner: Provisioner,
@@ -267,8 +284,16 @@ async def run_script(layout: SandboxLayout, boot: BootSpec, root: RootSpec,
     task = SandboxTask(layout)
     await asyncio.to_thread(layout.oneshot_flag.write_text, script_name)
     try:
-        await task.start(params, locked=True)
-        status = await _wait_script(layout, boot, task, script_name, offset)
+        await task.start(params, locked=True)  # cancelled: it kills what it spawned
+        try:
+            status = await _wait_script(layout, boot, task, script_name, offset)
+        except asyncio.CancelledError:
+            # A stop won: kill the run's whole sandbox (pid namespace) now; no marker is
+            # written, so the next start runs the script again.
+            await asyncio.shield(task.kill_now())
+            await asyncio.to_thread(_append_log, layout, f"[iii] {script_name} interrupted "
+                                    "(the worker was stopped); it runs again at the next start")
+            raise
     finally:
         layout.oneshot_flag.unlink(missing_ok=True)
     if status.exit_code != 0:

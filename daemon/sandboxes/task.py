@@ -139,9 +139,22 @@ class SandboxTask:
         if self._record is not None:
             raise InvalidState(f"sandbox {self.layout.name!r}: this task was already started")
         if locked:
-            return await asyncio.to_thread(self._start_locked, params)
+            return await self._spawn(params)
         with sandbox_lock(self.layout):
-            return await asyncio.to_thread(self._start_locked, params)
+            return await self._spawn(params)
+
+    async def _spawn(self, params: LaunchParams) -> int:
+        """Run the blocking spawn in a thread. Cancelled meanwhile (a stop wins over a start),
+        the thread still finishes spawning: wait for it, kill what it spawned, then re-raise,
+        so no launcher outlives the start that was given up."""
+        spawning = asyncio.ensure_future(asyncio.to_thread(self._start_locked, params))
+        try:
+            return await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            await asyncio.wait({spawning})
+            if not spawning.cancelled() and spawning.exception() is None:
+                await self.kill_now()
+            raise
 
     def _start_locked(self, params: LaunchParams) -> int:
         lay = self.layout
@@ -290,6 +303,20 @@ class SandboxTask:
                               error="launcher exited without recording an exit")
         return ExitStatus(exit_code=LAUNCHER_LOST_CODE, finished_at=time.time(),
                           error="launcher vanished without recording an exit")
+
+    async def kill_now(self) -> ExitStatus | None:
+        """SIGKILL the sandbox init (its pid namespace: every process of the run goes with it),
+        then the launcher if it lingers; wait for the exit and forget the task. What a start or
+        a setup/install run does when it is cancelled. None when it was never started."""
+        if self._record is None:
+            return None
+        self._kill_sandbox()
+        try:
+            await self.wait(KILL_WAIT_S)
+        except TimeoutError:
+            self._signal_launcher(signal.SIGKILL)
+            await self.wait(KILL_WAIT_S)
+        return await self.delete()
 
     async def stop(self, timeout: float = STOP_TIMEOUT_S) -> ExitStatus:
         """SIGTERM, wait up to ``timeout``, then SIGKILL the sandbox (then the launcher)."""

@@ -16,17 +16,20 @@ from typing import Any
 import msgspec
 
 from daemon.background import BackgroundTasks
-from daemon.config.entries import WorkerKind
+from daemon.config.entries import WorkerEntry, WorkerKind
 from daemon.config.settings import DaemonSettings
 from daemon.config.store import ConfigChange, ConfigStore
 from daemon.engine.functions import EngineApi
 from daemon.engine.roster import EngineRoster
 from daemon.engine.session import EngineSession
+from daemon.errors import DaemonError
 from daemon.events import EventBus
 from daemon.sandboxes import SandboxLayout, SandboxTask
+from daemon.workers.desired import ADDING_FLAG, Desired, Want, Why, at_daemon_start, load_desired
 from daemon.workers.logs import rotate_if_needed
 from daemon.workers.state import WorkerState
 from daemon.workers.supervisor import Supervisor
+from daemon.workers.targets import name_problem
 from vmm_ffi.params import LaunchParams
 
 log = logging.getLogger("iii.daemon.autopilot")
@@ -100,17 +103,49 @@ class Autopilot:
 
     # -- start-up ------------------------------------------------------------------------------
 
-    def reattach_all(self) -> int:
-        """Adopt every sandbox whose launcher still runs; remove stale pid files; a ``stop``
-        the user gave an earlier daemon still holds. Blocking."""
-        known = {e.name for e in self.store.snapshot()}
+    async def reattach(self) -> int:
+        """Adopt every sandbox whose launcher still runs, remove stale pid files, and give every
+        configured worker its reconciler with the desired state an earlier daemon persisted (a
+        user's start holds: such a worker that does not run is started now)."""
+        found = await asyncio.to_thread(self._find_running)
+        known = [e.name for e in self.store.snapshot() if self._supervised(e)]
         for name in known:
-            if self.layout(name).manual_stop_flag.exists():
-                self.supervisor.runtime(name).manual_stop = True
-        adopted = 0
+            persisted = await asyncio.to_thread(self._persisted, name)
+            running = found.get(name)
+            desired = at_daemon_start(persisted, running is not None)
+            if running is not None:
+                self.supervisor.adopt(name, running[0], running[1], desired)
+                log.info("reattached %s (launcher pid %s)", name, running[0].pid)
+            else:
+                self.supervisor.reconciler(name, desired)
+        return len(found)
+
+    def _persisted(self, name: str) -> Desired | None:
+        """The persisted desired state; an older daemon's ``manual-stop`` flag is a user's stop."""
+        layout = self.layout(name)
+        desired = load_desired(layout.dir)
+        if desired is None and layout.manual_stop_flag.exists():
+            return Desired(want=Want.STOPPED, why=Why.USER)
+        return desired
+
+    def _find_running(self) -> dict[str, tuple[SandboxTask, str | None]]:
+        """The running launchers of configured workers (blocking). An interrupted setup/install
+        run is killed, never adopted; a sandbox without an entry is left alone."""
+        known = {e.name for e in self.store.snapshot() if self._supervised(e)}
+        found: dict[str, tuple[SandboxTask, str | None]] = {}
         for name in managed_names(self.settings.home):
             layout = self.layout(name)
             task = SandboxTask.reattach(layout)
+            if name not in known and (layout.dir / ADDING_FLAG).exists():
+                # An add whose daemon died before the entry was written: roll it back.
+                log.warning("removing %s: its add was interrupted by a daemon exit", name)
+                if task is not None:
+                    kill_orphan(task)
+                try:
+                    layout.remove()
+                except DaemonError as exc:  # its launcher would not die: leave it, say so
+                    log.error("could not remove the half-added %s: %s", name, exc.message)
+                continue
             if layout.oneshot_flag.exists():
                 # A setup/install run whose daemon died: it wrote no marker, so kill it and let
                 # the next start run it again (never adopt it as the worker).
@@ -134,10 +169,8 @@ class Autopilot:
                 pass
             if isolation == "host":  # a Binary worker is not isolated
                 isolation = None
-            self.supervisor.adopt(name, task, isolation)
-            adopted += 1
-            log.info("reattached %s (launcher pid %s)", name, task.pid)
-        return adopted
+            found[name] = (task, isolation)
+        return found
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -158,18 +191,13 @@ class Autopilot:
         self._grace_fired = False
         self.roster.kick()
         for entry in self.store.snapshot():
-            if entry.kind(self.settings.home) in SUPERVISED:
-                self._spawn(self._auto_start(entry.name), f"autostart:{entry.name}")
+            if self._supervised(entry):
+                self.supervisor.auto_start(entry.name, Why.ENGINE)
 
-    async def _auto_start(self, name: str) -> None:
-        rt = self.supervisor.runtime(name)
-        if rt.manual_stop or rt.state is not WorkerState.STOPPED or rt.lock.locked():
-            return
-        try:
-            await self.supervisor.start(name, None, auto=True)
-        except Exception as exc:  # noqa: BLE001 - reported, the next engine-up tries again
-            log.warning("auto-start of %s failed: %s", name, exc)
-            self.events.publish(name, "stopped", f"auto-start failed: {exc}")
+    def _supervised(self, entry: WorkerEntry) -> bool:
+        """Local/OCI/Binary entries whose name can be a sandbox (a hand-written invalid name is
+        listed with the reason, never started)."""
+        return entry.kind(self.settings.home) in SUPERVISED and name_problem(entry.name) is None
 
     async def engine_down(self) -> None:
         self.roster.forget()
@@ -184,11 +212,8 @@ class Autopilot:
             if grace <= 0 or down_for is None or down_for < grace or self._grace_fired:
                 continue
             self._grace_fired = True
-            for rt in self.supervisor.runtimes():
-                if rt.auto_started and rt.state in (WorkerState.RUNNING, WorkerState.BACKOFF):
-                    log.info("engine down for %.0fs: stopping %s", down_for, rt.name)
-                    self._spawn(self.supervisor.stop(rt.name, self.settings.stop_timeout_s,
-                                                        manual=False), f"grace-stop:{rt.name}")
+            for name in self.supervisor.grace_stop():
+                log.info("engine down for %.0fs: stopping %s", down_for, name)
 
     async def _rotation_loop(self) -> None:
         while True:
@@ -208,23 +233,20 @@ class Autopilot:
             return
         for entry in change.removed:
             log.info("%s was removed from config.yaml by hand: stopping it", entry.name)
-            self._spawn(self._stop_removed(entry.name), f"unmanage:{entry.name}")
+            self._spawn(self.supervisor.remove(entry.name), f"unmanage:{entry.name}")
         for entry in change.added:
-            if entry.kind(self.settings.home) in SUPERVISED and self.session.reachable:
+            if self._supervised(entry) and self.session.reachable:
                 log.info("%s was added to config.yaml by hand: starting it", entry.name)
-                self._spawn(self._auto_start(entry.name), f"autostart:{entry.name}")
+                self.supervisor.auto_start(entry.name, Why.CONFIG)
         for entry in change.changed:
-            rt = self.supervisor.runtime(entry.name)
-            if rt.state is WorkerState.RUNNING:
+            if self.supervisor.runtime(entry.name).state is WorkerState.RUNNING:
                 self._spawn(self._restart(entry.name), f"restart:{entry.name}")
 
-    async def _stop_removed(self, name: str) -> None:
-        await self.supervisor.stop(name, self.settings.stop_timeout_s, manual=False)
-        self.supervisor.forget(name)
-
     async def _restart(self, name: str) -> None:
-        await self.supervisor.stop(name, self.settings.stop_timeout_s, manual=False)
-        await self._auto_start(name)
+        try:
+            await self.supervisor.restart(name)
+        except Exception as exc:  # noqa: BLE001 - reported, as a failed start is
+            log.warning("restart of %s after a config.yaml edit failed: %s", name, exc)
 
 
 __all__ = ["Autopilot", "expecting_registrations", "managed_names"]

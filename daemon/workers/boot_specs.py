@@ -18,6 +18,7 @@ from daemon.images.models import CachedImage
 from daemon.images.pull import ProgressCallback
 from daemon.sandboxes import BootSpec, NetworkChoice, choose_backend, choose_ids, choose_network
 from daemon.sandboxes.netpolicy import build_policy
+from daemon.workers.image_user import resolve_user
 from manifests import ManifestError, WorkerSpec, load_worker
 from vmm_ffi.bridge import BridgeError, check_subnet, names, tag_of
 from vmm_ffi.params import Backend, BridgeParams, NetworkPolicy
@@ -131,6 +132,13 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
     if not argv:
         raise InvalidArgument(f"image {entry.image} has neither Entrypoint nor Cmd: "
                               "nothing to run")
+    user = await asyncio.to_thread(resolve_user, image.config.user, Path(image.path),
+                                   entry.image)
+    if user is not None and choice.backend != "namespace":
+        warnings.append(f"image {entry.image}: USER {image.config.user!r} is not applied "
+                        f"with the {choice.backend} backend (runs as root in the guest)")
+        user = None
     boot = BootSpec(image_rootfs=str(image.path), image_env=list(image.config.env), argv=argv,
-                    image_ref=entry.image, workdir=image.config.working_dir or "/", **common)  # type: ignore[arg-type]
+                    image_ref=entry.image, workdir=image.config.working_dir or "/", user=user,
+                    **common)  # type: ignore[arg-type]
     return ResolvedBoot(boot, image, None, warnings)

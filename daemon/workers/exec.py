@@ -238,7 +238,10 @@ def enter_spec(layout: SandboxLayout, params: WorkerExecParams) -> EnterSpec:
     return EnterSpec(sandbox_pid=record.launch.sandbox_pid, argv=list(params.argv),
                      env={**launch.env, **params.env},
                      workdir=params.workdir or launch.workdir, tty=params.tty,
-                     seccomp=record.launch.seccomp is not None)
+                     seccomp=record.launch.seccomp is not None,
+                     uid=launch.user.uid if launch.user else 0,
+                     gid=launch.user.gid if launch.user else 0,
+                     groups=list(launch.user.groups) if launch.user else [])
 
 
 async def run_exec(spec: EnterSpec, fds: list[int], params: WorkerExecParams,

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import logging
 
-from daemon.api.progress import ProgressRelay
 from daemon.config.entries import WorkerEntry, WorkerKind
 from daemon.config.settings import DaemonSettings
 from daemon.config.store import ConfigStore
 from daemon.errors import DaemonError, NotFound
 from daemon.images import ImageStore
-from daemon.sandboxes import Provisioner, SandboxLayout, boot_sandbox
+from daemon.sandboxes import Provisioner, SandboxLayout, SandboxTask, boot_sandbox, prepare
 from daemon.workers.binary import start_binary
-from daemon.workers.boot_specs import load_project, resolve_boot
-from daemon.workers.supervisor import Launched, Progress
+from daemon.workers.boot_specs import ResolvedBoot, load_project, resolve_boot
+from daemon.workers.reconciler import BootSink, Launched
 from manifests import WorkerSpec
 
 __all__ = ["WorkerLauncher"]
@@ -34,7 +33,6 @@ class WorkerLauncher:
         self.settings, self.store, self.images = settings, store, images
         self.provisioner = provisioner
         self.specs: dict[str, WorkerSpec] = {}  # resolved manifests, for list and inspect
-        self.relays: dict[str, ProgressRelay] = {}  # the client waiting on a start, if any
         self._deps: dict[str, bool] = {}  # marker present? cached: list is the hot path
 
     def layout(self, name: str) -> SandboxLayout:
@@ -53,7 +51,9 @@ class WorkerLauncher:
             raise NotFound(f"worker '{name}' not found; see `iii worker list`")
         return entry
 
-    async def launch(self, name: str, progress: Progress | None) -> Launched:
+    async def launch(self, name: str, progress: BootSink) -> Launched:
+        """THE launcher seam: the entry as config.yaml holds it now, resolved, prepared and
+        started; progress goes to ``progress``. Cancelling it kills what it started."""
         entry = await self.fresh_entry(name)
         kind = self.kind(entry)
         if kind is WorkerKind.BINARY:
@@ -61,17 +61,35 @@ class WorkerLauncher:
             task = await start_binary(self.layout(name), entry, str(binary),
                                       self.settings.engine_url)
             return Launched(task=task, isolation=None)
-        relay = self.relays.get(name)
-        resolved = await resolve_boot(entry, kind, self.settings, self.images,
-                                      relay.pull if relay else None)
+        resolved, booted = await self._boot(entry, kind, progress, start=True)
+        assert booted is not None
+        return Launched(task=booted, isolation=resolved.boot.backend, warnings=resolved.warnings)
+
+    async def prepare(self, entry: WorkerEntry, kind: WorkerKind, progress: BootSink, *,
+                      refresh: bool = False) -> ResolvedBoot:
+        """Resolve and prepare the sandbox without starting it (``add``, ``export``)."""
+        resolved, _ = await self._boot(entry, kind, progress, start=False, refresh=refresh)
+        return resolved
+
+    async def _boot(self, entry: WorkerEntry, kind: WorkerKind, progress: BootSink, *,
+                    start: bool, refresh: bool = False
+                    ) -> tuple[ResolvedBoot, SandboxTask | None]:
+        """The one resolve → prepare (→ start) sequence."""
+        name = entry.name
+        resolved = await resolve_boot(entry, kind, self.settings, self.images, progress.pull,
+                                      refresh=refresh)
         if resolved.spec is not None:
             self.specs[name] = resolved.spec
+        task = None
         try:
-            task, _ = await boot_sandbox(self.layout(name), resolved.boot, self.provisioner,
-                                         progress)
+            if start:
+                task, _ = await boot_sandbox(self.layout(name), resolved.boot, self.provisioner,
+                                             progress.boot)
+            else:
+                await prepare(self.layout(name), resolved.boot, self.provisioner, progress.boot)
         finally:
             self.forget_deps(name)  # the marker may have been written (or not)
-        return Launched(task=task, isolation=resolved.boot.backend, warnings=resolved.warnings)
+        return resolved, task
 
     async def preload_specs(self) -> None:
         """Resolve every local worker's manifest once at start-up, so that ``list`` shows

@@ -12,6 +12,8 @@ import contextlib
 import logging
 import os
 
+import msgspec
+
 from client.protocol import (
     EmptyResult,
     ManifestView,
@@ -40,40 +42,35 @@ from client.protocol import (
 from daemon.api.progress import ProgressRelay, progress_relay
 from daemon.api.services import ClientGone, Notify
 from daemon.config.entries import WorkerEntry, WorkerKind
-from daemon.config.env import flatten_config
 from daemon.config.settings import DaemonSettings
 from daemon.config.store import ConfigStore
 from daemon.engine.roster import EngineRoster
 from daemon.errors import (
     AlreadyExists,
-    Conflict,
     DaemonError,
     InvalidArgument,
     InvalidState,
     NotFound,
 )
 from daemon.events import EventBus
-from daemon.export.kubernetes import render as render_kubernetes
-from daemon.export.kubernetes import render_yaml
-from daemon.export.pin import pin_image
-from daemon.export.service import check_exportable, check_exportable_kind, export_to_oci
 from daemon.images import ImageStore
-from daemon.sandboxes import SandboxLayout, prepare
-from daemon.workers.boot_specs import load_project, resolve_boot
+from daemon.sandboxes import SandboxLayout
+from daemon.workers.boot_specs import load_project
+from daemon.workers.desired import ADDING_FLAG, IDLE, Why, desired_path
 from daemon.workers.exec import ExecRegistry, enter_spec, run_exec
+from daemon.workers.exporting import export_worker, kubernetes_yaml
 from daemon.workers.isolation import sandbox_isolation
 from daemon.workers.launch import WorkerLauncher
 from daemon.workers.logs import follow, tail
 from daemon.workers.state import WorkerState
-from daemon.workers.supervisor import Supervisor, WorkerRuntime
-from daemon.workers.targets import TargetKind, classify_target
+from daemon.workers.supervisor import JobControl, Supervisor, WorkerRuntime
+from daemon.workers.targets import TargetKind, classify_target, name_problem
 from manifests import WorkerSpec
-from vmm_ffi.statefiles import write_atomic
 
 log = logging.getLogger("iii.daemon.workers")
 
 
-LAST_EXPORT = "last-export"  # in the sandbox dir: REGISTRY/REPO@DIGEST of the last push
+ENGINE_FIRST_TRY_WAIT_S = 2.0  # add on a fresh daemon: its first engine try, at most this
 
 
 class WorkerLifecycle:
@@ -86,6 +83,7 @@ class WorkerLifecycle:
         self.launcher, self.supervisor, self.events = launcher, supervisor, events
         self.engine = engine  # engine truth (``engine_registered``) over the engine session
         self._execs = ExecRegistry()
+        self.adding: dict[str, WorkerEntry] = {}  # being added: not in config.yaml yet
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -105,8 +103,13 @@ class WorkerLifecycle:
         return self.engine.session.reachable
 
     def view(self, entry: WorkerEntry, rt: WorkerRuntime | None = None) -> Worker:
-        rt = rt or self.supervisor.runtime(entry.name)
         kind = self.kind(entry)
+        problem = name_problem(entry.name)
+        if problem is not None:  # hand-written: shown with the reason, never supervised
+            return Worker(name=entry.name, type=kind.value,
+                          source=entry.worker_path or entry.image, status="stopped",
+                          last_error=problem)
+        rt = rt or self.supervisor.runtime(entry.name)
         spec = self.launcher.specs.get(entry.name)
         registered = None
         if self.engine.names is not None and self.engine_reachable():
@@ -122,19 +125,6 @@ class WorkerLifecycle:
             resources=Resources(memory=spec.resources.memory, cpus=spec.resources.cpus)
             if spec else None)
 
-    def restore_manual_stops(self) -> None:
-        """At daemon start: a ``stop`` the user gave an earlier daemon still holds. Blocking."""
-        for entry in self.store.snapshot():
-            if self.layout(entry.name).manual_stop_flag.exists():
-                self.supervisor.runtime(entry.name).manual_stop = True
-
-    def _remember_manual_stop(self, name: str, stopped: bool) -> None:
-        flag = self.layout(name).manual_stop_flag
-        if not stopped:
-            flag.unlink(missing_ok=True)
-        elif flag.parent.is_dir():  # a worker never prepared has nothing to auto-start
-            flag.touch()
-
     # -- worker.add -----------------------------------------------------------------------------
 
     async def add(self, params: WorkerAddParams, notify: Notify) -> WorkerAddResult:
@@ -146,6 +136,7 @@ class WorkerLifecycle:
                 assert target.name is not None
                 entry = WorkerEntry(name=target.name)
                 self._check_new(entry.name, params.force)
+                self._check_bare_force(entry.name, params.target)
                 await self.store.add(entry, force=params.force, reset_config=params.reset_config)
                 return WorkerAddResult(worker=self.view(entry), warnings=[], started=False)
             spec = None
@@ -157,50 +148,103 @@ class WorkerLifecycle:
             else:
                 assert target.name is not None and target.image is not None
                 entry = WorkerEntry(name=target.name, image=target.image)
-            warnings = await self._add_sandboxed(entry, spec, params, relay)
-        started = False
-        if self.engine_reachable():
+            warnings, stopped = await self._add_sandboxed(entry, spec, params, relay)
+        started = False  # SPEC §10: an add with the engine up starts the worker
+        if not stopped and await self._engine_up_for_add() \
+                and not self.supervisor.manually_stopped(entry.name):
             try:
-                rt, _ = await self.supervisor.start(entry.name, None, auto=True)
+                rt, more = await self.supervisor.start(entry.name, Why.ENGINE)
                 started = rt.state is WorkerState.RUNNING
+                warnings = _merge(warnings, more)
             except DaemonError as exc:  # added all the same: say why it is not running
                 warnings = [*warnings, f"added, but the start failed: {exc.message}"]
-        return WorkerAddResult(worker=self.view(entry), warnings=warnings, started=started)
+        return WorkerAddResult(worker=self.view(self.entry(entry.name)), warnings=warnings,
+                               started=started)
+
+    async def _engine_up_for_add(self) -> bool:
+        """Whether the engine is up. A daemon started a moment ago may not have tried it yet:
+        wait (briefly) for that first try, so an add with the engine up starts the worker."""
+        session = self.engine.session
+        if session.reachable or session.down_since is not None:
+            return session.reachable
+        tries = [asyncio.ensure_future(session.wait_reachable(up)) for up in (True, False)]
+        await asyncio.wait(tries, timeout=ENGINE_FIRST_TRY_WAIT_S,
+                           return_when=asyncio.FIRST_COMPLETED)
+        for t in tries:
+            t.cancel()
+        return session.reachable
 
     def _check_new(self, name: str, force: bool) -> None:
         if not force and self.store.find(name) is not None:
             raise AlreadyExists(f"worker '{name}' already exists; use --force")
 
+    def _check_bare_force(self, name: str, target: str) -> None:
+        """``add NAME --force`` over a sandboxed worker would replace its entry by a config
+        worker and leave its sandbox unmanaged: refuse, naming the forms that do it."""
+        old = self.store.find(name)
+        if old is not None and self.kind(old) in (WorkerKind.LOCAL, WorkerKind.OCI):
+            raise InvalidArgument(
+                f"'{target}' is not a path or an image, and worker '{name}' is a "
+                f"{self.kind(old).value} worker: re-add it from its project with `iii worker add "
+                f"./{name} --force` (a path), or `iii worker remove {name}` first")
+
     async def _add_sandboxed(self, entry: WorkerEntry, spec: WorkerSpec | None,
-                             params: WorkerAddParams, relay: ProgressRelay) -> list[str]:
+                             params: WorkerAddParams, relay: ProgressRelay
+                             ) -> tuple[list[str], bool]:
+        """Prepare the sandbox and write the entry, as steps of the worker's reconciler: a
+        ``stop`` meanwhile wins (the install is killed, the worker is added stopped; its next
+        start runs install again), a ``remove`` meanwhile cancels the add (-32007). Returns the
+        warnings and whether a stop came in."""
         name = entry.name
         self._check_new(name, params.force)
-        rt = self.supervisor.runtime(name)
-        if params.force:
-            await self.supervisor.stop(name, self.settings.stop_timeout_s, manual=False)
-            rt.manual_stop = False
-            self._remember_manual_stop(name, False)
-            layout = self.layout(name)
-            if layout.exists():
-                relay.note("provision", f"deleting the old sandbox of {name}")
-                await asyncio.to_thread(layout.remove)
-        if rt.lock.locked():
-            raise InvalidState(f"worker '{name}' is busy ({rt.state.value})")
-        async with rt.lock:
-            resolved = await resolve_boot(entry, WorkerKind.LOCAL if spec else WorkerKind.OCI,
-                                          self.settings, self.images, relay.pull,
-                                          refresh=params.force)
-            if spec is not None:
-                self.launcher.specs[name] = spec
-            # The warnings go back in the result (the CLI prints them once): no progress note.
+        fresh = self.store.find(name) is None
+        self.adding[name] = entry
+        try:
+            if params.force:  # a fresh sandbox; a user's stop of the old one no longer holds
+                await self.supervisor.stop(name, self.settings.stop_timeout_s, Why.CONFIG)
+            # A new worker starts from nothing asked of it, whatever an old sandbox dir says.
+            rec = self.supervisor.reconciler(name, IDLE if fresh else None)
+            kind = WorkerKind.LOCAL if spec else WorkerKind.OCI
+
+            async def add_steps(control: JobControl) -> tuple[list[str], bool]:
+                warnings: list[str] = []
+                try:
+                    if params.force and self.layout(name).exists():
+                        relay.note("provision", f"deleting the old sandbox of {name}")
+                        await asyncio.to_thread(self.layout(name).remove)
+                    if fresh:
+                        await asyncio.to_thread(_flag_adding, self.layout(name), True)
+                    resolved = await self.launcher.prepare(entry, kind, relay,
+                                                           refresh=params.force)
+                    warnings = resolved.warnings
+                except asyncio.CancelledError:
+                    if not control.stopped:
+                        raise
+                control.cancellable = False  # the entry is written whole or not at all
+                await self.store.add(entry, force=params.force,
+                                     reset_config=params.reset_config)
+                await asyncio.to_thread(_flag_adding, self.layout(name), False)
+                if spec is not None:
+                    self.launcher.specs[name] = spec
+                if control.stopped:
+                    note = (f"stopped while being added: {name} is added but stopped; its "
+                            "install runs at the next start")
+                    return [*warnings, note], True
+                return warnings, False
+
             try:
-                await prepare(self.layout(name), resolved.boot, self.launcher.provisioner,
-                              relay.boot)
-            finally:
-                self.launcher.forget_deps(name)  # the marker may have been written (or not)
-            await self.store.add(entry, force=params.force, reset_config=params.reset_config)
+                warnings, stopped = await rec.job(add_steps, cancel_on_stop=True)
+            except BaseException:
+                if fresh and self.store.find(name) is None:  # nothing of it may stay behind
+                    await self.supervisor.remove(name)
+                    layout = self.layout(name)
+                    if layout.exists():
+                        await asyncio.to_thread(layout.remove)
+                raise
+        finally:
+            self.adding.pop(name, None)
         self.events.publish(name, "added")
-        return resolved.warnings
+        return warnings, stopped or self.supervisor.manually_stopped(name)
 
     # -- start / stop / restart / remove ---------------------------------------------------------
 
@@ -213,39 +257,44 @@ class WorkerLifecycle:
 
     async def start(self, params: WorkerStartParams, notify: Notify) -> Worker:
         entry = self._startable(params.name)
-        self._remember_manual_stop(params.name, False)
         async with progress_relay(notify, params.name, params.progress) as relay:
-            self.launcher.relays[params.name] = relay
-            try:
-                rt, warnings = await self.supervisor.start(params.name, relay.boot)
-            finally:
-                self.launcher.relays.pop(params.name, None)
+            rt, warnings = await self.supervisor.start(params.name, Why.USER, relay)
             for warning in warnings:  # e.g. no hardware isolation: said on every start
                 relay.note("start", f"warning: {warning}")
-        return self.view(entry, rt)
+        return self._with_warnings(self.view(entry, rt), warnings)
 
     async def stop(self, params: WorkerStopParams) -> Worker:
-        entry = self._startable(params.name)
-        self._remember_manual_stop(params.name, True)  # first: it holds even if we die stopping
-        rt = await self.supervisor.stop(params.name, params.timeout_s)
+        adding = self.adding.get(params.name)
+        entry = adding if adding is not None and self.store.find(params.name) is None \
+            else self._startable(params.name)
+        rt = await self.supervisor.stop(params.name, self._timeout(params.timeout_s))
         return self.view(entry, rt)
 
+    def _timeout(self, given: float | None) -> float:
+        return self.settings.stop_timeout_s if given is None else given
+
     async def restart(self, params: WorkerStartParams, notify: Notify) -> Worker:
-        self._startable(params.name)
-        await self.supervisor.stop(params.name, self.settings.stop_timeout_s)
-        return await self.start(params, notify)
+        entry = self._startable(params.name)
+        async with progress_relay(notify, params.name, params.progress) as relay:
+            rt, warnings = await self.supervisor.restart(params.name, relay)
+        return self._with_warnings(self.view(entry, rt), warnings)
 
     async def remove(self, params: WorkerNameParams) -> WorkerRemoveResult:
-        entry = self.entry(params.name)
-        if self.kind(entry) is not WorkerKind.CONFIG:
-            await self.supervisor.stop(params.name, self.settings.stop_timeout_s)
-        await self.store.remove(params.name)
-        layout = self.layout(params.name)
+        name = params.name
+        if self.store.find(name) is None and name not in self.adding:
+            self.entry(name)  # NotFound
+        await self.supervisor.remove(name)  # cancels an add, a start, an install in flight
+        if self.store.find(name) is not None:
+            await self.store.remove(name)
+        layout = self.layout(name)
         freed = await asyncio.to_thread(layout.remove) if layout.exists() else 0
-        self.supervisor.forget(params.name)
-        self.launcher.forget(params.name)
-        self.events.publish(params.name, "removed")
+        self.launcher.forget(name)
+        self.events.publish(name, "removed")
         return WorkerRemoveResult(removed=True, freed_bytes=freed)
+
+    @staticmethod
+    def _with_warnings(worker: Worker, warnings: list[str]) -> Worker:
+        return msgspec.structs.replace(worker, warnings=list(warnings)) if warnings else worker
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -277,7 +326,8 @@ class WorkerLifecycle:
             except DaemonError as exc:
                 warnings = [f"manifest: {exc.message}"]
         layout = self.layout(entry.name)
-        fields = {f: getattr(base, f) for f in base.__struct_fields__}
+        fields = {f: getattr(base, f) for f in base.__struct_fields__
+                  if f != "warnings"}  # inspect's own: the manifest's
         detail = None
         if base.pid is not None:
             detail = await asyncio.to_thread(sandbox_isolation, layout)
@@ -305,65 +355,15 @@ class WorkerLifecycle:
         return EmptyResult()
 
     async def export(self, params: WorkerExportParams, notify: Notify) -> WorkerExportResult:
-        """SPEC §14; the work is in daemon/export/service.py. A stopped worker is prepared first
-        (provisioned, the project synced, install run when the marker says so), as a start
-        would, so the image holds the project as it is now; a running one is exported as it
-        runs. Holds the worker's lock so no install or sync changes the upper dir while it is
-        read."""
-        entry = await self.launcher.fresh_entry(params.name)
-        check_exportable_kind(entry.name, self.kind(entry))
-        assert entry.worker_path is not None  # LOCAL workers have one
-        layout = self.layout(entry.name)
-        rt = self.supervisor.runtime(entry.name)
-        if rt.lock.locked():
-            raise Conflict(f"worker '{entry.name}' is busy ({rt.state.value}); export it when "
-                           "that is done")
-        async with progress_relay(notify, params.name, params.progress) as relay, rt.lock:
-            if rt.pid is None:
-                resolved = await resolve_boot(entry, WorkerKind.LOCAL, self.settings,
-                                              self.images, relay.pull)
-                assert resolved.spec is not None
-                spec = self.launcher.specs[entry.name] = resolved.spec
-                try:
-                    await prepare(layout, resolved.boot, self.launcher.provisioner, relay.boot)
-                finally:
-                    self.launcher.forget_deps(entry.name)  # the marker may have been written
-            else:
-                spec = await load_project(entry.worker_path, entry.name)
-            check_exportable(entry.name, layout)
-            done = await export_to_oci(entry.name, spec, layout, self.images, params.to,
-                                       relay.export)
-        if "@sha256:" in done.destination:  # a push: what --kubernetes deploys by default
-            await asyncio.to_thread(write_atomic, layout.dir / LAST_EXPORT,
-                                    done.destination.encode() + b"\n")
-        return WorkerExportResult(digest=done.digest, size=done.size,
-                                  layer_digest=done.layer_digest, destination=done.destination,
-                                  blobs_uploaded=done.uploaded, blobs_reused=done.reused)
+        """SPEC §14: see ``daemon/workers/exporting.py``."""
+        return await export_worker(params, notify, self.settings, self.launcher,
+                                   self.supervisor, self.images)
 
     async def kubernetes(self, params: WorkerKubernetesParams) -> WorkerKubernetesResult:
         """Deployment + Secret YAML for the worker's exported image (SPEC §14)."""
         entry = self.entry(params.name)
-        if self.kind(entry) is not WorkerKind.LOCAL or entry.worker_path is None:
-            raise InvalidState(f"worker '{params.name}' is not a local worker: only those are "
-                               "exported (a container worker already has its image)")
-        image = params.image
-        if image is None:
-            try:
-                image = (self.layout(entry.name).dir / LAST_EXPORT).read_text().strip()
-            except OSError:
-                raise InvalidArgument(
-                    f"worker '{entry.name}' has not been pushed yet: run `iii worker export "
-                    f"{entry.name} --to REGISTRY/REPO:TAG` first, or pass --image "
-                    "REPO:TAG or REPO@sha256:...") from None
-        image = await pin_image(self.images, image)  # a tag: its digest at the registry now
-        spec = await load_project(entry.worker_path, entry.name)
-        secret_env = flatten_config(entry.config, environ=os.environ, worker=entry.name)
-        docs = render_kubernetes(
-            entry.name, image, engine_url=params.engine_url or self.settings.engine_url,
-            memory_mib=spec.resources.memory, cpus=spec.resources.cpus, secret_env=secret_env,
-            namespace=params.namespace, runtime_class=params.runtime_class,
-            replicas=params.replicas)
-        return WorkerKubernetesResult(yaml=render_yaml(docs), image=image)
+        return await kubernetes_yaml(params, entry, self.kind(entry), self.settings,
+                                     self.images)
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
         self.entry(params.name)
@@ -383,12 +383,22 @@ class WorkerLifecycle:
         return WorkerLogsResult(lines=lines)
 
     async def aclose(self, *, stop_workers: bool) -> None:
-        runtimes = self.supervisor.runtimes()
-        if stop_workers:
-            await asyncio.gather(*(self.supervisor.stop(rt.name, self.settings.stop_timeout_s,
-                                                        manual=False) for rt in runtimes),
-                                 return_exceptions=True)
-        for rt in runtimes:
-            self.supervisor.detach(rt.name)
+        await self.supervisor.close_all(stop_workers=stop_workers)
         await self._execs.aclose()  # the fork server; running execs end with it
 
+
+
+def _merge(first: list[str], second: list[str]) -> list[str]:
+    """Both lists of warnings, each said once, in order."""
+    return list(dict.fromkeys([*first, *second]))
+
+
+def _flag_adding(layout: SandboxLayout, on: bool) -> None:
+    """Mark (or unmark) the sandbox as half-added: see ``desired.ADDING_FLAG``. Blocking."""
+    flag = layout.dir / ADDING_FLAG
+    if on:
+        layout.dir.mkdir(parents=True, exist_ok=True)
+        desired_path(layout.dir).unlink(missing_ok=True)  # a stale one is not this worker's
+        flag.touch()
+    else:
+        flag.unlink(missing_ok=True)

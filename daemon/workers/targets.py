@@ -54,3 +54,14 @@ def validate_name(name: str) -> str:
         return validate_worker_name(name)
     except ManifestError as exc:
         raise InvalidArgument(exc.message) from exc
+
+
+def name_problem(name: str) -> str | None:
+    """Why a (hand-written) config.yaml name cannot be a managed worker, or None when it can.
+    Such an entry is listed with this reason and never started: its name would be a path."""
+    try:
+        validate_worker_name(name)
+    except ManifestError as exc:
+        return (f"invalid name in config.yaml: {exc.message}; rename the entry there "
+                "(it is not started until then)")
+    return None

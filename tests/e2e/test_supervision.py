@@ -150,3 +150,7 @@ def test_no_hardware_isolation_warning_once_on_add_and_again_on_start(
     assert started.returncode == 0, started.stderr
     assert started.stderr.count(warning) == 1, (started.stdout, started.stderr)
     assert started.stderr.startswith("warning: isolation: namespace")
+    assert daemon.iii("worker", "stop", "loop").returncode == 0
+    as_json = daemon.json("worker", "start", "loop")  # --json, the socket and the engine bus
+    assert as_json["status"] == "running"
+    assert any(warning in w for w in as_json["warnings"]), as_json

@@ -18,9 +18,9 @@ def test_limit_worker_name_rule_accepts(name: str) -> None:
 @pytest.mark.parametrize(
     "name",
     ["", "a" * 64, "-lead", ".hidden", "_under", "has space", "slash/name", "..", "é",
-     "semi;colon", "new\nline"],
+     "semi;colon", "new\nline", "trailing\n"],
     ids=["empty", "64-chars", "leading-dash", "leading-dot", "leading-underscore", "space",
-         "slash", "dotdot", "non-ascii", "semicolon", "newline"],
+         "slash", "dotdot", "non-ascii", "semicolon", "newline", "trailing-newline"],
 )
 def test_limit_worker_name_rule_rejects(name: str) -> None:
     with pytest.raises(ManifestError) as info:

@@ -125,7 +125,7 @@ class ScriptedService:
         if params.name == "boom":
             raise RuntimeError("unexpected failure at /very/secret/host/path")
         w = self._get(params.name)
-        fields = {f: getattr(w, f) for f in w.__struct_fields__}
+        fields = {f: getattr(w, f) for f in w.__struct_fields__ if f != "warnings"}
         return WorkerInspectResult(**fields, warnings=[])  # type: ignore[arg-type]
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
