@@ -69,6 +69,7 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     from daemon.workers.hot_reload import HotReload
     from daemon.workers.launch import WorkerLauncher
     from daemon.workers.lifecycle import WorkerLifecycle
+    from daemon.workers.state import Backoff
     from daemon.workers.supervisor import Supervisor
 
     store = ConfigStore(settings.config_path, settings.home)
@@ -83,7 +84,8 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     tasks = await stack.enter_async_context(BackgroundTasks())
     launcher = WorkerLauncher(settings, store, images, Provisioner(settings.home))
     supervisor = Supervisor(launcher.launch, events, tasks, home=settings.home,
-                            stop_timeout_s=settings.stop_timeout_s)
+                            stop_timeout_s=settings.stop_timeout_s,
+                            backoff=Backoff(settings.restart_backoff_s, settings.restart_backoff_max_s))
     session = EngineSession(settings.engine_url, version=daemon_version())
     roster = EngineRoster(session, events, managed=lambda name: store.find(name) is not None,
                           busy=lambda: expecting_registrations(supervisor, roster))

@@ -76,15 +76,6 @@ def load_policy(section: Any) -> SandboxPolicy:
     """The policy from daemon.yaml's (already validated) ``sandboxes:`` mapping. ruamel's
     scalars are str/int subclasses that msgspec keeps as they are and cannot encode later:
     they become plain values first."""
-    return msgspec.convert(_plain(section or {}), SandboxPolicy)
+    from daemon.config.entries import plain
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    for kind in (bool, int, float, str):
-        if isinstance(value, kind):
-            return kind(value)
-    return value
+    return msgspec.convert(plain(section or {}), SandboxPolicy)

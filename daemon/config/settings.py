@@ -46,6 +46,8 @@ class _DaemonYaml(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     engine_url: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     engine_down_grace_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
     stop_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] | None = None
+    restart_backoff_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None
+    restart_backoff_max_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
     log_max_bytes: Annotated[int, msgspec.Meta(ge=4096)] | None = None
     log_keep: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
     insecure_registries: list[str] | None = None
@@ -76,6 +78,8 @@ class DaemonSettings:
     network_subnet: str | None = None  # the bridge's IPv4 subnet; None: a free /24 is chosen
     engine_down_grace_s: float = 30.0
     stop_timeout_s: float = 10.0
+    restart_backoff_s: float = 1.0  # a crashed worker's first restart delay, doubling ...
+    restart_backoff_max_s: float = 60.0  # ... to this; a worker that ran this long starts over
     log_max_bytes: int = 10 * 1024 * 1024
     log_keep: int = 3
     insecure_registries: tuple[str, ...] = ()
@@ -105,7 +109,7 @@ def default_ca_bundle() -> Path | None:
 
 def _read_daemon_yaml(path: Path) -> dict[str, Any]:
     """Parse daemon.yaml; errors name the file and, where known, line:column and key."""
-    from daemon.config.entries import load_yaml
+    from daemon.config.entries import load_yaml, plain
 
     try:
         size = path.stat().st_size
@@ -129,7 +133,7 @@ def _read_daemon_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SettingsError(f"{path}:1:1: must be a mapping of settings, got {type(data).__name__}")
     try:
-        msgspec.convert(dict(data), _DaemonYaml)
+        msgspec.convert(plain(data), _DaemonYaml)  # ruamel's ScalarFloat is no float to msgspec
     except msgspec.ValidationError as exc:
         raise SettingsError(_locate(path, data, str(exc))) from exc
     out = dict(data)
@@ -276,6 +280,8 @@ def load_settings(env: Mapping[str, str] | None = None, *,
         network_subnet=_subnet(raw.get("network_subnet"), settings_path),
         engine_down_grace_s=float(_pick(raw, "engine_down_grace_s", defaults)),
         stop_timeout_s=float(_pick(raw, "stop_timeout_s", defaults)),
+        restart_backoff_s=float(_pick(raw, "restart_backoff_s", defaults)),
+        restart_backoff_max_s=float(_pick(raw, "restart_backoff_max_s", defaults)),
         log_max_bytes=int(_pick(raw, "log_max_bytes", defaults)),
         log_keep=int(_pick(raw, "log_keep", defaults)),
         insecure_registries=tuple(insecure),

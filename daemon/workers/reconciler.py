@@ -36,10 +36,10 @@ from daemon.workers.desired import IDLE, Desired, Want, Why
 from daemon.workers.runtime import BootSink, JobControl, Launch, Launched, WorkerRuntime
 from daemon.workers.state import (
     BOOT_PHASES,
-    HEALTHY_RESET_S,
+    DEFAULT_BACKOFF,
     TRANSITIONS,
+    Backoff,
     WorkerState,
-    backoff_delay,
     check_transition,
 )
 
@@ -81,8 +81,9 @@ class Reconciler:
 
     def __init__(self, name: str, launch: Launch, events: EventBus,
                  persist: Callable[[Desired], None], *, desired: Desired = IDLE,
-                 stop_timeout_s: float = 10.0) -> None:
+                 stop_timeout_s: float = 10.0, backoff: Backoff = DEFAULT_BACKOFF) -> None:
         self.rt = WorkerRuntime(name, desired=desired)
+        self._backoff_policy = backoff
         self._launch, self._events, self._persist = launch, events, persist
         self._default_timeout = self._stop_timeout = stop_timeout_s
         self._gen = 0  # bumped by every request: a newer one supersedes what is in flight
@@ -342,7 +343,7 @@ class Reconciler:
         self._set(S.STOPPED, f"start failed: {exc}")
 
     def _back_off(self, detail: str | None = None) -> None:
-        delay = backoff_delay(self.rt.failures)
+        delay = self._backoff_policy.delay(self.rt.failures)
         self._backoff_until = time.monotonic() + delay
         self._backoff_gen = self._gen
         self._set(S.BACKOFF, detail or f"restarting in {delay:g}s")
@@ -375,7 +376,7 @@ class Reconciler:
             self._set(S.STOPPED, f"exit code {status.exit_code}")
             return
         ran_for = time.time() - (rt.started_at or time.time())
-        rt.failures = 1 if ran_for >= HEALTHY_RESET_S else rt.failures + 1
+        rt.failures = 1 if ran_for >= self._backoff_policy.max_s else rt.failures + 1
         self._set(S.CRASHED, f"exit code {status.exit_code}"
                   + (f": {status.error}" if status.error else ""))
         self._back_off()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 from client.protocol import ProgressPhase
 from daemon.errors import InvalidState
@@ -51,11 +52,18 @@ def check_transition(name: str, current: WorkerState, new: WorkerState) -> None:
         raise InvalidState(f"worker '{name}' cannot go from {current.value} to {new.value}")
 
 
-BACKOFF_INITIAL_S = 1.0
-BACKOFF_MAX_S = 60.0
-HEALTHY_RESET_S = 60.0
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How a crashed worker is restarted: ``initial_s`` doubling to ``max_s``; a worker that ran
+    ``max_s`` or longer before it crashed starts over at ``initial_s``. daemon.yaml's
+    ``restart_backoff_s`` / ``restart_backoff_max_s`` set them (tests shorten them)."""
+
+    initial_s: float = 1.0
+    max_s: float = 60.0
+
+    def delay(self, consecutive_failures: int) -> float:
+        """The delay before restart number ``consecutive_failures`` (1-based)."""
+        return min(self.max_s, self.initial_s * float(2 ** max(0, consecutive_failures - 1)))
 
 
-def backoff_delay(consecutive_failures: int) -> float:
-    """1 s doubling to 60 s: the delay before restart number ``consecutive_failures`` (1-based)."""
-    return min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * float(2 ** max(0, consecutive_failures - 1)))
+DEFAULT_BACKOFF = Backoff()  # SPEC §9: 1 s doubling to 60 s

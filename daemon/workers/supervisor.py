@@ -24,7 +24,7 @@ from daemon.workers.reconciler import (
     Reconciler,
     WorkerRuntime,
 )
-from daemon.workers.state import WorkerState
+from daemon.workers.state import DEFAULT_BACKOFF, Backoff, WorkerState
 
 __all__ = ["BootSink", "JobControl", "Launch", "Launched", "Supervisor", "WorkerRuntime"]
 
@@ -33,9 +33,9 @@ class Supervisor:
     """Owns every worker's :class:`Reconciler`; their tasks run in the daemon's tasks."""
 
     def __init__(self, launch: Launch, events: EventBus, tasks: BackgroundTasks, *,
-                 home: Path, stop_timeout_s: float = 10.0) -> None:
+                 home: Path, stop_timeout_s: float = 10.0, backoff: Backoff = DEFAULT_BACKOFF) -> None:
         self._launch, self._events, self._tasks = launch, events, tasks
-        self._home, self.stop_timeout_s = home, stop_timeout_s
+        self._home, self.stop_timeout_s, self._backoff = home, stop_timeout_s, backoff
         self._recs: dict[str, Reconciler] = {}
 
     def _dir(self, name: str) -> Path:
@@ -50,7 +50,7 @@ class Supervisor:
             directory = self._dir(name)
             rec = self._recs[name] = Reconciler(
                 name, self._launch, self._events, lambda d: save_desired(directory, d),
-                desired=desired, stop_timeout_s=self.stop_timeout_s)
+                desired=desired, stop_timeout_s=self.stop_timeout_s, backoff=self._backoff)
             rec.run_in(self._tasks.create_task)
         return rec
 
@@ -105,7 +105,7 @@ class Supervisor:
             return self._recs[name].rt
         rec = Reconciler(name, self._launch, self._events,
                          lambda d: save_desired(self._dir(name), d), desired=desired,
-                         stop_timeout_s=self.stop_timeout_s)
+                         stop_timeout_s=self.stop_timeout_s, backoff=self._backoff)
         rec.rt.task, rec.rt.isolation = task, isolation
         rec.rt.state = WorkerState.RUNNING
         rec.rt.started_at = time.time()

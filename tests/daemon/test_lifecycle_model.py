@@ -24,12 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-import daemon.workers.state as state_module
 from daemon.background import BackgroundTasks
 from daemon.config.entries import WorkerEntry
 from daemon.errors import DaemonError
@@ -38,7 +36,7 @@ from daemon.sandboxes import SandboxLayout, SandboxTask
 from daemon.workers.binary import start_binary
 from daemon.workers.desired import IDLE, Desired, Want, Why, at_daemon_start, load_desired
 from daemon.workers.reconciler import BootSink, Launched
-from daemon.workers.state import WorkerState
+from daemon.workers.state import Backoff, WorkerState
 from daemon.workers.supervisor import Supervisor
 from tests.support.daemon import launchers_of
 
@@ -85,8 +83,9 @@ class LifecycleModel(RuleBasedStateMachine):
     home_root: str = ""
 
     def _supervisor(self) -> Supervisor:
+        # Crash backoff starts at 50 ms here (1 s in the daemon), so a run converges in seconds.
         return Supervisor(self.workers.launch, EventBus(), self.tasks, home=self.home,
-                          stop_timeout_s=2.0)
+                          stop_timeout_s=2.0, backoff=Backoff(initial_s=0.05))
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -256,9 +255,7 @@ class LifecycleModel(RuleBasedStateMachine):
             self.loop.close()
 
 
-def test_the_lifecycle_follows_its_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Crash backoff starts at 50 ms here (1 s in the daemon), so a run converges in seconds.
-    monkeypatch.setattr(state_module, "BACKOFF_INITIAL_S", 0.05)
+def test_the_lifecycle_follows_its_model(tmp_path: Path) -> None:
     LifecycleModel.home_root = str(tmp_path)
     machine = LifecycleModel.TestCase
     machine.settings = settings(max_examples=EXAMPLES, stateful_step_count=20, deadline=None,

@@ -27,11 +27,13 @@ def test_daemon_yaml_keys_are_read(tmp_path: Path) -> None:
     (tmp_path / "daemon.yaml").write_text(
         "# comment\nisolation: namespace\nengine_url: ws://10.0.0.1:1\nengine_down_grace_s: 0\n"
         "stop_timeout_s: 3\nlog_max_bytes: 65536\nlog_keep: 1\n"
+        "restart_backoff_s: 0.1\nrestart_backoff_max_s: 2\n"
         "insecure_registries: [reg.local:5000]\nregistry_mirror: mirror:5000\nca_bundle: none\n")
     s = load_settings(env_for(tmp_path))
     assert (s.isolation, s.engine_url, s.engine_down_grace_s, s.stop_timeout_s) == (
         "namespace", "ws://10.0.0.1:1", 0.0, 3.0)
     assert (s.log_max_bytes, s.log_keep) == (65536, 1)
+    assert (s.restart_backoff_s, s.restart_backoff_max_s) == (0.1, 2.0)
     assert s.insecure_registries == ("reg.local:5000",) and s.registry_mirror == "mirror:5000"
     assert s.ca_bundle is None
 

@@ -21,7 +21,7 @@ from daemon.events import EventBus
 from daemon.sandboxes import SandboxLayout
 from daemon.workers.binary import start_binary
 from daemon.workers.desired import Want, Why, load_desired
-from daemon.workers.state import WorkerState, backoff_delay
+from daemon.workers.state import DEFAULT_BACKOFF, Backoff, WorkerState
 from daemon.workers.supervisor import BootSink, Launched, Supervisor
 from tests.support.wait import async_wait_until
 
@@ -67,14 +67,15 @@ def recorder(events: EventBus, tasks: BackgroundTasks) -> list[EventNotification
     return seen
 
 
-async def supervised(home: Path, tasks: BackgroundTasks, scripts: list[str | Exception]
+async def supervised(home: Path, tasks: BackgroundTasks, scripts: list[str | Exception],
+                     backoff: Backoff = DEFAULT_BACKOFF,
                      ) -> tuple[Supervisor, Scripts, list[EventNotification]]:
     """A supervisor over ``scripts``, and the events it publishes as they arrive."""
     events = EventBus()
     seen = recorder(events, tasks)
     await asyncio.sleep(0)  # the recorder subscribes before anything is published
     launch = Scripts(home, scripts)
-    return Supervisor(launch.launch, events, tasks, home=home), launch, seen
+    return Supervisor(launch.launch, events, tasks, home=home, backoff=backoff), launch, seen
 
 
 def statuses(seen: list[EventNotification]) -> list[str]:
@@ -97,9 +98,20 @@ async def test_a_crash_backs_off_then_restarts(tmp_path: Path, tasks: Background
     assert statuses(seen) == ["preparing", "starting", "running", "crashed", "backoff",
                               "preparing", "starting", "running"]
     assert seen[3].detail == "exit code 3"
-    assert seen[4].detail == f"restarting in {backoff_delay(1):g}s"
+    assert seen[4].detail == f"restarting in {DEFAULT_BACKOFF.delay(1):g}s"
     await sup.stop("w", 5)
     assert rt.state is S.STOPPED and rt.desired.manual_stop
+
+
+async def test_the_backoff_is_the_configured_one(tmp_path: Path, tasks: BackgroundTasks) -> None:
+    short = Backoff(initial_s=0.05, max_s=0.1)  # daemon.yaml's restart_backoff_s / _max_s
+    sup, _, seen = await supervised(tmp_path, tasks, ["exit 3", "exit 4", "exit 5",
+                                                      "exec sleep 30"], backoff=short)
+    await sup.start("w")
+    await until(lambda: statuses(seen).count("running") == 4, "three restarts")
+    assert [e.detail for e in seen if e.status == "backoff"] == [
+        "restarting in 0.05s", "restarting in 0.1s", "restarting in 0.1s"]
+    await sup.stop("w", 5)
 
 
 async def test_a_failed_restart_backs_off_again_for_longer(tmp_path: Path,
@@ -109,7 +121,7 @@ async def test_a_failed_restart_backs_off_again_for_longer(tmp_path: Path,
     await until(lambda: statuses(seen).count("backoff") == 2, "the second backoff")
     assert statuses(seen)[-4:] == ["backoff", "preparing", "crashed", "backoff"]
     assert seen[-2].detail == "start failed: image gone"
-    assert rt.state is S.BACKOFF and rt.failures == 2 and backoff_delay(2) > backoff_delay(1)
+    assert rt.state is S.BACKOFF and rt.failures == 2 and DEFAULT_BACKOFF.delay(2) > DEFAULT_BACKOFF.delay(1)
     assert launch.starts == 2
     await sup.stop("w", 5)
     assert rt.state is S.STOPPED
@@ -124,7 +136,7 @@ async def test_a_manual_stop_wins_over_a_pending_restart(tmp_path: Path,
     await sup.stop("w", 5)
     assert rt.state is S.STOPPED
     await until(lambda: seen[-1].detail == "stopped while waiting to restart", "the event")
-    await asyncio.sleep(backoff_delay(1) + 0.5)  # past the restart that was pending
+    await asyncio.sleep(DEFAULT_BACKOFF.delay(1) + 0.5)  # past the restart that was pending
     assert launch.starts == 1 and rt.state is S.STOPPED
 
 

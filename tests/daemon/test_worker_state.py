@@ -9,10 +9,10 @@ import pytest
 
 from daemon.errors import InvalidState
 from daemon.workers.state import (
-    BACKOFF_MAX_S,
+    DEFAULT_BACKOFF,
     TRANSITIONS,
+    Backoff,
     WorkerState,
-    backoff_delay,
     check_transition,
 )
 
@@ -62,6 +62,11 @@ def test_every_state_is_in_the_table_and_staying_is_allowed(state: WorkerState) 
 
 
 @pytest.mark.parametrize("failures, delay", [(0, 1.0), (1, 1.0), (2, 2.0), (3, 4.0),
-                                             (6, 32.0), (7, BACKOFF_MAX_S), (50, BACKOFF_MAX_S)])
+                                             (6, 32.0), (7, 60.0), (50, 60.0)])
 def test_backoff_doubles_from_one_second_to_the_cap(failures: int, delay: float) -> None:
-    assert backoff_delay(failures) == delay
+    assert DEFAULT_BACKOFF.delay(failures) == delay
+
+
+def test_a_shorter_backoff_keeps_its_shape() -> None:
+    short = Backoff(initial_s=0.05, max_s=0.2)
+    assert [short.delay(n) for n in (1, 2, 3, 4)] == [0.05, 0.1, 0.2, 0.2]
