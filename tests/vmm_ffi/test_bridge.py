@@ -111,6 +111,7 @@ def test_two_sandboxes_reach_each_other_only_when_allowed(sandboxes: Sandboxes,
     assert leftovers(bridge["bridge"]) == NOTHING
 
 
+@pytest.mark.slow  # fifty sandboxes: the whole suite runs it, `make check` does not
 def test_nothing_outlives_kill9_and_fifty_cycles(sandboxes: Sandboxes,
                                                  bridge: dict[str, Any]) -> None:
     params = bridge["bridge"]

@@ -227,6 +227,7 @@ def marked(mark: bytes) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # fifty sandboxes per backend: the whole suite runs it, `make check` does not
 def test_no_helper_outlives_fifty_cycles_and_kill9s(sandboxes: Sandboxes,
                                                    helper: dict[str, Any]) -> None:
     mark = f"III_TEST_MARK={os.urandom(6).hex()}"
