@@ -75,7 +75,7 @@ def spawn_launcher(params: LaunchParams, state_dir: str | os.PathLike[str], *,
         os.close(out_w)
         os.close(log_fd)
     try:
-        line = _read_line(out_r, timeout)
+        line = read_line(out_r, timeout)
     except TimeoutError:
         _kill_and_reap(pid)
         raise LaunchFailed(f"launcher for {params.name} did not answer within {timeout:g}s "
@@ -119,7 +119,9 @@ def launcher_python_path() -> str:
     return os.pathsep.join(dirs + ([inherited] if inherited else []))
 
 
-def _read_line(fd: int, timeout: float) -> bytes:
+def read_line(fd: int, timeout: float) -> bytes:
+    """The first line a launcher writes to ``fd`` (its ``LaunchResult``), without the newline;
+    b"" at EOF. Raises ``TimeoutError``."""
     deadline = time.monotonic() + timeout
     buf = b""
     with selectors.DefaultSelector() as sel:

@@ -19,14 +19,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import msgspec
 
 from daemon.errors import Unavailable
 from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.procinfo import PidRecord, process_start_time, write_pid_record
-from vmm_ffi.launch import launcher_python_path, tail_lines
+from vmm_ffi.launch import launcher_python_path, read_line, tail_lines
 from vmm_ffi.params import LaunchParams, LaunchResult, decode_result, encode
 from vmm_ffi.statefiles import write_atomic
 
@@ -133,7 +132,7 @@ class LauncherZygote:
             os.close(out_w)
             os.close(log_fd)
         try:
-            line = _read_line(out_r, ANSWER_TIMEOUT_S)
+            line = read_line(out_r, ANSWER_TIMEOUT_S)
         except TimeoutError:
             line = b""
         finally:
@@ -190,20 +189,6 @@ class LauncherZygote:
         """Stop the zygote (its launchers die with it: PDEATHSIG)."""
         with self._lock:
             self._discard()
-
-
-def _read_line(fd: int, timeout: float) -> bytes:
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while b"\n" not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise TimeoutError
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return b""
-        buf += chunk
-    return buf.split(b"\n", 1)[0]
 
 
 def kill_recorded(layout: SandboxLayout) -> bool:
