@@ -119,8 +119,16 @@ async def build_sandbox_service(settings: DaemonSettings, images: ImageStore,
     swept = await service.booter.sweep()
     if swept:
         log.info("stopped %d sandbox(es) a previous daemon left running", swept)
-    stack.push_async_callback(service.aclose)
-    tasks.create_task(maintain(service), name="sandbox-maintenance")
+    maintenance = tasks.create_task(maintain(service), name="sandbox-maintenance")
+
+    async def close() -> None:
+        # The maintenance loop first: a warm sandbox it boots while the pool is being emptied
+        # would outlive the shutdown (and hold it up until that boot gives up).
+        maintenance.cancel()
+        await asyncio.gather(maintenance, return_exceptions=True)
+        await service.aclose()
+
+    stack.push_async_callback(close)
     return service
 
 

@@ -16,6 +16,7 @@ the directories.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ class SandboxBooter:
         layout = SandboxLayout(self.home, sandbox_id)
         try:
             params = await self._params(layout, image, cpus, memory_mb, network)
-            task = await asyncio.to_thread(self.zygote.spawn, params, layout)
+            task = await self._spawn(params, layout)
         except BaseException as exc:
             await asyncio.shield(self._discard(layout))
             if isinstance(exc, DaemonError) and not isinstance(exc, SandboxError):
@@ -116,6 +117,17 @@ class SandboxBooter:
         return Booted(layout=layout, task=task, sandbox_pid=task.result.sandbox_pid,
                       env=params.env, workdir=params.workdir,
                       seccomp=task.result.seccomp is not None)
+
+    async def _spawn(self, params: LaunchParams, layout: SandboxLayout) -> ZygoteTask:
+        """The zygote's spawn, in a thread that a cancellation cannot stop: a cancelled boot
+        waits for it (a launch takes milliseconds) and stops the launcher it started."""
+        spawn = asyncio.ensure_future(asyncio.to_thread(self.zygote.spawn, params, layout))
+        try:
+            return await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self.destroy(layout, await spawn)
+            raise
 
     async def _params(self, layout: SandboxLayout, image: CachedImage, cpus: int,
                       memory_mb: int, network: bool) -> LaunchParams:

@@ -308,6 +308,21 @@ def test_a_used_image_is_kept_warm(sandbox_api: Callable[..., Api], iii_home: Pa
     assert "python" not in api.daemon.log  # nothing of an image nobody asked for
 
 
+def test_a_shutdown_while_the_pool_fills_ends_cleanly(sandbox_api: Callable[..., Api],
+                                                     iii_home: Path) -> None:
+    # A new daemon starts filling its pool at once (sixteen boots, one after another through
+    # its launcher zygote): it is stopped in the middle of that, and must neither hang nor
+    # leave a sandbox behind.
+    api = sandbox_api(warm_pool={"shell": 16})
+    assert api.daemon is not None and api.daemon.proc is not None
+    wait_until(lambda: len(sandbox_dirs(iii_home)) >= 2, 30, "the pool to be filling")
+    api.daemon.stop()  # SIGTERM; a daemon still there after 60 s is killed
+    assert api.daemon.proc.returncode == 0, api.daemon.log[-2000:]
+    assert sandbox_dirs(iii_home) == []
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit()
+                and str(iii_home).encode() in _cmdline(int(pid))]
+
+
 def test_undecodable_socket_requests_carry_the_payload_too(sandbox_api: Callable[..., Api]
                                                            ) -> None:
     api = sandbox_api()
