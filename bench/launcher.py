@@ -91,6 +91,15 @@ def time_subprocess(lower: Path) -> float:
     return elapsed
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (for counting a sandbox's processes)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
 def memory_kib(pid: int) -> tuple[int, int]:
     """(RSS, PSS) of one process in KiB."""
     rss = pss = 0

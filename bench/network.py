@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgspec
 
-from bench.launcher import memory_kib, sandbox_params, stop, wait_for_line
+from bench.launcher import children, memory_kib, sandbox_params, stop, wait_for_line
 from tests.support.rootfs import make_busybox_rootfs
 from vmm_ffi import bridge as br
 from vmm_ffi.launch import spawn_launcher
@@ -65,14 +65,6 @@ def start(base: Path, lower: Path, i: int, overrides: dict[str, Any]) -> tuple[f
     result = spawn_launcher(params, Path(params.exit_path).parent)
     wait_for_line(params.log_path)
     return time.perf_counter() - t0, result
-
-
-def children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 def pss_mib(result: LaunchResult) -> tuple[float, int]:

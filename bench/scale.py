@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.launcher import memory_kib
+from bench.launcher import children, memory_kib
 from tests.support.daemon import III_CLI, DaemonProcess, kill_sandboxes, launchers_of
 from tests.support.engine import EngineProcess
 from tests.support.images import busybox_layers, push_image
@@ -51,14 +51,6 @@ def until(condition: Callable[[], bool], what: str) -> float:
 
 def running(daemon: DaemonProcess) -> int:
     return sum(w["status"] == "running" for w in daemon.json("worker", "list")["workers"])
-
-
-def children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 def kind(pid: int) -> str:

@@ -33,6 +33,7 @@ from client.sandbox_protocol import (
     WriteResponse,
 )
 from daemon.config.sandbox_policy import SandboxPolicy
+from daemon.ephemeral.boot import SandboxBooter
 from daemon.ephemeral.commands import decode_b64
 from daemon.ephemeral.errors import SCode, sandbox_error
 from daemon.ephemeral.registry import SandboxTable
@@ -43,14 +44,15 @@ __all__ = ["SandboxFiles"]
 
 
 class SandboxFiles:
-    """The fs half of ``SandboxService`` (which provides ``table``, ``server``, ``policy``)."""
+    """The fs half of ``SandboxService`` (which provides ``booter``, ``table``, ``server``)."""
 
+    booter: SandboxBooter
     table: SandboxTable
     server: ForkServer
 
     @property
     def policy(self) -> SandboxPolicy:
-        raise NotImplementedError
+        return self.booter.policy
 
     async def _fs(self, sandbox_id: str, op: dict[str, Any],
                   data: bytes = b"") -> tuple[dict[str, Any], bytes]:

@@ -34,7 +34,6 @@ from client.sandbox_protocol import (
     WriteRequest,
 )
 from daemon.api.services import Notify
-from daemon.config.sandbox_policy import SandboxPolicy
 from daemon.ephemeral.boot import SandboxBooter
 from daemon.ephemeral.catalog import catalog_list, resolve_image
 from daemon.ephemeral.commands import decode_b64, interpreter_for, resolve_argv, resolve_env
@@ -60,10 +59,6 @@ class SandboxService(SandboxFiles):
         self.server = self.execs.server
         self.pool = WarmPool(booter)
         self._teardowns: set[asyncio.Task[None]] = set()
-
-    @property
-    def policy(self) -> SandboxPolicy:
-        return self.booter.policy
 
     # -- lifecycle ---------------------------------------------------------------------------
 
