@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from client.wire_constants import ErrorCode
+from client.protocol.constants import ErrorCode
 
 __all__ = [
     "AlreadyExists", "Busy", "CliError", "Conflict", "DaemonUnavailable", "ImageError",

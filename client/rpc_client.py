@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from client.errors import DaemonUnavailable, ProtocolError, from_rpc_error
-from client.wire_constants import MAX_LINE_BYTES
+from client.protocol.constants import MAX_LINE_BYTES
 
 __all__ = ["RpcClient", "default_home", "default_socket_path", "spawn_daemon"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import msgspec
 
@@ -24,32 +24,12 @@ def run_validate(path: Path, as_json: bool) -> int:
         print(f"error: {_located(path, exc)}", file=sys.stderr)
         return 1
     if as_json:
-        sys.stdout.write(msgspec.json.encode(spec_document(spec)).decode() + "\n")
+        sys.stdout.write(msgspec.json.encode(spec.document()).decode() + "\n")
         return 0
     _print_human(spec, sys.stdout)
     for warning in spec.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
-
-
-def spec_document(spec: WorkerSpec) -> dict[str, Any]:
-    """The ``--json`` document for ``spec`` (key order as documented)."""
-    return {
-        "name": spec.name,
-        "kind": spec.kind,
-        "package_manager": spec.package_manager,
-        "entry": spec.entry,
-        "base_image": spec.base_image,
-        "scripts": {
-            "setup": spec.scripts.setup,
-            "install": spec.scripts.install,
-            "start": spec.scripts.start,
-        },
-        "env": dict(spec.env),
-        "resources": {"memory": spec.resources.memory, "cpus": spec.resources.cpus},
-        "config": spec.config,
-        "warnings": list(spec.warnings),
-    }
 
 
 def _located(path: Path, exc: ManifestError) -> str:

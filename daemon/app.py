@@ -18,13 +18,13 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from client.protocol import (
+from client.protocol.constants import PROTOCOL_VERSION
+from client.protocol.messages import (
     BackendAvailability,
     DaemonInfoResult,
     EngineInfo,
     IsolationInfo,
 )
-from client.wire_constants import PROTOCOL_VERSION
 from daemon.api.listener import Listener, adopt_listener, bind_listener
 from daemon.api.rpc import DaemonControl, Dispatcher
 from daemon.api.server import RpcServer, ServerLimits

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from client.protocol import EventNotification
+from client.protocol.messages import EventNotification
 
 SUBSCRIBER_QUEUE_MAX = 1024  # a subscriber that falls this far behind loses the oldest events
 

@@ -76,6 +76,26 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
     warnings: list[str]
     project_dir: str
 
+    def document(self) -> dict[str, Any]:
+        """``iii worker validate --json``'s document and ``worker::validate``'s result, a contract
+        other tools rely on: every field but ``project_dir``, in this order."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "package_manager": self.package_manager,
+            "entry": self.entry,
+            "base_image": self.base_image,
+            "scripts": {
+                "setup": self.scripts.setup,
+                "install": self.scripts.install,
+                "start": self.scripts.start,
+            },
+            "env": dict(self.env),
+            "resources": {"memory": self.resources.memory, "cpus": self.resources.cpus},
+            "config": self.config,
+            "warnings": list(self.warnings),
+        }
+
 
 def validate_worker_name(name: str) -> str:
     """Return ``name`` if it is a valid worker name, else raise :class:`ManifestError`.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from client.protocol import (
+from client.protocol.messages import (
     EmptyResult,
     ImageListResult,
     ImagePullParams,

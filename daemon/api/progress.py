@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from client.protocol import ProgressNotification, ProgressPhase
+from client.protocol.messages import ProgressNotification, ProgressPhase
 from daemon.api.services import ClientGone, Notify
 from daemon.images.models import PullProgress
 from daemon.sandboxes.boot import BootPhase

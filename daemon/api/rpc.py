@@ -19,17 +19,11 @@ from typing import Any
 
 import msgspec
 
-from client.protocol import (
-    METHODS,
-    SANDBOX_SOCKET_METHODS,
-    DaemonInfoResult,
-    DaemonShutdownParams,
-    EmptyResult,
-    Params,
-    Result,
-)
-from client.sandbox_protocol import SANDBOX_METHODS
-from client.wire_constants import ErrorCode
+from client.protocol.base import Params, Result
+from client.protocol.constants import ErrorCode
+from client.protocol.messages import DaemonInfoResult, DaemonShutdownParams, EmptyResult
+from client.protocol.methods import METHODS, SANDBOX_SOCKET_METHODS
+from client.protocol.sandbox import SANDBOX_METHODS
 from daemon import errors
 from daemon.api.services import Notify, Services
 
@@ -134,7 +128,7 @@ class Dispatcher:
         }
         self._handlers.update(_sandbox_handlers(services))
         mismatched = set(METHODS) ^ set(self._handlers)
-        if mismatched:  # a method added to client/protocol.py needs a handler here, and back
+        if mismatched:  # a method added to client/protocol/methods.py needs a handler here, and back
             raise RuntimeError(f"methods without a handler or a protocol entry: {mismatched}")
 
     @property

@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from client.wire_constants import MAX_LINE_BYTES, ErrorCode
+from client.protocol.constants import MAX_LINE_BYTES, ErrorCode
 from daemon.api.rpc import Dispatcher, encode_error, encode_notification
 from daemon.api.services import ClientGone
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from client.protocol import (
+from client.protocol.messages import (
     EmptyResult,
     ImageListResult,
     ImagePullParams,

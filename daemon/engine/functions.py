@@ -5,7 +5,7 @@ offers it: iii functions served over the daemon's one :class:`~daemon.engine.ses
   ``worker::stop``, ``worker::restart``, ``worker::add``, ``worker::remove`` only with
   ``engine_control: true`` in daemon.yaml (otherwise registered and refused with
   ``error: {code: "forbidden", ...}``, so a caller learns why). Each takes and returns exactly
-  what the socket method of ``client.protocol.ENGINE_FUNCTIONS`` does: a call is handed to the
+  what the socket method of ``client.protocol.methods.ENGINE_FUNCTIONS`` does: a call is handed to the
   socket protocol's own :class:`~daemon.api.rpc.Dispatcher` as that method, so decoding, validation
   and error mapping are the socket's (an error's ``code`` is the JSON-RPC code's name,
   lower-cased: ``not_found``, ``invalid_params``, ...). No progress is streamed and ``worker::logs``
@@ -30,16 +30,18 @@ from typing import Any
 
 import msgspec
 
-from client.protocol import (
-    ENGINE_CONTROL_FUNCTIONS,
-    ENGINE_FUNCTIONS,
-    LIFECYCLE_TRIGGER_TYPE,
+from client.protocol.constants import ErrorCode
+from client.protocol.messages import (
     DaemonInfoResult,
     EventNotification,
     LifecycleTriggerConfig,
     WorkerValidateParams,
 )
-from client.wire_constants import ErrorCode
+from client.protocol.methods import (
+    ENGINE_CONTROL_FUNCTIONS,
+    ENGINE_FUNCTIONS,
+    LIFECYCLE_TRIGGER_TYPE,
+)
 from daemon.api.rpc import DaemonControl, Dispatcher
 from daemon.api.services import NULL_NOTIFY, Services
 from daemon.engine.session import EngineSession, FunctionError, Handler
@@ -128,7 +130,6 @@ class EngineApi:
         return answer["result"]
 
     async def _validate(self, data: Any) -> Any:
-        from client.validate import spec_document
         from manifests import ManifestError, load_worker
 
         try:
@@ -139,7 +140,7 @@ class EngineApi:
             spec = await asyncio.to_thread(load_worker, Path(params.path).expanduser())
         except ManifestError as exc:
             raise FunctionError("invalid_project", str(exc)) from exc
-        return spec_document(spec)
+        return spec.document()
 
     # -- the worker::lifecycle trigger type ------------------------------------------------------
 

@@ -3,7 +3,7 @@ the allowlist, and any OCI reference only with ``allow_any_image``."""
 
 from __future__ import annotations
 
-from client.sandbox_protocol import CatalogEntry, CatalogListResponse
+from client.protocol.sandbox import CatalogEntry, CatalogListResponse
 from daemon.config.sandbox_policy import SandboxPolicy
 from daemon.ephemeral.errors import SCode, sandbox_error
 from manifests.reference import InvalidReference, canonical_reference

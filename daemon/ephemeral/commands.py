@@ -8,7 +8,7 @@ import binascii
 import re
 import shlex
 
-from client.sandbox_protocol import EnvShape
+from client.protocol.sandbox import EnvShape
 from daemon.ephemeral.errors import SCode, sandbox_error
 from manifests.spec import RESERVED_ENV_KEYS
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from client.sandbox_protocol import SANDBOX_FUNCTIONS, SANDBOX_METHODS
+from client.protocol.sandbox import SANDBOX_FUNCTIONS, SANDBOX_METHODS
 from daemon.engine.calls import FunctionError, Handler
 from daemon.ephemeral.errors import SandboxError, SCode, sandbox_error
 from daemon.ephemeral.methods import SandboxCall, sandbox_calls

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from client.sandbox_protocol import (
+from client.protocol.sandbox import (
     ChmodRequest,
     ChmodResponse,
     GrepRequest,

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from client.protocol import SANDBOX_SOCKET_METHODS, Params, Result
-from client.sandbox_protocol import SANDBOX_METHODS
+from client.protocol.base import Params, Result
+from client.protocol.methods import SANDBOX_SOCKET_METHODS
+from client.protocol.sandbox import SANDBOX_METHODS
 from daemon.ephemeral.service import SandboxService
 
 __all__ = ["SandboxCall", "sandbox_calls"]

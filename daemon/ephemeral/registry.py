@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from client.sandbox_protocol import SandboxSummary
+from client.protocol.sandbox import SandboxSummary
 from daemon.ephemeral.errors import SCode, sandbox_error
 from daemon.ephemeral.zygote import ZygoteTask
 from daemon.sandboxes import SandboxLayout

@@ -1,5 +1,5 @@
 """The ``sandbox::*`` lifecycle calls (create, exec, run, list, stop, catalog::list): one plain
-async method each, taking and returning the ``client.sandbox_protocol`` structs. The socket's
+async method each, taking and returning the ``client.protocol.sandbox`` structs. The socket's
 dispatcher and the engine bus (``daemon.ephemeral.engine``) both call these; the fs calls are in
 ``daemon.ephemeral.fs`` on the same object."""
 
@@ -13,14 +13,14 @@ import uuid
 
 import msgspec
 
-from client.protocol import (
+from client.protocol.messages import (
     EmptyResult,
     SandboxExecStdioParams,
     WorkerExecParams,
     WorkerExecResult,
     WorkerExecSignalParams,
 )
-from client.sandbox_protocol import (
+from client.protocol.sandbox import (
     CatalogListResponse,
     CreateRequest,
     CreateResponse,

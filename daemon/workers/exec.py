@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from client.protocol import WorkerExecParams, WorkerExecResult
+from client.protocol.messages import WorkerExecParams, WorkerExecResult
 from daemon.errors import InvalidArgument, InvalidState, Unavailable
 from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.procinfo import read_pid_record

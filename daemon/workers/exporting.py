@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from client.protocol import (
+from client.protocol.messages import (
     WorkerExportParams,
     WorkerExportResult,
     WorkerKubernetesParams,

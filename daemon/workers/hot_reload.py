@@ -20,7 +20,7 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
-from client.protocol import WorkerStartParams
+from client.protocol.messages import WorkerStartParams
 from daemon.api.services import NULL_NOTIFY, WorkerService
 from daemon.background import BackgroundTasks
 from daemon.config.entries import WorkerKind

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from client.protocol import HostIsolation, SandboxIsolation
+from client.protocol.messages import HostIsolation, SandboxIsolation
 from daemon.config.settings import DaemonSettings
 from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.procinfo import read_pid_record

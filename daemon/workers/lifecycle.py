@@ -14,7 +14,7 @@ import os
 
 import msgspec
 
-from client.protocol import (
+from client.protocol.messages import (
     EmptyResult,
     ManifestView,
     Resources,
@@ -370,7 +370,7 @@ class WorkerLifecycle:
         log_file = self.layout(params.name).worker_log
         lines = await asyncio.to_thread(tail, log_file, params.tail, self.settings.log_keep)
         if params.follow:
-            from client.protocol import LogNotification
+            from client.protocol.messages import LogNotification
 
             async def send(line: str) -> None:
                 await notify("log", LogNotification(name=params.name, line=line))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from client.protocol import ProgressPhase
+from client.protocol.messages import ProgressPhase
 from daemon.errors import InvalidState
 from daemon.sandboxes.boot import BootPhase
 

@@ -1,4 +1,4 @@
-"""Snapshot of the wire protocol's JSON Schema: any change to client/protocol.py shows in review.
+"""Snapshot of the wire protocol's JSON Schema: any change to client/protocol/ shows in review.
 
 The snapshot pins the wire (names, fields, types, required, enums). Descriptions are kept for the
 reader but normalised with ``inspect.cleandoc``: msgspec 0.22 kept a docstring's indentation and
@@ -17,31 +17,31 @@ from typing import Any
 
 import msgspec
 
-from client import protocol
+from client.protocol import constants, messages, methods
 
 SNAPSHOT = Path(__file__).with_name("protocol_schema.json")
 
 
 def current_schema() -> dict:
     types = []
-    for method in sorted(protocol.METHODS):
-        params, result = protocol.METHODS[method]
+    for method in sorted(methods.METHODS):
+        params, result = methods.METHODS[method]
         types += [params, result]
-    types += [protocol.ProgressNotification, protocol.LogNotification,
-              protocol.EventNotification, protocol.WorkerValidateParams,
-              protocol.LifecycleTriggerConfig]
+    types += [messages.ProgressNotification, messages.LogNotification,
+              messages.EventNotification, messages.WorkerValidateParams,
+              messages.LifecycleTriggerConfig]
     unique = list(dict.fromkeys(types))
     _, components = msgspec.json.schema_components(unique)
     return normalised({
-        "protocol_version": protocol.PROTOCOL_VERSION,
-        "max_line_bytes": protocol.MAX_LINE_BYTES,
-        "error_codes": {code.name: int(code) for code in protocol.ErrorCode},
+        "protocol_version": constants.PROTOCOL_VERSION,
+        "max_line_bytes": constants.MAX_LINE_BYTES,
+        "error_codes": {code.name: int(code) for code in constants.ErrorCode},
         "methods": {m: {"params": p.__name__, "result": r.__name__}
-                    for m, (p, r) in sorted(protocol.METHODS.items())},
+                    for m, (p, r) in sorted(methods.METHODS.items())},
         "components": components,
-        "engine_functions": dict(sorted(protocol.ENGINE_FUNCTIONS.items())),
-        "engine_control_functions": sorted(protocol.ENGINE_CONTROL_FUNCTIONS),
-        "engine_trigger_types": [protocol.LIFECYCLE_TRIGGER_TYPE],
+        "engine_functions": dict(sorted(methods.ENGINE_FUNCTIONS.items())),
+        "engine_control_functions": sorted(methods.ENGINE_CONTROL_FUNCTIONS),
+        "engine_trigger_types": [methods.LIFECYCLE_TRIGGER_TYPE],
     })
 
 
@@ -78,23 +78,23 @@ def test_descriptions_compare_equal_under_both_msgspec_renderings() -> None:
 
 
 def test_params_forbid_unknown_fields_and_results_tolerate_them() -> None:
-    for params, result in protocol.METHODS.values():
+    for params, result in methods.METHODS.values():
         assert params.__struct_config__.forbid_unknown_fields, params.__name__
         assert not result.__struct_config__.forbid_unknown_fields, result.__name__
 
 
 def test_engine_functions_reuse_socket_methods() -> None:
     """The engine bus has no schema of its own: each function is a socket method."""
-    assert set(protocol.ENGINE_FUNCTIONS.values()) <= set(protocol.METHODS)
-    assert protocol.ENGINE_CONTROL_FUNCTIONS <= set(protocol.ENGINE_FUNCTIONS)
+    assert set(methods.ENGINE_FUNCTIONS.values()) <= set(methods.METHODS)
+    assert methods.ENGINE_CONTROL_FUNCTIONS <= set(methods.ENGINE_FUNCTIONS)
 
 
 def test_the_wire_name_rule_is_the_manifest_rule() -> None:
-    # client.protocol keeps its own copy (importing manifests would slow every `iii` command);
+    # the wire keeps its own copy (importing manifests would slow every `iii` command);
     # this pins it to the one source of truth.
     from typing import get_args
 
     from manifests.spec import NAME_PATTERN
 
-    meta = get_args(protocol.WorkerName)[1]
+    meta = get_args(messages.WorkerName)[1]
     assert meta.pattern == f"^{NAME_PATTERN}$"

@@ -118,7 +118,7 @@ def test_autostart_reports_a_daemon_that_cannot_start(iii_home: Path) -> None:
 def test_client_imports_nothing_heavy() -> None:
     code = ("import sys, client.cli, client.rpc_client, client.output;"
             "bad = [m for m in ('asyncio', 'aiohttp', 'rich', 'typer', 'daemon', 'msgspec', "
-            "'client.protocol') "
+            "'client.protocol.messages') "
             "if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
@@ -139,10 +139,11 @@ def test_call_raw_is_byte_for_byte_what_the_daemon_sent(daemon: ThreadedDaemon) 
 
 
 def test_the_fast_path_shares_the_protocol_constants() -> None:
-    from client import protocol, rpc_client
+    from client import rpc_client
+    from client.protocol import constants
 
-    assert rpc_client.MAX_LINE_BYTES is protocol.MAX_LINE_BYTES
-    assert errors.ErrorCode is protocol.ErrorCode
+    assert rpc_client.MAX_LINE_BYTES is constants.MAX_LINE_BYTES
+    assert errors.ErrorCode is constants.ErrorCode
 
 
 def test_a_hung_daemon_is_reported_after_the_reply_timeout(iii_home: Path) -> None:

@@ -331,7 +331,7 @@ async def test_heartbeat_closes_a_session_whose_engine_stopped_answering() -> No
     ("backoff", None, "failed"), ("registered", None, "registered"),
 ], ids=lambda v: str(v))
 def test_lifecycle_names_of_worker_events(status: str, detail: str | None, phase: str) -> None:
-    from client.protocol import EventNotification
+    from client.protocol.messages import EventNotification
     from daemon.engine.functions import lifecycle_of
 
     event = EventNotification(worker="w", status=status, time=0.0, detail=detail)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from client.protocol import EventNotification
+from client.protocol.messages import EventNotification
 from daemon.engine.roster import ROSTER_ON_DEMAND_WAIT_S, EngineRoster
 from daemon.engine.session import EngineSession
 from daemon.events import EventBus

@@ -12,7 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.protocol import METHODS, DaemonInfoResult, EngineInfo, ErrorCode, IsolationInfo
+from client.protocol.constants import ErrorCode
+from client.protocol.messages import DaemonInfoResult, EngineInfo, IsolationInfo
+from client.protocol.methods import METHODS
 from daemon import errors
 from daemon.api.rpc import ERROR_CODES, DaemonControl, Dispatcher, error_code_for
 from daemon.api.services import Services

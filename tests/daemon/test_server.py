@@ -230,7 +230,7 @@ async def test_progress_before_response_and_follow_until_client_leaves(
 
 
 async def test_events_subscribe_streams_events(iii_home: Path, service: ScriptedService) -> None:
-    from client.protocol import EventNotification
+    from client.protocol.messages import EventNotification
 
     async with InProcessDaemon(iii_home, service) as d:
         r, w = await d.connect()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from client.protocol import EventNotification
+from client.protocol.messages import EventNotification
 from daemon.background import BackgroundTasks
 from daemon.config.entries import WorkerEntry
 from daemon.errors import DaemonError
@@ -251,7 +251,7 @@ async def test_a_restart_keeps_why_the_worker_runs(tmp_path: Path,
 async def test_a_removal_cancels_a_job_in_flight_with_the_one_busy_code(
         tmp_path: Path, tasks: BackgroundTasks) -> None:
     """An export (a job) of a worker being removed truly conflicts: -32007, nothing else."""
-    from client.protocol import ErrorCode
+    from client.protocol.constants import ErrorCode
     from daemon.api.rpc import error_code_for
     from daemon.errors import Conflict
 

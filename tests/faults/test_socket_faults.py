@@ -10,7 +10,7 @@ import socket
 import threading
 from typing import Any
 
-from client.protocol import ErrorCode
+from client.protocol.constants import ErrorCode
 from daemon.api.server import ServerLimits
 from tests.support.daemon import DaemonProcess
 from tests.support.wait import async_wait_until

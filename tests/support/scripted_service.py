@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 
-from client.protocol import (
+from client.protocol.messages import (
     EmptyResult,
     EventNotification,
     ImageListResult,

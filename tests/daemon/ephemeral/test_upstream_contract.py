@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-import client.sandbox_protocol as wire
+import client.protocol.sandbox as wire
 from daemon.ephemeral.errors import DOCS_BASE, SCode, sandbox_error
 
 CONTRACT: dict[str, Any] = json.loads(

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from client.protocol_base import Params, Result
+from client.protocol.base import Params, Result
 
 __all__ = [
     "SANDBOX_FUNCTIONS", "SANDBOX_METHODS", "CatalogEntry", "CatalogListResponse",

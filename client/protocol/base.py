@@ -1,4 +1,4 @@
-"""The two bases of every wire type (``client.protocol``, ``client.sandbox_protocol``)."""
+"""The two bases of every wire type (``client.protocol.messages``, ``client.protocol.sandbox``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Wire types of the daemon's socket protocol (SPEC §11), shared by the daemon and every client.
+"""Wire types of the daemon's socket protocol: the ``daemon.*``, ``worker.*`` and ``image.*``
+methods' params and results, and the notifications.
 
 Framing: one JSON-RPC 2.0 object per line (UTF-8, ``\\n``), at most ``MAX_LINE_BYTES`` per line.
 Params structs forbid unknown fields (the daemon answers -32602); result and notification
@@ -11,14 +12,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-# The two bases live in a module of their own so that client.sandbox_protocol can build on them.
-# re-exported (mypy needs the "as"): every wire type builds on these two
-from client.protocol_base import Params as Params  # noqa: PLC0414
-from client.protocol_base import Result as Result  # noqa: PLC0414
-from client.sandbox_protocol import SANDBOX_METHODS
-
-# Re-exported: defined without msgspec so the fast CLI path can use them.
-from client.wire_constants import MAX_LINE_BYTES, PROTOCOL_VERSION, ErrorCode  # noqa: F401
+from client.protocol.base import Params, Result
 
 WorkerName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
 WorkerType = Literal["local", "oci", "binary", "config"]
@@ -261,7 +255,7 @@ class WorkerExecResult(Result):
 
 class SandboxExecStdioParams(Params, frozen=True):
     """``sandbox.exec_stdio`` (``iii sandbox exec``): as ``worker.exec``, in an ephemeral
-    sandbox (``client/sandbox_protocol.py``); its signals go through ``sandbox.exec_signal``."""
+    sandbox (``client/protocol/sandbox.py``); its signals go through ``sandbox.exec_signal``."""
 
     sandbox_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     argv: Annotated[list[str], msgspec.Meta(min_length=1)]
@@ -347,51 +341,3 @@ class LifecycleTriggerConfig(Params, frozen=True):
 
     statuses: list[str] | None = None
     worker: WorkerName | None = None
-
-
-LIFECYCLE_TRIGGER_TYPE = "worker::lifecycle"
-
-# iii function id → socket method whose params and result it takes and returns
-ENGINE_FUNCTIONS: dict[str, str] = {
-    "worker::list": "worker.list",
-    "worker::status": "worker.inspect",
-    "worker::logs": "worker.logs",
-    "worker::start": "worker.start",
-    "worker::stop": "worker.stop",
-    "worker::restart": "worker.restart",
-    "worker::add": "worker.add",
-    "worker::remove": "worker.remove",
-}
-#: Functions that change workers: served only with ``engine_control: true`` in daemon.yaml.
-ENGINE_CONTROL_FUNCTIONS = frozenset({"worker::start", "worker::stop", "worker::restart",
-                                      "worker::add", "worker::remove"})
-
-
-# method name → (params type, result type)
-METHODS: dict[str, tuple[type[Params], type[Result]]] = {
-    "daemon.info": (NoParams, DaemonInfoResult),
-    "daemon.shutdown": (DaemonShutdownParams, EmptyResult),
-    "worker.add": (WorkerAddParams, WorkerAddResult),
-    "worker.start": (WorkerStartParams, Worker),
-    "worker.restart": (WorkerRestartParams, Worker),
-    "worker.stop": (WorkerStopParams, Worker),
-    "worker.remove": (WorkerRemoveParams, WorkerRemoveResult),
-    "worker.list": (NoParams, WorkerListResult),
-    "worker.inspect": (WorkerInspectParams, WorkerInspectResult),
-    "worker.logs": (WorkerLogsParams, WorkerLogsResult),
-    "worker.exec": (WorkerExecParams, WorkerExecResult),
-    "worker.exec_signal": (WorkerExecSignalParams, EmptyResult),
-    "worker.export": (WorkerExportParams, WorkerExportResult),
-    "worker.kubernetes": (WorkerKubernetesParams, WorkerKubernetesResult),
-    "image.pull": (ImagePullParams, ImagePullResult),
-    "image.list": (NoParams, ImageListResult),
-    "events.subscribe": (NoParams, EmptyResult),
-}
-# the sandbox service's methods (their types: client/sandbox_protocol.py)
-METHODS.update(SANDBOX_METHODS)
-#: Socket-only sandbox methods (not upstream functions: never on the engine bus).
-SANDBOX_SOCKET_METHODS: dict[str, tuple[type[Params], type[Result]]] = {
-    "sandbox.exec_stdio": (SandboxExecStdioParams, WorkerExecResult),
-    "sandbox.exec_signal": (WorkerExecSignalParams, EmptyResult),
-}
-METHODS.update(SANDBOX_SOCKET_METHODS)
