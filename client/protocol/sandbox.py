@@ -2,7 +2,7 @@
 (``crates/iii-worker/src/sandbox_daemon/``), the same on the engine bus and on the socket.
 
 Field names, defaults and shapes are upstream's Rust request/response structs
-(``tests/fixtures/upstream_sandbox_structs.json`` writes them down and a test compares). Where we
+(``tests/daemon/ephemeral/upstream_sandbox_contract.json`` writes them down and a test compares). Where we
 differ it is said on the field:
 
 - ``sandbox::fs::read`` cannot hand out an engine stream channel (``content:
