@@ -138,7 +138,7 @@ def sweep_network(settings: DaemonSettings) -> None:
     if os.geteuid() != 0 or not (settings.home / "network").is_dir():
         return
     from daemon.workers.boot_specs import bridge_params
-    from vmm_ffi.bridge import sweep
+    from vmm_ffi.bridge_leases import sweep
 
     try:
         if sweep(bridge_params(settings)):

@@ -26,7 +26,7 @@ import msgspec
 from vmm_ffi import namespace as ns
 from vmm_ffi import seccomp, userns
 from vmm_ffi import syscalls as sc
-from vmm_ffi.bridge import release as release_bridge
+from vmm_ffi.bridge_leases import release as release_bridge
 from vmm_ffi.cgroup_leaf import CgroupPlan, move_to_origins, remove_leaf
 from vmm_ffi.cgroups import CGROUP_ROOT, CGROUP_ROOT_ENV, apply_limits, oom_kills, oom_message
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed

@@ -20,7 +20,8 @@ from typing import Literal
 
 import msgspec
 
-from vmm_ffi.bridge import SANDBOX_IF, BridgeAttach, BridgeError
+from vmm_ffi.bridge import SANDBOX_IF, BridgeError
+from vmm_ffi.bridge_leases import BridgeAttach
 from vmm_ffi.errors import SetupFailed
 from vmm_ffi.netpolicy import (
     CompiledPolicy,

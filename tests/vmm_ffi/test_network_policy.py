@@ -18,6 +18,7 @@ from tests.support.wait import wait_until
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from tests.vmm_ffi.test_launcher_network import _children, _cmdline
 from vmm_ffi import bridge as br
+from vmm_ffi import bridge_leases
 from vmm_ffi.errors import LaunchFailed
 from vmm_ffi.launch import read_exit, spawn_launcher
 from vmm_ffi.network import find_pasta, find_slirp4netns, tun_problem
@@ -43,7 +44,7 @@ def helper(request: pytest.FixtureRequest, tmp_path: Path,
         params = BridgeParams(state_dir=str(tmp_path / "network"), tag=br.tag_of(str(tmp_path)))
         yield {"network": "bridge", "bridge": params, "id_shift": SHIFT}
         sandboxes.close()  # a failed test's launchers first: then their leases are stale
-        br.sweep(params)
+        bridge_leases.sweep(params)
         return
     binary = HELPERS[request.param]
     if binary is None:
