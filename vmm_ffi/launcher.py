@@ -19,21 +19,29 @@ import os
 import signal
 import sys
 import time
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 import msgspec
 
 from vmm_ffi import namespace as ns
 from vmm_ffi import seccomp, userns
 from vmm_ffi import syscalls as sc
-from vmm_ffi.bridge_leases import release as release_bridge
-from vmm_ffi.cgroup_leaf import CgroupPlan, move_to_origins, remove_leaf
-from vmm_ffi.cgroups import CGROUP_ROOT, CGROUP_ROOT_ENV, apply_limits, oom_kills, oom_message
+from vmm_ffi.cgroups.leaf import CgroupPlan, move_to_origins, remove_leaf
+from vmm_ffi.cgroups.limits import (
+    CGROUP_ROOT,
+    CGROUP_ROOT_ENV,
+    apply_limits,
+    oom_kills,
+    oom_message,
+)
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
-from vmm_ffi.exit_recorder import ExitRecorder
 from vmm_ffi.idmap import present_root
 from vmm_ffi.launcher_exit import exit_status, read_message, with_cause, write_exit
 from vmm_ffi.launcher_startup import load_params, lock_state_dir
+from vmm_ffi.network.sandbox import SandboxNetwork
+
+if TYPE_CHECKING:
+    from vmm_ffi.exit_recorder import ExitRecorder
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
     EXIT_INVALID_PARAMS,
@@ -48,7 +56,6 @@ from vmm_ffi.params import (
     encode,
 )
 from vmm_ffi.sandbox_init import FORWARDED_SIGNALS, exit_code_of, run_init
-from vmm_ffi.sandbox_network import SandboxNetwork
 
 LOG_PREFIX = "[iii-launcher]"
 MAX_INHERITED_FD = 1 << 20  # closerange uses close_range(2): the bound costs nothing
@@ -170,7 +177,7 @@ class Launcher:
             run_init(p, status_w, alive_r, go_r, self.log_fd,
                      None if self.network is None else self.network.configure_in_init,
                      nproc)
-        from vmm_ffi.krun_vmm import run_vmm
+        from vmm_ffi.libkrun.vmm import run_vmm
         run_vmm(p, vm_root, status_w, alive_r, go_r, self.log_fd)
 
     def _failed_start(self, first: dict[str, object]) -> int:
@@ -251,6 +258,10 @@ class Launcher:
         if os.geteuid() != 0 or self.params.backend != "namespace":
             raise SetupFailed("id map", "id_shift needs a root launcher and the namespace "
                               "backend")
+        # Imported here, still as host root with the host's files: only an id-shifted launcher
+        # needs them, and every module imported at start costs each launcher's start.
+        from vmm_ffi.exit_recorder import ExitRecorder
+        from vmm_ffi.network.bridge_leases import release as release_bridge
         try:
             sc.unshare(sc.CLONE_NEWNS)
         except OSError as exc:

@@ -1,4 +1,4 @@
-"""A root launcher's bridge network (vmm_ffi.bridge), from inside real sandboxes: the policy
+"""A root launcher's bridge network (vmm_ffi.network.bridge), from inside real sandboxes: the policy
 holds with no helper process, and nothing (veth, lease, table, bridge) outlives the sandboxes,
 also after ``kill -9``. Every test has its own state dir, so its own tag: bridge, veths and
 table are its own, never another test's or daemon's."""
@@ -20,9 +20,9 @@ from tests.support.wait import wait_until
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from tests.vmm_ffi.test_launcher_network import _children, _cmdline
 from tests.vmm_ffi.test_network_policy import probe, run_probes
-from vmm_ffi import bridge as br
-from vmm_ffi import bridge_leases
 from vmm_ffi.errors import LaunchFailed
+from vmm_ffi.network import bridge as br
+from vmm_ffi.network import bridge_leases
 from vmm_ffi.params import BridgeParams, IdShift, NetworkPolicy
 
 pytestmark = pytest.mark.skipif(

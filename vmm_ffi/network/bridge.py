@@ -11,8 +11,8 @@ never share or sweep each other's parts:
   reach them (set ``lo_ports``), nothing else of the host from the bridge.
 
 The sandboxes' side (a veth pair and a lease each; attach, release, sweep) is
-``vmm_ffi.bridge_leases``; this module makes, checks and removes what they share, and runs the
-``ip``/``nft`` tools for both.
+``vmm_ffi.network.bridge_leases``; this module makes, checks and removes what they share, and
+runs the ``ip``/``nft`` tools for both.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 import msgspec
 
-from vmm_ffi.netpolicy import SEARCH_PATH
+from vmm_ffi.network.policy import SEARCH_PATH
 from vmm_ffi.params import BridgeParams
 
 POOL = ipaddress.IPv4Network("10.89.0.0/16")

@@ -1,4 +1,4 @@
-"""A sandbox on its daemon's bridge (``vmm_ffi.bridge``): a lease, a veth pair, no process.
+"""A sandbox on its daemon's bridge (``vmm_ffi.network.bridge``): a lease, a veth pair, no process.
 
 - per sandbox a veth pair: ``iv<tag><7 random hex>`` on the bridge, ``eth0`` in the sandbox with the
   leased address (sandboxes reach each other only where their policy allows: the subnet is
@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from vmm_ffi import syscalls as sc
-from vmm_ffi.bridge import (
+from vmm_ffi.network.bridge import (
     SANDBOX_IF,
     BridgeError,
     ensure_bridge,
