@@ -144,6 +144,7 @@ def test_a_killed_helper_is_logged_and_the_worker_is_back_on_the_engine(
 def test_after_kill9_of_everything_the_restarted_daemon_sweeps_its_bridge(
         daemon_factory, busybox_image: str, iii_home: Path, tmp_path: Path) -> None:
     from vmm_ffi.network import bridge as br
+
     project = make_shell_project(tmp_path, busybox_image, "gone", start="exec sleep 1000")
     daemon = daemon_factory()
     assert daemon.iii("worker", "add", str(project)).returncode == 0
@@ -166,6 +167,7 @@ def test_after_kill9_of_everything_the_restarted_daemon_sweeps_its_bridge(
 def test_a_subnet_overlapping_a_host_route_is_one_line_naming_it(
         daemon_factory, busybox_image: str, iii_home: Path, tmp_path: Path) -> None:
     from vmm_ffi.network import bridge as br
+
     # a route of the host itself, not of a bridge another test or daemon may remove meanwhile
     route = next(net for net, dev in br.host_routes() if not dev.startswith("iii-"))
     (iii_home / "daemon.yaml").write_text(f"network_subnet: {route}\n")
