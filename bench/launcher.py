@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.rootfs import make_busybox_rootfs
-from vmm_ffi.cgroups import CGROUP_ROOT_ENV
+from vmm_ffi.cgroups.limits import CGROUP_ROOT_ENV
 from vmm_ffi.launch import spawn_launcher
 from vmm_ffi.params import LaunchParams, LaunchResult, OverlayRoot
 

@@ -31,9 +31,9 @@ import msgspec
 
 from bench.launcher import children, memory_kib, sandbox_params, stop, wait_for_line
 from tests.support.rootfs import make_busybox_rootfs
-from vmm_ffi import bridge as br
 from vmm_ffi.launch import spawn_launcher
-from vmm_ffi.network import find_pasta, find_slirp4netns, tun_problem
+from vmm_ffi.network import bridge as br
+from vmm_ffi.network.helper import find_pasta, find_slirp4netns, tun_problem
 from vmm_ffi.params import BridgeParams, IdShift, LaunchResult, NetworkPolicy
 
 SHIFT = IdShift(uid_base=3_400_000, gid_base=3_400_000)

@@ -31,7 +31,7 @@ from daemon.api.server import RpcServer, ServerLimits
 from daemon.api.services import Services
 from daemon.config.settings import DaemonSettings, load_settings
 from daemon.errors import DaemonError, ListenerError, SettingsError
-from vmm_ffi.cgroups import enter_daemon_leaf
+from vmm_ffi.cgroups.limits import enter_daemon_leaf
 
 if TYPE_CHECKING:  # imported where used: `iii daemon run` must start fast
     from daemon.background import BackgroundTasks
@@ -138,7 +138,7 @@ def sweep_network(settings: DaemonSettings) -> None:
     if os.geteuid() != 0 or not (settings.home / "network").is_dir():
         return
     from daemon.workers.boot_specs import bridge_params
-    from vmm_ffi.bridge import sweep
+    from vmm_ffi.network.bridge_leases import sweep
 
     try:
         if sweep(bridge_params(settings)):

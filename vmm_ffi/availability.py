@@ -51,7 +51,7 @@ def _probe_libkrun(system: str, machine: str, kvm_device: str) -> BackendStatus:
                                   "use an arm64 Mac")
     if not (system.startswith("linux") or system == "darwin"):
         return BackendStatus(available=False, reason=f"libkrun does not run on {system}")
-    from vmm_ffi.libkrun import Libkrun
+    from vmm_ffi.libkrun.binding import Libkrun
     try:
         Libkrun.load()
     except LibraryNotFound as exc:

@@ -34,7 +34,7 @@ from vmm_ffi import sandbox_fs, seccomp
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import LauncherError
 from vmm_ffi.namespace import resolve_program
-from vmm_ffi.netpolicy import drop_net_admin
+from vmm_ffi.network.policy import drop_net_admin
 from vmm_ffi.params import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
 
 CGROUP_ROOT = "/sys/fs/cgroup"

@@ -15,24 +15,33 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import sys
 import time
-from typing import Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 import msgspec
 
 from vmm_ffi import namespace as ns
 from vmm_ffi import seccomp, userns
 from vmm_ffi import syscalls as sc
-from vmm_ffi.bridge import release as release_bridge
-from vmm_ffi.cgroup_leaf import CgroupPlan, move_to_origins, remove_leaf
-from vmm_ffi.cgroups import CGROUP_ROOT, CGROUP_ROOT_ENV, apply_limits, oom_kills, oom_message
+from vmm_ffi.cgroups.leaf import CgroupPlan, move_to_origins, remove_leaf
+from vmm_ffi.cgroups.limits import (
+    CGROUP_ROOT,
+    CGROUP_ROOT_ENV,
+    apply_limits,
+    oom_kills,
+    oom_message,
+)
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
-from vmm_ffi.exit_recorder import ExitRecorder
 from vmm_ffi.idmap import present_root
+from vmm_ffi.launcher_exit import exit_status, read_message, with_cause, write_exit
+from vmm_ffi.launcher_startup import load_params, lock_state_dir
+from vmm_ffi.network.sandbox import SandboxNetwork
+
+if TYPE_CHECKING:
+    from vmm_ffi.exit_recorder import ExitRecorder
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
     EXIT_INVALID_PARAMS,
@@ -43,89 +52,14 @@ from vmm_ffi.params import (
     IdShift,
     LaunchParams,
     LaunchResult,
-    OverlayRoot,
     RootSpec,
-    decode_params,
     encode,
 )
 from vmm_ffi.sandbox_init import FORWARDED_SIGNALS, exit_code_of, run_init
-from vmm_ffi.sandbox_network import SandboxNetwork
-from vmm_ffi.statefiles import write_atomic
 
 LOG_PREFIX = "[iii-launcher]"
-LOCK_NAME = "launcher.lock"
 MAX_INHERITED_FD = 1 << 20  # closerange uses close_range(2): the bound costs nothing
-
-
-def load_params(argv: list[str]) -> LaunchParams:
-    """Params from the file named in argv, or stdin; raises ``InvalidParams`` (one line)."""
-    source = argv[0] if argv else "<stdin>"
-    try:
-        if argv:
-            with open(argv[0], "rb") as f:
-                raw = f.read()
-        else:
-            raw = sys.stdin.buffer.read()
-    except OSError as exc:
-        raise InvalidParams(f"cannot read launch params {source}: {exc.strerror}") from exc
-    try:
-        params = decode_params(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise InvalidParams(f"invalid launch params in {source}: {exc}") from exc
-    check_params(params)
-    return params
-
-
-def lock_state_dir(params: LaunchParams) -> int:
-    """Hold ``<state dir>/launcher.lock`` for the sandbox's life: one launcher per sandbox.
-
-    The lock is an flock on an fd the sandbox child inherits (and the workload does not: it is
-    close-on-exec), so it is released exactly when the last launcher-side process is gone.
-    """
-    path = os.path.join(os.path.dirname(params.exit_path), LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise AlreadyRunning(f"sandbox {params.name} is already running (launcher pid "
-                             f"{holder} holds {path})", EXIT_ALREADY_RUNNING) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
-def check_params(params: LaunchParams) -> None:
-    """The meaning checks msgspec cannot do: paths exist, strings are exec-safe."""
-    def need_dir(path: str, field: str) -> None:
-        if not os.path.isdir(path):
-            raise InvalidParams(f"invalid launch params: {field} {path!r} is not a directory")
-    if not sys.platform.startswith("linux"):
-        if params.backend == "namespace":
-            raise InvalidParams("invalid launch params: backend 'namespace' needs Linux")
-        if not isinstance(params.rootfs, DirectoryRoot):
-            raise InvalidParams("invalid launch params: rootfs 'overlay' needs Linux; use a "
-                                "'directory' root (a clonefile copy) on macOS")
-    if isinstance(params.rootfs, OverlayRoot):
-        for i, lower in enumerate(params.rootfs.lower):
-            need_dir(lower, f"rootfs.lower[{i}]")
-    elif isinstance(params.rootfs, DirectoryRoot):
-        need_dir(params.rootfs.path, "rootfs.path")
-    need_dir(params.merged, "merged")
-    need_dir(os.path.dirname(params.log_path), "log_path's directory")
-    need_dir(os.path.dirname(params.exit_path), "exit_path's directory")
-    if not params.argv[0]:
-        raise InvalidParams("invalid launch params: argv[0] is empty")
-    for key, value in params.env.items():
-        if not key or "=" in key or "\0" in key + value:
-            raise InvalidParams(f"invalid launch params: env key {key!r} (must be non-empty, "
-                                "without '=' or NUL)")
-    if any("\0" in a for a in params.argv):
-        raise InvalidParams("invalid launch params: argv contains a NUL byte")
-    for bind in params.binds:
-        if not os.path.exists(bind.source):
-            raise InvalidParams(f"invalid launch params: bind source {bind.source!r} missing")
+RootMode = Literal["overlay", "directory"]
 
 
 class Launcher:
@@ -139,7 +73,7 @@ class Launcher:
         self.cgroup = CgroupPlan(note="not enforced: not set up")
         self.network: SandboxNetwork | None = None  # an own network namespace's
         self.recorder: ExitRecorder | None = None
-        self.id_map = describe_id_map(params, os.geteuid(), os.getegid())  # before any unshare
+        self.id_map = userns.describe_id_map(params, os.geteuid(), os.getegid())  # pre-unshare
 
     def log(self, message: str) -> None:
         """A launcher line in the worker log (and on stderr when that is somewhere else)."""
@@ -158,13 +92,7 @@ class Launcher:
             if not recorder.record(status):
                 self.log(f"cannot record the exit status in {self.params.exit_path}")
             return
-        try:
-            write_atomic(self.params.exit_path, encode(status) + b"\n")
-        except OSError as exc:  # a full disk: the daemon still has our exit code
-            try:
-                self.log(f"cannot record the exit status in {self.params.exit_path}: {exc}")
-            except OSError:
-                pass
+        write_exit(self.params.exit_path, status, self.log)
 
     def fail_setup(self, message: str) -> int:
         self.log(f"sandbox setup failed: {message}")
@@ -175,6 +103,25 @@ class Launcher:
         return EXIT_SETUP_FAILED
 
     def run(self) -> int:
+        """The sandbox's life: limits, root, fork, answer the daemon, wait, record the end."""
+        self._apply_limits()
+        filtered = self.params.seccomp and self.params.backend == "namespace"
+        try:
+            if filtered:
+                seccomp.load()  # before fork: the init inherits the library, or we fail here
+            root_mode, vm_root = self._build_root()
+        except SetupFailed as exc:
+            return self.fail_setup(str(exc))
+        nproc = self._nproc_cap()
+        status_file = self._fork_sandbox(vm_root, nproc)
+        first = read_message(status_file)
+        if not first.get("ready"):
+            return self._failed_start(first)
+        self._answer(self._launch_result(root_mode, nproc, filtered))
+        return self._finish(self._wait_sandbox(status_file))
+
+    def _apply_limits(self) -> None:
+        """The cgroup plan of the backend: enforced by us, by the VM, or not at all."""
         p = self.params
         if p.backend == "host":  # a Binary worker: a host process, no sandbox limits
             self.cgroup = CgroupPlan(note="not enforced: host process")
@@ -189,18 +136,18 @@ class Launcher:
         if self.cgroup.path is None and self.cgroup.note != "enforced" and p.backend != "host":
             self.log(f"resource limits (cpus={p.cpus}, memory={p.memory_mib} MiB) "
                      f"{self.cgroup.note}")
-        filtered = p.seccomp and p.backend == "namespace"
-        try:
-            if filtered:
-                seccomp.load()  # before fork: the init inherits the library, or we fail here
-            root_mode, vm_root = self._build_root()
-            p = self.params  # with an id shift, paths are now relative to the state dir
-        except SetupFailed as exc:
-            return self.fail_setup(str(exc))
-        # No pids cgroup (a non-root launcher on v1): RLIMIT_NPROC in the init stops fork bombs.
-        nproc = p.pids_max if p.backend == "namespace" and self.cgroup.version == 0 else None
+
+    def _nproc_cap(self) -> int | None:
+        """No pids cgroup (a non-root launcher on v1): RLIMIT_NPROC in the init stops fork
+        bombs."""
+        p = self.params
+        return p.pids_max if p.backend == "namespace" and self.cgroup.version == 0 else None
+
+    def _fork_sandbox(self, vm_root: str, nproc: int | None) -> IO[bytes]:
+        """Fork the sandbox process, forward signals to it, let it go; returns the pipe it
+        reports on (its first message: ready or why not; its last: how the workload ended)."""
         status_r, status_w = os.pipe()
-        alive_r, alive_w = os.pipe()
+        alive_r, alive_w = os.pipe()  # alive_w stays open: its EOF tells the child we are gone
         go_r, go_w = os.pipe()
         # Blocked across the fork until each side has its forwarding handler: a namespace's
         # init silently drops signals it has no handler for, but keeps blocked ones pending.
@@ -210,12 +157,7 @@ class Launcher:
             os.close(status_r)
             os.close(alive_w)
             os.close(go_w)
-            if p.backend in ("namespace", "host"):
-                run_init(p, status_w, alive_r, go_r, self.log_fd,
-                         None if self.network is None else self.network.configure_in_init,
-                         nproc)
-            from vmm_ffi.krun_vmm import run_vmm
-            run_vmm(p, vm_root, status_w, alive_r, go_r, self.log_fd)
+            self._become_sandbox(vm_root, nproc, status_w, alive_r, go_r)
         self.child = child
         for fd in (status_w, alive_r, go_r):
             os.close(fd)
@@ -224,46 +166,66 @@ class Launcher:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
         os.write(go_w, b"1")
         os.close(go_w)
-        status_file = os.fdopen(status_r, "rb")
-        first = _read_message(status_file)
-        if not first.get("ready"):
-            _, wait_status = os.waitpid(child, 0)
-            message = str(first.get("error") or
-                          f"sandbox process exited early (code {exit_code_of(wait_status)})")
-            return self.fail_setup(message)
+        return os.fdopen(status_r, "rb")
+
+    def _become_sandbox(self, vm_root: str, nproc: int | None, status_w: int, alive_r: int,
+                        go_r: int) -> None:
+        """In the forked child: the namespace backend's init, or the libkrun VMM (neither
+        returns)."""
+        p = self.params
+        if p.backend in ("namespace", "host"):
+            run_init(p, status_w, alive_r, go_r, self.log_fd,
+                     None if self.network is None else self.network.configure_in_init,
+                     nproc)
+        from vmm_ffi.libkrun.vmm import run_vmm
+        run_vmm(p, vm_root, status_w, alive_r, go_r, self.log_fd)
+
+    def _failed_start(self, first: dict[str, object]) -> int:
+        """The sandbox process did not get ready: reap it and record why."""
+        _, wait_status = os.waitpid(self.child, 0)
+        message = str(first.get("error") or
+                      f"sandbox process exited early (code {exit_code_of(wait_status)})")
+        return self.fail_setup(message)
+
+    def _launch_result(self, root_mode: RootMode, nproc: int | None,
+                       filtered: bool) -> LaunchResult:
+        """The one line the daemon waits for: what was built, and how it is confined."""
+        p = self.params
         network: Literal["host", "none", "pasta", "slirp4netns", "bridge", "tsi"] = \
             "tsi" if p.backend == "libkrun" else \
             "host" if self.network is None else self.network.mode
         policy = "" if self.network is None else self.network.describe()
-        result = LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
-                              sandbox_pid=child, started_at=time.time(), root_mode=root_mode,
-                              limits=self.cgroup.note if nproc is None else
-                              f"{self.cgroup.note} (processes: capped at {nproc} per sandbox "
-                              "uid by RLIMIT_NPROC)", network=network, policy=policy,
-                              id_map=self.id_map,
-                              seccomp=seccomp.FILTER_NAME if filtered else None)
-        self._answer(result)
-        wait_status = os.waitpid(child, 0)[1] if self.network is None \
-            else self.network.wait_sandbox(child, self.log)
-        last = _read_message(status_file)
-        status = self._exit_status(wait_status, last)
-        ended = None if self.network is None else self.network.helper_ended
-        if ended is not None:
-            status = msgspec.structs.replace(
-                status, error=ended if not status.error else f"{ended}; {status.error}")
+        limits = self.cgroup.note if nproc is None else \
+            f"{self.cgroup.note} (processes: capped at {nproc} per sandbox uid by RLIMIT_NPROC)"
+        return LaunchResult(version=PROTOCOL_VERSION, pid=os.getpid(), backend=p.backend,
+                            sandbox_pid=self.child, started_at=time.time(),
+                            root_mode=root_mode, limits=limits, network=network,
+                            policy=policy, id_map=self.id_map,
+                            seccomp=seccomp.FILTER_NAME if filtered else None)
+
+    def _wait_sandbox(self, status_file: IO[bytes]) -> ExitStatus:
+        """Wait for the sandbox to end; its status, with why a helper ended or the OOM killer
+        struck in front of its error."""
+        wait_status = os.waitpid(self.child, 0)[1] if self.network is None \
+            else self.network.wait_sandbox(self.child, self.log)
+        status = exit_status(wait_status, read_message(status_file))
+        if self.network is not None:
+            status = with_cause(status, self.network.helper_ended)
         if oom_kills(self.cgroup):  # read before the leaf goes; exit.json outlives the daemon
-            oom = oom_message(p.memory_mib)
-            status = msgspec.structs.replace(
-                status, error=oom if not status.error else f"{oom}; {status.error}")
+            status = with_cause(status, oom_message(self.params.memory_mib))
+        return status
+
+    def _finish(self, status: ExitStatus) -> int:
+        """Tear down what the sandbox used, record its end; returns the workload's code."""
         self.stop_network()
         self.record_exit(status)
         remove_leaf(self.cgroup)
         how = f"killed by signal {status.signal}, " if status.signal else ""
-        self.log(f"sandbox {p.name} ended: {how}exit code {status.exit_code}"
+        self.log(f"sandbox {self.params.name} ended: {how}exit code {status.exit_code}"
                  + (f" ({status.error})" if status.error else ""))
         return status.exit_code
 
-    def _build_root(self) -> tuple[Literal["overlay", "directory"], str]:
+    def _build_root(self) -> tuple[RootMode, str]:
         """Namespaces + the root at ``merged``; returns (root mode, root path for libkrun)."""
         p = self.params
         if p.backend == "host":  # the host's own root, as it is
@@ -296,6 +258,10 @@ class Launcher:
         if os.geteuid() != 0 or self.params.backend != "namespace":
             raise SetupFailed("id map", "id_shift needs a root launcher and the namespace "
                               "backend")
+        # Imported here, still as host root with the host's files: only an id-shifted launcher
+        # needs them, and every module imported at start costs each launcher's start.
+        from vmm_ffi.exit_recorder import ExitRecorder
+        from vmm_ffi.network.bridge_leases import release as release_bridge
         try:
             sc.unshare(sc.CLONE_NEWNS)
         except OSError as exc:
@@ -346,47 +312,6 @@ class Launcher:
                 os.kill(self.child, signum)
             except ProcessLookupError:
                 pass
-
-    def _exit_status(self, child_status: int, last: dict[str, object]) -> ExitStatus:
-        now = time.time()
-        raw = last.get("status")
-        status = raw if isinstance(raw, int) else child_status
-        error = last.get("error") or last.get("exec_error")
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            return ExitStatus(exit_code=128 + sig, signal=sig, finished_at=now,
-                              error=str(error) if error else None)
-        return ExitStatus(exit_code=os.WEXITSTATUS(status), finished_at=now,
-                          error=str(error) if error else None)
-
-
-def describe_id_map(params: LaunchParams, uid: int, gid: int) -> str:
-    """Sandbox ids -> host ids for a launcher started as ``uid``, as ``inspect`` shows them."""
-    if params.backend == "host":
-        return "none (a host process)"
-    if params.backend == "libkrun":
-        return "the VM's own"
-    if params.id_shift is not None:
-        u, g = params.id_shift.uid_base, params.id_shift.gid_base
-        gids = "" if g == u else f" (gids -> {g}-{g + userns.ROOT_ID_RANGE - 1})"
-        return f"0-{userns.ROOT_ID_RANGE - 1} -> {u}-{u + userns.ROOT_ID_RANGE - 1}{gids}"
-    if uid == 0:
-        return f"0-{userns.ROOT_ID_RANGE - 1} -> 0-{userns.ROOT_ID_RANGE - 1} (host ids)"
-    wide = userns.user_maps(uid, gid)
-    if wide is None:
-        return f"0 -> {uid}"
-    return f"0 -> {uid}, 1-{wide.count} -> {wide.uid_start}-{wide.uid_start + wide.count - 1}"
-
-
-def _read_message(stream: object) -> dict[str, object]:
-    line = stream.readline()  # type: ignore[attr-defined]
-    if not line:
-        return {}
-    try:
-        value = msgspec.json.decode(line)
-    except msgspec.DecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def main(argv: list[str] | None = None) -> int:

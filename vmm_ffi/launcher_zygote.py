@@ -28,10 +28,15 @@ import socket
 import sys
 from typing import Any
 
-from vmm_ffi import launcher, seccomp
+from vmm_ffi import exit_recorder, launcher, seccomp
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import LauncherError
+from vmm_ffi.network import bridge_leases
 from vmm_ffi.params import EXIT_SETUP_FAILED
+
+# The launcher imports these only when it needs them (an id shift, a bridge), not at a fresh
+# start; the zygote imports them once, so every launcher it forks shares them.
+PRELOADED = (exit_recorder, bridge_leases)
 
 FDS = 2
 MAX_MESSAGE = 1 << 16

@@ -81,8 +81,9 @@ NetworkMode = Literal["host", "none", "pasta", "slirp4netns", "bridge"]
 
 
 class BridgeParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A root daemon's bridge (``vmm_ffi.bridge``): its state dir (``<home>/network``: leases,
-    lock), the tag naming its bridge/veths/table, and the configured subnet (None: chosen)."""
+    """A root daemon's bridge (``vmm_ffi.network.bridge``): its state dir (``<home>/network``:
+    leases, lock), the tag naming its bridge/veths/table, and the configured subnet (None:
+    chosen)."""
 
     state_dir: AbsPath
     tag: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{6}$")]
@@ -90,7 +91,7 @@ class BridgeParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """What an own-netns sandbox may reach (``vmm_ffi.netpolicy``): ``mode``, the engine's
+    """What an own-netns sandbox may reach (``vmm_ffi.network.policy``): ``mode``, the engine's
     host loopback port (shown at the sandbox's ``127.0.0.1``), ``allow`` / ``deny`` entries
     (``<IP or CIDR>[:<port>[-<port>]]``) and ``auto_allow`` (the daemon's proxy, registry
     mirror, a remote engine: allowed under every mode but ``none``, deny notwithstanding)."""
@@ -117,10 +118,10 @@ class LaunchParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ``env`` is exactly the workload's environment: nothing of the launcher's own leaks in.
     ``merged`` is the host directory where the root is mounted (created by the daemon).
     ``network`` (namespace backend): ``pasta`` = an own network namespace connected by pasta
-    (``vmm_ffi.network``; ``pasta`` names its binary), ``slirp4netns`` = the same connected by
-    slirp4netns (``slirp4netns`` names its binary), ``bridge`` = the same on a root daemon's
-    bridge (``bridge`` says which; no helper process), ``none`` = an own namespace with loopback
-    only (no helper), ``host`` = the host's. ``policy`` says what an own namespace reaches.
+    (``vmm_ffi.network.helper``; ``pasta`` names its binary), ``slirp4netns`` = the same
+    connected by slirp4netns (``slirp4netns`` names its binary), ``bridge`` = the same on a root
+    daemon's bridge (``bridge`` says which; no helper process), ``none`` = an own namespace with
+    loopback only (no helper), ``host`` = the host's. ``policy`` says what an own namespace reaches.
     ``cgroup``: a delegated cgroup v2 directory to create the sandbox's cgroup under; ``None``
     lets the launcher use its own cgroup when that is v2 and writable (cgroup v1: a root launcher
     makes its own leaves). ``pids_max`` caps the sandbox's processes + threads. When limits cannot be
@@ -176,7 +177,7 @@ class LaunchResult(msgspec.Struct, frozen=True, kw_only=True):
     root_mode: Literal["overlay", "directory"]
     limits: str
     network: Literal["host", "none", "pasta", "slirp4netns", "bridge", "tsi"] = "host"
-    policy: str = ""  # the network policy in force, one line (netpolicy.describe)
+    policy: str = ""  # the network policy in force, one line (network.policy.describe)
     id_map: str = ""  # "0-65535 -> 100000-165535": sandbox ids -> host ids
     seccomp: str | None = None
 

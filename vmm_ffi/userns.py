@@ -20,7 +20,7 @@ import msgspec
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import SetupFailed
 from vmm_ffi.idmap import ID_RANGE, map_lines, remove_tree_here
-from vmm_ffi.params import IdShift
+from vmm_ffi.params import IdShift, LaunchParams
 
 # Root on the host maps a whole 16-bit range so images' own users (apt's _apt, nobody) and
 # chown work; the sandbox's root is host root only for file ownership, its capabilities stay
@@ -158,6 +158,24 @@ def unshare_with_id_map(flags: int, shift: IdShift | None = None) -> None:
         os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+
+
+def describe_id_map(params: LaunchParams, uid: int, gid: int) -> str:
+    """Sandbox ids -> host ids for a launcher started as ``uid``, as ``inspect`` shows them."""
+    if params.backend == "host":
+        return "none (a host process)"
+    if params.backend == "libkrun":
+        return "the VM's own"
+    if params.id_shift is not None:
+        u, g = params.id_shift.uid_base, params.id_shift.gid_base
+        gids = "" if g == u else f" (gids -> {g}-{g + ROOT_ID_RANGE - 1})"
+        return f"0-{ROOT_ID_RANGE - 1} -> {u}-{u + ROOT_ID_RANGE - 1}{gids}"
+    if uid == 0:
+        return f"0-{ROOT_ID_RANGE - 1} -> 0-{ROOT_ID_RANGE - 1} (host ids)"
+    wide = user_maps(uid, gid)
+    if wide is None:
+        return f"0 -> {uid}"
+    return f"0 -> {uid}, 1-{wide.count} -> {wide.uid_start}-{wide.uid_start + wide.count - 1}"
 
 
 def remove_as_mapped_root(path: str) -> None:

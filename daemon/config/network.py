@@ -8,7 +8,7 @@ Either a policy name or a mapping::
       allow: [127.0.0.1:5432, 10.1.0.0/16:8000-8100]
       deny: [203.0.113.0/24]
 
-What each policy reaches is ``vmm_ffi.netpolicy``'s. A worker's ``policy`` replaces the
+What each policy reaches is ``vmm_ffi.network.policy``'s. A worker's ``policy`` replaces the
 daemon's; its ``allow`` / ``deny`` are added to the daemon's. ``host`` takes no lists (there is
 no namespace of the sandbox's own to filter). Every problem is a ``ValueError`` whose message
 names the key and the value.
@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from vmm_ffi.netpolicy import PolicyError, parse_rules
+from vmm_ffi.network.policy import PolicyError, parse_rules
 
 POLICIES = ("none", "engine", "egress", "host")
 ALIASES = {"auto": "egress"}  # the setting's value before policies existed

@@ -14,9 +14,9 @@ import msgspec
 
 from daemon.errors import InvalidArgument, Unavailable
 from vmm_ffi.availability import Setting, select_backend
-from vmm_ffi.bridge import bridge_problem
 from vmm_ffi.errors import BackendUnavailable
-from vmm_ffi.network import TUN_FIX, find_helper, find_slirp4netns, tun_problem
+from vmm_ffi.network.bridge import bridge_problem
+from vmm_ffi.network.helper import TUN_FIX, find_helper, find_slirp4netns, tun_problem
 from vmm_ffi.params import Backend, IdShift
 
 ISOLATION_SETTINGS = ("auto", "libkrun", "namespace")

@@ -36,9 +36,9 @@ from daemon.sandboxes.procinfo import (
     read_pid_record,
     write_pid_record,
 )
-from vmm_ffi.codesign import CodesignFailed, launcher_interpreter
 from vmm_ffi.errors import LaunchFailed
 from vmm_ffi.launch import LAUNCH_TIMEOUT_S, read_exit, spawn_launcher
+from vmm_ffi.libkrun.codesign import CodesignFailed, launcher_interpreter
 from vmm_ffi.params import ExitStatus, LaunchParams, LaunchResult
 
 STOP_TIMEOUT_S = 10.0  # SIGTERM → SIGKILL (SPEC §9 default)

@@ -20,7 +20,7 @@ from daemon.sandboxes import BootSpec, NetworkChoice, choose_backend, choose_ids
 from daemon.sandboxes.netpolicy import build_policy
 from daemon.workers.image_user import resolve_user
 from manifests import ManifestError, WorkerSpec, load_worker
-from vmm_ffi.bridge import BridgeError, check_subnet, names, tag_of
+from vmm_ffi.network.bridge import BridgeError, check_subnet, names, tag_of
 from vmm_ffi.params import Backend, BridgeParams, NetworkPolicy
 
 

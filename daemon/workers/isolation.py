@@ -15,8 +15,8 @@ from daemon.config.settings import DaemonSettings
 from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.procinfo import read_pid_record
 from daemon.sandboxes.subids import ID_RANGE, SANDBOX_USER, SUBUID, parse_ranges
-from vmm_ffi.bridge import bridge_problem, names, tag_of
-from vmm_ffi.network import find_helper, tun_problem
+from vmm_ffi.network.bridge import bridge_problem, names, tag_of
+from vmm_ffi.network.helper import find_helper, tun_problem
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 

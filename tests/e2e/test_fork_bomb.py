@@ -13,7 +13,7 @@ import pytest
 from tests.support.pid_ns import tasks_in_pid_ns
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
-from vmm_ffi.cgroups import DEFAULT_PIDS_MAX
+from vmm_ffi.cgroups.limits import DEFAULT_PIDS_MAX
 
 pytestmark = pytest.mark.host_exclusive  # the bomb loads the whole machine until it is capped
 

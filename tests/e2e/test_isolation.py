@@ -13,7 +13,7 @@ import pytest
 from daemon.sandboxes.subids import SANDBOX_USER, SUBUID, parse_ranges
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
-from vmm_ffi.network import find_slirp4netns, tun_problem
+from vmm_ffi.network.helper import find_slirp4netns, tun_problem
 
 
 def host_uid(pid: int) -> int:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
-from vmm_ffi.cgroups import is_v2
+from vmm_ffi.cgroups.limits import is_v2
 
 pytestmark = [
     pytest.mark.host_exclusive,  # cpu quotas are measured against the clock

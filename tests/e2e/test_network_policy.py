@@ -17,7 +17,7 @@ from tests.support.daemon import launchers_of
 from tests.support.projects import make_shell_project
 from tests.support.proxy import tcp_service
 from tests.support.wait import wait_until
-from vmm_ffi.network import find_pasta, find_slirp4netns, tun_problem
+from vmm_ffi.network.helper import find_pasta, find_slirp4netns, tun_problem
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(tun_problem() is not None, reason="/dev/net/tun is not ours")]
@@ -143,7 +143,7 @@ def test_a_killed_helper_is_logged_and_the_worker_is_back_on_the_engine(
 @pytest.mark.skipif(os.geteuid() != 0, reason="the bridge is a root daemon's")
 def test_after_kill9_of_everything_the_restarted_daemon_sweeps_its_bridge(
         daemon_factory, busybox_image: str, iii_home: Path, tmp_path: Path) -> None:
-    from vmm_ffi import bridge as br
+    from vmm_ffi.network import bridge as br
 
     project = make_shell_project(tmp_path, busybox_image, "gone", start="exec sleep 1000")
     daemon = daemon_factory()
@@ -166,7 +166,7 @@ def test_after_kill9_of_everything_the_restarted_daemon_sweeps_its_bridge(
 @pytest.mark.skipif(os.geteuid() != 0, reason="the bridge is a root daemon's")
 def test_a_subnet_overlapping_a_host_route_is_one_line_naming_it(
         daemon_factory, busybox_image: str, iii_home: Path, tmp_path: Path) -> None:
-    from vmm_ffi import bridge as br
+    from vmm_ffi.network import bridge as br
 
     # a route of the host itself, not of a bridge another test or daemon may remove meanwhile
     route = next(net for net, dev in br.host_routes() if not dev.startswith("iii-"))

@@ -14,7 +14,7 @@ import pytest
 from tests.support.daemon import DaemonProcess, kill_sandboxes
 from tests.support.projects import make_shell_project
 from tests.support.wait import wait_until
-from vmm_ffi.network import tun_problem
+from vmm_ffi.network.helper import tun_problem
 
 SEED_SETUP = "apt-get update && apt-get install -y build-essential"
 APT_TIMEOUT_S = 900.0

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.wait import wait_until
-from vmm_ffi.network import tun_problem
+from vmm_ffi.network.helper import tun_problem
 
 III_CLI = str(Path(sys.executable).with_name("iii"))
 DAEMON_START_TIMEOUT_S = 20.0

@@ -15,9 +15,9 @@ import pytest
 from tests.support.libkrun_double import build_libkrun_double
 from tests.support.rootfs import make_busybox_rootfs
 from tests.support.wait import wait_until
-from vmm_ffi.cgroup_leaf import sweep_stale
-from vmm_ffi.cgroups import CGROUP_ROOT
-from vmm_ffi.cgroups_v1 import v1_parents
+from vmm_ffi.cgroups.leaf import sweep_stale
+from vmm_ffi.cgroups.limits import CGROUP_ROOT
+from vmm_ffi.cgroups.v1 import v1_parents
 from vmm_ffi.launch import read_exit, spawn_launcher, tail_lines
 from vmm_ffi.params import ExitStatus, LaunchParams, LaunchResult, OverlayRoot
 

@@ -1,4 +1,4 @@
-"""A root launcher's bridge network (vmm_ffi.bridge), from inside real sandboxes: the policy
+"""A root launcher's bridge network (vmm_ffi.network.bridge), from inside real sandboxes: the policy
 holds with no helper process, and nothing (veth, lease, table, bridge) outlives the sandboxes,
 also after ``kill -9``. Every test has its own state dir, so its own tag: bridge, veths and
 table are its own, never another test's or daemon's."""
@@ -20,8 +20,9 @@ from tests.support.wait import wait_until
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from tests.vmm_ffi.test_launcher_network import _children, _cmdline
 from tests.vmm_ffi.test_network_policy import probe, run_probes
-from vmm_ffi import bridge as br
 from vmm_ffi.errors import LaunchFailed
+from vmm_ffi.network import bridge as br
+from vmm_ffi.network import bridge_leases
 from vmm_ffi.params import BridgeParams, IdShift, NetworkPolicy
 
 pytestmark = pytest.mark.skipif(
@@ -35,7 +36,7 @@ def bridge(tmp_path: Path, sandboxes: Sandboxes) -> Iterator[dict[str, Any]]:
     params = BridgeParams(state_dir=str(tmp_path / "network"), tag=br.tag_of(str(tmp_path)))
     yield {"network": "bridge", "bridge": params, "id_shift": SHIFT}
     sandboxes.close()  # first: a failed test's launchers (killed with their recorders) ...
-    br.sweep(params)  # ... leave stale leases, swept here with this test's bridge
+    bridge_leases.sweep(params)  # ... leave stale leases, swept here with this test's bridge
 
 
 def leftovers(params: BridgeParams) -> dict[str, object]:
@@ -128,7 +129,7 @@ def test_nothing_outlives_kill9_and_fifty_cycles(sandboxes: Sandboxes,
     os.killpg(result.pid, signal.SIGKILL)
     wait_until(lambda: not leftovers(params)["veths"], 20, "the veth to go with the netns")
     assert leftovers(params)["bridge"] and leftovers(params)["leases"]  # stale, not yet swept
-    assert br.sweep(params) is True
+    assert bridge_leases.sweep(params) is True
     assert leftovers(params) == NOTHING
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from vmm_ffi import cgroups
-from vmm_ffi.cgroup_leaf import CgroupPlan, remove_leaf
-from vmm_ffi.cgroups import apply_limits, oom_kills, oom_message
-from vmm_ffi.cgroups_v1 import apply_v1
+from vmm_ffi.cgroups import limits as cgroups
+from vmm_ffi.cgroups.leaf import CgroupPlan, remove_leaf
+from vmm_ffi.cgroups.limits import apply_limits, oom_kills, oom_message
+from vmm_ffi.cgroups.v1 import apply_v1
 
 
 def fake_v2(tmp_path: Path, own: str, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from vmm_ffi.codesign import SIGNED_NAME, CodesignFailed, ensure_signed_interpreter, interpreter_env
+from vmm_ffi.libkrun.codesign import (
+    SIGNED_NAME,
+    CodesignFailed,
+    ensure_signed_interpreter,
+    interpreter_env,
+)
 
 FAKE_CODESIGN = """#!/bin/sh
 printf '%s\\n' "$*" >> "{record}"

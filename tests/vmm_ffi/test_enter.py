@@ -12,7 +12,7 @@ import pytest
 from tests.vmm_ffi.conftest import Sandboxes
 from vmm_ffi.enter import EnterSpec
 from vmm_ffi.launch import launcher_python_path
-from vmm_ffi.network import find_pasta, tun_problem
+from vmm_ffi.network.helper import find_pasta, tun_problem
 from vmm_ffi.params import IdShift, LaunchResult
 
 ENTER_TIMEOUT_S = 20

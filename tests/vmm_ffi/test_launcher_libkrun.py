@@ -16,7 +16,7 @@ from tests.support.libkrun_double import read_calls
 from tests.support.wait import wait_until
 from tests.vmm_ffi.conftest import SANDBOX_ENV, Sandboxes
 from vmm_ffi.errors import LaunchFailed, VmmError
-from vmm_ffi.libkrun import Libkrun, configure
+from vmm_ffi.libkrun.binding import Libkrun, configure
 
 CALL_ORDER = ["krun_set_log_level", "krun_create_ctx", "krun_set_vm_config", "krun_set_root",
               "krun_set_workdir", "krun_set_exec", "krun_set_port_map", "krun_set_rlimits",

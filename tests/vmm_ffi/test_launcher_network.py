@@ -1,5 +1,5 @@
 """The namespace sandbox's own network namespace, connected by a real pasta or (the second
-choice) a real slirp4netns (vmm_ffi.network): outbound and host-loopback traffic works, the
+choice) a real slirp4netns (vmm_ffi.network.helper): outbound and host-loopback traffic works, the
 host's netns-scoped surface does not."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from tests.support.rootfs import extract_python_rootfs
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from vmm_ffi.errors import LaunchFailed
-from vmm_ffi.network import find_pasta, find_slirp4netns, tun_problem
+from vmm_ffi.network.helper import find_pasta, find_slirp4netns, tun_problem
 from vmm_ffi.params import DirectoryRoot, NetworkPolicy
 
 pytestmark = pytest.mark.skipif(tun_problem() is not None, reason="/dev/net/tun is not ours")

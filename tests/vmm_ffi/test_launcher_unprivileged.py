@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.rootfs import make_busybox_rootfs
 from vmm_ffi.launch import launcher_python_path
-from vmm_ffi.network import find_pasta
+from vmm_ffi.network.helper import find_pasta
 from vmm_ffi.params import (
     LaunchParams,
     NetworkPolicy,

@@ -15,8 +15,8 @@ import pytest
 
 from tests.support.wait import wait_until
 from tests.vmm_ffi.conftest import Sandboxes
-from vmm_ffi.cgroup_leaf import read_keyed
-from vmm_ffi.cgroups import CGROUP_ROOT, is_v2
+from vmm_ffi.cgroups.leaf import read_keyed
+from vmm_ffi.cgroups.limits import CGROUP_ROOT, is_v2
 
 pytestmark = [
     pytest.mark.host_exclusive,  # cpu quotas are measured against the clock

@@ -1,4 +1,4 @@
-"""Parsing allow/deny entries and compiling a policy (vmm_ffi.netpolicy); enforcement is
+"""Parsing allow/deny entries and compiling a policy (vmm_ffi.network.policy); enforcement is
 tested from inside real sandboxes in test_network_policy."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from vmm_ffi.netpolicy import HostView, PolicyError, Rule, compile_policy, parse_rule
+from vmm_ffi.network.policy import HostView, PolicyError, Rule, compile_policy, parse_rule
 
 GOOD = [
     ("10.0.0.0/8", "10.0.0.0/8", None),

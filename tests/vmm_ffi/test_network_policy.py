@@ -1,4 +1,4 @@
-"""The network policy (vmm_ffi.netpolicy), checked from inside real sandboxes through a real
+"""The network policy (vmm_ffi.network.policy), checked from inside real sandboxes through a real
 pasta and a real slirp4netns: what each policy reaches, allow/deny, the auto-allowed proxy,
 the dropped CAP_NET_ADMIN, and a network helper that dies."""
 
@@ -17,10 +17,11 @@ from tests.support.proxy import connect_proxy, tcp_service
 from tests.support.wait import wait_until
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from tests.vmm_ffi.test_launcher_network import _children, _cmdline
-from vmm_ffi import bridge as br
 from vmm_ffi.errors import LaunchFailed
 from vmm_ffi.launch import read_exit, spawn_launcher
-from vmm_ffi.network import find_pasta, find_slirp4netns, tun_problem
+from vmm_ffi.network import bridge as br
+from vmm_ffi.network import bridge_leases
+from vmm_ffi.network.helper import find_pasta, find_slirp4netns, tun_problem
 from vmm_ffi.params import BindMount, BridgeParams, IdShift, NetworkPolicy
 
 pytestmark = pytest.mark.skipif(tun_problem() is not None, reason="/dev/net/tun is not ours")
@@ -43,7 +44,7 @@ def helper(request: pytest.FixtureRequest, tmp_path: Path,
         params = BridgeParams(state_dir=str(tmp_path / "network"), tag=br.tag_of(str(tmp_path)))
         yield {"network": "bridge", "bridge": params, "id_shift": SHIFT}
         sandboxes.close()  # a failed test's launchers first: then their leases are stale
-        br.sweep(params)
+        bridge_leases.sweep(params)
         return
     binary = HELPERS[request.param]
     if binary is None:

@@ -13,7 +13,7 @@ import pytest
 from tests.support.pid_ns import tasks_in_pid_ns
 from tests.support.wait import wait_until
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
-from vmm_ffi.cgroups import CGROUP_ROOT_ENV
+from vmm_ffi.cgroups.limits import CGROUP_ROOT_ENV
 from vmm_ffi.params import IdShift
 
 CAP = 64

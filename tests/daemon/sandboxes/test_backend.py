@@ -6,8 +6,8 @@ import pytest
 
 from daemon.errors import InvalidArgument, Unavailable
 from daemon.sandboxes.backend import NetworkChoice, choose_backend, choose_network
-from vmm_ffi.bridge import bridge_problem
-from vmm_ffi.network import tun_problem
+from vmm_ffi.network.bridge import bridge_problem
+from vmm_ffi.network.helper import tun_problem
 
 
 def test_namespace_setting_gives_namespace() -> None:
@@ -62,7 +62,7 @@ def test_network_prefers_pasta_then_slirp4netns(tmp_path: Path) -> None:
 
 def test_a_tun_device_we_may_not_open_gives_its_fix_once(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("vmm_ffi.network.TUN", str(tmp_path / "no-tun"))
+    monkeypatch.setattr("vmm_ffi.network.helper.TUN", str(tmp_path / "no-tun"))
     pasta = tmp_path / "pasta"
     pasta.write_text("#!/bin/sh\n")
     pasta.chmod(0o755)

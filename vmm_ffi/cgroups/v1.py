@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from vmm_ffi.cgroup_leaf import (
+from vmm_ffi.cgroups.leaf import (
     CPU_PERIOD_US,
     CgroupPlan,
     read_keyed,

@@ -13,7 +13,7 @@ import sys
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import LauncherError
-from vmm_ffi.libkrun import Libkrun, configure, start_enter
+from vmm_ffi.libkrun.binding import Libkrun, configure, start_enter
 from vmm_ffi.params import EXIT_SETUP_FAILED, LaunchParams
 from vmm_ffi.sandbox_init import FORWARDED_SIGNALS, guard_parent_death, send
 from vmm_ffi.seccomp import set_no_new_privs

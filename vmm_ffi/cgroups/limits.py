@@ -4,7 +4,7 @@ v2: ``LaunchParams.cgroup`` names a delegated directory we may create children i
 the launcher's own cgroup is used, or its parent when the launcher was started from the
 daemon's leaf (``DAEMON_LEAF``: v2 forbids processes in a cgroup that has controller-enabled
 children, so the daemon keeps itself in ``<delegated>/daemon`` and each sandbox gets a sibling).
-v1 (``cgroups_v1``): a root launcher makes one leaf per controller.
+v1 (``vmm_ffi.cgroups.v1``): a root launcher makes one leaf per controller.
 
 The launcher moves itself into the leaf before it forks the sandbox, so every sandbox process is
 accounted there, and reads the OOM-kill count before it removes the leaf (``oom_kills``), so a
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 
-from vmm_ffi.cgroup_leaf import CPU_PERIOD_US, CgroupPlan, read_keyed, sweep_stale, write
-from vmm_ffi.cgroups_v1 import apply_v1, v1_oom_kills
+from vmm_ffi.cgroups.leaf import CPU_PERIOD_US, CgroupPlan, read_keyed, sweep_stale, write
+from vmm_ffi.cgroups.v1 import apply_v1, v1_oom_kills
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP_ROOT_ENV = "III_LAUNCHER_CGROUP_ROOT"  # where the launcher looks instead (bench, tests)

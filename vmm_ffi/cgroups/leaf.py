@@ -1,6 +1,6 @@
 """A sandbox's leaf cgroups, whichever version: the plan the launcher keeps, the files it writes
 and reads, and removal (its own at exit, a dead launcher's at the next start). Shared by the v2
-code in ``cgroups`` and the v1 code in ``cgroups_v1``, which both import it (and not each other).
+code in ``cgroups.limits`` and the v1 code in ``cgroups.v1``, which both import it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ A namespace sandbox that shared the host's network namespace could reach everyth
 it rather than by the file system: abstract unix sockets (a shim's, a desktop bus), netlink,
 the host's interfaces. So the launcher unshares a network namespace along with the others and a
 pasta process, its child, connects it. What the sandbox may reach is its policy's
-(``vmm_ffi.netpolicy``; ``egress`` by default):
+(``vmm_ffi.network.policy``; ``egress`` by default):
 
 - outbound traffic (installs through the host's proxy) leaves through pasta's NAT, filtered by
   the policy's rules in the sandbox's own namespace;

@@ -1,6 +1,6 @@
-"""One namespace sandbox's own network, from plan to stop: its policy (``vmm_ffi.netpolicy``)
+"""One namespace sandbox's own network, from plan to stop: its policy (``vmm_ffi.network.policy``)
 and what connects it: nothing (``none``), a helper process (pasta, slirp4netns:
-``vmm_ffi.network``) or a root daemon's bridge (``vmm_ffi.bridge``).
+``vmm_ffi.network.helper``) or a root daemon's bridge (``vmm_ffi.network.bridge``).
 
 The launcher calls, in order: ``SandboxNetwork.plan()`` while still in the host's namespaces
 (reads the host's addresses, forks the helper or the bridge attach), ``after_unshare()`` once
@@ -16,13 +16,22 @@ import select
 import signal
 import sys
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from vmm_ffi.bridge import SANDBOX_IF, BridgeAttach, BridgeError
 from vmm_ffi.errors import SetupFailed
-from vmm_ffi.netpolicy import (
+from vmm_ffi.network.bridge import SANDBOX_IF, BridgeError
+from vmm_ffi.network.helper import (
+    PASTA_HINT,
+    SLIRP_GATEWAY,
+    SLIRP_LOG,
+    SLIRP_TAP,
+    NetworkHelper,
+    find_pasta,
+    find_slirp4netns,
+)
+from vmm_ffi.network.policy import (
     CompiledPolicy,
     HostView,
     PolicyError,
@@ -35,16 +44,10 @@ from vmm_ffi.netpolicy import (
     load_rules,
     loopback_up,
 )
-from vmm_ffi.network import (
-    PASTA_HINT,
-    SLIRP_GATEWAY,
-    SLIRP_LOG,
-    SLIRP_TAP,
-    NetworkHelper,
-    find_pasta,
-    find_slirp4netns,
-)
 from vmm_ffi.params import BridgeParams, LaunchParams
+
+if TYPE_CHECKING:
+    from vmm_ffi.network.bridge_leases import BridgeAttach
 
 
 class SandboxNetwork:
@@ -92,6 +95,8 @@ class SandboxNetwork:
             if p.bridge is None or p.id_shift is None or os.geteuid() != 0:
                 raise SetupFailed("network", "the bridge needs a root launcher with id_shift "
                                   "and bridge params (a root daemon)")
+            # only a root daemon's bridge sandboxes need it: not imported at every start
+            from vmm_ffi.network.bridge_leases import BridgeAttach
             self.bridge = BridgeAttach.fork(p.bridge, forward)
         elif p.network == "slirp4netns":
             slirp = p.slirp4netns or find_slirp4netns()
