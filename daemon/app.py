@@ -53,10 +53,10 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     Register anything that must be closed on ``stack``; the worker service's ``aclose`` is
     called by :func:`serve_daemon` before the listener is closed.
     """
+    from daemon.api.engine_bus import EngineApi
     from daemon.api.methods import EventMethods, ImageMethods
     from daemon.background import BackgroundTasks
     from daemon.config.store import ConfigStore
-    from daemon.engine.functions import EngineApi
     from daemon.engine.roster import EngineRoster
     from daemon.engine.session import EngineSession
     from daemon.ephemeral import SandboxEngineApi

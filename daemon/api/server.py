@@ -30,7 +30,7 @@ import msgspec
 
 from client.protocol.constants import MAX_LINE_BYTES, ErrorCode
 from daemon.api.rpc import Dispatcher, encode_error, encode_notification
-from daemon.api.services import ClientGone
+from daemon.notify import ClientGone
 
 __all__ = ["RpcServer", "ServerLimits", "peer_uid"]
 
@@ -67,7 +67,7 @@ _CLOSE = object()
 
 
 class _Notifier:
-    """The :class:`daemon.api.services.Notify` of one request line on one connection.
+    """The :class:`daemon.notify.Notify` of one request line on one connection.
 
     Streams spawned while the request runs are held back until its reply is queued, so a client
     always sees the response before the stream's notifications (batches included).

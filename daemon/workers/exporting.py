@@ -12,8 +12,6 @@ from client.protocol.messages import (
     WorkerKubernetesParams,
     WorkerKubernetesResult,
 )
-from daemon.api.progress import progress_relay
-from daemon.api.services import Notify
 from daemon.config.entries import WorkerEntry, WorkerKind
 from daemon.config.env import flatten_config
 from daemon.config.settings import DaemonSettings
@@ -28,9 +26,11 @@ from daemon.export.service import (
     export_to_oci,
 )
 from daemon.images import ImageStore
+from daemon.notify import Notify
 from daemon.sandboxes import SandboxLayout
 from daemon.workers.boot_specs import load_project
 from daemon.workers.launch import WorkerLauncher
+from daemon.workers.progress import progress_relay
 from daemon.workers.runtime import JobControl
 from daemon.workers.supervisor import Supervisor
 from vmm_ffi.statefiles import write_atomic

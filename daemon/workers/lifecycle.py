@@ -39,8 +39,6 @@ from client.protocol.messages import (
     WorkerStartParams,
     WorkerStopParams,
 )
-from daemon.api.progress import ProgressRelay, progress_relay
-from daemon.api.services import ClientGone, Notify
 from daemon.config.entries import WorkerEntry, WorkerKind
 from daemon.config.settings import DaemonSettings
 from daemon.config.store import ConfigStore
@@ -54,6 +52,7 @@ from daemon.errors import (
 )
 from daemon.events import EventBus
 from daemon.images import ImageStore
+from daemon.notify import ClientGone, Notify
 from daemon.sandboxes import SandboxLayout
 from daemon.workers.boot_specs import load_project
 from daemon.workers.desired import ADDING_FLAG, IDLE, Why, desired_path
@@ -62,6 +61,7 @@ from daemon.workers.exporting import export_worker, kubernetes_yaml
 from daemon.workers.isolation import sandbox_isolation
 from daemon.workers.launch import WorkerLauncher
 from daemon.workers.logs import follow, tail
+from daemon.workers.progress import ProgressRelay, progress_relay
 from daemon.workers.state import WorkerState
 from daemon.workers.supervisor import JobControl, Supervisor, WorkerRuntime
 from daemon.workers.targets import TargetKind, classify_target, name_problem

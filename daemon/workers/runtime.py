@@ -14,7 +14,7 @@ from daemon.workers.state import WorkerState
 
 
 class BootSink(Protocol):
-    """Where a launch reports its progress (``daemon.api.progress.ProgressRelay`` is one)."""
+    """Where a launch reports its progress (``daemon.workers.progress.ProgressRelay`` is one)."""
 
     def boot(self, phase: BootPhase, message: str) -> None: ...
 
