@@ -96,7 +96,8 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
                         sandbox_calls=sandbox_calls(sandboxes))
     api = EngineApi(services, events, engine_control=settings.engine_control)
     session.serve({**api.functions(), **SandboxEngineApi(sandboxes).functions()}, api)
-    autopilot = Autopilot(settings, store, supervisor, events, session, roster, tasks, api=api)
+    autopilot = Autopilot(settings, store, supervisor, events, session, roster, tasks,
+                          layout=launcher.layout, api=api)
     session.listen(on_up=autopilot.engine_up, on_down=autopilot.engine_down)
     store.listen(autopilot.config_changed)
     adopted = await autopilot.reattach()

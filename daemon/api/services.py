@@ -13,8 +13,8 @@ Notifications: methods that report progress or stream (``add``, ``start``, ``res
 Progress notifications sent before the method returns reach the client before the response.
 Streams that outlive the request (``logs`` with ``follow``, ``events.subscribe``) hand a coroutine
 to ``notify.spawn(...)``: the connection owns that task, starts it once the response is queued
-and cancels it when the client goes away. ``notify`` raises :class:`~daemon.notify.ClientGone` once the client
-has disconnected.
+and cancels it when the client goes away. ``notify`` raises
+:class:`~daemon.notify.ClientGone` once the client has disconnected.
 """
 
 from __future__ import annotations

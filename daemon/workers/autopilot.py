@@ -9,7 +9,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -100,14 +100,13 @@ class Autopilot:
 
     def __init__(self, settings: DaemonSettings, store: ConfigStore, supervisor: Supervisor,
                  events: EventBus, session: EngineSession, roster: EngineRoster,
-                 tasks: BackgroundTasks, *, api: LifecycleTriggers | None = None) -> None:
+                 tasks: BackgroundTasks, *, layout: Callable[[str], SandboxLayout],
+                 api: LifecycleTriggers | None = None) -> None:
         self.settings, self.store, self.supervisor = settings, store, supervisor
         self.events, self.session, self.roster = events, session, roster
         self.tasks, self.api = tasks, api
+        self.layout = layout  # WorkerLauncher.layout: where a worker's sandbox lives
         self._grace_fired = False
-
-    def layout(self, name: str) -> SandboxLayout:
-        return SandboxLayout(self.settings.home, name)
 
     # -- start-up ------------------------------------------------------------------------------
 

@@ -86,7 +86,7 @@ class ResolvedBoot:
     warnings: list[str]
 
 
-async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSettings,
+async def resolve_boot(entry: WorkerEntry, settings: DaemonSettings,
                        images: ImageStore, pull_progress: ProgressCallback | None = None,
                        *, refresh: bool = False) -> ResolvedBoot:
     """Load the manifest (local) or image config (OCI), pull the image, choose the backend.
@@ -97,6 +97,7 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
     Raises ``InvalidState`` for config and binary entries, ``InvalidProject``, ``ImageError``,
     ``Unavailable`` (isolation) or ``InvalidArgument`` (config env expansion).
     """
+    kind = entry.kind(settings.home)
     if kind is WorkerKind.CONFIG:
         raise InvalidState(f"worker '{entry.name}' is a config worker served by the engine; "
                            "it cannot be started or stopped on its own")

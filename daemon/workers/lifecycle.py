@@ -88,10 +88,7 @@ class WorkerLifecycle:
     # -- helpers ------------------------------------------------------------------------------
 
     def layout(self, name: str) -> SandboxLayout:
-        return SandboxLayout(self.settings.home, name)
-
-    def kind(self, entry: WorkerEntry) -> WorkerKind:
-        return entry.kind(self.settings.home)
+        return self.launcher.layout(name)
 
     def entry(self, name: str) -> WorkerEntry:
         entry = self.store.find(name)
@@ -103,7 +100,7 @@ class WorkerLifecycle:
         return self.engine.session.reachable
 
     def view(self, entry: WorkerEntry, rt: WorkerRuntime | None = None) -> Worker:
-        kind = self.kind(entry)
+        kind = entry.kind(self.settings.home)
         problem = name_problem(entry.name)
         if problem is not None:  # hand-written: shown with the reason, never supervised
             return Worker(name=entry.name, type=kind.value,
@@ -182,10 +179,12 @@ class WorkerLifecycle:
         """``add NAME --force`` over a sandboxed worker would replace its entry by a config
         worker and leave its sandbox unmanaged: refuse, naming the forms that do it."""
         old = self.store.find(name)
-        if old is not None and self.kind(old) in (WorkerKind.LOCAL, WorkerKind.OCI):
+        kind = None if old is None else old.kind(self.settings.home)
+        if kind in (WorkerKind.LOCAL, WorkerKind.OCI):
+            assert kind is not None
             raise InvalidArgument(
                 f"'{target}' is not a path or an image, and worker '{name}' is a "
-                f"{self.kind(old).value} worker: re-add it from its project with `iii worker add "
+                f"{kind.value} worker: re-add it from its project with `iii worker add "
                 f"./{name} --force` (a path), or `iii worker remove {name}` first")
 
     async def _add_sandboxed(self, entry: WorkerEntry, spec: WorkerSpec | None,
@@ -204,7 +203,6 @@ class WorkerLifecycle:
                 await self.supervisor.stop(name, self.settings.stop_timeout_s, Why.CONFIG)
             # A new worker starts from nothing asked of it, whatever an old sandbox dir says.
             rec = self.supervisor.reconciler(name, IDLE if fresh else None)
-            kind = WorkerKind.LOCAL if spec else WorkerKind.OCI
 
             async def add_steps(control: JobControl) -> tuple[list[str], bool]:
                 warnings: list[str] = []
@@ -214,7 +212,7 @@ class WorkerLifecycle:
                         await asyncio.to_thread(self.layout(name).remove)
                     if fresh:
                         await asyncio.to_thread(_flag_adding, self.layout(name), True)
-                    resolved = await self.launcher.prepare(entry, kind, relay,
+                    resolved = await self.launcher.prepare(entry, relay,
                                                            refresh=params.force)
                     warnings = resolved.warnings
                 except asyncio.CancelledError:
@@ -250,7 +248,7 @@ class WorkerLifecycle:
 
     def _startable(self, name: str) -> WorkerEntry:
         entry = self.entry(name)
-        if self.kind(entry) is WorkerKind.CONFIG:
+        if entry.kind(self.settings.home) is WorkerKind.CONFIG:
             raise InvalidState(f"worker '{name}' is a config worker served by the engine; "
                                "it cannot be started or stopped on its own")
         return entry
@@ -332,7 +330,7 @@ class WorkerLifecycle:
         if base.pid is not None:
             detail = await asyncio.to_thread(sandbox_isolation, layout)
         # A config worker is served by the engine: it has no sandbox and no logs of ours.
-        paths = None if self.kind(entry) is WorkerKind.CONFIG else WorkerPaths(
+        paths = None if entry.kind(self.settings.home) is WorkerKind.CONFIG else WorkerPaths(
             sandbox=str(layout.dir), logs=str(layout.worker_log))
         return WorkerInspectResult(**fields, manifest=manifest, warnings=warnings, paths=paths,
                                    isolation_detail=detail)
@@ -361,8 +359,7 @@ class WorkerLifecycle:
 
     async def kubernetes(self, params: WorkerKubernetesParams) -> WorkerKubernetesResult:
         """Deployment + Secret YAML for the worker's exported image (SPEC §14)."""
-        entry = self.entry(params.name)
-        return await kubernetes_yaml(params, entry, self.kind(entry), self.settings,
+        return await kubernetes_yaml(params, self.entry(params.name), self.launcher,
                                      self.images)
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
