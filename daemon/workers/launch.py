@@ -17,7 +17,7 @@ from daemon.images import ImageStore
 from daemon.sandboxes import Provisioner, SandboxLayout, SandboxTask, boot_sandbox, prepare
 from daemon.workers.binary import start_binary
 from daemon.workers.boot_specs import ResolvedBoot, load_project, resolve_boot
-from daemon.workers.reconciler import BootSink, Launched
+from daemon.workers.runtime import BootSink, Launched
 from manifests import WorkerSpec
 
 __all__ = ["WorkerLauncher"]

@@ -62,8 +62,9 @@ from daemon.workers.isolation import sandbox_isolation
 from daemon.workers.launch import WorkerLauncher
 from daemon.workers.logs import follow, tail
 from daemon.workers.progress import ProgressRelay, progress_relay
+from daemon.workers.runtime import JobControl, WorkerRuntime
 from daemon.workers.state import WorkerState
-from daemon.workers.supervisor import JobControl, Supervisor, WorkerRuntime
+from daemon.workers.supervisor import Supervisor
 from daemon.workers.targets import TargetKind, classify_target, name_problem
 from manifests import WorkerSpec
 
