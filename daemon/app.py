@@ -53,10 +53,10 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     Register anything that must be closed on ``stack``; the worker service's ``aclose`` is
     called by :func:`serve_daemon` before the listener is closed.
     """
+    from daemon.api.engine_bus import EngineApi
     from daemon.api.methods import EventMethods, ImageMethods
     from daemon.background import BackgroundTasks
     from daemon.config.store import ConfigStore
-    from daemon.engine.functions import EngineApi
     from daemon.engine.roster import EngineRoster
     from daemon.engine.session import EngineSession
     from daemon.ephemeral import SandboxEngineApi
@@ -96,7 +96,8 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
                         sandbox_calls=sandbox_calls(sandboxes))
     api = EngineApi(services, events, engine_control=settings.engine_control)
     session.serve({**api.functions(), **SandboxEngineApi(sandboxes).functions()}, api)
-    autopilot = Autopilot(settings, store, supervisor, events, session, roster, tasks, api=api)
+    autopilot = Autopilot(settings, store, supervisor, events, session, roster, tasks,
+                          layout=launcher.layout, api=api)
     session.listen(on_up=autopilot.engine_up, on_down=autopilot.engine_down)
     store.listen(autopilot.config_changed)
     adopted = await autopilot.reattach()

@@ -12,10 +12,10 @@ from client.protocol.messages import (
     ImagePullResult,
     ImageSummary,
 )
-from daemon.api.progress import progress_relay
-from daemon.api.services import ClientGone, Notify
 from daemon.events import EventBus
 from daemon.images import ImageStore
+from daemon.notify import ClientGone, Notify
+from daemon.workers.progress import progress_relay
 
 __all__ = ["EventMethods", "ImageMethods"]
 

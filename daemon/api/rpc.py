@@ -25,7 +25,8 @@ from client.protocol.messages import DaemonInfoResult, DaemonShutdownParams, Emp
 from client.protocol.methods import METHODS, SANDBOX_SOCKET_METHODS
 from client.protocol.sandbox import SANDBOX_METHODS
 from daemon import errors
-from daemon.api.services import Notify, Services
+from daemon.api.services import Services
+from daemon.notify import Notify
 
 __all__ = ["ERROR_CODES", "DaemonControl", "Dispatcher", "RpcFailure", "error_code_for"]
 

@@ -6,24 +6,22 @@ Params struct, calls one method of the :class:`Services` (``worker.*`` → :clas
 returns. No logic lives in the dispatcher; everything a method means lives behind these Protocols.
 
 Notifications: methods that report progress or stream (``add``, ``start``, ``restart``, ``logs``,
-``image_pull``, ``subscribe``) get a :class:`Notify` bound to the calling client:
+``image_pull``, ``subscribe``) get a :class:`~daemon.notify.Notify` bound to the calling client:
 
     await notify("progress", ProgressNotification(id=1, phase="pull", message="layer 1/3"))
 
 Progress notifications sent before the method returns reach the client before the response.
 Streams that outlive the request (``logs`` with ``follow``, ``events.subscribe``) hand a coroutine
 to ``notify.spawn(...)``: the connection owns that task, starts it once the response is queued
-and cancels it when the client goes away. ``notify`` raises :class:`ClientGone` once the client
-has disconnected.
+and cancels it when the client goes away. ``notify`` raises
+:class:`~daemon.notify.ClientGone` once the client has disconnected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-import msgspec
 
 from client.protocol.messages import (
     EmptyResult,
@@ -49,54 +47,9 @@ from client.protocol.messages import (
     WorkerStartParams,
     WorkerStopParams,
 )
+from daemon.notify import Notify
 
-__all__ = ["NULL_NOTIFY", "ClientGone", "EventService", "ImageService", "Notify", "Services",
-           "WorkerService"]
-
-
-class ClientGone(Exception):
-    """Raised by :class:`Notify` when the client it is bound to has disconnected."""
-
-
-class Notify(Protocol):
-    """Sends JSON-RPC notifications to one client."""
-
-    async def __call__(self, method: str, params: msgspec.Struct) -> None:
-        """Queue ``{"jsonrpc": "2.0", "method": method, "params": params}`` for the client.
-
-        Raises :class:`ClientGone` when the client has disconnected.
-        """
-        ...
-
-    def take_fds(self) -> list[int]:
-        """The file descriptors the client passed with the connection's first message (now the
-        caller's to close); empty when none came or another request took them."""
-        ...
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run ``coro`` for as long as the client stays connected (cancelled when it leaves).
-
-        Use it for ``worker.logs`` with ``follow`` and for ``events.subscribe``: the task starts
-        after the response to the current request has been queued.
-        """
-        ...
-
-
-class _NullNotify:
-    """The :class:`Notify` of a call nobody listens to (a hot reload, a call over the engine
-    bus): no notifications, no streams, no file descriptors."""
-
-    async def __call__(self, method: str, params: msgspec.Struct) -> None:
-        return None
-
-    def take_fds(self) -> list[int]:
-        return []
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        coro.close()
-
-
-NULL_NOTIFY: Notify = _NullNotify()
+__all__ = ["AllServices", "EventService", "ImageService", "Services", "WorkerService"]
 
 
 class WorkerService(Protocol):

@@ -173,10 +173,6 @@ class ConfigStore:
             raise NotFound(f"worker '{name}' not found")
         return entry
 
-    def kind(self, entry: WorkerEntry) -> WorkerKind:
-        """Local / OCI / Binary / Config for ``entry`` (Binary looks at ``$III_HOME/workers/``)."""
-        return entry.kind(self.home)
-
     # -- writing ---------------------------------------------------------------------------------
 
     @contextlib.contextmanager

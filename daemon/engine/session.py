@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import time
 import uuid
@@ -52,8 +51,16 @@ from daemon.engine.calls import (
     Handler,
     TriggerProvider,
 )
+from daemon.engine.serving import (
+    DAEMON_WORKER_NAME,
+    answer,
+    register_trigger,
+    registration,
+    send,
+    send_quietly,
+)
 
-# The session's public surface, including what it re-exports from engine_address/engine_calls.
+# The session's public surface, including what it re-exports from address, calls, serving.
 __all__ = [
     "DAEMON_WORKER_NAME",
     "DEFAULT_ENGINE_URL",
@@ -70,7 +77,6 @@ __all__ = [
 
 log = logging.getLogger("iii.daemon.engine")
 
-DAEMON_WORKER_NAME = "iii-sandbox-daemon"
 #: While the engine is down, a TCP probe this often (SPEC §10: notice an engine within 1 s).
 ENGINE_PROBE_INTERVAL_S = 0.25
 #: WebSocket upgrade plus the engine's ``workerregistered`` greeting.
@@ -248,17 +254,8 @@ class EngineSession:
         return str(data.get("worker_id", ""))
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        await self._send(ws, {
-            "type": "invokefunction", "function_id": "engine::workers::register",
-            "data": {"name": DAEMON_WORKER_NAME, "pid": os.getpid(), "version": self.version,
-                     "runtime": "python", "description": "iii sandbox worker manager"},
-            "action": {"type": "void"}})
-        for function_id in self.functions:
-            await self._send(ws, {"type": "registerfunction", "id": function_id})
-        if self.triggers is not None:
-            for type_id, description in self.triggers.trigger_types().items():
-                await self._send(ws, {"type": "registertriggertype", "id": type_id,
-                                      "description": description})
+        for message in registration(self.version, self.functions, self.triggers):
+            await send(ws, message)
         self._ws = ws
         self._probed = True
         self._down_since = None
@@ -301,10 +298,6 @@ class EngineSession:
 
     # -- messages ------------------------------------------------------------------------------
 
-    @staticmethod
-    async def _send(ws: aiohttp.ClientWebSocketResponse, data: dict[str, Any]) -> None:
-        await ws.send_str(json.dumps(data, separators=(",", ":")))
-
     def _dispatch(self, ws: aiohttp.ClientWebSocketResponse, data: dict[str, Any]) -> None:
         calls = self._calls
         assert calls is not None  # set by run(), which is the only way a session opens
@@ -320,56 +313,17 @@ class EngineSession:
                 else:
                     future.set_result(data.get("result"))
         elif kind == "invokefunction":
-            calls.create_task(self._answer(ws, data))
+            calls.create_task(answer(ws, self.functions, data))
         elif kind == "registertrigger":
-            calls.create_task(self._register_trigger(ws, data))
+            calls.create_task(register_trigger(ws, self.triggers, data))
         elif kind == "unregistertrigger" and self.triggers is not None:
             self.triggers.unregister_trigger(str(data.get("id")))
         elif kind == "ping":
-            calls.create_task(self._send_quietly(ws, {"type": "pong"}))
+            calls.create_task(send_quietly(ws, {"type": "pong"}))
         elif kind == "registrationrejected":  # e.g. another worker already serves worker::list
             log.warning("the engine refused a registration of ours: %s %s (function %s, owner "
                         "%s)", data.get("code"), data.get("namespace", ""),
                         data.get("function_id", ""), data.get("owner_worker_id", ""))
-
-    async def _send_quietly(self, ws: aiohttp.ClientWebSocketResponse,
-                            data: dict[str, Any]) -> None:
-        try:
-            await self._send(ws, data)
-        except (ConnectionError, RuntimeError) as exc:  # the session is closing
-            log.debug("engine send failed: %s", exc)
-
-    async def _answer(self, ws: aiohttp.ClientWebSocketResponse, data: dict[str, Any]) -> None:
-        function_id = str(data.get("function_id", ""))
-        invocation_id = data.get("invocation_id")
-        handler = self.functions.get(function_id)
-        reply: dict[str, Any] = {"type": "invocationresult", "invocation_id": invocation_id,
-                                 "function_id": function_id}
-        try:
-            if handler is None:
-                raise FunctionError("function_not_found", f"Function '{function_id}' not found")
-            reply["result"] = await handler(data.get("data"))
-        except FunctionError as exc:
-            reply["error"] = {"code": exc.code, "message": exc.message}
-        except Exception:
-            log.exception("engine call of %s failed", function_id)
-            reply["error"] = {"code": "internal", "message": "internal error (see daemon log)"}
-        if invocation_id:
-            await self._send_quietly(ws, reply)
-
-    async def _register_trigger(self, ws: aiohttp.ClientWebSocketResponse,
-                                data: dict[str, Any]) -> None:
-        reply: dict[str, Any] = {"type": "triggerregistrationresult", "id": data.get("id"),
-                                 "trigger_type": data.get("trigger_type"),
-                                 "function_id": data.get("function_id")}
-        try:
-            if self.triggers is None:
-                raise FunctionError("trigger_type_not_found", "no trigger types here")
-            self.triggers.register_trigger(str(data.get("id")), str(data.get("trigger_type")),
-                                           str(data.get("function_id")), data.get("config"))
-        except FunctionError as exc:
-            reply["error"] = {"code": exc.code, "message": exc.message}
-        await self._send_quietly(ws, reply)
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -385,7 +339,7 @@ class EngineSession:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[invocation_id] = future
         try:
-            await self._send(ws, {"type": "invokefunction", "invocation_id": invocation_id,
+            await send(ws, {"type": "invokefunction", "invocation_id": invocation_id,
                                   "function_id": function_id, "data": data})
             async with asyncio.timeout(timeout):
                 return await future
@@ -404,7 +358,7 @@ class EngineSession:
         if ws is None:
             return False
         try:
-            await self._send(ws, {"type": "invokefunction", "function_id": function_id,
+            await send(ws, {"type": "invokefunction", "function_id": function_id,
                                   "data": data, "action": {"type": "void"}})
         except (ConnectionError, RuntimeError) as exc:
             log.debug("firing %s failed: %s", function_id, exc)

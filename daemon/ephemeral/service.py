@@ -33,7 +33,6 @@ from client.protocol.sandbox import (
     StopResponse,
     WriteRequest,
 )
-from daemon.api.services import Notify
 from daemon.ephemeral.boot import SandboxBooter
 from daemon.ephemeral.catalog import catalog_list, resolve_image
 from daemon.ephemeral.commands import decode_b64, interpreter_for, resolve_argv, resolve_env
@@ -42,6 +41,7 @@ from daemon.ephemeral.fs import SandboxFiles
 from daemon.ephemeral.pool import WarmPool
 from daemon.ephemeral.registry import Sandbox, SandboxTable
 from daemon.ephemeral.runner import exec_spec, run_command
+from daemon.notify import Notify
 from daemon.workers.exec import ExecRegistry, run_exec
 
 __all__ = ["SandboxService"]

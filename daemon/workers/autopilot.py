@@ -9,9 +9,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -19,7 +19,6 @@ from daemon.background import BackgroundTasks
 from daemon.config.entries import WorkerEntry, WorkerKind
 from daemon.config.settings import DaemonSettings
 from daemon.config.store import ConfigChange, ConfigStore
-from daemon.engine.functions import EngineApi
 from daemon.engine.roster import EngineRoster
 from daemon.engine.session import EngineSession
 from daemon.errors import DaemonError
@@ -41,6 +40,15 @@ STARTING_STATES = (WorkerState.PREPARING, WorkerState.INSTALLING, WorkerState.ST
 LOG_ROTATE_INTERVAL_S = 5.0
 ORPHAN_KILL_TIMEOUT_S = 5.0
 SUPERVISED = (WorkerKind.LOCAL, WorkerKind.OCI, WorkerKind.BINARY)  # not Config
+
+
+class LifecycleTriggers(Protocol):
+    """The ``worker::lifecycle`` trigger type the daemon serves on the engine bus
+    (``daemon.api.engine_bus.EngineApi``): fed while the session runs, reset when it drops."""
+
+    async def forward_events(self, session: EngineSession) -> None: ...
+
+    def forget_triggers(self) -> None: ...
 
 
 def kill_orphan(task: SandboxTask) -> None:
@@ -92,14 +100,13 @@ class Autopilot:
 
     def __init__(self, settings: DaemonSettings, store: ConfigStore, supervisor: Supervisor,
                  events: EventBus, session: EngineSession, roster: EngineRoster,
-                 tasks: BackgroundTasks, *, api: EngineApi | None = None) -> None:
+                 tasks: BackgroundTasks, *, layout: Callable[[str], SandboxLayout],
+                 api: LifecycleTriggers | None = None) -> None:
         self.settings, self.store, self.supervisor = settings, store, supervisor
         self.events, self.session, self.roster = events, session, roster
         self.tasks, self.api = tasks, api
+        self.layout = layout  # WorkerLauncher.layout: where a worker's sandbox lives
         self._grace_fired = False
-
-    def layout(self, name: str) -> SandboxLayout:
-        return SandboxLayout(self.settings.home, name)
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -249,4 +256,4 @@ class Autopilot:
             log.warning("restart of %s after a config.yaml edit failed: %s", name, exc)
 
 
-__all__ = ["Autopilot", "expecting_registrations", "managed_names"]
+__all__ = ["Autopilot", "LifecycleTriggers", "expecting_registrations", "managed_names"]

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Any
 
 from daemon.config.entries import WorkerEntry, WorkerKind
 from daemon.config.env import flatten_config
@@ -86,7 +87,7 @@ class ResolvedBoot:
     warnings: list[str]
 
 
-async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSettings,
+async def resolve_boot(entry: WorkerEntry, settings: DaemonSettings,
                        images: ImageStore, pull_progress: ProgressCallback | None = None,
                        *, refresh: bool = False) -> ResolvedBoot:
     """Load the manifest (local) or image config (OCI), pull the image, choose the backend.
@@ -97,6 +98,7 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
     Raises ``InvalidState`` for config and binary entries, ``InvalidProject``, ``ImageError``,
     ``Unavailable`` (isolation) or ``InvalidArgument`` (config env expansion).
     """
+    kind = entry.kind(settings.home)
     if kind is WorkerKind.CONFIG:
         raise InvalidState(f"worker '{entry.name}' is a config worker served by the engine; "
                            "it cannot be started or stopped on its own")
@@ -111,34 +113,48 @@ async def resolve_boot(entry: WorkerEntry, kind: WorkerKind, settings: DaemonSet
         warnings.append(network.warning)
     config_env = flatten_config(entry.config, environ=os.environ, worker=entry.name)
     ca = None if settings.ca_bundle is None else str(settings.ca_bundle)
-    common = {"name": entry.name, "engine_url": settings.engine_url, "backend": choice.backend,
-              "config_env": config_env, "ca_bundle": ca, "network": network.mode,
-              "policy": policy,
-              "bridge": bridge_params(settings) if network.mode == "bridge" else None,
-              "pasta": network.pasta, "slirp4netns": network.slirp4netns, "id_shift": id_shift}
+    common: dict[str, Any] = {
+        "name": entry.name, "engine_url": settings.engine_url, "backend": choice.backend,
+        "config_env": config_env, "ca_bundle": ca, "network": network.mode, "policy": policy,
+        "bridge": bridge_params(settings) if network.mode == "bridge" else None,
+        "pasta": network.pasta, "slirp4netns": network.slirp4netns, "id_shift": id_shift}
     if kind is WorkerKind.LOCAL:
         assert entry.worker_path is not None
-        spec = await load_project(entry.worker_path, entry.name)
-        image = await images.pull(spec.base_image, refresh=refresh, progress=pull_progress)
-        boot = BootSpec(image_rootfs=str(image.path), image_env=list(image.config.env),
-                        image_ref=spec.base_image, project=spec.project_dir, setup=spec.scripts.setup,
-                        install=spec.scripts.install, start=spec.scripts.start,
-                        manifest_env=dict(spec.env), cpus=spec.resources.cpus,
-                        memory_mib=spec.resources.memory, **common)  # type: ignore[arg-type]
-        return ResolvedBoot(boot, image, spec, warnings + list(spec.warnings))
+        return await _local_boot(entry.worker_path, entry.name, images, pull_progress, refresh,
+                                 common, warnings)
     assert entry.image is not None
-    image = await images.pull(entry.image, refresh=refresh, progress=pull_progress)
+    return await _oci_boot(entry.image, images, pull_progress, refresh, common, warnings)
+
+
+async def _local_boot(project: str, name: str, images: ImageStore,
+                      pull_progress: ProgressCallback | None, refresh: bool,
+                      common: dict[str, Any], warnings: list[str]) -> ResolvedBoot:
+    """A local worker: its manifest's base image, scripts, env and resources."""
+    spec = await load_project(project, name)
+    image = await images.pull(spec.base_image, refresh=refresh, progress=pull_progress)
+    boot = BootSpec(image_rootfs=str(image.path), image_env=list(image.config.env),
+                    image_ref=spec.base_image, project=spec.project_dir, setup=spec.scripts.setup,
+                    install=spec.scripts.install, start=spec.scripts.start,
+                    manifest_env=dict(spec.env), cpus=spec.resources.cpus,
+                    memory_mib=spec.resources.memory, **common)
+    return ResolvedBoot(boot, image, spec, warnings + list(spec.warnings))
+
+
+async def _oci_boot(ref: str, images: ImageStore, pull_progress: ProgressCallback | None,
+                    refresh: bool, common: dict[str, Any], warnings: list[str]
+                    ) -> ResolvedBoot:
+    """An OCI worker: the image's Entrypoint + Cmd, working dir and USER (namespace only)."""
+    image = await images.pull(ref, refresh=refresh, progress=pull_progress)
     argv = list(image.config.entrypoint) + list(image.config.cmd)
     if not argv:
-        raise InvalidArgument(f"image {entry.image} has neither Entrypoint nor Cmd: "
-                              "nothing to run")
-    user = await asyncio.to_thread(resolve_user, image.config.user, Path(image.path),
-                                   entry.image)
-    if user is not None and choice.backend != "namespace":
-        warnings.append(f"image {entry.image}: USER {image.config.user!r} is not applied "
-                        f"with the {choice.backend} backend (runs as root in the guest)")
+        raise InvalidArgument(f"image {ref} has neither Entrypoint nor Cmd: nothing to run")
+    user = await asyncio.to_thread(resolve_user, image.config.user, Path(image.path), ref)
+    backend = common["backend"]
+    if user is not None and backend != "namespace":
+        warnings.append(f"image {ref}: USER {image.config.user!r} is not applied "
+                        f"with the {backend} backend (runs as root in the guest)")
         user = None
     boot = BootSpec(image_rootfs=str(image.path), image_env=list(image.config.env), argv=argv,
-                    image_ref=entry.image, workdir=image.config.working_dir or "/", user=user,
-                    **common)  # type: ignore[arg-type]
+                    image_ref=ref, workdir=image.config.working_dir or "/", user=user,
+                    **common)
     return ResolvedBoot(boot, image, None, warnings)

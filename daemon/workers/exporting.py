@@ -12,8 +12,6 @@ from client.protocol.messages import (
     WorkerKubernetesParams,
     WorkerKubernetesResult,
 )
-from daemon.api.progress import progress_relay
-from daemon.api.services import Notify
 from daemon.config.entries import WorkerEntry, WorkerKind
 from daemon.config.env import flatten_config
 from daemon.config.settings import DaemonSettings
@@ -28,9 +26,10 @@ from daemon.export.service import (
     export_to_oci,
 )
 from daemon.images import ImageStore
-from daemon.sandboxes import SandboxLayout
+from daemon.notify import Notify
 from daemon.workers.boot_specs import load_project
 from daemon.workers.launch import WorkerLauncher
+from daemon.workers.progress import progress_relay
 from daemon.workers.runtime import JobControl
 from daemon.workers.supervisor import Supervisor
 from vmm_ffi.statefiles import write_atomic
@@ -49,13 +48,13 @@ async def export_worker(params: WorkerExportParams, notify: Notify, settings: Da
     entry = await launcher.fresh_entry(params.name)
     check_exportable_kind(entry.name, entry.kind(settings.home))
     assert entry.worker_path is not None  # LOCAL workers have one
-    layout = SandboxLayout(settings.home, entry.name)
+    layout = launcher.layout(entry.name)
     rec = supervisor.reconciler(entry.name)
     async with progress_relay(notify, params.name, params.progress) as relay:
 
         async def export_step(control: JobControl) -> ExportResult:
             if rec.rt.pid is None:
-                resolved = await launcher.prepare(entry, WorkerKind.LOCAL, relay)
+                resolved = await launcher.prepare(entry, relay)
                 assert resolved.spec is not None
                 spec = resolved.spec
             else:
@@ -73,17 +72,18 @@ async def export_worker(params: WorkerExportParams, notify: Notify, settings: Da
                               blobs_uploaded=done.uploaded, blobs_reused=done.reused)
 
 
-async def kubernetes_yaml(params: WorkerKubernetesParams, entry: WorkerEntry, kind: WorkerKind,
-                          settings: DaemonSettings, images: ImageStore
+async def kubernetes_yaml(params: WorkerKubernetesParams, entry: WorkerEntry,
+                          launcher: WorkerLauncher, images: ImageStore
                           ) -> WorkerKubernetesResult:
     """Deployment + Secret YAML for the worker's exported image (SPEC §14)."""
-    if kind is not WorkerKind.LOCAL or entry.worker_path is None:
+    settings = launcher.settings
+    if entry.kind(settings.home) is not WorkerKind.LOCAL or entry.worker_path is None:
         raise InvalidState(f"worker '{params.name}' is not a local worker: only those are "
                            "exported (a container worker already has its image)")
     image = params.image
     if image is None:
         try:
-            image = (SandboxLayout(settings.home, entry.name).dir / LAST_EXPORT).read_text() \
+            image = (launcher.layout(entry.name).dir / LAST_EXPORT).read_text() \
                 .strip()
         except OSError:
             raise InvalidArgument(

@@ -17,16 +17,17 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
+from typing import Protocol
 
 from watchfiles import Change, awatch
 
-from client.protocol.messages import WorkerStartParams
-from daemon.api.services import NULL_NOTIFY, WorkerService
+from client.protocol.messages import Worker, WorkerStartParams
 from daemon.background import BackgroundTasks
 from daemon.config.entries import WorkerKind
 from daemon.config.store import ConfigStore
 from daemon.errors import DaemonError
 from daemon.events import EventBus
+from daemon.notify import NULL_NOTIFY, Notify
 from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.sync import SKIP_NAMES
 from daemon.workers.supervisor import Supervisor
@@ -51,10 +52,16 @@ def relevant(project: Path, change: Change, path: str) -> bool:
                 or name in ("4913", ".DS_Store"))
 
 
+class Restarts(Protocol):
+    """What a reload calls: ``worker.restart`` (``daemon.workers.lifecycle.WorkerLifecycle``)."""
+
+    async def restart(self, params: WorkerStartParams, notify: Notify) -> Worker: ...
+
+
 class HotReload:
     """Owns one watcher task per watched running worker; driven by the worker events."""
 
-    def __init__(self, workers: WorkerService, store: ConfigStore, supervisor: Supervisor,
+    def __init__(self, workers: Restarts, store: ConfigStore, supervisor: Supervisor,
                  events: EventBus, tasks: BackgroundTasks) -> None:
         self._workers, self._store, self._supervisor = workers, store, supervisor
         self._events, self._tasks = events, tasks

@@ -17,7 +17,7 @@ from daemon.images import ImageStore
 from daemon.sandboxes import Provisioner, SandboxLayout, SandboxTask, boot_sandbox, prepare
 from daemon.workers.binary import start_binary
 from daemon.workers.boot_specs import ResolvedBoot, load_project, resolve_boot
-from daemon.workers.reconciler import BootSink, Launched
+from daemon.workers.runtime import BootSink, Launched
 from manifests import WorkerSpec
 
 __all__ = ["WorkerLauncher"]
@@ -36,10 +36,8 @@ class WorkerLauncher:
         self._deps: dict[str, bool] = {}  # marker present? cached: list is the hot path
 
     def layout(self, name: str) -> SandboxLayout:
+        """Where worker ``name``'s sandbox lives: the one place the daemon's workers get it."""
         return SandboxLayout(self.settings.home, name)
-
-    def kind(self, entry: WorkerEntry) -> WorkerKind:
-        return entry.kind(self.settings.home)
 
     async def fresh_entry(self, name: str) -> WorkerEntry:
         """The entry as config.yaml holds it now: a hand edit made just before a start (or an
@@ -55,28 +53,27 @@ class WorkerLauncher:
         """THE launcher seam: the entry as config.yaml holds it now, resolved, prepared and
         started; progress goes to ``progress``. Cancelling it kills what it started."""
         entry = await self.fresh_entry(name)
-        kind = self.kind(entry)
-        if kind is WorkerKind.BINARY:
+        if entry.kind(self.settings.home) is WorkerKind.BINARY:
             binary = self.settings.home / "workers" / name
             task = await start_binary(self.layout(name), entry, str(binary),
                                       self.settings.engine_url)
             return Launched(task=task, isolation=None)
-        resolved, booted = await self._boot(entry, kind, progress, start=True)
+        resolved, booted = await self._boot(entry, progress, start=True)
         assert booted is not None
         return Launched(task=booted, isolation=resolved.boot.backend, warnings=resolved.warnings)
 
-    async def prepare(self, entry: WorkerEntry, kind: WorkerKind, progress: BootSink, *,
+    async def prepare(self, entry: WorkerEntry, progress: BootSink, *,
                       refresh: bool = False) -> ResolvedBoot:
         """Resolve and prepare the sandbox without starting it (``add``, ``export``)."""
-        resolved, _ = await self._boot(entry, kind, progress, start=False, refresh=refresh)
+        resolved, _ = await self._boot(entry, progress, start=False, refresh=refresh)
         return resolved
 
-    async def _boot(self, entry: WorkerEntry, kind: WorkerKind, progress: BootSink, *,
+    async def _boot(self, entry: WorkerEntry, progress: BootSink, *,
                     start: bool, refresh: bool = False
                     ) -> tuple[ResolvedBoot, SandboxTask | None]:
         """The one resolve → prepare (→ start) sequence."""
         name = entry.name
-        resolved = await resolve_boot(entry, kind, self.settings, self.images, progress.pull,
+        resolved = await resolve_boot(entry, self.settings, self.images, progress.pull,
                                       refresh=refresh)
         if resolved.spec is not None:
             self.specs[name] = resolved.spec

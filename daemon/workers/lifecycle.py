@@ -39,38 +39,34 @@ from client.protocol.messages import (
     WorkerStartParams,
     WorkerStopParams,
 )
-from daemon.api.progress import ProgressRelay, progress_relay
-from daemon.api.services import ClientGone, Notify
 from daemon.config.entries import WorkerEntry, WorkerKind
 from daemon.config.settings import DaemonSettings
 from daemon.config.store import ConfigStore
 from daemon.engine.roster import EngineRoster
 from daemon.errors import (
-    AlreadyExists,
     DaemonError,
-    InvalidArgument,
     InvalidState,
     NotFound,
 )
 from daemon.events import EventBus
 from daemon.images import ImageStore
+from daemon.notify import ClientGone, Notify
 from daemon.sandboxes import SandboxLayout
+from daemon.workers.adding import WorkerAdder
 from daemon.workers.boot_specs import load_project
-from daemon.workers.desired import ADDING_FLAG, IDLE, Why, desired_path
+from daemon.workers.desired import Why
 from daemon.workers.exec import ExecRegistry, enter_spec, run_exec
 from daemon.workers.exporting import export_worker, kubernetes_yaml
 from daemon.workers.isolation import sandbox_isolation
 from daemon.workers.launch import WorkerLauncher
 from daemon.workers.logs import follow, tail
-from daemon.workers.state import WorkerState
-from daemon.workers.supervisor import JobControl, Supervisor, WorkerRuntime
-from daemon.workers.targets import TargetKind, classify_target, name_problem
-from manifests import WorkerSpec
+from daemon.workers.progress import progress_relay
+from daemon.workers.runtime import WorkerRuntime
+from daemon.workers.supervisor import Supervisor
+from daemon.workers.targets import name_problem
 
 log = logging.getLogger("iii.daemon.workers")
 
-
-ENGINE_FIRST_TRY_WAIT_S = 2.0  # add on a fresh daemon: its first engine try, at most this
 
 
 class WorkerLifecycle:
@@ -83,15 +79,14 @@ class WorkerLifecycle:
         self.launcher, self.supervisor, self.events = launcher, supervisor, events
         self.engine = engine  # engine truth (``engine_registered``) over the engine session
         self._execs = ExecRegistry()
-        self.adding: dict[str, WorkerEntry] = {}  # being added: not in config.yaml yet
+        self._adder = WorkerAdder(settings, store, launcher, supervisor, events, engine,
+                                  self.view, self.entry)
+        self.adding = self._adder.adding  # being added: not in config.yaml yet
 
     # -- helpers ------------------------------------------------------------------------------
 
     def layout(self, name: str) -> SandboxLayout:
-        return SandboxLayout(self.settings.home, name)
-
-    def kind(self, entry: WorkerEntry) -> WorkerKind:
-        return entry.kind(self.settings.home)
+        return self.launcher.layout(name)
 
     def entry(self, name: str) -> WorkerEntry:
         entry = self.store.find(name)
@@ -103,7 +98,7 @@ class WorkerLifecycle:
         return self.engine.session.reachable
 
     def view(self, entry: WorkerEntry, rt: WorkerRuntime | None = None) -> Worker:
-        kind = self.kind(entry)
+        kind = entry.kind(self.settings.home)
         problem = name_problem(entry.name)
         if problem is not None:  # hand-written: shown with the reason, never supervised
             return Worker(name=entry.name, type=kind.value,
@@ -125,132 +120,16 @@ class WorkerLifecycle:
             resources=Resources(memory=spec.resources.memory, cpus=spec.resources.cpus)
             if spec else None)
 
-    # -- worker.add -----------------------------------------------------------------------------
+    # -- worker.add: daemon/workers/adding.py ----------------------------------------------------
 
     async def add(self, params: WorkerAddParams, notify: Notify) -> WorkerAddResult:
-        target = classify_target(params.target, params.name)
-        if params.reset_config and not params.force:
-            raise InvalidArgument("--reset-config requires --force")
-        async with progress_relay(notify, params.target, params.progress) as relay:
-            if target.kind is TargetKind.CONFIG:
-                assert target.name is not None
-                entry = WorkerEntry(name=target.name)
-                self._check_new(entry.name, params.force)
-                self._check_bare_force(entry.name, params.target)
-                await self.store.add(entry, force=params.force, reset_config=params.reset_config)
-                return WorkerAddResult(worker=self.view(entry), warnings=[], started=False)
-            spec = None
-            if target.kind is TargetKind.LOCAL:
-                spec = await load_project(str(target.path), params.name)
-                entry = WorkerEntry(name=spec.name, worker_path=spec.project_dir,
-                                    config=spec.config or None,
-                                    watch=None if params.watch else False)
-            else:
-                assert target.name is not None and target.image is not None
-                entry = WorkerEntry(name=target.name, image=target.image)
-            warnings, stopped = await self._add_sandboxed(entry, spec, params, relay)
-        started = False  # SPEC §10: an add with the engine up starts the worker
-        if not stopped and await self._engine_up_for_add() \
-                and not self.supervisor.manually_stopped(entry.name):
-            try:
-                rt, more = await self.supervisor.start(entry.name, Why.ENGINE)
-                started = rt.state is WorkerState.RUNNING
-                warnings = _merge(warnings, more)
-            except DaemonError as exc:  # added all the same: say why it is not running
-                warnings = [*warnings, f"added, but the start failed: {exc.message}"]
-        return WorkerAddResult(worker=self.view(self.entry(entry.name)), warnings=warnings,
-                               started=started)
-
-    async def _engine_up_for_add(self) -> bool:
-        """Whether the engine is up. A daemon started a moment ago may not have tried it yet:
-        wait (briefly) for that first try, so an add with the engine up starts the worker."""
-        session = self.engine.session
-        if session.reachable or session.down_since is not None:
-            return session.reachable
-        tries = [asyncio.ensure_future(session.wait_reachable(up)) for up in (True, False)]
-        await asyncio.wait(tries, timeout=ENGINE_FIRST_TRY_WAIT_S,
-                           return_when=asyncio.FIRST_COMPLETED)
-        for t in tries:
-            t.cancel()
-        return session.reachable
-
-    def _check_new(self, name: str, force: bool) -> None:
-        if not force and self.store.find(name) is not None:
-            raise AlreadyExists(f"worker '{name}' already exists; use --force")
-
-    def _check_bare_force(self, name: str, target: str) -> None:
-        """``add NAME --force`` over a sandboxed worker would replace its entry by a config
-        worker and leave its sandbox unmanaged: refuse, naming the forms that do it."""
-        old = self.store.find(name)
-        if old is not None and self.kind(old) in (WorkerKind.LOCAL, WorkerKind.OCI):
-            raise InvalidArgument(
-                f"'{target}' is not a path or an image, and worker '{name}' is a "
-                f"{self.kind(old).value} worker: re-add it from its project with `iii worker add "
-                f"./{name} --force` (a path), or `iii worker remove {name}` first")
-
-    async def _add_sandboxed(self, entry: WorkerEntry, spec: WorkerSpec | None,
-                             params: WorkerAddParams, relay: ProgressRelay
-                             ) -> tuple[list[str], bool]:
-        """Prepare the sandbox and write the entry, as steps of the worker's reconciler: a
-        ``stop`` meanwhile wins (the install is killed, the worker is added stopped; its next
-        start runs install again), a ``remove`` meanwhile cancels the add (-32007). Returns the
-        warnings and whether a stop came in."""
-        name = entry.name
-        self._check_new(name, params.force)
-        fresh = self.store.find(name) is None
-        self.adding[name] = entry
-        try:
-            if params.force:  # a fresh sandbox; a user's stop of the old one no longer holds
-                await self.supervisor.stop(name, self.settings.stop_timeout_s, Why.CONFIG)
-            # A new worker starts from nothing asked of it, whatever an old sandbox dir says.
-            rec = self.supervisor.reconciler(name, IDLE if fresh else None)
-            kind = WorkerKind.LOCAL if spec else WorkerKind.OCI
-
-            async def add_steps(control: JobControl) -> tuple[list[str], bool]:
-                warnings: list[str] = []
-                try:
-                    if params.force and self.layout(name).exists():
-                        relay.note("provision", f"deleting the old sandbox of {name}")
-                        await asyncio.to_thread(self.layout(name).remove)
-                    if fresh:
-                        await asyncio.to_thread(_flag_adding, self.layout(name), True)
-                    resolved = await self.launcher.prepare(entry, kind, relay,
-                                                           refresh=params.force)
-                    warnings = resolved.warnings
-                except asyncio.CancelledError:
-                    if not control.stopped:
-                        raise
-                control.cancellable = False  # the entry is written whole or not at all
-                await self.store.add(entry, force=params.force,
-                                     reset_config=params.reset_config)
-                await asyncio.to_thread(_flag_adding, self.layout(name), False)
-                if spec is not None:
-                    self.launcher.specs[name] = spec
-                if control.stopped:
-                    note = (f"stopped while being added: {name} is added but stopped; its "
-                            "install runs at the next start")
-                    return [*warnings, note], True
-                return warnings, False
-
-            try:
-                warnings, stopped = await rec.job(add_steps, cancel_on_stop=True)
-            except BaseException:
-                if fresh and self.store.find(name) is None:  # nothing of it may stay behind
-                    await self.supervisor.remove(name)
-                    layout = self.layout(name)
-                    if layout.exists():
-                        await asyncio.to_thread(layout.remove)
-                raise
-        finally:
-            self.adding.pop(name, None)
-        self.events.publish(name, "added")
-        return warnings, stopped or self.supervisor.manually_stopped(name)
+        return await self._adder.add(params, notify)
 
     # -- start / stop / restart / remove ---------------------------------------------------------
 
     def _startable(self, name: str) -> WorkerEntry:
         entry = self.entry(name)
-        if self.kind(entry) is WorkerKind.CONFIG:
+        if entry.kind(self.settings.home) is WorkerKind.CONFIG:
             raise InvalidState(f"worker '{name}' is a config worker served by the engine; "
                                "it cannot be started or stopped on its own")
         return entry
@@ -332,7 +211,7 @@ class WorkerLifecycle:
         if base.pid is not None:
             detail = await asyncio.to_thread(sandbox_isolation, layout)
         # A config worker is served by the engine: it has no sandbox and no logs of ours.
-        paths = None if self.kind(entry) is WorkerKind.CONFIG else WorkerPaths(
+        paths = None if entry.kind(self.settings.home) is WorkerKind.CONFIG else WorkerPaths(
             sandbox=str(layout.dir), logs=str(layout.worker_log))
         return WorkerInspectResult(**fields, manifest=manifest, warnings=warnings, paths=paths,
                                    isolation_detail=detail)
@@ -361,8 +240,7 @@ class WorkerLifecycle:
 
     async def kubernetes(self, params: WorkerKubernetesParams) -> WorkerKubernetesResult:
         """Deployment + Secret YAML for the worker's exported image (SPEC §14)."""
-        entry = self.entry(params.name)
-        return await kubernetes_yaml(params, entry, self.kind(entry), self.settings,
+        return await kubernetes_yaml(params, self.entry(params.name), self.launcher,
                                      self.images)
 
     async def logs(self, params: WorkerLogsParams, notify: Notify) -> WorkerLogsResult:
@@ -385,20 +263,3 @@ class WorkerLifecycle:
     async def aclose(self, *, stop_workers: bool) -> None:
         await self.supervisor.close_all(stop_workers=stop_workers)
         await self._execs.aclose()  # the fork server; running execs end with it
-
-
-
-def _merge(first: list[str], second: list[str]) -> list[str]:
-    """Both lists of warnings, each said once, in order."""
-    return list(dict.fromkeys([*first, *second]))
-
-
-def _flag_adding(layout: SandboxLayout, on: bool) -> None:
-    """Mark (or unmark) the sandbox as half-added: see ``desired.ADDING_FLAG``. Blocking."""
-    flag = layout.dir / ADDING_FLAG
-    if on:
-        layout.dir.mkdir(parents=True, exist_ok=True)
-        desired_path(layout.dir).unlink(missing_ok=True)  # a stale one is not this worker's
-        flag.touch()
-    else:
-        flag.unlink(missing_ok=True)

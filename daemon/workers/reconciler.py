@@ -25,15 +25,14 @@ import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from daemon.errors import Conflict
 from daemon.events import EventBus
-from daemon.images.models import PullProgress
 from daemon.sandboxes import BootPhase
 from daemon.workers.desired import IDLE, Desired, Want, Why
-from daemon.workers.runtime import BootSink, JobControl, Launch, Launched, WorkerRuntime
+from daemon.workers.interruptible import interruptible
+from daemon.workers.runtime import BootFanOut, BootSink, Job, JobControl, Launch, WorkerRuntime
 from daemon.workers.state import (
     BOOT_PHASES,
     DEFAULT_BACKOFF,
@@ -46,34 +45,6 @@ from daemon.workers.state import (
 log = logging.getLogger("iii.daemon.reconciler")
 T = TypeVar("T")
 S = WorkerState
-
-
-@dataclass
-class _Job(Generic[T]):
-    body: Callable[[JobControl], Coroutine[Any, Any, T]]
-    future: asyncio.Future[T]
-    gen: int
-    cancel_on_stop: bool
-    control: JobControl = field(default_factory=JobControl)
-
-
-class _FanOut:
-    """The progress sink of a launch: worker states and events, plus every waiting client."""
-
-    def __init__(self, rec: Reconciler) -> None:
-        self._rec = rec
-
-    def boot(self, phase: BootPhase, message: str) -> None:
-        rt = self._rec.rt
-        state = BOOT_PHASES[phase][0]
-        if state is not rt.state and state in TRANSITIONS[rt.state]:
-            self._rec._set(state, message)
-        for sink in list(self._rec._sinks):
-            sink.boot(phase, message)
-
-    def pull(self, progress: PullProgress) -> None:
-        for sink in list(self._rec._sinks):
-            sink.pull(progress)
 
 
 class Reconciler:
@@ -93,7 +64,7 @@ class Reconciler:
         self._restart_pending = False
         self._backoff_until = 0.0
         self._backoff_gen = -1
-        self._jobs: collections.deque[_Job[Any]] = collections.deque()
+        self._jobs: collections.deque[Job[Any]] = collections.deque()
         self._sinks: list[BootSink] = []
         self._warnings: list[str] = []
         self._step: str | None = None  # "launch" | "stop" | "job" | "backoff" | "watch"
@@ -177,7 +148,7 @@ class Reconciler:
         if self.closed or self._closing is not None:
             raise Conflict(f"worker '{self.name}' is being removed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.append(_Job(body, future, self._gen, cancel_on_stop))
+        self._jobs.append(Job(body, future, self._gen, cancel_on_stop))
         self._wake.set()
         return await future
 
@@ -220,6 +191,12 @@ class Reconciler:
     def _pulse(self) -> None:
         tick, self._tick = self._tick, asyncio.get_running_loop().create_future()
         tick.set_result(None)
+
+    def _boot_phase(self, phase: BootPhase, message: str) -> None:
+        """A launch's boot step, as the worker's state (where the transition table allows)."""
+        state = BOOT_PHASES[phase][0]
+        if state is not self.rt.state and state in TRANSITIONS[self.rt.state]:
+            self._set(state, message)
 
     def _set(self, state: WorkerState, detail: str | None = None, *,
              publish: bool = True) -> None:
@@ -273,32 +250,6 @@ class Reconciler:
             return self._backoff
         return self._launch_step
 
-    async def _interruptible(self, coro: Awaitable[T], abort: Callable[[], bool]
-                             ) -> asyncio.Future[T] | None:
-        """Run one step; when a request arrives and ``abort()`` says the step no longer leads
-        where the worker should go, cancel it (and wait for its clean-up). Returns the done
-        step, or None when it was cancelled."""
-        self._wake.clear()  # what is asked now is known: only a newer request interrupts
-        step = asyncio.ensure_future(coro)
-        try:
-            while True:
-                waker = asyncio.ensure_future(self._wake.wait())
-                try:
-                    await asyncio.wait({step, waker}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waker.cancel()
-                if step.done():
-                    return step
-                self._wake.clear()
-                if abort():
-                    step.cancel()
-                    await asyncio.wait({step})
-                    return None if step.cancelled() else step
-        except asyncio.CancelledError:
-            step.cancel()
-            await asyncio.wait({step})
-            raise
-
     # -- the steps ---------------------------------------------------------------------------------
 
     async def _launch_step(self) -> None:
@@ -310,8 +261,8 @@ class Reconciler:
         self._set(S.PREPARING)
         self._step = "launch"
         try:
-            done = await self._interruptible(
-                self._launch(self.name, _FanOut(self)),
+            done = await interruptible(self._wake, 
+                self._launch(self.name, BootFanOut(self._boot_phase, self._sinks)),
                 lambda: self._closing is not None or self.rt.desired.want is Want.STOPPED)
         finally:
             self._step = None
@@ -351,7 +302,7 @@ class Reconciler:
     async def _backoff(self) -> None:
         self._step = "backoff"
         try:
-            await self._interruptible(asyncio.sleep(self._backoff_until - time.monotonic()),
+            await interruptible(self._wake, asyncio.sleep(self._backoff_until - time.monotonic()),
                                       lambda: True)  # any request: look again
         finally:
             self._step = None
@@ -362,7 +313,7 @@ class Reconciler:
         assert task is not None
         self._step = "watch"
         try:
-            done = await self._interruptible(task.wait(), lambda: True)
+            done = await interruptible(self._wake, task.wait(), lambda: True)
         finally:
             self._step = None
         if done is None:
@@ -413,7 +364,7 @@ class Reconciler:
 
         self._step = "stoppable job" if job.cancel_on_stop else "job"
         try:
-            done = await self._interruptible(job.body(job.control), abort)
+            done = await interruptible(self._wake, job.body(job.control), abort)
         finally:
             self._step = None
         if job.future.done():
@@ -438,4 +389,4 @@ class Reconciler:
             rt.task.close()
 
 
-__all__ = ["BootSink", "JobControl", "Launch", "Launched", "Reconciler", "WorkerRuntime"]
+__all__ = ["Reconciler"]

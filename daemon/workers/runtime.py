@@ -3,22 +3,44 @@ state (``WorkerRuntime``, written only by its reconciler)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from daemon.images.models import PullProgress
 from daemon.sandboxes import BootPhase, SandboxTask
 from daemon.workers.desired import IDLE, Desired
 from daemon.workers.state import WorkerState
 
+T = TypeVar("T")
+
 
 class BootSink(Protocol):
-    """Where a launch reports its progress (``daemon.api.progress.ProgressRelay`` is one)."""
+    """Where a launch reports its progress (``daemon.workers.progress.ProgressRelay`` is one)."""
 
     def boot(self, phase: BootPhase, message: str) -> None: ...
 
     def pull(self, progress: PullProgress) -> None: ...
+
+
+class BootFanOut:
+    """The progress sink of a launch: each boot step to ``on_phase`` (the worker's state and
+    events), and everything to every waiting client's sink (``sinks`` is live: clients come
+    and go during the launch)."""
+
+    def __init__(self, on_phase: Callable[[BootPhase, str], None],
+                 sinks: list[BootSink]) -> None:
+        self._on_phase, self._sinks = on_phase, sinks
+
+    def boot(self, phase: BootPhase, message: str) -> None:
+        self._on_phase(phase, message)
+        for sink in list(self._sinks):
+            sink.boot(phase, message)
+
+    def pull(self, progress: PullProgress) -> None:
+        for sink in list(self._sinks):
+            sink.pull(progress)
 
 
 @dataclass
@@ -63,4 +85,15 @@ class JobControl:
         self.stopped = False  # cancelled because a stop was requested (not a removal)
 
 
-__all__ = ["BootSink", "JobControl", "Launch", "Launched", "WorkerRuntime"]
+@dataclass
+class Job(Generic[T]):
+    """A one-shot step queued on a worker's reconciler (an add's prepare, an export)."""
+
+    body: Callable[[JobControl], Coroutine[Any, Any, T]]
+    future: asyncio.Future[T]
+    gen: int  # the request number it was queued at: only a later stop cancels it
+    cancel_on_stop: bool
+    control: JobControl = field(default_factory=JobControl)
+
+
+__all__ = ["BootFanOut", "BootSink", "Job", "JobControl", "Launch", "Launched", "WorkerRuntime"]

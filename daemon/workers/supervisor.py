@@ -16,17 +16,11 @@ from daemon.background import BackgroundTasks
 from daemon.events import EventBus
 from daemon.sandboxes import SandboxLayout, SandboxTask
 from daemon.workers.desired import IDLE, Desired, Why, load_desired, save_desired
-from daemon.workers.reconciler import (
-    BootSink,
-    JobControl,
-    Launch,
-    Launched,
-    Reconciler,
-    WorkerRuntime,
-)
+from daemon.workers.reconciler import Reconciler
+from daemon.workers.runtime import BootSink, Launch, WorkerRuntime
 from daemon.workers.state import DEFAULT_BACKOFF, Backoff, WorkerState
 
-__all__ = ["BootSink", "JobControl", "Launch", "Launched", "Supervisor", "WorkerRuntime"]
+__all__ = ["Supervisor"]
 
 
 class Supervisor:

@@ -73,11 +73,11 @@ def test_load_types_and_kinds(tmp_path: Path) -> None:
     assert [e.name for e in entries] == ["alpha", "beta", "iii-http"]
     assert entries[1] == WorkerEntry(name="beta", image="ghcr.io/org/beta:1",
                                      config={"api_key": "${API_KEY}", "retries": 3})
-    assert store.kind(entries[0]) is WorkerKind.LOCAL
-    assert store.kind(entries[1]) is WorkerKind.OCI
-    assert store.kind(entries[2]) is WorkerKind.CONFIG  # not executable yet
+    assert entries[0].kind(store.home) is WorkerKind.LOCAL
+    assert entries[1].kind(store.home) is WorkerKind.OCI
+    assert entries[2].kind(store.home) is WorkerKind.CONFIG  # not executable yet
     binary.chmod(0o755)
-    assert store.kind(entries[2]) is WorkerKind.BINARY
+    assert entries[2].kind(store.home) is WorkerKind.BINARY
     assert store.get("beta") is entries[1] or store.get("beta") == entries[1]
     assert store.find("nope") is None
     with pytest.raises(NotFound, match="worker 'nope' not found"):

@@ -332,7 +332,7 @@ async def test_heartbeat_closes_a_session_whose_engine_stopped_answering() -> No
 ], ids=lambda v: str(v))
 def test_lifecycle_names_of_worker_events(status: str, detail: str | None, phase: str) -> None:
     from client.protocol.messages import EventNotification
-    from daemon.engine.functions import lifecycle_of
+    from daemon.api.engine_bus import lifecycle_of
 
     event = EventNotification(worker="w", status=status, time=0.0, detail=detail)
     assert lifecycle_of(event) == phase

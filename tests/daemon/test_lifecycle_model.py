@@ -35,7 +35,7 @@ from daemon.events import EventBus
 from daemon.sandboxes import SandboxLayout, SandboxTask
 from daemon.workers.binary import start_binary
 from daemon.workers.desired import IDLE, Desired, Want, Why, at_daemon_start, load_desired
-from daemon.workers.reconciler import BootSink, Launched
+from daemon.workers.runtime import BootSink, Launched
 from daemon.workers.state import Backoff, WorkerState
 from daemon.workers.supervisor import Supervisor
 from tests.support.daemon import launchers_of

@@ -21,8 +21,9 @@ from daemon.events import EventBus
 from daemon.sandboxes import SandboxLayout
 from daemon.workers.binary import start_binary
 from daemon.workers.desired import Want, Why, load_desired
+from daemon.workers.runtime import BootSink, Launched
 from daemon.workers.state import DEFAULT_BACKOFF, Backoff, WorkerState
-from daemon.workers.supervisor import BootSink, Launched, Supervisor
+from daemon.workers.supervisor import Supervisor
 from tests.support.wait import async_wait_until
 
 TIMEOUT = 20.0

@@ -35,8 +35,8 @@ from client.protocol.messages import (
     WorkerStartParams,
     WorkerStopParams,
 )
-from daemon.api.services import ClientGone, Notify
 from daemon.errors import AlreadyExists, InvalidState, NotFound, ScriptFailed
+from daemon.notify import ClientGone, Notify
 
 
 class ScriptedService:

@@ -43,9 +43,10 @@ from client.protocol.methods import (
     LIFECYCLE_TRIGGER_TYPE,
 )
 from daemon.api.rpc import DaemonControl, Dispatcher
-from daemon.api.services import NULL_NOTIFY, Services
+from daemon.api.services import Services
 from daemon.engine.session import EngineSession, FunctionError, Handler
 from daemon.events import EventBus
+from daemon.notify import NULL_NOTIFY
 
 __all__ = ["EngineApi"]
 

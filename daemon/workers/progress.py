@@ -1,4 +1,8 @@
-"""Relaying progress from synchronous callbacks (image pulls, the boot sequence) to a client."""
+"""Relaying progress from synchronous callbacks (image pulls, the boot sequence, an export) to
+the client of a ``worker.*`` or ``image.pull`` call, as ``progress`` notifications.
+
+It lives with the workers because a boot step's client phase comes from the worker state table
+(``daemon.workers.state.BOOT_PHASES``); the API's ``image.pull`` uses it from above."""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from client.protocol.messages import ProgressNotification, ProgressPhase
-from daemon.api.services import ClientGone, Notify
 from daemon.images.models import PullProgress
+from daemon.notify import ClientGone, Notify
 from daemon.sandboxes.boot import BootPhase
 from daemon.workers.state import BOOT_PHASES
 
