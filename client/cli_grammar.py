@@ -8,30 +8,36 @@ click commands and checks they match these tables.
 :func:`parse` reads the usual forms exactly as click does and returns the keyword arguments
 typer would pass to the command; anything else (``--help``, an unknown or malformed option, a
 bad value, a missing argument, ``-eK=V``) gives None, and typer then parses it and prints its
-own usage error. Standard library only, and no ``dataclasses`` (it imports ``inspect``): this is
-on the fast path.
+own usage error. Standard library only, and plain classes (a dataclass imports ``inspect``, a
+NamedTuple costs ~1 ms to create): this is on the fast path.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 __all__ = ["COMMANDS", "IMAGE_LIST", "JSON", "WORKER_EXEC", "WORKER_EXPORT", "WORKER_LIST",
            "Argument", "Grammar", "Option", "parse"]
 
 
-class Option(NamedTuple):
+class Option:
     """One option: ``flags`` are typer's param_decls (``"--env", "-e"``; a switch pair is
-    ``"--tty/--no-tty"``); ``value`` is the type of its value, None for a flag."""
+    ``"--tty/--no-tty"``); ``value`` is the type of its value, None for a flag (True when
+    given)."""
 
-    dest: str  # the command function's parameter
-    flags: tuple[str, ...]
-    value: type | None = None  # str, int, float or Path; None: a flag (True when given)
-    default: Any = None
-    multiple: bool = False
-    min: float | None = None
-    help: str | None = None
+    __slots__ = ("default", "dest", "flags", "help", "min", "multiple", "value")
+
+    def __init__(self, dest: str, flags: tuple[str, ...], value: type | None = None, *,
+                 default: Any = None, multiple: bool = False, min: float | None = None,
+                 help: str | None = None) -> None:
+        self.dest = dest  # the command function's parameter
+        self.flags = flags
+        self.value = value  # str, int, float or Path
+        self.default = default
+        self.multiple = multiple
+        self.min = min
+        self.help = help
 
     def switches(self) -> dict[str, bool]:
         """A flag's spellings → the value each sets (``--no-tty`` → False)."""
@@ -44,16 +50,23 @@ class Option(NamedTuple):
         return out
 
 
-class Argument(NamedTuple):
-    dest: str
-    help: str
-    variadic: bool = False  # the rest of the positional arguments (at least one)
+class Argument:
+    __slots__ = ("dest", "help", "variadic")
+
+    def __init__(self, dest: str, help: str, *, variadic: bool = False) -> None:
+        self.dest = dest
+        self.help = help
+        self.variadic = variadic  # the rest of the positional arguments (at least one)
 
 
-class Grammar(NamedTuple):
-    path: tuple[str, ...]  # ("worker", "exec")
-    arguments: tuple[Argument, ...]
-    options: tuple[Option, ...]
+class Grammar:
+    __slots__ = ("arguments", "options", "path")
+
+    def __init__(self, path: tuple[str, ...], arguments: tuple[Argument, ...],
+                 options: tuple[Option, ...]) -> None:
+        self.path = path  # ("worker", "exec")
+        self.arguments = arguments
+        self.options = options
 
     def option(self, dest: str) -> Option:
         return next(o for o in self.options if o.dest == dest)

@@ -133,11 +133,16 @@ def test_the_fast_parser_passes_what_typer_passes(monkeypatch: pytest.MonkeyPatc
     assert calls[0][0] == "_".join(argv[:2])  # ("worker", "exec") → worker_exec
 
 
-def test_iii_worker_reads_the_same_grammar() -> None:
-    parsed = fast_parse(("worker", "exec", "box", "-e", "A=1", "true"))
-    assert parsed is not None and parsed[1] == {
-        "name": "box", "command": ["true"], "env": ["A=1"], "workdir": None, "use_tty": None,
-        "timeout": None}
+def test_an_oci_layout_destination_is_sent_absolute(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    sent: list[tuple[str, Any]] = []
+    monkeypatch.setattr(actions, "print_result", lambda method, params: sent.append(
+        (method, params)))
+    monkeypatch.chdir(tmp_path)
+    parsed = fast_parse(("worker", "export", "w", "--to", "oci:out", "--json"))
+    assert parsed is not None
+    parsed[0](**parsed[1])
+    assert sent == [("worker.export", {"name": "w", "to": f"oci:{tmp_path / 'out'}"})]
 
 
 def test_a_bad_env_pair_on_the_fast_path_is_reported_as_typer_does(
