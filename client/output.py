@@ -1,15 +1,20 @@
 """Human output of the CLI: rich tables and progress bars on a TTY, plain lines otherwise.
 
-rich is imported only when a TTY needs it (start-up time matters; SPEC §12).
+rich is imported only when a TTY needs it, and msgspec with the wire types only when a
+result is read (start-up time matters; SPEC §12): the types below are annotations.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Self, TextIO
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Self, TextIO
 
 from client.errors import CliError
+
+if TYPE_CHECKING:
+    from client.protocol.messages import Worker
 
 __all__ = [
     "TYPE_LABELS",
@@ -18,6 +23,7 @@ __all__ = [
     "print_json_raw",
     "print_kv",
     "print_table",
+    "print_warnings",
     "print_workers",
     "stdout_is_tty",
 ]
@@ -50,27 +56,31 @@ def print_error(exc: CliError, stream: TextIO | None = None) -> None:
         print(f"hint: {exc.hint}", file=out)
 
 
-def _engine_label(value: Any) -> str:
-    return {True: "yes", False: "no"}.get(value, "-") if isinstance(value, bool) else "-"
+def print_warnings(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
-def _status_cell(worker: dict[str, Any]) -> str:
+def _engine_label(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def _status_cell(worker: Worker) -> str:
     """The status; after a kill by the system (OOM), why, e.g. "backoff (killed: out of ...)"."""
-    status, error = str(worker.get("status", "")), worker.get("last_error")
-    if status in ("crashed", "backoff") and isinstance(error, str) and error.startswith("killed:"):
+    status, error = worker.status, worker.last_error
+    if status in ("crashed", "backoff") and error is not None and error.startswith("killed:"):
         return f"{status} ({error})"
     return status
 
 
-def worker_row(worker: dict[str, Any]) -> list[str]:
-    pid = worker.get("pid")
+def worker_row(worker: Worker) -> list[str]:
     return [
-        str(worker.get("name", "")),
-        TYPE_LABELS.get(str(worker.get("type")), str(worker.get("type"))),
+        worker.name,
+        TYPE_LABELS.get(worker.type, worker.type),
         _status_cell(worker),
-        "-" if pid is None else str(pid),
-        worker.get("isolation") or "-",
-        _engine_label(worker.get("engine_registered")),
+        "-" if worker.pid is None else str(worker.pid),
+        worker.isolation or "-",
+        _engine_label(worker.engine_registered),
     ]
 
 
@@ -92,7 +102,7 @@ def print_table(columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> 
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def print_workers(workers: list[dict[str, Any]], engine_age_s: Any = None,
+def print_workers(workers: Sequence[Worker], engine_age_s: float | None = None,
                   config_error: str | None = None) -> None:
     """The worker table; a note when the ENGINE column is older than :data:`STALE_ENGINE_S`
     (the engine did not answer in time, so the daemon showed its last answer), a warning when
@@ -104,7 +114,7 @@ def print_workers(workers: list[dict[str, Any]], engine_age_s: Any = None,
         print("no workers (add one with `iii worker add ./my-project`)")
         return
     print_table(WORKER_COLUMNS, [worker_row(w) for w in workers])
-    if isinstance(engine_age_s, (int, float)) and engine_age_s > STALE_ENGINE_S:
+    if engine_age_s is not None and engine_age_s > STALE_ENGINE_S:
         print(f"(ENGINE as the engine answered {engine_age_s:.1f}s ago: it is slow to answer)")
 
 
@@ -122,7 +132,7 @@ def _size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def format_amount(current: Any, total: Any, unit: Any) -> str:
+def format_amount(current: float | None, total: float | None, unit: str | None) -> str:
     """``3/10 layers``, ``1.5/20.0 MiB`` (bytes made readable), ``7 files``; empty if unknown."""
     if current is None:
         return ""
@@ -164,21 +174,22 @@ class ProgressView:
             self._progress.stop()
 
     def __call__(self, method: str, params: Any) -> None:
-        if method != "progress" or not isinstance(params, dict):
+        if method != "progress":
             return
-        phase = str(params.get("phase", ""))
-        message = str(params.get("message", ""))
-        if message.startswith("warning: "):  # a warning is a line of its own, on stderr
-            print(message, file=sys.stderr, flush=True)
-            return
-        current, total = params.get("current"), params.get("total")
-        if self._progress is not None:
-            self._render_bar(phase, message, current, total, params.get("unit"))
-        else:
-            self._render_plain(phase, message, current, total, params.get("unit"))
+        from client.protocol.messages import ProgressNotification
+        from client.rpc_client import decode
 
-    def _render_bar(self, phase: str, message: str, current: Any, total: Any,
-                    unit: Any) -> None:
+        note = decode(params, ProgressNotification, "progress notification")
+        if note.message.startswith("warning: "):  # a warning is a line of its own, on stderr
+            print(note.message, file=sys.stderr, flush=True)
+            return
+        if self._progress is not None:
+            self._render_bar(note.phase, note.message, note.current, note.total, note.unit)
+        else:
+            self._render_plain(note.phase, note.message, note.current, note.total, note.unit)
+
+    def _render_bar(self, phase: str, message: str, current: int | None, total: int | None,
+                    unit: str | None) -> None:
         description = f"{phase}: {message}" if message else phase
         amount = format_amount(current, total, unit)
         task = self._tasks.get(phase)
@@ -188,8 +199,8 @@ class ProgressView:
         self._progress.update(task, description=description, completed=current or 0,
                               total=total, amount=amount)
 
-    def _render_plain(self, phase: str, message: str, current: Any, total: Any,
-                      unit: Any) -> None:
+    def _render_plain(self, phase: str, message: str, current: int | None, total: int | None,
+                      unit: str | None) -> None:
         now = time.monotonic()
         last = self._last_plain.get(phase)
         done = current is not None and total is not None and current >= total

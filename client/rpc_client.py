@@ -5,12 +5,15 @@ so nothing here imports msgspec (~25 ms), asyncio, aiohttp or rich.
 
     with RpcClient() as client:                      # autostarts a daemon unless III_NO_AUTOSTART=1
         info = client.call("daemon.info")            # -> dict
+        info = client.call("daemon.info", result_type=DaemonInfoResult)  # -> the typed struct
         raw = client.call_raw("worker.list")         # -> the result's JSON bytes, verbatim
         client.call("worker.add", {"target": "/p", "progress": True},
                     on_notification=lambda method, params: print(method, params))
 
 Errors: :class:`client.errors.DaemonUnavailable` when no daemon answers (and none could be
-started), :class:`client.errors.RpcError` subclasses for JSON-RPC errors (by code).
+started), :class:`client.errors.RpcError` subclasses for JSON-RPC errors (by code),
+:class:`client.errors.ProtocolError` for an answer this client cannot read (also a result that
+does not decode into its ``result_type``; msgspec is imported only then).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar, overload
 
 from client.errors import DaemonUnavailable, ProtocolError, from_rpc_error
 from client.protocol.constants import MAX_LINE_BYTES
 
-__all__ = ["RpcClient", "default_home", "default_socket_path", "spawn_daemon"]
+__all__ = ["RpcClient", "decode", "default_home", "default_socket_path", "spawn_daemon"]
+
+R = TypeVar("R")
 
 CONNECT_TIMEOUT_S = 5.0
 AUTOSTART_DEADLINE_S = 20.0  # a cold daemon imports its modules and binds within this
@@ -43,6 +48,20 @@ NotificationHandler = Callable[[str, Any], None]
 # Daemons this process started: they outlive it by design and are never waited for; holding
 # the Popen objects keeps them from being reported as leaked child processes.
 _DETACHED_DAEMONS: list[Any] = []
+
+
+def decode(value: Any, result_type: type[R], what: str) -> R:
+    """``value`` (a decoded JSON result or notification) as ``result_type``, a struct of
+    ``client.protocol``; :class:`ProtocolError` (one line) when it does not fit, e.g. a daemon
+    of another version."""
+    import msgspec
+
+    try:
+        return msgspec.convert(value, result_type)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(f"cannot read the daemon's {what}: {exc}",
+                            "the daemon may be another version than this CLI; restart it "
+                            "(`iii daemon stop`, then run the command again)") from None
 
 
 def _encode(obj: Any) -> bytes:
@@ -271,12 +290,26 @@ class RpcClient:
             return line[len(prefix):-1]
         return _encode(result)  # another framing: the same value, compactly re-encoded
 
+    @overload
     def call(self, method: str, params: Mapping[str, Any] | None = None,
-             on_notification: NotificationHandler | None = None,
-             fds: Sequence[int] = ()) -> Any:
-        """Like :meth:`call_raw`, returning the decoded result (dicts and lists). ``fds`` go
-        with the request (``worker.exec``: the first request on a new connection)."""
-        return self._request(method, params, on_notification, fds)[2]
+             on_notification: NotificationHandler | None = None, fds: Sequence[int] = (),
+             *, result_type: None = None) -> Any: ...
+
+    @overload
+    def call(self, method: str, params: Mapping[str, Any] | None = None,
+             on_notification: NotificationHandler | None = None, fds: Sequence[int] = (),
+             *, result_type: type[R]) -> R: ...
+
+    def call(self, method: str, params: Mapping[str, Any] | None = None,
+             on_notification: NotificationHandler | None = None, fds: Sequence[int] = (),
+             *, result_type: type[R] | None = None) -> Any:
+        """Like :meth:`call_raw`, returning the decoded result: as ``result_type`` (a struct of
+        ``client.protocol``) when given, else dicts and lists. ``fds`` go with the request
+        (``worker.exec``: the first request on a new connection)."""
+        result = self._request(method, params, on_notification, fds)[2]
+        if result_type is None:
+            return result
+        return decode(result, result_type, f"answer to {method}")
 
     def follow(self, on_notification: NotificationHandler) -> None:
         """After a streaming call (``logs`` with follow, ``events.subscribe``): deliver

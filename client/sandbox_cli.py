@@ -16,11 +16,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from client.errors import CliError
+
+if TYPE_CHECKING:
+    from client.protocol.sandbox import ExecResponse, RunResponse
+
+R = TypeVar("R")
 
 sandbox_app = typer.Typer(no_args_is_help=True, help="Ephemeral sandboxes (sandbox::*).")
 
@@ -29,30 +34,38 @@ LANG_OF_IMAGE = {"python": "python", "node": "node", "bun": "bun", "shell": "she
 
 
 def _call(method: str, params: dict[str, Any]) -> Any:
+    """The result of ``sandbox.<method>`` as the daemon sent it (what ``--json`` prints)."""
     from client.rpc_client import RpcClient
 
     with RpcClient() as client:
         return client.call(f"sandbox.{method}", params)
 
 
+def _read(result: Any, result_type: type[R], method: str) -> R:
+    """``result`` (of ``sandbox.<method>``) as its struct in ``client.protocol.sandbox``."""
+    from client.rpc_client import decode
+
+    return decode(result, result_type, f"answer to sandbox.{method}")
+
+
 def _run(body: Any) -> Any:
-    from client.commands import run_cli
+    from client.commands.common import run_cli
 
     return run_cli(body)
 
 
-def _print_output(result: dict[str, Any]) -> None:
-    sys.stdout.write(result.get("stdout", ""))
+def _print_output(result: RunResponse) -> None:
+    sys.stdout.write(result.stdout)
     sys.stdout.flush()
-    sys.stderr.write(result.get("stderr", ""))
-    for stream in ("stdout", "stderr"):
-        if result.get(f"{stream}_truncated"):
+    sys.stderr.write(result.stderr)
+    for stream, truncated in (("stdout", result.stdout_truncated),
+                              ("stderr", result.stderr_truncated)):
+        if truncated:
             print(f"iii: {stream} truncated (sandboxes.max_output_bytes)", file=sys.stderr)
 
 
-def _exit_code(result: dict[str, Any]) -> int:
-    code = result.get("exit_code")
-    return 124 if code is None else int(code)
+def _exit_code(result: RunResponse | ExecResponse) -> int:
+    return 124 if result.exit_code is None else result.exit_code
 
 
 @sandbox_app.command("run")
@@ -81,13 +94,16 @@ def sandbox_run(
             params["stdin"] = base64.b64encode(sys.stdin.buffer.read()).decode()
         if timeout_ms is not None:
             params["timeout_ms"] = timeout_ms
-        result = _call("run", params)
+        from client.protocol.sandbox import RunResponse
+
+        as_sent = _call("run", params)
+        result = _read(as_sent, RunResponse, "run")
         if as_json:
-            print(json.dumps(result))
+            print(json.dumps(as_sent))
         else:
             _print_output(result)
             if keep:
-                print(f"sandbox: {result['sandbox_id']}", file=sys.stderr)
+                print(f"sandbox: {result.sandbox_id}", file=sys.stderr)
         return _exit_code(result)
 
     raise typer.Exit(_run(body))
@@ -118,7 +134,12 @@ def sandbox_create(
         if idle_timeout is not None:
             params["idle_timeout_secs"] = idle_timeout
         result = _call("create", params)
-        print(json.dumps(result) if as_json else result["sandbox_id"])
+        if as_json:
+            print(json.dumps(result))
+            return
+        from client.protocol.sandbox import CreateResponse
+
+        print(_read(result, CreateResponse, "create").sandbox_id)
 
     _run(body)
 
@@ -147,8 +168,11 @@ def sandbox_exec(
                 params["workdir"] = workdir
             if timeout is not None:
                 params["timeout_ms"] = max(1, int(timeout * 1000))
-            result = _call("exec", params)
-            print(json.dumps(result))
+            from client.protocol.sandbox import ExecResponse
+
+            as_sent = _call("exec", params)
+            result = _read(as_sent, ExecResponse, "exec")
+            print(json.dumps(as_sent))
             return _exit_code(result)
         stdio: dict[str, Any] = {"sandbox_id": sandbox_id, "argv": command, "env": pairs}
         if workdir is not None:
@@ -172,11 +196,12 @@ def sandbox_ls(as_json: bool = JSON_OPT) -> None:
             print(json.dumps(result))
             return
         from client.output import print_table
+        from client.protocol.sandbox import ListResponse
 
         print_table(("ID", "IMAGE", "NAME", "AGE", "EXECS"), [
-            [s["sandbox_id"], s["image"], s["name"] or "-", f"{s['age_secs']}s",
-             f"{s['exec_in_flight']}/{s['exec_in_flight'] + s['exec_slots_free']}"]
-            for s in result["sandboxes"]])
+            [s.sandbox_id, s.image, s.name or "-", f"{s.age_secs}s",
+             f"{s.exec_in_flight}/{s.exec_in_flight + s.exec_slots_free}"]
+            for s in _read(result, ListResponse, "list").sandboxes])
 
     _run(body)
 
@@ -187,7 +212,12 @@ def sandbox_stop(sandbox_id: str = typer.Argument(..., help="From `iii sandbox c
     """Stop a sandbox and delete everything it wrote."""
     def body() -> None:
         result = _call("stop", {"sandbox_id": sandbox_id, "wait": True})
-        print(json.dumps(result) if as_json else f"stopped {result['sandbox_id']}")
+        if as_json:
+            print(json.dumps(result))
+            return
+        from client.protocol.sandbox import StopResponse
+
+        print(f"stopped {_read(result, StopResponse, 'stop').sandbox_id}")
 
     _run(body)
 
@@ -225,20 +255,27 @@ def _upload(local: Path, sandbox_id: str, path: str) -> dict[str, Any]:
         mode = f"{local.stat().st_mode & 0o7777:04o}"
     except OSError as exc:
         raise CliError(f"cannot read {local}: {exc.strerror}") from exc
-    written = _call("fs.write", {"sandbox_id": sandbox_id, "path": path, "parents": True,
-                                 "mode": mode, "content_b64": base64.b64encode(data).decode()})
-    return {"bytes": written["bytes_written"], "path": written["path"]}
+    from client.protocol.sandbox import WriteResponse
+
+    written = _read(_call("fs.write", {
+        "sandbox_id": sandbox_id, "path": path, "parents": True, "mode": mode,
+        "content_b64": base64.b64encode(data).decode()}), WriteResponse, "fs.write")
+    return {"bytes": written.bytes_written, "path": written.path}
 
 
 def _download(sandbox_id: str, path: str, local: Path) -> dict[str, Any]:
-    read = _call("fs.read", {"sandbox_id": sandbox_id, "path": path})
-    data = read["body"].encode() if "body" in read else base64.b64decode(read["body_b64"])
+    from client.protocol.sandbox import ReadResponse
+
+    read = _read(_call("fs.read", {"sandbox_id": sandbox_id, "path": path}), ReadResponse,
+                 "fs.read")
+    data = read.body.encode() if read.body is not None \
+        else base64.b64decode(read.body_b64 or "")
     if local.is_dir():
         local = local / Path(path).name
     tmp = local.with_name(f".{local.name}.iii-tmp")
     try:
         tmp.write_bytes(data)
-        os.chmod(tmp, int(read["mode"], 8) & 0o777)
+        os.chmod(tmp, int(read.mode, 8) & 0o777)
         os.replace(tmp, local)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

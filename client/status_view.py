@@ -12,9 +12,12 @@ import json
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from client.rpc_client import RpcClient
+from client.rpc_client import RpcClient, decode
+
+if TYPE_CHECKING:
+    from client.protocol.messages import WorkerInspectResult
 
 LOG_LINES = 10
 REDRAWS_PER_S = 2  # the uptime's clock; the data itself only changes on notifications
@@ -25,12 +28,27 @@ PHASES = {"preparing": "preparing", "installing": "installing", "starting": "sta
           "stopping": "stopping", "stopped": "stopped"}
 
 
-def snapshot(name: str) -> dict[str, Any]:
-    """``{"worker": <worker.inspect>, "log_tail": [last lines]}``."""
+class Snapshot(NamedTuple):
+    worker: WorkerInspectResult
+    log_tail: list[str]  # the last lines
+
+
+def _fetch(name: str) -> tuple[Any, list[str]]:
+    """(``worker.inspect``'s result as the daemon sent it, the last log lines)."""
+    from client.protocol.messages import WorkerLogsResult
+
     with RpcClient() as client:
         worker = client.call("worker.inspect", {"name": name})
-        lines = client.call("worker.logs", {"name": name, "tail": LOG_LINES})["lines"]
-    return {"worker": worker, "log_tail": lines}
+        logs = client.call("worker.logs", {"name": name, "tail": LOG_LINES},
+                           result_type=WorkerLogsResult)
+    return worker, logs.lines
+
+
+def snapshot(name: str) -> Snapshot:
+    from client.protocol.messages import WorkerInspectResult
+
+    worker, lines = _fetch(name)
+    return Snapshot(decode(worker, WorkerInspectResult, "answer to worker.inspect"), lines)
 
 
 def _uptime(started_at: Any, status: str) -> str:
@@ -41,33 +59,32 @@ def _uptime(started_at: Any, status: str) -> str:
     return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def rows(snap: dict[str, Any]) -> list[tuple[str, str]]:
+def rows(snap: Snapshot) -> list[tuple[str, str]]:
     """The status block as (label, value) pairs (shared by the plain and the live view)."""
-    w = snap["worker"]
-    detail = w.get("isolation_detail") or {}
-    engine = {True: "registered", False: "not registered", None: "unknown"}[
-        w.get("engine_registered")]
-    isolation = w.get("isolation") or "none"
-    if detail:
-        isolation += f" ({detail.get('network')}; ids {detail.get('id_map')}; " \
-                     f"limits {detail.get('limits')})"
-    return [("worker", w["name"]), ("phase", PHASES.get(w["status"], w["status"])),
-            ("pid", str(w.get("pid") or "-")),
-            ("uptime", _uptime(w.get("started_at"), w["status"])),
-            ("restarts", str(w.get("restarts", 0))),
-            ("last exit", "-" if w.get("last_exit_code") is None else str(w["last_exit_code"])),
+    w = snap.worker
+    detail = w.isolation_detail
+    engine = {True: "registered", False: "not registered", None: "unknown"}[w.engine_registered]
+    isolation: str = w.isolation or "none"
+    if detail is not None:
+        isolation += f" ({detail.network}; ids {detail.id_map}; limits {detail.limits})"
+    return [("worker", w.name), ("phase", PHASES.get(w.status, w.status)),
+            ("pid", str(w.pid or "-")),
+            ("uptime", _uptime(w.started_at, w.status)),
+            ("restarts", str(w.restarts)),
+            ("last exit", "-" if w.last_exit_code is None else str(w.last_exit_code)),
             ("isolation", isolation), ("engine", engine)]
 
 
 def print_once(name: str, as_json: bool) -> None:
-    snap = snapshot(name)
-    if as_json:
-        print(json.dumps(snap))
+    if as_json:  # the daemon's worker.inspect result as it sent it, and the last lines
+        worker, lines = _fetch(name)
+        print(json.dumps({"worker": worker, "log_tail": lines}))
         return
+    snap = snapshot(name)
     for label, value in rows(snap):
         print(f"{label + ':':<11} {value}")
     print("log:")
-    for line in snap["log_tail"]:
+    for line in snap.log_tail:
         print(f"  {line}")
 
 
@@ -81,17 +98,22 @@ class LiveStatus:
         self.changed = threading.Event()
 
     def on_event(self, method: str, params: Any) -> None:
-        if method == "event" and isinstance(params, dict) and params.get("worker") == self.name:
+        from client.protocol.messages import EventNotification
+
+        if method == "event" and decode(params, EventNotification, "event").worker == self.name:
             fresh = snapshot(self.name)
             with self.lock:
-                fresh["log_tail"] = self.snap["log_tail"]
-                self.snap = fresh
+                self.snap = fresh._replace(log_tail=self.snap.log_tail)
             self.changed.set()
 
     def on_log(self, method: str, params: Any) -> None:
-        if method == "log" and isinstance(params, dict):
+        from client.protocol.messages import LogNotification
+
+        if method == "log":
+            line = decode(params, LogNotification, "log notification").line
             with self.lock:
-                self.snap["log_tail"] = (self.snap["log_tail"] + [params["line"]])[-LOG_LINES:]
+                self.snap = self.snap._replace(
+                    log_tail=(self.snap.log_tail + [line])[-LOG_LINES:])
             self.changed.set()
 
     def render(self) -> Any:
@@ -104,7 +126,7 @@ class LiveStatus:
         table = Table.grid(padding=(0, 2))
         for label, value in rows(snap):
             table.add_row(Text(label, style="bold"), Text(value))
-        log = Text("\n".join(snap["log_tail"]) or "(no output yet)", style="dim")
+        log = Text("\n".join(snap.log_tail) or "(no output yet)", style="dim")
         return Group(table, Text("log:", style="bold"), log)
 
 

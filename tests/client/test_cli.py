@@ -259,7 +259,7 @@ def test_on_a_tty_list_is_a_rich_table_and_add_shows_progress_bars(
 
 
 @pytest.mark.parametrize("argv", [("worker", "list"), ("worker", "list", "--json"),
-                                  ("image", "list", "--json")], ids=" ".join)
+                                  ("image", "list", "--json"), ("image", "list")], ids=" ".join)
 def test_the_typer_free_fast_path_prints_what_typer_prints(daemon: ThreadedDaemon,
                                                            monkeypatch: pytest.MonkeyPatch,
                                                            argv: tuple[str, ...]) -> None:
@@ -329,67 +329,15 @@ def test_help_does_not_render_types_as_placeholders(argv: tuple[str, ...]) -> No
     assert "<bool>" not in out.stdout and "<str>" not in out.stdout, out.stdout
 
 
-EXEC_FORMS = [
-    ("box", "--", "true"),
-    ("box", "-e", "A=1", "--env", "B=2", "--env=C=3", "-w", "/tmp", "-t", "--", "sh", "-c", "x"),
-    ("-e", "A=1", "box", "--workdir=/w", "--no-tty", "--timeout", "2.5", "--", "ls", "-l", "--"),
-    ("--timeout=0.5", "box", "--tty", "ls", "--", "-a"),
-    ("box", "ls"),
-]
-
-
-@pytest.mark.parametrize("args", EXEC_FORMS, ids=range(len(EXEC_FORMS)))
-def test_the_exec_fast_path_reads_arguments_as_typer_does(
-        monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]) -> None:
-    from typer.testing import CliRunner
-
-    import client.exec_cli
-    from client.cli import _fast_exec, app
-
-    seen: list[tuple[dict[str, object], bool]] = []
-
-    def record(params: dict[str, object], tty_mode: bool) -> int:
-        seen.append((params, tty_mode))
-        return 7
-    monkeypatch.setattr(client.exec_cli, "run_exec", record)
-    via_typer = CliRunner().invoke(app, ["worker", "exec", *args])
-    assert via_typer.exit_code == 7, via_typer.output
-    assert _fast_exec(list(args)) == 7
-    assert seen[0] == seen[1]
-
-
-@pytest.mark.parametrize("args", [
-    ("--help",), ("box", "--help"), ("box",), ("box", "-x", "--", "true"),
-    ("box", "--timeout", "0", "--", "true"), ("box", "--timeout", "soon", "--", "true"),
-    ("box", "-eA=1", "--", "true"), ("box", "--tty=yes", "--", "true"), ("box", "-e"),
-])
-def test_the_exec_fast_path_leaves_unusual_forms_to_typer(args: tuple[str, ...]) -> None:
-    from client.cli import _parse_exec
-
-    assert _parse_exec(list(args)) is None
-
-
-def test_the_exec_fast_path_reports_a_bad_env_pair_as_typer_does(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    from client.cli import _fast_exec
-
-    assert _fast_exec(["box", "-e", "NOEQUALS", "--", "true"]) == 1
-    assert capsys.readouterr().err.startswith("error: -e 'NOEQUALS': use KEY=VALUE")
-
-
-def test_only_the_exact_export_json_shape_takes_the_typer_free_path(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch
-                                                                     ) -> None:
-    from client.cli import _export_params
-
-    monkeypatch.chdir(tmp_path)
-    assert _export_params(("worker", "export", "w", "--to", "reg:5000/a/w:1", "--json")) == \
-        {"name": "w", "to": "reg:5000/a/w:1"}
-    assert _export_params(("worker", "export", "w", "--json", "--to", "oci:out")) == \
-        {"name": "w", "to": f"oci:{tmp_path / 'out'}"}
-    for argv in [("worker", "export", "w", "--to", "r/w:1"),  # no --json: progress, typer
-                 ("worker", "export", "w", "--kubernetes", "--json", "x"),
-                 ("worker", "export", "--to", "r/w:1", "w", "--json"),
-                 ("worker", "export", "w", "--to", "oci:", "--json"),
-                 ("worker", "export", "w", "--to", "--json", "--json")]:
-        assert _export_params(argv) is None, argv
+@pytest.mark.parametrize("argv", [("worker", "list", "--json"), ("image", "list", "--json")],
+                         ids=" ".join)
+def test_the_json_fast_path_imports_neither_typer_nor_msgspec(daemon: ThreadedDaemon,
+                                                              argv: tuple[str, ...]) -> None:
+    code = ("import sys\nfrom client.cli import _dispatch_fast\ntry:\n"
+            f"    _dispatch_fast({argv!r})\nexcept SystemExit as exc:\n"
+            "    assert exc.code == 0, exc.code\n"
+            "print([m for m in ('typer', 'rich', 'msgspec', 'client.protocol.messages') "
+            "if m in sys.modules], file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], env=daemon.env(), capture_output=True,
+                         text=True, check=True, timeout=TIMEOUT)
+    assert out.stdout.startswith("{") and out.stderr.strip() == "[]"

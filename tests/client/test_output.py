@@ -6,6 +6,7 @@ import pytest
 
 from client.errors import ScriptFailed
 from client.output import format_amount, print_error, print_workers
+from client.protocol.messages import Worker
 
 
 @pytest.mark.parametrize("current, total, unit, expected", [
@@ -26,12 +27,12 @@ def test_format_amount(current: int | None, total: int | None, unit: str | None,
 
 def test_plain_worker_table_maps_types_and_engine(capsys: pytest.CaptureFixture[str]) -> None:
     print_workers([
-        {"name": "a", "type": "oci", "status": "running", "pid": 12, "isolation": "namespace",
-         "engine_registered": True},
-        {"name": "bb", "type": "binary", "status": "crashed", "pid": None, "isolation": None,
-         "engine_registered": False},
-        {"name": "c", "type": "config", "status": "stopped", "pid": None, "isolation": None,
-         "engine_registered": None},
+        Worker(name="a", type="oci", status="running", pid=12, isolation="namespace",
+               engine_registered=True),
+        Worker(name="bb", type="binary", status="crashed", pid=None, isolation=None,
+               engine_registered=False),
+        Worker(name="c", type="config", status="stopped", pid=None, isolation=None,
+               engine_registered=None),
     ])
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert rows == [["NAME", "TYPE", "STATUS", "PID", "ISOLATION", "ENGINE"],
@@ -44,8 +45,8 @@ def test_plain_worker_table_maps_types_and_engine(capsys: pytest.CaptureFixture[
                          ids=["unknown", "fresh", "stale"])
 def test_stale_engine_column_is_noted(capsys: pytest.CaptureFixture[str], age: float | None,
                                       noted: bool) -> None:
-    print_workers([{"name": "a", "type": "oci", "status": "running", "pid": 1,
-                    "isolation": "namespace", "engine_registered": True}], age)
+    print_workers([Worker(name="a", type="oci", status="running", pid=1,
+                          isolation="namespace", engine_registered=True)], age)
     out = capsys.readouterr().out
     assert ("answered 3.2s ago" in out) is noted, out
 
@@ -59,3 +60,9 @@ def test_error_lines(capsys: pytest.CaptureFixture[str]) -> None:
     print_error(ScriptFailed("install failed", {"output_tail": ["x"], "hint": "fix it"}))
     assert capsys.readouterr().err.splitlines() == ["error: install failed", "  | x",
                                                     "hint: fix it"]
+
+
+def test_a_worker_killed_by_the_system_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    print_workers([Worker(name="a", type="local", status="backoff",
+                          last_error="killed: out of memory")])
+    assert "backoff (killed: out of memory)" in capsys.readouterr().out

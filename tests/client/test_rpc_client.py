@@ -116,7 +116,8 @@ def test_autostart_reports_a_daemon_that_cannot_start(iii_home: Path) -> None:
 
 
 def test_client_imports_nothing_heavy() -> None:
-    code = ("import sys, client.cli, client.rpc_client, client.output;"
+    code = ("import sys, client.cli, client.rpc_client, client.output, client.actions, "
+            "client.cli_grammar;"
             "bad = [m for m in ('asyncio', 'aiohttp', 'rich', 'typer', 'daemon', 'msgspec', "
             "'client.protocol.messages') "
             "if m in sys.modules]; print(bad)")
@@ -159,3 +160,69 @@ def test_a_hung_daemon_is_reported_after_the_reply_timeout(iii_home: Path) -> No
             client.call("daemon.info")
     finally:
         hung.close()
+
+
+class OneAnswerDaemon:
+    """A socket that answers every request with ``result`` (whatever its shape)."""
+
+    def __init__(self, path: Path, result: object) -> None:
+        import socket as so
+        import threading
+
+        self._server = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen()
+        self._result = result
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as lines:
+                for line in lines:
+                    answer = {"jsonrpc": "2.0", "id": json.loads(line)["id"],
+                              "result": self._result}
+                    conn.sendall(json.dumps(answer).encode() + b"\n")
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def test_a_result_of_the_wrong_shape_is_a_protocol_error(iii_home: Path) -> None:
+    from client.protocol.messages import WorkerListResult
+
+    path = iii_home / "iii.sock"
+    daemon = OneAnswerDaemon(path, {"workers": [{"name": 5, "type": "local"}]})
+    try:
+        with RpcClient(path, autostart=False) as client, \
+                pytest.raises(errors.ProtocolError) as info:
+            client.call("worker.list", result_type=WorkerListResult)
+        assert info.value.message == ("cannot read the daemon's answer to worker.list: "
+                                      "Expected `str`, got `int` - at `$.workers[0].name`")
+        assert "another version" in (info.value.hint or "")
+    finally:
+        daemon.close()
+
+
+@pytest.mark.parametrize("argv", [("worker", "list"), ("worker", "inspect", "w"),
+                                  ("image", "list"), ("daemon", "status")], ids=" ".join)
+def test_the_cli_reports_a_result_it_cannot_read_in_one_line(iii_home: Path,
+                                                             argv: tuple[str, ...]) -> None:
+    path = iii_home / "iii.sock"
+    daemon = OneAnswerDaemon(path, {"workers": "many", "images": 3, "name": None})
+    env = {**os.environ, "III_HOME": str(iii_home), "III_SOCKET": str(path),
+           "III_NO_AUTOSTART": "1"}
+    try:
+        out = subprocess.run([str(Path(sys.executable).with_name("iii")), *argv], env=env,
+                             capture_output=True, text=True, check=False, timeout=30)
+    finally:
+        daemon.close()
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 2 and "Traceback" not in out.stderr, out.stderr
+    assert lines[0].startswith("error: cannot read the daemon's answer to ")
+    assert lines[1].startswith("hint: the daemon may be another version")
+    assert out.stdout == ""
