@@ -56,6 +56,7 @@ check: setup lint
 lint: setup
 	$(BIN)/ruff check daemon client manifests vmm_ffi tests bench examples
 	$(BIN)/mypy --strict daemon client manifests vmm_ffi
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layering.py  # the import layering
 
 demo: setup
 	$(BIN)/python -m examples.demo

@@ -23,9 +23,9 @@ from client.commands import worker_lifecycle
 # isort: split
 from client.commands import image_daemon, worker_io
 from client.commands.common import app, daemon_app, image_app, run_cli, worker_app
+from client.commands.sandbox import sandbox_app
+from client.commands.service import service_app
 from client.commands.worker_lifecycle import resolve_target
-from client.sandbox_cli import sandbox_app
-from client.service_cli import service_app
 
 __all__ = ["app", "daemon_app", "image_app", "image_daemon", "resolve_target", "run_cli",
            "worker_app", "worker_io", "worker_lifecycle"]

@@ -58,7 +58,7 @@ class ServiceHost:
 
     def run(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
         env = dict(self.env, **extra_env)
-        return subprocess.run([sys.executable, "-m", "client.service_cli", *args], env=env,
+        return subprocess.run([sys.executable, "-m", "client.cli", "service", *args], env=env,
                               capture_output=True, text=True, timeout=60, check=False)
 
     def recorded(self) -> list[list[str]]:

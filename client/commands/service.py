@@ -62,6 +62,3 @@ def status_cmd(dry_run: bool = DRY_RUN, platform: PlatformChoice = PLATFORM) -> 
     """Show whether the service is installed and running (exit 3 when it is not running)."""
     raise typer.Exit(_run("status", platform, dry_run))
 
-
-if __name__ == "__main__":
-    service_app()
