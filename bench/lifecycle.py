@@ -28,11 +28,11 @@ from daemon.background import BackgroundTasks
 from daemon.config.entries import WorkerEntry
 from daemon.events import EventBus
 from daemon.sandboxes import BootSpec, Provisioner, SandboxLayout, boot_sandbox
-from daemon.workers.binary import start_binary
-from daemon.workers.desired import Why
-from daemon.workers.reconciler import BootSink, Launched
-from daemon.workers.state import WorkerState
-from daemon.workers.supervisor import Supervisor
+from daemon.workers.launching.binary import start_binary
+from daemon.workers.supervision.desired import Why
+from daemon.workers.supervision.reconciler import BootSink, Launched
+from daemon.workers.supervision.state import WorkerState
+from daemon.workers.supervision.supervisor import Supervisor
 from tests.support.daemon import launchers_of
 from tests.support.rootfs import make_busybox_rootfs
 

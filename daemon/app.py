@@ -66,11 +66,11 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     from daemon.images.settings import docker_config_path
     from daemon.sandboxes import Provisioner
     from daemon.workers.autopilot import Autopilot, expecting_registrations
+    from daemon.workers.commands.lifecycle import WorkerLifecycle
     from daemon.workers.hot_reload import HotReload
-    from daemon.workers.launch import WorkerLauncher
-    from daemon.workers.lifecycle import WorkerLifecycle
-    from daemon.workers.state import Backoff
-    from daemon.workers.supervisor import Supervisor
+    from daemon.workers.launching.launch import WorkerLauncher
+    from daemon.workers.supervision.state import Backoff
+    from daemon.workers.supervision.supervisor import Supervisor
 
     store = ConfigStore(settings.config_path, settings.home)
     try:
@@ -138,7 +138,7 @@ def sweep_network(settings: DaemonSettings) -> None:
     and with no sandbox left, its bridge and nftables table; never another home's."""
     if os.geteuid() != 0 or not (settings.home / "network").is_dir():
         return
-    from daemon.workers.boot_specs import bridge_params
+    from daemon.workers.launching.boot_specs import bridge_params
     from vmm_ffi.network.bridge_leases import sweep
 
     try:
@@ -178,7 +178,7 @@ def isolation_info(settings: DaemonSettings) -> IsolationInfo:
     default = settings.isolation
     if default == "auto":
         default = "libkrun" if backends["libkrun"].available else "namespace"
-    from daemon.workers.isolation import host_isolation
+    from daemon.workers.commands.isolation import host_isolation
 
     return IsolationInfo(default=default, backends=backends, host=host_isolation(settings))
 

@@ -15,7 +15,7 @@ from client.protocol.messages import (
 from daemon.events import EventBus
 from daemon.images import ImageStore
 from daemon.notify import ClientGone, Notify
-from daemon.workers.progress import progress_relay
+from daemon.workers.commands.progress import progress_relay
 
 __all__ = ["EventMethods", "ImageMethods"]
 

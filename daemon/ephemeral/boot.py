@@ -37,7 +37,7 @@ from daemon.sandboxes import (
     place_host_files,
 )
 from daemon.trees import remove_tree
-from daemon.workers.boot_specs import bridge_params, connect_network
+from daemon.workers.launching.boot_specs import bridge_params, connect_network
 from vmm_ffi.availability import check_namespace
 from vmm_ffi.params import IdShift, LaunchParams, NetworkPolicy
 

@@ -38,7 +38,7 @@ from daemon.ephemeral.commands import decode_b64
 from daemon.ephemeral.errors import SCode, sandbox_error
 from daemon.ephemeral.registry import SandboxTable
 from daemon.ephemeral.runner import run_fs
-from daemon.workers.exec import ForkServer
+from daemon.workers.commands.exec import ForkServer
 
 __all__ = ["SandboxFiles"]
 

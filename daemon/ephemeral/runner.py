@@ -16,7 +16,7 @@ from typing import Any
 
 from daemon.ephemeral.errors import SCode, sandbox_error
 from daemon.ephemeral.registry import Sandbox
-from daemon.workers.exec import ForkServer, stop_helper
+from daemon.workers.commands.exec import ForkServer, stop_helper
 from vmm_ffi.enter import EnterSpec
 
 __all__ = ["Outcome", "run_command", "run_fs"]

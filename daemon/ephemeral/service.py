@@ -42,7 +42,7 @@ from daemon.ephemeral.pool import WarmPool
 from daemon.ephemeral.registry import Sandbox, SandboxTable
 from daemon.ephemeral.runner import exec_spec, run_command
 from daemon.notify import Notify
-from daemon.workers.exec import ExecRegistry, run_exec
+from daemon.workers.commands.exec import ExecRegistry, run_exec
 
 __all__ = ["SandboxService"]
 

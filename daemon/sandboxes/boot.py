@@ -53,7 +53,7 @@ T = TypeVar("T")
 
 class BootPhase(enum.Enum):
     """The steps of a sandbox boot, in order; the daemon maps each one to a worker state and a
-    client progress phase in one table (``daemon.workers.state.BOOT_PHASES``)."""
+    client progress phase in one table (``daemon.workers.supervision.state.BOOT_PHASES``)."""
 
     PROVISION = "provision"  # the sandbox root is made (overlay, reflink or copy)
     SYNC = "sync"  # the project is copied into /workspace

@@ -24,11 +24,18 @@ from daemon.engine.session import EngineSession
 from daemon.errors import DaemonError
 from daemon.events import EventBus
 from daemon.sandboxes import SandboxLayout, SandboxTask
-from daemon.workers.desired import ADDING_FLAG, Desired, Want, Why, at_daemon_start, load_desired
-from daemon.workers.logs import rotate_if_needed
-from daemon.workers.state import WorkerState
-from daemon.workers.supervisor import Supervisor
-from daemon.workers.targets import name_problem
+from daemon.workers.commands.logs import rotate_if_needed
+from daemon.workers.commands.targets import name_problem
+from daemon.workers.supervision.desired import (
+    ADDING_FLAG,
+    Desired,
+    Want,
+    Why,
+    at_daemon_start,
+    load_desired,
+)
+from daemon.workers.supervision.state import WorkerState
+from daemon.workers.supervision.supervisor import Supervisor
 from vmm_ffi.params import LaunchParams
 
 log = logging.getLogger("iii.daemon.autopilot")

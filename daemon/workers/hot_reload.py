@@ -30,7 +30,7 @@ from daemon.events import EventBus
 from daemon.notify import NULL_NOTIFY, Notify
 from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.sync import SKIP_NAMES
-from daemon.workers.supervisor import Supervisor
+from daemon.workers.supervision.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def relevant(project: Path, change: Change, path: str) -> bool:
 
 
 class Restarts(Protocol):
-    """What a reload calls: ``worker.restart`` (``daemon.workers.lifecycle.WorkerLifecycle``)."""
+    """What a reload calls: ``worker.restart`` (``daemon.workers.commands.lifecycle.WorkerLifecycle``)."""
 
     async def restart(self, params: WorkerStartParams, notify: Notify) -> Worker: ...
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import InvalidArgument
-from daemon.workers.image_user import resolve_user
+from daemon.workers.launching.image_user import resolve_user
 from vmm_ffi.params import RunAs
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:App:/home/app:/bin/sh\n"

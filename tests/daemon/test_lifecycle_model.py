@@ -33,11 +33,18 @@ from daemon.config.entries import WorkerEntry
 from daemon.errors import DaemonError
 from daemon.events import EventBus
 from daemon.sandboxes import SandboxLayout, SandboxTask
-from daemon.workers.binary import start_binary
-from daemon.workers.desired import IDLE, Desired, Want, Why, at_daemon_start, load_desired
-from daemon.workers.runtime import BootSink, Launched
-from daemon.workers.state import Backoff, WorkerState
-from daemon.workers.supervisor import Supervisor
+from daemon.workers.launching.binary import start_binary
+from daemon.workers.supervision.desired import (
+    IDLE,
+    Desired,
+    Want,
+    Why,
+    at_daemon_start,
+    load_desired,
+)
+from daemon.workers.supervision.runtime import BootSink, Launched
+from daemon.workers.supervision.state import Backoff, WorkerState
+from daemon.workers.supervision.supervisor import Supervisor
 from tests.support.daemon import launchers_of
 
 # III_MODEL_VERBOSE=1 prints every step Hypothesis takes.

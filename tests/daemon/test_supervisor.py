@@ -19,11 +19,11 @@ from daemon.config.entries import WorkerEntry
 from daemon.errors import DaemonError
 from daemon.events import EventBus
 from daemon.sandboxes import SandboxLayout
-from daemon.workers.binary import start_binary
-from daemon.workers.desired import Want, Why, load_desired
-from daemon.workers.runtime import BootSink, Launched
-from daemon.workers.state import DEFAULT_BACKOFF, Backoff, WorkerState
-from daemon.workers.supervisor import Supervisor
+from daemon.workers.launching.binary import start_binary
+from daemon.workers.supervision.desired import Want, Why, load_desired
+from daemon.workers.supervision.runtime import BootSink, Launched
+from daemon.workers.supervision.state import DEFAULT_BACKOFF, Backoff, WorkerState
+from daemon.workers.supervision.supervisor import Supervisor
 from tests.support.wait import async_wait_until
 
 TIMEOUT = 20.0

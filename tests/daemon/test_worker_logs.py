@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from daemon.workers.logs import LogFollower, follow, rotate_if_needed, tail
+from daemon.workers.commands.logs import LogFollower, follow, rotate_if_needed, tail
 
 
 def append(log: Path, text: str) -> None:

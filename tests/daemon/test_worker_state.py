@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from daemon.errors import InvalidState
-from daemon.workers.state import (
+from daemon.workers.supervision.state import (
     DEFAULT_BACKOFF,
     TRANSITIONS,
     Backoff,

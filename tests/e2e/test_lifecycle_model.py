@@ -28,7 +28,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from daemon.config.store import ConfigStore
-from daemon.workers.desired import IDLE, Desired, Want, Why, at_daemon_start, load_desired
+from daemon.workers.supervision.desired import (
+    IDLE,
+    Desired,
+    Want,
+    Why,
+    at_daemon_start,
+    load_desired,
+)
 from tests.support.daemon import III_CLI, DaemonProcess, kill_sandboxes, launchers_of
 from tests.support.engine import EngineProcess
 from tests.support.projects import make_shell_project

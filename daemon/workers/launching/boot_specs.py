@@ -19,7 +19,7 @@ from daemon.images.models import CachedImage
 from daemon.images.pull import ProgressCallback
 from daemon.sandboxes import BootSpec, NetworkChoice, choose_backend, choose_ids, choose_network
 from daemon.sandboxes.netpolicy import build_policy
-from daemon.workers.image_user import resolve_user
+from daemon.workers.launching.image_user import resolve_user
 from manifests import ManifestError, WorkerSpec, load_worker
 from vmm_ffi.network.bridge import BridgeError, check_subnet, names, tag_of
 from vmm_ffi.params import Backend, BridgeParams, NetworkPolicy

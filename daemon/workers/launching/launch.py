@@ -1,6 +1,6 @@
 """Launching one worker: resolve its boot (manifest, image) and boot its sandbox (SPEC §7, §9).
 
-:class:`WorkerLauncher` is the ``launch`` function the :class:`~daemon.workers.supervisor.Supervisor`
+:class:`WorkerLauncher` is the ``launch`` function the :class:`~daemon.workers.supervision.supervisor.Supervisor`
 calls for every start and restart. It also keeps what a launch learns that ``list`` shows
 cheaply: each local worker's resolved manifest and whether its dependency marker is present.
 """
@@ -15,9 +15,9 @@ from daemon.config.store import ConfigStore
 from daemon.errors import DaemonError, NotFound
 from daemon.images import ImageStore
 from daemon.sandboxes import Provisioner, SandboxLayout, SandboxTask, boot_sandbox, prepare
-from daemon.workers.binary import start_binary
-from daemon.workers.boot_specs import ResolvedBoot, load_project, resolve_boot
-from daemon.workers.runtime import BootSink, Launched
+from daemon.workers.launching.binary import start_binary
+from daemon.workers.launching.boot_specs import ResolvedBoot, load_project, resolve_boot
+from daemon.workers.supervision.runtime import BootSink, Launched
 from manifests import WorkerSpec
 
 __all__ = ["WorkerLauncher"]

@@ -2,7 +2,7 @@
 
 The supervisor only finds or makes a worker's reconciler and forwards intent to it; what runs
 when (launch, stop, crash → backoff → restart) is decided by the reconciler alone
-(``daemon/workers/reconciler.py``). Launching itself (image, sandbox, scripts) is the
+(``daemon/workers/supervision/reconciler.py``). Launching itself (image, sandbox, scripts) is the
 ``launch`` function it is handed (``WorkerLauncher.launch``).
 """
 
@@ -15,10 +15,10 @@ from pathlib import Path
 from daemon.background import BackgroundTasks
 from daemon.events import EventBus
 from daemon.sandboxes import SandboxLayout, SandboxTask
-from daemon.workers.desired import IDLE, Desired, Why, load_desired, save_desired
-from daemon.workers.reconciler import Reconciler
-from daemon.workers.runtime import BootSink, Launch, WorkerRuntime
-from daemon.workers.state import DEFAULT_BACKOFF, Backoff, WorkerState
+from daemon.workers.supervision.desired import IDLE, Desired, Why, load_desired, save_desired
+from daemon.workers.supervision.reconciler import Reconciler
+from daemon.workers.supervision.runtime import BootSink, Launch, WorkerRuntime
+from daemon.workers.supervision.state import DEFAULT_BACKOFF, Backoff, WorkerState
 
 __all__ = ["Supervisor"]
 

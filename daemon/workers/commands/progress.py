@@ -2,7 +2,7 @@
 the client of a ``worker.*`` or ``image.pull`` call, as ``progress`` notifications.
 
 It lives with the workers because a boot step's client phase comes from the worker state table
-(``daemon.workers.state.BOOT_PHASES``); the API's ``image.pull`` uses it from above."""
+(``daemon.workers.supervision.state.BOOT_PHASES``); the API's ``image.pull`` uses it from above."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from client.protocol.messages import ProgressNotification, ProgressPhase
 from daemon.images.models import PullProgress
 from daemon.notify import ClientGone, Notify
 from daemon.sandboxes.boot import BootPhase
-from daemon.workers.state import BOOT_PHASES
+from daemon.workers.supervision.state import BOOT_PHASES
 
 
 class ProgressRelay:

@@ -1,6 +1,6 @@
 """``worker.add`` (SPEC §5, §7, §10): classify the target, prepare the sandbox and write the
 config.yaml entry as steps of the worker's reconciler, then start it when the engine is up.
-:class:`~daemon.workers.lifecycle.WorkerLifecycle` owns one :class:`WorkerAdder`."""
+:class:`~daemon.workers.commands.lifecycle.WorkerLifecycle` owns one :class:`WorkerAdder`."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from daemon.errors import AlreadyExists, DaemonError, InvalidArgument
 from daemon.events import EventBus
 from daemon.notify import Notify
 from daemon.sandboxes import SandboxLayout
-from daemon.workers.boot_specs import load_project
-from daemon.workers.desired import ADDING_FLAG, IDLE, Why, desired_path
-from daemon.workers.launch import WorkerLauncher
-from daemon.workers.progress import ProgressRelay, progress_relay
-from daemon.workers.runtime import JobControl
-from daemon.workers.state import WorkerState
-from daemon.workers.supervisor import Supervisor
-from daemon.workers.targets import TargetKind, classify_target
+from daemon.workers.commands.progress import ProgressRelay, progress_relay
+from daemon.workers.commands.targets import TargetKind, classify_target
+from daemon.workers.launching.boot_specs import load_project
+from daemon.workers.launching.launch import WorkerLauncher
+from daemon.workers.supervision.desired import ADDING_FLAG, IDLE, Why, desired_path
+from daemon.workers.supervision.runtime import JobControl
+from daemon.workers.supervision.state import WorkerState
+from daemon.workers.supervision.supervisor import Supervisor
 from manifests import WorkerSpec
 
 __all__ = ["WorkerAdder"]

@@ -52,18 +52,18 @@ from daemon.events import EventBus
 from daemon.images import ImageStore
 from daemon.notify import ClientGone, Notify
 from daemon.sandboxes import SandboxLayout
-from daemon.workers.adding import WorkerAdder
-from daemon.workers.boot_specs import load_project
-from daemon.workers.desired import Why
-from daemon.workers.exec import ExecRegistry, enter_spec, run_exec
-from daemon.workers.exporting import export_worker, kubernetes_yaml
-from daemon.workers.isolation import sandbox_isolation
-from daemon.workers.launch import WorkerLauncher
-from daemon.workers.logs import follow, tail
-from daemon.workers.progress import progress_relay
-from daemon.workers.runtime import WorkerRuntime
-from daemon.workers.supervisor import Supervisor
-from daemon.workers.targets import name_problem
+from daemon.workers.commands.adding import WorkerAdder
+from daemon.workers.commands.exec import ExecRegistry, enter_spec, run_exec
+from daemon.workers.commands.exporting import export_worker, kubernetes_yaml
+from daemon.workers.commands.isolation import sandbox_isolation
+from daemon.workers.commands.logs import follow, tail
+from daemon.workers.commands.progress import progress_relay
+from daemon.workers.commands.targets import name_problem
+from daemon.workers.launching.boot_specs import load_project
+from daemon.workers.launching.launch import WorkerLauncher
+from daemon.workers.supervision.desired import Why
+from daemon.workers.supervision.runtime import WorkerRuntime
+from daemon.workers.supervision.supervisor import Supervisor
 
 log = logging.getLogger("iii.daemon.workers")
 
@@ -120,7 +120,7 @@ class WorkerLifecycle:
             resources=Resources(memory=spec.resources.memory, cpus=spec.resources.cpus)
             if spec else None)
 
-    # -- worker.add: daemon/workers/adding.py ----------------------------------------------------
+    # -- worker.add: daemon/workers/commands/adding.py ----------------------------------------------------
 
     async def add(self, params: WorkerAddParams, notify: Notify) -> WorkerAddResult:
         return await self._adder.add(params, notify)
@@ -234,7 +234,7 @@ class WorkerLifecycle:
         return EmptyResult()
 
     async def export(self, params: WorkerExportParams, notify: Notify) -> WorkerExportResult:
-        """SPEC §14: see ``daemon/workers/exporting.py``."""
+        """SPEC §14: see ``daemon/workers/commands/exporting.py``."""
         return await export_worker(params, notify, self.settings, self.launcher,
                                    self.supervisor, self.images)
 

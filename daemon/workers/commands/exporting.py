@@ -27,11 +27,11 @@ from daemon.export.service import (
 )
 from daemon.images import ImageStore
 from daemon.notify import Notify
-from daemon.workers.boot_specs import load_project
-from daemon.workers.launch import WorkerLauncher
-from daemon.workers.progress import progress_relay
-from daemon.workers.runtime import JobControl
-from daemon.workers.supervisor import Supervisor
+from daemon.workers.commands.progress import progress_relay
+from daemon.workers.launching.boot_specs import load_project
+from daemon.workers.launching.launch import WorkerLauncher
+from daemon.workers.supervision.runtime import JobControl
+from daemon.workers.supervision.supervisor import Supervisor
 from vmm_ffi.statefiles import write_atomic
 
 LAST_EXPORT = "last-export"  # in the sandbox dir: REGISTRY/REPO@DIGEST of the last push

@@ -10,14 +10,14 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from daemon.images.models import PullProgress
 from daemon.sandboxes import BootPhase, SandboxTask
-from daemon.workers.desired import IDLE, Desired
-from daemon.workers.state import WorkerState
+from daemon.workers.supervision.desired import IDLE, Desired
+from daemon.workers.supervision.state import WorkerState
 
 T = TypeVar("T")
 
 
 class BootSink(Protocol):
-    """Where a launch reports its progress (``daemon.workers.progress.ProgressRelay`` is one)."""
+    """Where a launch reports its progress (``daemon.workers.commands.progress.ProgressRelay`` is one)."""
 
     def boot(self, phase: BootPhase, message: str) -> None: ...
 

@@ -30,10 +30,17 @@ from typing import Any, TypeVar
 from daemon.errors import Conflict
 from daemon.events import EventBus
 from daemon.sandboxes import BootPhase
-from daemon.workers.desired import IDLE, Desired, Want, Why
-from daemon.workers.interruptible import interruptible
-from daemon.workers.runtime import BootFanOut, BootSink, Job, JobControl, Launch, WorkerRuntime
-from daemon.workers.state import (
+from daemon.workers.supervision.desired import IDLE, Desired, Want, Why
+from daemon.workers.supervision.interruptible import interruptible
+from daemon.workers.supervision.runtime import (
+    BootFanOut,
+    BootSink,
+    Job,
+    JobControl,
+    Launch,
+    WorkerRuntime,
+)
+from daemon.workers.supervision.state import (
     BOOT_PHASES,
     DEFAULT_BACKOFF,
     TRANSITIONS,

@@ -1,7 +1,7 @@
 """A worker's desired state and why (SPEC §9), persisted beside its sandbox.
 
 Commands, the engine going up or down and config.yaml edits only write this; the worker's
-reconciler (``daemon/workers/reconciler.py``) is what acts on it. It lives in
+reconciler (``daemon/workers/supervision/reconciler.py``) is what acts on it. It lives in
 ``managed/<name>/desired.json`` (written atomically), so it survives a daemon restart and goes
 with the sandbox directory when the worker is removed.
 """
