@@ -37,6 +37,7 @@ class UserMaps(msgspec.Struct, frozen=True):
     uid_args: list[str]
     gid_args: list[str]
     uid_start: int
+    gid_start: int
     count: int
 
 
@@ -69,7 +70,7 @@ def user_maps(uid: int, gid: int) -> UserMaps | None:
     count = min(subuid[1], subgid[1], ID_RANGE - 1)
     return UserMaps(uid_args=["0", str(uid), "1", "1", str(subuid[0]), str(count)],
                     gid_args=["0", str(gid), "1", "1", str(subgid[0]), str(count)],
-                    uid_start=subuid[0], count=count)
+                    uid_start=subuid[0], gid_start=subgid[0], count=count)
 
 
 def write_user_maps(pid: int, maps: UserMaps) -> None:

@@ -25,27 +25,20 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from daemon.export.upper import (
-    Change,
-    Kind,
-    UpperDirError,
-    _ids,
-    _link_hardlinks,
-    sandbox_ids,
-)
+from daemon.export.owners import SandboxOwners, sandbox_owners
+from daemon.export.upper import Change, Kind, UpperDirError, _link_hardlinks
 
 
-def diff_root(root: Path, image: Path, copied_ns: int, *, host_uid: int | None = None
+def diff_root(root: Path, image: Path, copied_ns: int, *, owners: SandboxOwners | None = None
               ) -> list[Change]:
     """Every change ``root`` makes to ``image``, sorted by path (bytewise)."""
-    own = sandbox_ids(os.getuid() if host_uid is None else host_uid)
-    changes = list(_walk(str(root), str(image), "", own, copied_ns))
+    changes = list(_walk(str(root), str(image), "", owners or sandbox_owners(), copied_ns))
     changes.sort(key=lambda c: c.path.encode())
     return _link_hardlinks(changes)
 
 
-def _entry(path: str, rel: str, st: os.stat_result, own: tuple[int, int] | None) -> Change:
-    uid, gid = _ids(st, own)
+def _entry(path: str, rel: str, st: os.stat_result, owners: SandboxOwners) -> Change:
+    uid, gid = owners.of(st)
     meta = Change(rel, Kind.FILE, mode=stat.S_IMODE(st.st_mode), uid=uid, gid=gid,
                   mtime=int(st.st_mtime), ctime_ns=st.st_ctime_ns)
     if stat.S_ISDIR(st.st_mode):
@@ -73,7 +66,7 @@ def _same(a: os.stat_result, b: os.stat_result, a_path: str, b_path: str,
     return a.st_ctime_ns <= copied_ns or filecmp.cmp(a_path, b_path, shallow=False)
 
 
-def _walk(root: str, image: str | None, rel: str, own: tuple[int, int] | None,
+def _walk(root: str, image: str | None, rel: str, owners: SandboxOwners,
           copied_ns: int) -> Iterator[Change]:
     with os.scandir(root) as it:
         names = {e.name: e for e in it}
@@ -94,8 +87,8 @@ def _walk(root: str, image: str | None, rel: str, own: tuple[int, int] | None,
         old = before.stat(follow_symlinks=False) if before is not None else None
         if old is None or not _same(st, old, entry.path, before.path if before else "",
                                     copied_ns):
-            yield _entry(entry.path, path, st, own)
+            yield _entry(entry.path, path, st, owners)
         if stat.S_ISDIR(st.st_mode):
             same_kind = old is not None and stat.S_ISDIR(old.st_mode)
             yield from _walk(entry.path, before.path if same_kind and before else None, path,
-                             own, copied_ns)
+                             owners, copied_ns)

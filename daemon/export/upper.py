@@ -4,8 +4,8 @@ The one place that knows the on-disk format of ``$III_HOME/managed/<name>/upper`
 overlayfs upper dir of the sandbox root, lower = ``$III_HOME/rootfs/<slug>``):
 
 - **Added or changed entry**: a regular file, directory or symlink at its path, with the mode,
-  owner and mtime the sandbox sees (owners are host ids; :func:`sandbox_ids` maps them back
-  through the launcher's user namespace). A directory that only exists to hold changed children
+  owner and mtime the sandbox sees (on disk owners are host ids; ``daemon.export.owners`` maps
+  them back through the launcher's user namespace). A directory that only exists to hold changed children
   is copied up too; it is emitted like any other directory (harmless: same metadata as lower).
 - **Deleted entry** (whiteout): a character device with device number 0:0. Defensively, an
   AUFS/OCI-style ``.wh.<name>`` regular file is read as a whiteout of ``<name>`` too.
@@ -33,6 +33,8 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from daemon.export.owners import SandboxOwners, sandbox_owners
 
 OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque")
 # Features the launcher keeps off; their presence means files alone do not describe the layer.
@@ -76,12 +78,6 @@ class Change:
     ino: int = 0
 
 
-def sandbox_ids(host_uid: int) -> tuple[int, int] | None:
-    """How the launcher maps ids (``vmm_ffi.namespace.id_maps``): host root maps a range 1:1
-    (None = identity); any other user maps only itself, as root."""
-    return None if host_uid == 0 else (os.getuid(), os.getgid())
-
-
 def _xattr(path: str, name: str) -> bytes | None:
     try:
         return os.getxattr(path, name, follow_symlinks=False)
@@ -98,14 +94,13 @@ def _check_unsupported(path: str, rel: str) -> None:
                 "recreate it with `iii worker add --force`")
 
 
-def read_upper(upper: Path, *, host_uid: int | None = None) -> list[Change]:
+def read_upper(upper: Path, *, owners: SandboxOwners | None = None) -> list[Change]:
     """Every change ``upper`` makes to its lower dir, sorted by path.
 
     Raises :class:`UpperDirError` for entries that cannot be exported (sockets, fifos, devices
     other than whiteouts, redirect/metacopy xattrs).
     """
-    own = sandbox_ids(os.getuid() if host_uid is None else host_uid)
-    changes = list(_walk(str(upper), "", own))
+    changes = list(_walk(str(upper), "", owners or sandbox_owners()))
     changes.sort(key=lambda c: c.path.encode())
     return _link_hardlinks(changes)
 
@@ -125,22 +120,13 @@ def _link_hardlinks(changes: list[Change]) -> list[Change]:
     return out
 
 
-def _ids(st: os.stat_result, own: tuple[int, int] | None) -> tuple[int, int]:
-    if own is None:
-        return st.st_uid, st.st_gid
-    # Only the daemon's own ids exist inside the sandbox (as 0); others show as nobody.
-    uid = 0 if st.st_uid == own[0] else 65534
-    gid = 0 if st.st_gid == own[1] else 65534
-    return uid, gid
-
-
-def _walk(dirpath: str, rel: str, own: tuple[int, int] | None) -> Iterator[Change]:
+def _walk(dirpath: str, rel: str, owners: SandboxOwners) -> Iterator[Change]:
     with os.scandir(dirpath) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
         path = f"{rel}/{entry.name}" if rel else entry.name
         st = entry.stat(follow_symlinks=False)
-        uid, gid = _ids(st, own)
+        uid, gid = owners.of(st)
         meta = Change(path, Kind.FILE, mode=stat.S_IMODE(st.st_mode), uid=uid, gid=gid,
                       mtime=int(st.st_mtime), ctime_ns=st.st_ctime_ns)
         if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
@@ -154,7 +140,7 @@ def _walk(dirpath: str, rel: str, own: tuple[int, int] | None) -> Iterator[Chang
             _check_unsupported(entry.path, path)
             opaque = any(_xattr(entry.path, n) == b"y" for n in OPAQUE_XATTRS)
             yield replace(meta, kind=Kind.DIR, opaque=opaque)
-            yield from _walk(entry.path, path, own)
+            yield from _walk(entry.path, path, owners)
         elif stat.S_ISLNK(st.st_mode):
             yield replace(meta, kind=Kind.SYMLINK, link_target=os.readlink(entry.path))
         elif stat.S_ISREG(st.st_mode):

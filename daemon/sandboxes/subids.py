@@ -70,6 +70,15 @@ def _append(path: Path, text: str, line: str) -> None:
     os.replace(tmp, path)
 
 
+def read_subordinate_range(user: str = SANDBOX_USER, subuid: Path = SUBUID,
+                           subgid: Path = SUBGID) -> IdShift | None:
+    """``user``'s range when both files have it (nothing is written)."""
+    uid_base, gid_base = _entry(_read(subuid), user), _entry(_read(subgid), user)
+    if uid_base is None or gid_base is None:
+        return None
+    return IdShift(uid_base=uid_base, gid_base=gid_base)
+
+
 def ensure_subordinate_range(user: str = SANDBOX_USER, subuid: Path = SUBUID,
                              subgid: Path = SUBGID) -> IdShift:
     """``user``'s range in both files, appended when missing; raises ``Unavailable``."""
