@@ -1,4 +1,4 @@
-"""Errors the daemon raises; each maps to one JSON-RPC code in ``daemon/rpc.py``.
+"""Errors the daemon raises; each maps to one JSON-RPC code in ``daemon/api/rpc.py``.
 
     DaemonError
     ├── NotFound            the named worker or image does not exist
