@@ -77,7 +77,7 @@ class Change:
 
 
 def sandbox_ids(host_uid: int) -> tuple[int, int] | None:
-    """How the launcher maps ids (``vmm_ffi.namespace.id_maps``): host root maps a range 1:1
+    """How the launcher maps ids (``vmm_ffi.isolation.userns.id_maps``): host root maps a range 1:1
     (None = identity); any other user maps only itself, as root."""
     return None if host_uid == 0 else (os.getuid(), os.getgid())
 
