@@ -1,7 +1,7 @@
 """The seed's setup line in a sandbox vs the same commands in a plain chroot (issue 9).
 
 ``apt-get update && apt-get install -y build-essential`` on the debootstrap python image: once
-in a namespace sandbox on the overlay root (``vmm_ffi.overlay``), once in ``chroot`` of a
+in a namespace sandbox on the overlay root (``vmm_ffi.isolation.overlay``), once in ``chroot`` of a
 ``cp -a`` copy of the same rootfs with /dev, /proc and resolv.conf bound in (the baseline).
 Goal: the sandbox takes <= 1.1x the baseline. The downloads go through the network, so the runs
 are interleaved ABBA after one untimed warm-up of the baseline (the proxy's cache then serves
@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.images import build_python_image, python_image_cached
+from vmm_ffi.isolation.namespace import DEFAULT_PATH
 from vmm_ffi.launch import read_exit, spawn_launcher
-from vmm_ffi.namespace import DEFAULT_PATH
 from vmm_ffi.params import BindMount, LaunchParams, OverlayRoot
 
 SEED_SETUP = "apt-get update -qq && apt-get install -y -qq build-essential >/dev/null"

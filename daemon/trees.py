@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vmm_ffi.idmap import remove_tree_here
+from vmm_ffi.isolation.idmap import remove_tree_here
 from vmm_ffi.launch import launcher_python_path
 
 REMOVE_TIMEOUT_S = 600.0
@@ -29,8 +29,8 @@ def remove_tree(path: Path) -> None:
 
 def _remove_as_mapped_root(path: Path) -> None:
     """What a sandbox made under the user's subordinate ids: delete it as root of a user
-    namespace with the same maps (``python -m vmm_ffi.userns remove``)."""
-    proc = subprocess.run([sys.executable, "-m", "vmm_ffi.userns", "remove", str(path)],
+    namespace with the same maps (``python -m vmm_ffi.isolation.userns remove``)."""
+    proc = subprocess.run([sys.executable, "-m", "vmm_ffi.isolation.userns", "remove", str(path)],
                           check=False, capture_output=True, text=True,
                           timeout=REMOVE_TIMEOUT_S,
                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),

@@ -87,7 +87,7 @@ def _probe_namespace() -> BackendStatus:
     if not sys.platform.startswith("linux"):
         return BackendStatus(available=False, reason="the namespace backend needs Linux")
     from vmm_ffi import syscalls as sc
-    from vmm_ffi import userns
+    from vmm_ffi.isolation import userns
     with tempfile.TemporaryDirectory(prefix="iii-probe-") as tmp:
         for d in ("lower", "upper", "work", "merged"):
             os.mkdir(os.path.join(tmp, d))

@@ -5,7 +5,7 @@ launcher zygote (``daemon.ephemeral.zygote``: no interpreter start or import per
 shared heap), on an overlay of the cached image (``daemon.sandboxes.Provisioner``, O(1):
 nothing is copied), under ``$III_HOME/sandboxes/managed/<id>/``. Its workload is a process that only waits (``sleep``):
 the sandbox's init stays up, and every ``exec`` / ``fs::*`` call is a fork of the daemon's exec
-fork server that joins that init's namespaces (``vmm_ffi.enter``) — no namespace, root or
+fork server that joins that init's namespaces (``vmm_ffi.exec.enter``) — no namespace, root or
 interpreter is made per call. Without ``network: true`` the sandbox has its own network
 namespace holding only loopback. Stopping removes the directory, so the upper dir (everything
 the sandbox wrote) is gone; the overlay mount lived only in the launcher's mount namespace. A

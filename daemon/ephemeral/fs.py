@@ -1,5 +1,5 @@
 """The ten ``sandbox::fs::*`` calls. Each one is done inside the sandbox by
-``vmm_ffi.sandbox_fs`` (through the exec fork server), so paths resolve in the sandbox's own
+``vmm_ffi.exec.sandbox_fs`` (through the exec fork server), so paths resolve in the sandbox's own
 root: ``..`` and symlinks cannot leave it. Contents travel inline, capped at ``max_file_bytes``:
 larger writes are refused before anything is touched."""
 

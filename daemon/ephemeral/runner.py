@@ -1,5 +1,5 @@
 """Running one command (``sandbox::exec``) or one fs operation (``sandbox::fs::*``) in a live
-sandbox through the daemon's exec fork server (``vmm_ffi.enter_server``), on pipes the daemon
+sandbox through the daemon's exec fork server (``vmm_ffi.exec.enter_server``), on pipes the daemon
 reads: stdin fed from the request, stdout and stderr each kept up to a cap (the rest is read
 and dropped, so the command never blocks on a full pipe), a deadline with SIGTERM then SIGKILL.
 """
@@ -17,14 +17,14 @@ from typing import Any
 from daemon.ephemeral.errors import SCode, sandbox_error
 from daemon.ephemeral.registry import Sandbox
 from daemon.workers.commands.exec import ForkServer, stop_helper
-from vmm_ffi.enter import EnterSpec
+from vmm_ffi.exec.enter import EnterSpec
 
 __all__ = ["Outcome", "run_command", "run_fs"]
 
 KILL_GRACE_S = 0.2  # a timed-out command: SIGTERM, then SIGKILL after this
 DRAIN_AFTER_EXIT_S = 0.25  # output still arriving after the command ended (a child kept it)
 _READ_CHUNK = 1 << 16
-EXIT_SETUP_FAILED = 125  # vmm_ffi.enter: the helper could not enter the sandbox
+EXIT_SETUP_FAILED = 125  # vmm_ffi.exec.enter: the helper could not enter the sandbox
 
 
 @dataclass
@@ -146,7 +146,7 @@ def exec_spec(sandbox: Sandbox, argv: list[str], env: dict[str, str],
 
 async def run_fs(server: ForkServer, sandbox: Sandbox, op: dict[str, Any], data: bytes,
                  max_bytes: int) -> tuple[dict[str, Any], bytes]:
-    """One ``vmm_ffi.sandbox_fs`` operation in the sandbox: (its answer's ``ok`` object, the
+    """One ``vmm_ffi.exec.sandbox_fs`` operation in the sandbox: (its answer's ``ok`` object, the
     bytes after the answer line). Failures are raised as the matching S-code."""
     spec = EnterSpec(sandbox_pid=sandbox.sandbox_pid, argv=["sandbox-fs"], env={}, workdir="/",
                      seccomp=sandbox.seccomp, fs={**op, "max_bytes": max_bytes})

@@ -1,4 +1,4 @@
-"""The daemon's handle on ``vmm_ffi.launcher_zygote`` (started on first use, again after it
+"""The daemon's handle on ``vmm_ffi.launcher.zygote`` (started on first use, again after it
 died) and :class:`ZygoteTask`, the handle on one launcher it forked.
 
 A zygote launcher is not the daemon's child: it is waited for through its pidfd (readable once
@@ -89,7 +89,7 @@ class ZygoteTask:
 
 
 class LauncherZygote:
-    """Forks launchers through one ``vmm_ffi.launcher_zygote`` process (blocking calls: run
+    """Forks launchers through one ``vmm_ffi.launcher.zygote`` process (blocking calls: run
     :meth:`spawn` in a thread)."""
 
     def __init__(self) -> None:
@@ -105,7 +105,7 @@ class LauncherZygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-S", "-m", "vmm_ffi.launcher_zygote", str(theirs.fileno())],
+                [sys.executable, "-S", "-m", "vmm_ffi.launcher.zygote", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, env={**os.environ,
                                                 "PYTHONPATH": launcher_python_path()})

@@ -1,10 +1,10 @@
 """Who owns a file inside the sandbox, read from its owner on the host's disk.
 
-The launcher's user namespace (``vmm_ffi.userns``) decides which host ids a sandbox's ids are,
+The launcher's user namespace (``vmm_ffi.isolation.userns``) decides which host ids a sandbox's ids are,
 and export must read that map backwards, or an image gets owners the sandbox never saw:
 
 - a root daemon writes sandbox ids as they are (idmapped mounts) or, where the kernel refuses
-  those, shifted into its ``iii-sandbox`` range (``vmm_ffi.idmap``'s fallback): both read back;
+  those, shifted into its ``iii-sandbox`` range (``vmm_ffi.isolation.idmap``'s fallback): both read back;
 - any other user is the sandbox's root, and its subordinate range, where newuidmap maps it, is
   the sandbox's 1..count; any other host id shows in the sandbox as nobody, and so here.
 """
@@ -54,7 +54,7 @@ def sandbox_owners() -> SandboxOwners:
             return SandboxOwners((), (), keep_unmapped=True)
         return SandboxOwners((IdRange(0, shift.uid_base, SANDBOX_ID_RANGE),),
                              (IdRange(0, shift.gid_base, SANDBOX_ID_RANGE),), keep_unmapped=True)
-    from vmm_ffi.userns import user_maps
+    from vmm_ffi.isolation.userns import user_maps
 
     maps = user_maps(uid, gid)
     wide = () if maps is None else (IdRange(1, maps.uid_start, maps.count),)

@@ -41,7 +41,7 @@ class RootDecision(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def probe_overlay(scratch_parent: Path) -> tuple[bool, str]:
-    """Whether a sandbox overlay (``vmm_ffi.overlay``) works here, deletes of image dirs
+    """Whether a sandbox overlay (``vmm_ffi.isolation.overlay``) works here, deletes of image dirs
     included; (works, reason). Runs the probe in a child interpreter: it unshares for good."""
     scratch_parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".probe-", dir=scratch_parent) as tmp:
@@ -49,7 +49,7 @@ def probe_overlay(scratch_parent: Path) -> tuple[bool, str]:
             (Path(tmp) / d).mkdir()
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "vmm_ffi.overlay", "probe", tmp], check=False,
+                [sys.executable, "-m", "vmm_ffi.isolation.overlay", "probe", tmp], check=False,
                 capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                      "PYTHONPATH": str(Path(__file__).resolve().parents[2])},

@@ -176,7 +176,7 @@ def test_a_killed_fork_server_ends_its_execs_and_is_started_again(
     wait_until(lambda: _sleepers("4322"), 30, "the command to run")
     assert running.proc is not None
     servers = [pid for pid in _children(running.proc.pid)
-               if b"vmm_ffi.enter_server" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+               if b"vmm_ffi.exec.enter_server" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(servers) == 1
     os.kill(servers[0], signal.SIGKILL)
     _, err = proc.communicate(timeout=30)

@@ -336,7 +336,7 @@ def test_a_dead_launcher_zygote_is_started_again(sandbox_api: Callable[..., Api]
     first = api("create", image="shell")["sandbox_id"]
     assert api.daemon is not None and api.daemon.proc is not None
     zygotes = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent_is(
-        int(p), api.daemon.proc.pid) and b"launcher_zygote" in _cmdline(int(p))]
+        int(p), api.daemon.proc.pid) and b"vmm_ffi.launcher.zygote" in _cmdline(int(p))]
     assert len(zygotes) == 1
     os.kill(zygotes[0], 9)
     # a zygote killed outright cannot take its launchers along: the sandbox lives on...

@@ -1,4 +1,4 @@
-"""``vmm_ffi.enter``: a command run inside a running sandbox shares its namespaces and root."""
+"""``vmm_ffi.exec.enter``: a command run inside a running sandbox shares its namespaces and root."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from tests.vmm_ffi.conftest import Sandboxes
-from vmm_ffi.enter import EnterSpec
+from vmm_ffi.exec.enter import EnterSpec
 from vmm_ffi.launch import launcher_python_path
 from vmm_ffi.network.helper import find_pasta, tun_problem
 from vmm_ffi.params import IdShift, LaunchResult
@@ -22,7 +22,7 @@ def enter(result: LaunchResult, argv: list[str], **spec: object
           ) -> subprocess.CompletedProcess[str]:
     body = msgspec.json.encode(EnterSpec(sandbox_pid=result.sandbox_pid, argv=argv,
                                          env={"PATH": "/bin"}, **spec)).decode()  # type: ignore[arg-type]
-    return subprocess.run([sys.executable, "-S", "-m", "vmm_ffi.enter", body],
+    return subprocess.run([sys.executable, "-S", "-m", "vmm_ffi.exec.enter", body],
                           capture_output=True, text=True, timeout=ENTER_TIMEOUT_S, check=False,
                           env={"PYTHONPATH": launcher_python_path()})
 

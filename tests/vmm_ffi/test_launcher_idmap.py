@@ -1,5 +1,6 @@
-"""No host root in a sandbox (vmm_ffi.idmap): a root launcher with ``id_shift`` runs the sandbox
-as a subordinate range while files keep their sandbox owners on disk, through idmapped mounts."""
+"""No host root in a sandbox (vmm_ffi.isolation.idmap): a root launcher with ``id_shift`` runs
+the sandbox as a subordinate range while files keep their sandbox owners on disk, through
+idmapped mounts."""
 
 from __future__ import annotations
 

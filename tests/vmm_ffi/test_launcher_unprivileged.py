@@ -42,8 +42,8 @@ def interpreter_for_nobody() -> str | None:
         return None
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     for candidate in (sys.executable, f"/usr/bin/python{version}", "/usr/bin/python3"):
-        if os.path.exists(candidate) and as_nobody(
-                [candidate, "-S", "-c", "import msgspec, vmm_ffi.launcher"]).returncode == 0:
+        probe = [candidate, "-S", "-c", "import msgspec, vmm_ffi.launcher.program"]
+        if os.path.exists(candidate) and as_nobody(probe).returncode == 0:
             return candidate
     return None
 

@@ -1,6 +1,7 @@
-"""The sandbox root keeps container file-system semantics (vmm_ffi.overlay): the operations
-package managers and setup scripts perform on what the image shipped give the same tree on the
-overlay root as on a plain copy of the image in the same namespaces (the reference)."""
+"""The sandbox root keeps container file-system semantics (vmm_ffi.isolation.overlay): the
+operations package managers and setup scripts perform on what the image shipped give the same
+tree on the overlay root as on a plain copy of the image in the same namespaces (the
+reference)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from tests.support.rootfs import build_deb, extract_python_rootfs
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
-from vmm_ffi.namespace import DEFAULT_PATH
+from vmm_ffi.isolation.namespace import DEFAULT_PATH
 from vmm_ffi.params import BindMount, DirectoryRoot, IdShift
 
 pytestmark = pytest.mark.slow
@@ -73,8 +74,8 @@ def test_overlay_root_equals_a_plain_copy(sandboxes: Sandboxes, python_rootfs: P
 def test_overlay_root_on_shifted_ids_equals_a_plain_copy(sandboxes: Sandboxes,
                                                          python_rootfs: Path,
                                                          tmp_path: Path) -> None:
-    """The same suite with the sandbox's ids in a subordinate range (vmm_ffi.idmap): owners
-    are what the sandbox sees, in the listing as on disk."""
+    """The same suite with the sandbox's ids in a subordinate range (vmm_ffi.isolation.idmap):
+    owners are what the sandbox sees, in the listing as on disk."""
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-a", "--", str(python_rootfs), str(copy)], check=True)
     reference = run_suite(sandboxes, tmp_path / "ref", rootfs=DirectoryRoot(path=str(copy)))

@@ -13,10 +13,10 @@ import sys
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import LauncherError
+from vmm_ffi.isolation.sandbox_init import FORWARDED_SIGNALS, guard_parent_death, send
+from vmm_ffi.isolation.seccomp import set_no_new_privs
 from vmm_ffi.libkrun.binding import Libkrun, configure, start_enter
 from vmm_ffi.params import EXIT_SETUP_FAILED, LaunchParams
-from vmm_ffi.sandbox_init import FORWARDED_SIGNALS, guard_parent_death, send
-from vmm_ffi.seccomp import set_no_new_privs
 
 
 def run_vmm(params: LaunchParams, root: str, status_fd: int, alive_r: int, go_r: int,

@@ -1,7 +1,7 @@
 """``worker.exec``: one command in a running namespace sandbox, on the client's own stdio.
 
 The client passes its stdin, stdout and stderr (or, with a tty, its pty slave three times) over
-the socket; the daemon hands exactly those fds to its fork server (``vmm_ffi.enter_server``,
+the socket; the daemon hands exactly those fds to its fork server (``vmm_ffi.exec.enter_server``,
 started on the first exec and kept), which forks a helper that enters the sandbox and runs the
 command, so the bytes go between the client's terminal and the command without passing through
 the daemon, and no Python interpreter starts per exec. The daemon keeps what a terminal cannot:
@@ -30,7 +30,7 @@ from daemon.errors import InvalidArgument, InvalidState, Unavailable
 from daemon.sandboxes import SandboxLayout
 from daemon.sandboxes.procinfo import read_pid_record
 from manifests.spec import RESERVED_ENV_KEYS
-from vmm_ffi.enter import EnterSpec
+from vmm_ffi.exec.enter import EnterSpec
 from vmm_ffi.launch import launcher_python_path
 from vmm_ffi.params import LaunchParams
 
@@ -61,7 +61,7 @@ class _Helper:
 
 
 class ForkServer:
-    """The daemon's handle on ``vmm_ffi.enter_server``: started on first use, started again
+    """The daemon's handle on ``vmm_ffi.exec.enter_server``: started on first use, started again
     after it died (its running execs then end with ``Unavailable``)."""
 
     def __init__(self) -> None:
@@ -99,7 +99,7 @@ class ForkServer:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
                 self._proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-S", "-m", "vmm_ffi.enter_server", str(theirs.fileno()),
+                    sys.executable, "-S", "-m", "vmm_ffi.exec.enter_server", str(theirs.fileno()),
                     pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL, env={"PYTHONPATH": launcher_python_path()})
             except BaseException:

@@ -12,9 +12,10 @@ One semantic of the kernel remains, as in every rootless container: ``rename(2)`
 that comes from the image answers EXDEV (``redirect_dir`` needs trusted xattrs). ``mv`` and
 package managers fall back to copy + delete, so nothing we run trips on it.
 
-``python -m vmm_ffi.overlay probe DIR`` checks, in a fresh user + mount namespace, that such a
-mount reads the image, writes, deletes an image directory tree and re-creates it empty, and
-renames an image file; it prints ``ok`` or the failing step. The daemon runs it once per host.
+``python -m vmm_ffi.isolation.overlay probe DIR`` checks, in a fresh user + mount namespace,
+that such a mount reads the image, writes, deletes an image directory tree and re-creates it
+empty, and renames an image file; it prints ``ok`` or the failing step. The daemon runs it once
+per host.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import sys
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import LauncherError, SetupFailed
+from vmm_ffi.isolation.userns import unshare_with_id_map
 from vmm_ffi.params import OverlayRoot
-from vmm_ffi.userns import unshare_with_id_map
 
 USERXATTR_HINT = "overlayfs in a user namespace needs the userxattr option (Linux >= 5.11)"
 
@@ -98,7 +99,7 @@ def probe(base: str) -> str:
 def main(argv: list[str]) -> int:
     """``probe DIR``: print the probe's answer; exit 0 only when it is ``ok``."""
     if len(argv) != 2 or argv[0] != "probe":
-        print("usage: python -m vmm_ffi.overlay probe DIR", file=sys.stderr)
+        print("usage: python -m vmm_ffi.isolation.overlay probe DIR", file=sys.stderr)
         return 2
     answer = probe(argv[1])
     print(answer)

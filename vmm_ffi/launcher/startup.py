@@ -1,8 +1,8 @@
 """A launcher's start, before it builds anything: its ``LaunchParams`` read and checked, and the
 state dir's lock that makes it the sandbox's only launcher.
 
-``vmm_ffi.launcher.main`` calls these in order; each failure is one line for stderr and an exit
-code of ``vmm_ffi.params`` (2: invalid params, 3: already running).
+``vmm_ffi.launcher.program.main`` calls these in order; each failure is one line for stderr and
+an exit code of ``vmm_ffi.params`` (2: invalid params, 3: already running).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The ``sandbox::fs::*`` operations, run *inside* a sandbox by an exec helper.
 
 The daemon's fork server forks a helper that joins the sandbox init's namespaces and becomes the
-sandbox's root (``vmm_ffi.enter``); for an fs operation it then calls :func:`run` instead of
+sandbox's root (``vmm_ffi.exec.enter``); for an fs operation it then calls :func:`run` instead of
 ``execve``. So every path is resolved by the kernel in the sandbox's own mount namespace, from
 its own root: ``..`` stops at ``/`` and a symlink to ``/etc`` is the sandbox's ``/etc``. Nothing
 of the host is reachable, whatever the path says, and files get the sandbox's owners.

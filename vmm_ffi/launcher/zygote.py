@@ -1,10 +1,11 @@
-"""``python -S -m vmm_ffi.launcher_zygote FD``: forks the launchers of ephemeral sandboxes.
+"""``python -S -m vmm_ffi.launcher.zygote FD``: forks the launchers of ephemeral sandboxes.
 
 Importing the launcher (msgspec, the namespace, network, id-map and cgroup code) costs more
 than the rest of a sandbox's start, and each launcher's interpreter heap is private memory the
 sandbox keeps while it lives. The daemon starts this process once; it imports the launcher and
-loads libseccomp, then forks one launcher per request, which runs ``vmm_ffi.launcher.main`` as
-a freshly started one would: its heap pages stay shared with every other sandbox's.
+loads libseccomp, then forks one launcher per request, which runs
+``vmm_ffi.launcher.program.main`` as a freshly started one would: its heap pages stay shared
+with every other sandbox's.
 
 Protocol over a ``SOCK_SEQPACKET`` pair (``FD``), one JSON message per datagram:
 - daemon -> zygote: ``{"id": N, "bootstrap": PATH}`` with two fds: the launcher's stdout (where
@@ -28,9 +29,10 @@ import socket
 import sys
 from typing import Any
 
-from vmm_ffi import exit_recorder, launcher, seccomp
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import LauncherError
+from vmm_ffi.isolation import seccomp
+from vmm_ffi.launcher import exit_recorder, program
 from vmm_ffi.network import bridge_leases
 from vmm_ffi.params import EXIT_SETUP_FAILED
 
@@ -74,7 +76,7 @@ def _child(sock: socket.socket, wakeup: tuple[int, int], bootstrap: str, fds: li
                 os.close(fd)
         os.setsid()
         sc.set_parent_death_signal(signal.SIGKILL)
-        code = launcher.main([bootstrap])
+        code = program.main([bootstrap])
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException as exc:  # noqa: BLE001 - a forked child must never return
@@ -174,7 +176,7 @@ def serve(sock: socket.socket) -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
-        print("usage: python -m vmm_ffi.launcher_zygote FD", file=sys.stderr)
+        print("usage: python -m vmm_ffi.launcher.zygote FD", file=sys.stderr)
         return 2
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(argv[0]))
     try:

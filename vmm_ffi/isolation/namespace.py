@@ -21,7 +21,7 @@ from typing import Literal
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import SetupFailed
-from vmm_ffi.overlay import mount_overlay
+from vmm_ffi.isolation.overlay import mount_overlay
 from vmm_ffi.params import BindMount, DirectoryRoot, LaunchParams, OverlayRoot
 
 NAMESPACE_FLAGS = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS \

@@ -2,9 +2,10 @@
 removing a tree a sandbox wrote under its subordinate ids).
 
 The maps are written from the parent user namespace: host root maps a whole range (1:1, or
-shifted into a subordinate range, ``vmm_ffi.idmap``); a non-root user with a subordinate range
-in /etc/subuid and /etc/subgid gets it through newuidmap/newgidmap; anyone else maps only
-themselves, as root. Run as ``python -m vmm_ffi.userns remove PATH`` by ``daemon.trees``.
+shifted into a subordinate range, ``vmm_ffi.isolation.idmap``); a non-root user with a
+subordinate range in /etc/subuid and /etc/subgid gets it through newuidmap/newgidmap; anyone
+else maps only themselves, as root. Run as ``python -m vmm_ffi.isolation.userns remove PATH``
+by ``daemon.trees``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import msgspec
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import SetupFailed
-from vmm_ffi.idmap import ID_RANGE, map_lines, remove_tree_here
+from vmm_ffi.isolation.idmap import ID_RANGE, map_lines, remove_tree_here
 from vmm_ffi.params import IdShift, LaunchParams
 
 # Root on the host maps a whole 16-bit range so images' own users (apt's _apt, nobody) and
@@ -187,9 +188,9 @@ def remove_as_mapped_root(path: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m vmm_ffi.userns remove PATH``: see ``remove_as_mapped_root``."""
+    """``python -m vmm_ffi.isolation.userns remove PATH``: see ``remove_as_mapped_root``."""
     if len(argv) != 2 or argv[0] != "remove":
-        print("usage: python -m vmm_ffi.userns remove PATH", file=sys.stderr)
+        print("usage: python -m vmm_ffi.isolation.userns remove PATH", file=sys.stderr)
         return 2
     try:
         sc.load()

@@ -1,4 +1,4 @@
-"""``python -S -m vmm_ffi.enter_server FD``: the daemon's fork server for ``iii worker exec``.
+"""``python -S -m vmm_ffi.exec.enter_server FD``: the daemon's fork server for ``iii worker exec``.
 
 Starting a Python interpreter (and importing msgspec, libseccomp's binding, ...) for every exec
 cost more than everything else in ``exec -- true`` put together. So the daemon starts this once
@@ -6,7 +6,7 @@ cost more than everything else in ``exec -- true`` put together. So the daemon s
 forks one helper per exec. A fork of a single-threaded process is itself single-threaded, which
 ``setns`` into a user namespace requires (the daemon cannot fork the helper itself: it has
 threads, and a forked copy of a threaded Python process may deadlock on a lock another thread
-held). Each helper runs exactly :func:`vmm_ffi.enter.run`, as a freshly started helper did.
+held). Each helper runs exactly :func:`vmm_ffi.exec.enter.run`, as a freshly started helper did.
 
 The protocol, over a ``SOCK_SEQPACKET`` socket pair (``FD``, one message per datagram, JSON):
 
@@ -35,9 +35,10 @@ from typing import Any
 
 import msgspec
 
-from vmm_ffi import enter, seccomp
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import LauncherError
+from vmm_ffi.exec import enter
+from vmm_ffi.isolation import seccomp
 
 STDIO_FDS = 3
 MAX_MESSAGE = 1 << 20  # a spec holds argv and env: far below this
@@ -67,7 +68,7 @@ def _receive(sock: socket.socket) -> tuple[bytes, list[int]] | None:
 
 def _helper(sock: socket.socket, wakeup: tuple[int, int], spec: enter.EnterSpec, fds: list[int]) -> None:
     """In the forked helper: the command's stdio on 0-2, a session of its own (the daemon stops
-    a timed-out exec by its process group), then what ``python -m vmm_ffi.enter`` did. Never
+    a timed-out exec by its process group), then what ``python -m vmm_ffi.exec.enter`` did. Never
     returns."""
     code = 1
     try:
@@ -167,7 +168,7 @@ def serve(sock: socket.socket) -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
-        print("usage: python -m vmm_ffi.enter_server FD", file=sys.stderr)
+        print("usage: python -m vmm_ffi.exec.enter_server FD", file=sys.stderr)
         return 2
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(argv[0]))
     try:

@@ -20,10 +20,10 @@ from collections.abc import Callable
 
 import msgspec
 
-from vmm_ffi import seccomp
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import SetupFailed
-from vmm_ffi.namespace import enter_sandbox_root, is_executable_file, resolve_program
+from vmm_ffi.isolation import seccomp
+from vmm_ffi.isolation.namespace import enter_sandbox_root, is_executable_file, resolve_program
 from vmm_ffi.params import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, LaunchParams
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,

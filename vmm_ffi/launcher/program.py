@@ -5,8 +5,8 @@
    enforced: <reason>").
 3. Enter a user + mount namespace (plus pid, uts, ipc for the namespace backend) and mount the
    root at ``merged``.
-4. Fork the sandbox: the namespace backend's init (PID 1, see ``sandbox_init``), or the libkrun
-   VMM process that configures libkrun and calls ``krun_start_enter``. The child gets
+4. Fork the sandbox: the namespace backend's init (PID 1, see ``isolation.sandbox_init``), or
+   the libkrun VMM process that configures libkrun and calls ``krun_start_enter``. The child gets
    PDEATHSIG=SIGKILL, so a SIGKILL of the launcher takes every sandbox process with it.
 5. Once the sandbox is built, print one ``LaunchResult`` line and close stdout.
 6. Forward SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the sandbox, wait for it, write
@@ -23,8 +23,6 @@ from typing import IO, TYPE_CHECKING, Literal
 
 import msgspec
 
-from vmm_ffi import namespace as ns
-from vmm_ffi import seccomp, userns
 from vmm_ffi import syscalls as sc
 from vmm_ffi.cgroups.leaf import CgroupPlan, move_to_origins, remove_leaf
 from vmm_ffi.cgroups.limits import (
@@ -35,13 +33,16 @@ from vmm_ffi.cgroups.limits import (
     oom_message,
 )
 from vmm_ffi.errors import AlreadyRunning, InvalidParams, LauncherError, SetupFailed
-from vmm_ffi.idmap import present_root
-from vmm_ffi.launcher_exit import exit_status, read_message, with_cause, write_exit
-from vmm_ffi.launcher_startup import load_params, lock_state_dir
+from vmm_ffi.isolation import namespace as ns
+from vmm_ffi.isolation import seccomp, userns
+from vmm_ffi.isolation.idmap import present_root
+from vmm_ffi.launcher.exit_status import exit_status, read_message, with_cause, write_exit
+from vmm_ffi.launcher.startup import load_params, lock_state_dir
 from vmm_ffi.network.sandbox import SandboxNetwork
 
 if TYPE_CHECKING:
-    from vmm_ffi.exit_recorder import ExitRecorder
+    from vmm_ffi.launcher.exit_recorder import ExitRecorder
+from vmm_ffi.isolation.sandbox_init import FORWARDED_SIGNALS, exit_code_of, run_init
 from vmm_ffi.params import (
     EXIT_ALREADY_RUNNING,
     EXIT_INVALID_PARAMS,
@@ -55,7 +56,6 @@ from vmm_ffi.params import (
     RootSpec,
     encode,
 )
-from vmm_ffi.sandbox_init import FORWARDED_SIGNALS, exit_code_of, run_init
 
 LOG_PREFIX = "[iii-launcher]"
 MAX_INHERITED_FD = 1 << 20  # closerange uses close_range(2): the bound costs nothing
@@ -253,14 +253,14 @@ class Launcher:
 
     def _present_shifted_root(self, shift: IdShift) -> RootSpec:
         """While still host root: a mount namespace of our own with the root's directories
-        idmapped (``vmm_ffi.idmap``), the exit recorder, and the state dir as cwd, since the
-        shifted ids cannot walk the private parents of ``$III_HOME``."""
+        idmapped (``vmm_ffi.isolation.idmap``), the exit recorder, and the state dir as cwd,
+        since the shifted ids cannot walk the private parents of ``$III_HOME``."""
         if os.geteuid() != 0 or self.params.backend != "namespace":
             raise SetupFailed("id map", "id_shift needs a root launcher and the namespace "
                               "backend")
         # Imported here, still as host root with the host's files: only an id-shifted launcher
         # needs them, and every module imported at start costs each launcher's start.
-        from vmm_ffi.exit_recorder import ExitRecorder
+        from vmm_ffi.launcher.exit_recorder import ExitRecorder
         from vmm_ffi.network.bridge_leases import release as release_bridge
         try:
             sc.unshare(sc.CLONE_NEWNS)
@@ -345,6 +345,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SETUP_FAILED
 
-
-if __name__ == "__main__":
-    sys.exit(main())

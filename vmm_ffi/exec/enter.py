@@ -1,8 +1,8 @@
 """Run one command inside a running namespace sandbox: what ``iii worker exec`` runs.
 
-The daemon's fork server (``vmm_ffi.enter_server``) forks a helper per exec that calls
+The daemon's fork server (``vmm_ffi.exec.enter_server``) forks a helper per exec that calls
 :func:`run` on the client's own stdin/stdout/stderr, passed over the socket, so no byte goes
-through the daemon; ``python -m vmm_ffi.enter SPEC.json`` does the same from a fresh
+through the daemon; ``python -m vmm_ffi.exec.enter SPEC.json`` does the same from a fresh
 interpreter (by hand, when debugging). It joins the sandbox init's user,
 mount, pid, uts, ipc and net namespaces (``setns``: the mount namespace brings the sandbox's
 root), forks into the pid namespace, becomes the sandbox's root, and execs the command with the
@@ -30,10 +30,11 @@ from typing import Any
 
 import msgspec
 
-from vmm_ffi import sandbox_fs, seccomp
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import LauncherError
-from vmm_ffi.namespace import resolve_program
+from vmm_ffi.exec import sandbox_fs
+from vmm_ffi.isolation import seccomp
+from vmm_ffi.isolation.namespace import resolve_program
 from vmm_ffi.network.policy import drop_net_admin
 from vmm_ffi.params import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
 
@@ -59,7 +60,7 @@ class EnterSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     uid: int = 0
     gid: int = 0
     groups: list[int] = []
-    # a ``sandbox::fs::*`` operation (``vmm_ffi.sandbox_fs``) done in place of ``argv``'s exec
+    # a ``sandbox::fs::*`` operation (``vmm_ffi.exec.sandbox_fs``) done in place of ``argv``'s exec
     fs: dict[str, Any] | None = None
 
 
@@ -197,7 +198,7 @@ def _exec(spec: EnterSpec) -> None:
 def main(argv: list[str]) -> int:
     """Entry point: the spec as the one argument (stdin is the command's)."""
     if len(argv) != 1:
-        print("usage: python -m vmm_ffi.enter SPEC-JSON", file=sys.stderr)
+        print("usage: python -m vmm_ffi.exec.enter SPEC-JSON", file=sys.stderr)
         return 2
     try:
         spec = msgspec.json.decode(argv[0], type=EnterSpec)
