@@ -2,7 +2,7 @@
 state dir's lock that makes it the sandbox's only launcher.
 
 ``vmm_ffi.launcher.program.main`` calls these in order; each failure is one line for stderr and
-an exit code of ``vmm_ffi.params`` (2: invalid params, 3: already running).
+an exit code of ``vmm_ffi.params`` (2: invalid params, 75: already running).
 """
 
 from __future__ import annotations
