@@ -17,15 +17,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from tests.support.daemon import DaemonProcess
-from tests.support.registry import free_port
+from bench.daemon import listing_daemon
 
 RUNS = 21
-LISTED = 20
 THIS_TREE = Path(__file__).resolve().parents[1]
 COMMANDS = (("worker", "list", "--json"), ("worker", "list"))
 
@@ -58,17 +55,11 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, help="an older checkout to compare against")
     options = parser.parse_args(sys.argv[1:])
     os.environ.pop("III_SOCKET", None)
-    with tempfile.TemporaryDirectory(prefix="iiib-", dir="/tmp") as tmp:
-        home = Path(tmp)
-        entries = "".join(f"  - name: w{i}\n    worker_path: {home}/p{i}\n" for i in range(LISTED))
-        (home / "config.yaml").write_text("workers:\n" + entries)
-        daemon = DaemonProcess(home, III_URL=f"ws://127.0.0.1:{free_port()}").start()
-        try:
-            env = {**daemon.env, "PYTHONDONTWRITEBYTECODE": "0"}
-            for args in COMMANDS:
-                print(compare(args, options.baseline, env), flush=True)
-        finally:
-            daemon.stop()
+    with listing_daemon() as daemon:
+        env = dict(daemon.env)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # both trees run from their cached bytecode
+        for args in COMMANDS:
+            print(compare(args, options.baseline, env), flush=True)
     return 0
 
 

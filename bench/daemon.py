@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import socket
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,22 +97,29 @@ def bench_idle_rss() -> None:
             daemon.stop()
 
 
-def bench_list() -> None:
+@contextlib.contextmanager
+def listing_daemon(listed: int = LISTED) -> Iterator[DaemonProcess]:
+    """A real daemon whose config.yaml holds ``listed`` workers (never started)."""
     with tempfile.TemporaryDirectory(prefix="iiib-", dir="/tmp") as tmp:
         home = Path(tmp)
-        entries = "".join(f"  - name: w{i}\n    worker_path: {home}/p{i}\n" for i in range(LISTED))
+        entries = "".join(f"  - name: w{i}\n    worker_path: {home}/p{i}\n" for i in range(listed))
         (home / "config.yaml").write_text("workers:\n" + entries)
         daemon = DaemonProcess(home, III_URL=f"ws://127.0.0.1:{free_port()}").start()
         try:
-            floor = median_wall([sys.executable, "-c", "pass"], daemon.env)
-            cli = median_wall([III_CLI, "worker", "list", "--json"], daemon.env)
-            print(f"(a) iii worker list --json, {LISTED} workers: {cli * 1000:.1f} ms vs "
-                  f"python -c pass {floor * 1000:.1f} ms -> {cli / floor:.2f}x (goal <= 3x)")
-            rate, p99, p50 = throughput(str(daemon.socket))
-            print(f"(b) worker.list, {CLIENTS} clients, {LISTED} workers: {rate:,.0f} calls/s "
-                  f"(goal >= 5,000), p50 {p50:.2f} ms, p99 {p99:.2f} ms (goal <= 10 ms)")
+            yield daemon
         finally:
             daemon.stop()
+
+
+def bench_list() -> None:
+    with listing_daemon() as daemon:
+        floor = median_wall([sys.executable, "-c", "pass"], daemon.env)
+        cli = median_wall([III_CLI, "worker", "list", "--json"], daemon.env)
+        print(f"(a) iii worker list --json, {LISTED} workers: {cli * 1000:.1f} ms vs "
+              f"python -c pass {floor * 1000:.1f} ms -> {cli / floor:.2f}x (goal <= 3x)")
+        rate, p99, p50 = throughput(str(daemon.socket))
+        print(f"(b) worker.list, {CLIENTS} clients, {LISTED} workers: {rate:,.0f} calls/s "
+              f"(goal >= 5,000), p50 {p50:.2f} ms, p99 {p99:.2f} ms (goal <= 10 ms)")
 
 
 def main() -> int:
