@@ -107,6 +107,11 @@ def user_manager() -> Iterator[UserManager]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        # Shown by pytest only when the test failed: what the manager and the daemon said.
+        for name, path in (("user manager", log), ("daemon", home / ".iii/daemon.log")):
+            if path.exists():
+                print(f"--- {name} log, tail ---\n"
+                      + "\n".join(path.read_text(errors="replace").splitlines()[-60:]))
         shutil.rmtree(base, ignore_errors=True)
 
 
