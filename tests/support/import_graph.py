@@ -1,8 +1,9 @@
 """Our import graph, read from the source with ``ast`` (nothing is imported or run).
 
 Every import counts, the ones inside functions too: a lazy import that closes a circle is still
-a circle, it only fails later. ``from pkg import name`` is an edge to ``pkg`` and, when ``name``
-is a module of ours, to ``pkg.name`` as well.
+a circle, it only fails later. ``from pkg import name`` is an edge to ``pkg.name`` when that is a
+module of ours, else to ``pkg`` (the package's ``__init__`` runs either way, but a package's
+module that imports a sibling this way does not depend on what ``__init__`` re-exports).
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ class ImportGraph:
                 yield from ((alias.name, node.lineno) for alias in node.names)
             elif isinstance(node, ast.ImportFrom):
                 base = _resolve(package, node.level, node.module)
-                yield base, node.lineno
-                for alias in node.names:
-                    if f"{base}.{alias.name}" in self.files:
-                        yield f"{base}.{alias.name}", node.lineno
+                modules = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in self.files]
+                if len(modules) < len(node.names):
+                    yield base, node.lineno  # a name defined in ``base`` itself
+                yield from ((module, node.lineno) for module in modules)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
