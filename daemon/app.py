@@ -35,8 +35,16 @@ from vmm_ffi.cgroups.limits import enter_daemon_leaf
 
 if TYPE_CHECKING:  # imported where used: `iii daemon run` must start fast
     from daemon.background import BackgroundTasks
+    from daemon.config.store import ConfigStore
+    from daemon.engine.roster import EngineRoster
+    from daemon.engine.session import EngineSession
     from daemon.ephemeral import SandboxService
+    from daemon.events import EventBus
     from daemon.images import ImageStore
+    from daemon.workers.autopilot import Autopilot
+    from daemon.workers.commands.lifecycle import WorkerLifecycle
+    from daemon.workers.launching.launch import WorkerLauncher
+    from daemon.workers.supervision.supervisor import Supervisor
 
 __all__ = ["ServiceFactory", "build_service", "daemon_version", "main", "serve_daemon"]
 
@@ -56,39 +64,20 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     from daemon.api.engine_bus import EngineApi
     from daemon.api.methods import EventMethods, ImageMethods
     from daemon.background import BackgroundTasks
-    from daemon.config.store import ConfigStore
-    from daemon.engine.roster import EngineRoster
     from daemon.engine.session import EngineSession
     from daemon.ephemeral import SandboxEngineApi
     from daemon.ephemeral.methods import sandbox_calls
     from daemon.events import EventBus
-    from daemon.images import ImageStore, RegistrySettings
-    from daemon.images.settings import docker_config_path
-    from daemon.sandboxes import Provisioner
-    from daemon.workers.autopilot import Autopilot, expecting_registrations
+    from daemon.workers.autopilot import Autopilot
     from daemon.workers.commands.lifecycle import WorkerLifecycle
-    from daemon.workers.hot_reload import HotReload
-    from daemon.workers.launching.launch import WorkerLauncher
-    from daemon.workers.supervision.state import Backoff
-    from daemon.workers.supervision.supervisor import Supervisor
 
-    store = ConfigStore(settings.config_path, settings.home)
-    try:
-        store.load()
-    except DaemonError as exc:  # reported; never overwritten (writes refuse until it is fixed)
-        log.error("%s", exc)
-    images = ImageStore(settings.home, RegistrySettings(
-        insecure_registries=frozenset(settings.insecure_registries),
-        mirror=settings.registry_mirror, docker_config=docker_config_path(os.environ)))
+    store = _load_store(settings)
+    images = _image_store(settings)
     events = EventBus()
     tasks = await stack.enter_async_context(BackgroundTasks())
-    launcher = WorkerLauncher(settings, store, images, Provisioner(settings.home))
-    supervisor = Supervisor(launcher.launch, events, tasks, home=settings.home,
-                            stop_timeout_s=settings.stop_timeout_s,
-                            backoff=Backoff(settings.restart_backoff_s, settings.restart_backoff_max_s))
+    launcher, supervisor = _launcher_and_supervisor(settings, store, images, events, tasks)
     session = EngineSession(settings.engine_url, version=daemon_version())
-    roster = EngineRoster(session, events, managed=lambda name: store.find(name) is not None,
-                          busy=lambda: expecting_registrations(supervisor, roster))
+    roster = _engine_roster(session, events, store, supervisor)
     workers = WorkerLifecycle(settings, store, images, launcher, supervisor, events, roster)
     sandboxes = await build_sandbox_service(settings, images, stack, tasks)
     services = Services(workers=workers, images=ImageMethods(images),
@@ -103,11 +92,66 @@ async def build_service(settings: DaemonSettings, stack: AsyncExitStack) -> Serv
     adopted = await autopilot.reattach()
     log.info("reattached %d running worker(s)", adopted)
     await asyncio.to_thread(sweep_network, settings)
+    _start_background(tasks, autopilot, workers, store, supervisor, events, launcher)
+    return services
+
+
+def _load_store(settings: DaemonSettings) -> ConfigStore:
+    """The worker registry; a broken config.yaml is logged and the daemon still starts."""
+    from daemon.config.store import ConfigStore
+
+    store = ConfigStore(settings.config_path, settings.home)
+    try:
+        store.load()
+    except DaemonError as exc:  # reported; never overwritten (writes refuse until it is fixed)
+        log.error("%s", exc)
+    return store
+
+
+def _image_store(settings: DaemonSettings) -> ImageStore:
+    from daemon.images import ImageStore, RegistrySettings
+    from daemon.images.settings import docker_config_path
+
+    return ImageStore(settings.home, RegistrySettings(
+        insecure_registries=frozenset(settings.insecure_registries),
+        mirror=settings.registry_mirror, docker_config=docker_config_path(os.environ)))
+
+
+def _launcher_and_supervisor(settings: DaemonSettings, store: ConfigStore, images: ImageStore,
+                             events: EventBus, tasks: BackgroundTasks,
+                             ) -> tuple[WorkerLauncher, Supervisor]:
+    from daemon.sandboxes import Provisioner
+    from daemon.workers.launching.launch import WorkerLauncher
+    from daemon.workers.supervision.state import Backoff
+    from daemon.workers.supervision.supervisor import Supervisor
+
+    launcher = WorkerLauncher(settings, store, images, Provisioner(settings.home))
+    supervisor = Supervisor(launcher.launch, events, tasks, home=settings.home,
+                            stop_timeout_s=settings.stop_timeout_s,
+                            backoff=Backoff(settings.restart_backoff_s, settings.restart_backoff_max_s))
+    return launcher, supervisor
+
+
+def _engine_roster(session: EngineSession, events: EventBus, store: ConfigStore,
+                   supervisor: Supervisor) -> EngineRoster:
+    from daemon.engine.roster import EngineRoster
+    from daemon.workers.autopilot import expecting_registrations
+
+    roster = EngineRoster(session, events, managed=lambda name: store.find(name) is not None,
+                          busy=lambda: expecting_registrations(supervisor, roster))
+    return roster
+
+
+def _start_background(tasks: BackgroundTasks, autopilot: Autopilot, workers: WorkerLifecycle,
+                      store: ConfigStore, supervisor: Supervisor, events: EventBus,
+                      launcher: WorkerLauncher) -> None:
+    """The autopilot, hot reload of worker sources, and the preloading of boot specs."""
+    from daemon.workers.hot_reload import HotReload
+
     tasks.create_task(autopilot.run(), name="autopilot")
     tasks.create_task(HotReload(workers, store, supervisor, events, tasks).run(),
                       name="hot-reload")
     tasks.create_task(launcher.preload_specs(), name="preload-specs")
-    return services
 
 
 async def build_sandbox_service(settings: DaemonSettings, images: ImageStore,
@@ -239,25 +283,9 @@ async def serve_daemon(settings: DaemonSettings, *, keep_workers: bool = False,
         stop.set()
 
     async def info() -> DaemonInfoResult:
-        # Reachable = the daemon's engine session is open (SPEC §10); services without one
-        # (tests' scripted services) are answered with a TCP probe.
-        session_open = services.engine_reachable
-        engine = EngineInfo(url=settings.engine_url, reachable=session_open()) \
-            if session_open is not None else await probe_engine(settings.engine_url)
-        isolation = await asyncio.to_thread(isolation_info, settings)
-        return DaemonInfoResult(
-            version=daemon_version(), protocol=PROTOCOL_VERSION, pid=os.getpid(),
-            home=str(settings.home), config_path=str(settings.config_path),
-            socket=str(settings.socket_path), engine=engine, isolation=isolation)
+        return await _daemon_info(settings, services)
 
-    try:
-        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe = settings.home / f".write-probe-{os.getpid()}"
-        probe.touch()  # a read-only home fails here, in one line, not deep in a subsystem
-        probe.unlink()
-    except OSError as exc:
-        raise SettingsError(f"III_HOME {settings.home}: cannot write: {exc.strerror}; set "
-                            "III_HOME to a directory you can write") from exc
+    _check_home_writable(settings)
     if sys.platform.startswith("linux") and os.environ.get("INVOCATION_ID"):
         # Only under systemd (which sets INVOCATION_ID): elsewhere our cgroup is a shell's.
         log.info("cgroup: %s", enter_daemon_leaf())
@@ -273,17 +301,48 @@ async def serve_daemon(settings: DaemonSettings, *, keep_workers: bool = False,
         dispatcher = Dispatcher(services, DaemonControl(info=info,
                                                        request_shutdown=request_shutdown))
         server = RpcServer(dispatcher, limits)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(server.serve(listener.sock))
-            await server.accepting.wait()
-            log.info("iii daemon %s (pid %d) listening on %s", daemon_version(), os.getpid(),
-                     settings.socket_path)
-            _sd_notify("READY=1")
-            await stop.wait()
-            log.info("shutting down (%s workers)", "stopping" if stop_workers else "keeping")
-            _sd_notify("STOPPING=1")
-            await server.shutdown(SHUTDOWN_CONNECTIONS_TIMEOUT_S)
+        await _serve_until_stopped(server, listener, settings, stop, lambda: stop_workers)
     log.info("daemon stopped")
+
+
+def _check_home_writable(settings: DaemonSettings) -> None:
+    try:
+        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = settings.home / f".write-probe-{os.getpid()}"
+        probe.touch()  # a read-only home fails here, in one line, not deep in a subsystem
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(f"III_HOME {settings.home}: cannot write: {exc.strerror}; set "
+                            "III_HOME to a directory you can write") from exc
+
+
+async def _daemon_info(settings: DaemonSettings, services: Services) -> DaemonInfoResult:
+    """``daemon.info``: version, paths, engine reachability and isolation backends."""
+    # Reachable = the daemon's engine session is open (SPEC §10); services without one
+    # (tests' scripted services) are answered with a TCP probe.
+    session_open = services.engine_reachable
+    engine = EngineInfo(url=settings.engine_url, reachable=session_open()) \
+        if session_open is not None else await probe_engine(settings.engine_url)
+    isolation = await asyncio.to_thread(isolation_info, settings)
+    return DaemonInfoResult(
+        version=daemon_version(), protocol=PROTOCOL_VERSION, pid=os.getpid(),
+        home=str(settings.home), config_path=str(settings.config_path),
+        socket=str(settings.socket_path), engine=engine, isolation=isolation)
+
+
+async def _serve_until_stopped(server: RpcServer, listener: Listener, settings: DaemonSettings,
+                               stop: asyncio.Event, stop_workers: Callable[[], bool]) -> None:
+    """Serve; tell systemd READY, wait for ``stop``, tell it STOPPING, let requests finish."""
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(server.serve(listener.sock))
+        await server.accepting.wait()
+        log.info("iii daemon %s (pid %d) listening on %s", daemon_version(), os.getpid(),
+                 settings.socket_path)
+        _sd_notify("READY=1")
+        await stop.wait()
+        log.info("shutting down (%s workers)", "stopping" if stop_workers() else "keeping")
+        _sd_notify("STOPPING=1")
+        await server.shutdown(SHUTDOWN_CONNECTIONS_TIMEOUT_S)
 
 
 def main(config: Path | None = None, keep_workers: bool = False,

@@ -68,6 +68,19 @@ class ManifestFields(msgspec.Struct, kw_only=True):
 
 def read_fields(root: Any) -> ManifestFields:
     """Check the document's top-level mapping and return its fields; raise ManifestError."""
+    _require_mapping(root)
+    fields = ManifestFields()
+    _warn_unknown_keys(root, fields)
+    _read_name(root, fields)
+    _read_runtime(root, fields)
+    _read_resources(root, fields)
+    _read_scripts(root, fields)
+    fields.env = _env(root, fields)
+    fields.config = _config(root)
+    return fields
+
+
+def _require_mapping(root: Any) -> None:
     if not isinstance(root, dict):
         shown = "an empty file" if root is None else describe(root)
         raise ManifestError(
@@ -75,12 +88,16 @@ def read_fields(root: Any) -> ManifestFields:
             f"the manifest must be a mapping of keys (name, runtime, resources, scripts, env), "
             f"got {shown}",
         )
-    fields = ManifestFields()
+
+
+def _warn_unknown_keys(root: Any, fields: ManifestFields) -> None:
     for key in list(root):
         if isinstance(key, str) and (key in KNOWN_KEYS or key in ACCEPTED_KEYS):
             continue
         fields.warnings.append(_unknown_key_warning(root, key, "", KNOWN_KEYS))
 
+
+def _read_name(root: Any, fields: ManifestFields) -> None:
     if "name" in root:
         # A missing name is the loader's call: `iii worker add --name` may supply it.
         name = root["name"]
@@ -91,6 +108,8 @@ def read_fields(root: Any) -> ManifestFields:
         except ManifestError:
             _fail(root, "name", invalid_name_message("name", name))
 
+
+def _read_runtime(root: Any, fields: ManifestFields) -> None:
     runtime = _section(root, "runtime", fields)
     if "language" in runtime:
         fields.warnings.append(LANGUAGE_DEPRECATED)
@@ -104,26 +123,31 @@ def read_fields(root: Any) -> ManifestFields:
     if "entry" in runtime:
         fields.entry = _string(runtime, "entry", "runtime.entry")
     if "base_image" in runtime:
-        image = _string(runtime, "base_image", "runtime.base_image")
-        if image is not None:
-            try:
-                fields.base_image = canonical_reference(image)
-            except InvalidReference as exc:
-                _fail(runtime, "base_image", f"runtime.base_image: {exc}")
+        fields.base_image = _base_image(runtime)
 
+
+def _base_image(runtime: Any) -> str | None:
+    image = _string(runtime, "base_image", "runtime.base_image")
+    if image is None:
+        return None
+    try:
+        return canonical_reference(image)
+    except InvalidReference as exc:
+        _fail(runtime, "base_image", f"runtime.base_image: {exc}")
+
+
+def _read_resources(root: Any, fields: ManifestFields) -> None:
     resources = _section(root, "resources", fields)
     fields.memory = _integer(resources, "memory", "resources.memory", MEMORY_MIB_RANGE, " (MiB)")
     fields.cpus = _integer(resources, "cpus", "resources.cpus", CPUS_RANGE, "")
 
+
+def _read_scripts(root: Any, fields: ManifestFields) -> None:
     scripts = _section(root, "scripts", fields)
     for script in SECTION_KEYS["scripts"]:
         if script in scripts:
             value = _string(scripts, script, f"scripts.{script}", allow_empty=True)
             setattr(fields, script, value)
-
-    fields.env = _env(root, fields)
-    fields.config = _config(root)
-    return fields
 
 
 def value_position(mapping: Any, key: Any) -> Position | None:

@@ -232,40 +232,16 @@ def load_settings(env: Mapping[str, str] | None = None, *,
     home = Path(env.get("III_HOME") or Path.home() / ".iii").expanduser().absolute()
     settings_path = home / "daemon.yaml"
     raw = _read_daemon_yaml(settings_path)
-
-    if config_path is None and env.get("III_CONFIG_PATH"):
-        config_path = Path(env["III_CONFIG_PATH"])
-    config_path = (config_path or home / "config.yaml").expanduser().absolute()
-    socket_path = Path(env.get("III_SOCKET") or home / "iii.sock").expanduser().absolute()
-
+    config_path, socket_path = _config_and_socket_paths(env, home, config_path)
     env_insecure, env_mirror = registry_overrides(env)
     insecure = env_insecure if env_insecure is not None else \
         list(raw.get("insecure_registries") or [])
-
-    ca_setting = raw.get("ca_bundle")
-    if ca_setting is None:
-        ca_bundle = default_ca_bundle()
-    elif str(ca_setting).lower() == "none":
-        ca_bundle = None
-    else:
-        ca_bundle = Path(str(ca_setting)).expanduser()
-        if not ca_bundle.is_file():
-            raise SettingsError(f"{settings_path}: ca_bundle: {ca_bundle} is not a file "
-                                "(use 'none' to give sandboxes no CA bundle)")
-
-    engine_url = env.get("III_URL") or raw.get("engine_url") or DEFAULT_ENGINE_URL
-    if not engine_url.startswith(("ws://", "wss://", "http://", "https://")):
-        source = "III_URL" if env.get("III_URL") else f"{settings_path}: engine_url"
-        raise SettingsError(f"{source}: {engine_url!r} is not a ws:// or wss:// URL "
-                            f"(default {DEFAULT_ENGINE_URL})")
+    ca_bundle = _ca_bundle(raw.get("ca_bundle"), settings_path)
+    engine_url = _engine_url(env, raw, settings_path)
     defaults = DaemonSettings(home=home, config_path=config_path, socket_path=socket_path,
                               settings_path=settings_path)
     network: NetworkSetting = raw.get("network") or NetworkSetting()
-    env_policy = _env_network(env)
-    if env_policy == "host" and (network.allow or network.deny):
-        raise SettingsError(f"III_NETWORK=host: {settings_path} has network allow/deny lists, "
-                            "which need a network namespace of the sandbox's own; remove them "
-                            "or unset III_NETWORK")
+    env_policy = _env_network_policy(env, network, settings_path)
     return DaemonSettings(
         home=home,
         config_path=config_path,
@@ -290,3 +266,46 @@ def load_settings(env: Mapping[str, str] | None = None, *,
         engine_control=bool(_pick(raw, "engine_control", defaults)),
         sandboxes=load_policy(raw.get("sandboxes")),
     )
+
+
+def _config_and_socket_paths(env: Mapping[str, str], home: Path,
+                             config_path: Path | None) -> tuple[Path, Path]:
+    """The worker registry (``--config``, else III_CONFIG_PATH) and the socket, absolute."""
+    if config_path is None and env.get("III_CONFIG_PATH"):
+        config_path = Path(env["III_CONFIG_PATH"])
+    config_path = (config_path or home / "config.yaml").expanduser().absolute()
+    socket_path = Path(env.get("III_SOCKET") or home / "iii.sock").expanduser().absolute()
+    return config_path, socket_path
+
+
+def _ca_bundle(ca_setting: Any, settings_path: Path) -> Path | None:
+    """daemon.yaml's ca_bundle: unset = the system's bundle, ``none`` = no bundle, else a file."""
+    if ca_setting is None:
+        return default_ca_bundle()
+    if str(ca_setting).lower() == "none":
+        return None
+    ca_bundle = Path(str(ca_setting)).expanduser()
+    if not ca_bundle.is_file():
+        raise SettingsError(f"{settings_path}: ca_bundle: {ca_bundle} is not a file "
+                            "(use 'none' to give sandboxes no CA bundle)")
+    return ca_bundle
+
+
+def _engine_url(env: Mapping[str, str], raw: dict[str, Any], settings_path: Path) -> str:
+    engine_url: str = env.get("III_URL") or raw.get("engine_url") or DEFAULT_ENGINE_URL
+    if not engine_url.startswith(("ws://", "wss://", "http://", "https://")):
+        source = "III_URL" if env.get("III_URL") else f"{settings_path}: engine_url"
+        raise SettingsError(f"{source}: {engine_url!r} is not a ws:// or wss:// URL "
+                            f"(default {DEFAULT_ENGINE_URL})")
+    return engine_url
+
+
+def _env_network_policy(env: Mapping[str, str], network: NetworkSetting,
+                        settings_path: Path) -> str | None:
+    """III_NETWORK, refused as ``host`` when daemon.yaml has allow/deny lists."""
+    env_policy = _env_network(env)
+    if env_policy == "host" and (network.allow or network.deny):
+        raise SettingsError(f"III_NETWORK=host: {settings_path} has network allow/deny lists, "
+                            "which need a network namespace of the sandbox's own; remove them "
+                            "or unset III_NETWORK")
+    return env_policy

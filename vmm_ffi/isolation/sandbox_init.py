@@ -122,54 +122,15 @@ def run_init(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
     """
     code = EXIT_SETUP_FAILED
     try:
-        guard_parent_death(alive_r)
-        if os.read(go_r, 1) != b"1":  # the launcher died or gave up before we started
-            os._exit(EXIT_SETUP_FAILED)
-        os.close(go_r)
+        _wait_for_go(alive_r, go_r)
         sc.set_process_name("iii-init")
         workload: list[int] = []
         pending: list[int] = []
-        forward = _forwarder(workload, pending)
-        for sig in FORWARDED_SIGNALS:
-            signal.signal(sig, forward)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # blocked by the launcher
-        try:
-            if params.backend == "host":
-                os.chdir(params.workdir)
-            else:
-                note = None if network is None else network()
-                if note is not None:
-                    os.write(log_fd, f"[iii-launcher] network: {note}\n".encode())
-                enter_sandbox_root(params)
-                if nproc is not None:
-                    cap_processes(nproc)
-                if params.seccomp:  # last: the mounts of the boot itself are done by now
-                    seccomp.apply()
-        except (SetupFailed, OSError) as exc:
-            send(status_fd, {"error": str(exc)})
-            os._exit(EXIT_SETUP_FAILED)
+        forward = _install_forwarder(workload, pending)
+        _build_root(params, status_fd, log_fd, network, nproc)
         send(status_fd, {"ready": True})
-        err_r, err_w = os.pipe()  # close-on-exec: EOF means the exec succeeded
-        # Signals stay blocked across the fork: one landing in the child before it resets its
-        # handlers would run our forwarder there and be lost.
-        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
-        pid = os.fork()
-        if pid == 0:
-            os.close(err_r)
-            exec_workload(params, log_fd, err_w)
-        os.close(err_w)
-        workload.append(pid)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
-        for signum in pending:
-            forward(signum, None)
-        exec_error = os.read(err_r, 4096).decode(errors="replace") or None
-        os.close(err_r)
-        while True:
-            reaped, status = os.waitpid(-1, 0)
-            if reaped == pid:
-                break
-        if exec_error is not None:
-            exec_error = exec_error.split(":", 1)[1]
+        pid, err_r = _start_workload(params, log_fd, workload, pending, forward)
+        status, exec_error = _wait_workload(pid, err_r)
         send(status_fd, {"status": status, "exec_error": exec_error})
         code = exit_code_of(status)
     except BaseException as exc:  # noqa: BLE001 - PID 1 must end by _exit with a message
@@ -179,6 +140,76 @@ def run_init(params: LaunchParams, status_fd: int, alive_r: int, go_r: int,
             os._exit(EXIT_SETUP_FAILED)
     sys.stdout.flush()
     os._exit(code)
+
+
+def _wait_for_go(alive_r: int, go_r: int) -> None:
+    """Die with the launcher, then wait for its go (``1``); anything else ends this init."""
+    guard_parent_death(alive_r)
+    if os.read(go_r, 1) != b"1":  # the launcher died or gave up before we started
+        os._exit(EXIT_SETUP_FAILED)
+    os.close(go_r)
+
+
+def _install_forwarder(workload: list[int],
+                       pending: list[int]) -> Callable[[int, object], None]:
+    """Forward FORWARDED_SIGNALS to ``workload[0]`` (kept in ``pending`` until it exists)."""
+    forward = _forwarder(workload, pending)
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # blocked by the launcher
+    return forward
+
+
+def _build_root(params: LaunchParams, status_fd: int, log_fd: int,
+                network: Callable[[], str | None] | None, nproc: int | None) -> None:
+    """Network, root, process cap, seccomp (in this order); a failure is reported, then exit."""
+    try:
+        if params.backend == "host":
+            os.chdir(params.workdir)
+        else:
+            note = None if network is None else network()
+            if note is not None:
+                os.write(log_fd, f"[iii-launcher] network: {note}\n".encode())
+            enter_sandbox_root(params)
+            if nproc is not None:
+                cap_processes(nproc)
+            if params.seccomp:  # last: the mounts of the boot itself are done by now
+                seccomp.apply()
+    except (SetupFailed, OSError) as exc:
+        send(status_fd, {"error": str(exc)})
+        os._exit(EXIT_SETUP_FAILED)
+
+
+def _start_workload(params: LaunchParams, log_fd: int, workload: list[int], pending: list[int],
+                    forward: Callable[[int, object], None]) -> tuple[int, int]:
+    """Fork and exec the workload; returns its pid and the read end of its exec-error pipe."""
+    err_r, err_w = os.pipe()  # close-on-exec: EOF means the exec succeeded
+    # Signals stay blocked across the fork: one landing in the child before it resets its
+    # handlers would run our forwarder there and be lost.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    pid = os.fork()
+    if pid == 0:
+        os.close(err_r)
+        exec_workload(params, log_fd, err_w)
+    os.close(err_w)
+    workload.append(pid)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+    for signum in pending:
+        forward(signum, None)
+    return pid, err_r
+
+
+def _wait_workload(pid: int, err_r: int) -> tuple[int, str | None]:
+    """The exec error (if any), then reap every orphan until the workload itself ends."""
+    exec_error = os.read(err_r, 4096).decode(errors="replace") or None
+    os.close(err_r)
+    while True:
+        reaped, status = os.waitpid(-1, 0)
+        if reaped == pid:
+            break
+    if exec_error is not None:
+        exec_error = exec_error.split(":", 1)[1]
+    return status, exec_error
 
 
 def exit_code_of(status: int) -> int:
