@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
@@ -255,42 +256,9 @@ class ConfigStore:
                 return _Plan(entries + [entry], entry, add=entry)
             if not force:
                 raise AlreadyExists(f"worker '{entry.name}' already exists; use --force")
-            old = entries[index]
-            config = entry.config if reset_config or old.config is None else old.config
-            # `--force` keeps `watch: false`; `--force --no-watch` sets it.
-            watch = False if entry.watch is False else old.watch
-            written = WorkerEntry(name=entry.name, worker_path=entry.worker_path,
-                                  image=entry.image, config=config, watch=watch,
-                                  network=old.network)
+            return _replace_plan(entries, index, entry, reset_config)
 
-            def edit(mapping: CommentedMap) -> None:
-                # The source key keeps its place (right after `name` when it changes kind).
-                keys = list(mapping.keys())
-                pos = next((keys.index(k) for k in ("worker_path", "image") if k in mapping),
-                           min(1, len(keys)))
-                for key, value in (("worker_path", entry.worker_path), ("image", entry.image)):
-                    if value is None:
-                        mapping.pop(key, None)
-                    elif key in mapping:
-                        mapping[key] = value  # in place: its comment survives
-                    else:
-                        mapping.insert(pos, key, value)
-                if reset_config:
-                    mapping.pop("config", None)
-                if "config" not in mapping and config is not None:
-                    mapping["config"] = config
-                if entry.watch is False:
-                    mapping["watch"] = False
-
-            expected = entries[:index] + [written] + entries[index + 1:]
-            return _Plan(expected, written, replace=(index, edit))
-
-        def believe(belief: list[WorkerEntry], written: WorkerEntry) -> list[WorkerEntry]:
-            if any(e.name == written.name for e in belief):
-                return [written if e.name == written.name else e for e in belief]
-            return belief + [written]
-
-        return await self._edit(plan, believe)
+        return await self._edit(plan, _believe_written)
 
     async def remove(self, name: str) -> WorkerEntry:
         """Delete the entry called ``name`` (with its leading comment lines); return it.
@@ -366,3 +334,50 @@ class _Plan:
     add: WorkerEntry | None = None
     remove: int | None = None
     replace: tuple[int, Callable[[CommentedMap], None]] | None = None
+
+
+def _replace_plan(entries: list[WorkerEntry], index: int, entry: WorkerEntry,
+                  reset_config: bool) -> _Plan:
+    """``add --force`` of an existing name: new source, kept ``config:`` (unless reset)."""
+    old = entries[index]
+    config = entry.config if reset_config or old.config is None else old.config
+    # `--force` keeps `watch: false`; `--force --no-watch` sets it.
+    watch = False if entry.watch is False else old.watch
+    written = WorkerEntry(name=entry.name, worker_path=entry.worker_path,
+                          image=entry.image, config=config, watch=watch,
+                          network=old.network)
+
+    def edit(mapping: CommentedMap) -> None:
+        _replace_source(mapping, entry, config, reset_config)
+
+    expected = entries[:index] + [written] + entries[index + 1:]
+    return _Plan(expected, written, replace=(index, edit))
+
+
+def _replace_source(mapping: CommentedMap, entry: WorkerEntry, config: dict[str, Any] | None,
+                    reset_config: bool) -> None:
+    """Edit the entry's YAML mapping in place, so its comments and key order survive."""
+    # The source key keeps its place (right after `name` when it changes kind).
+    keys = list(mapping.keys())
+    pos = next((keys.index(k) for k in ("worker_path", "image") if k in mapping),
+               min(1, len(keys)))
+    for key, value in (("worker_path", entry.worker_path), ("image", entry.image)):
+        if value is None:
+            mapping.pop(key, None)
+        elif key in mapping:
+            mapping[key] = value  # in place: its comment survives
+        else:
+            mapping.insert(pos, key, value)
+    if reset_config:
+        mapping.pop("config", None)
+    if "config" not in mapping and config is not None:
+        mapping["config"] = config
+    if entry.watch is False:
+        mapping["watch"] = False
+
+
+def _believe_written(belief: list[WorkerEntry], written: WorkerEntry) -> list[WorkerEntry]:
+    """The belief after our own write of ``written`` (replaced in place, else appended)."""
+    if any(e.name == written.name for e in belief):
+        return [written if e.name == written.name else e for e in belief]
+    return belief + [written]

@@ -25,6 +25,7 @@ from daemon.sandboxes.beneath import read_file_beneath, write_file_beneath
 from daemon.sandboxes.env import build_sandbox_env, place_host_files
 from daemon.sandboxes.fingerprint import (
     Fingerprint,
+    Marker,
     compute_fingerprint,
     decode_marker,
     encode_marker,
@@ -152,25 +153,11 @@ async def prepare(layout: SandboxLayout, boot: BootSpec, provisioner: Provisione
     if not locked:
         with sandbox_lock(layout):
             return await prepare(layout, boot, provisioner, progress, locked=True)
-    running = await asyncio.to_thread(SandboxTask.reattach, layout)
-    if running is not None:
-        running.close()
-        raise Conflict(f"sandbox {layout.name!r} is running (launcher pid {running.pid}); "
-                       "stop it before preparing it again")
-    mode = await asyncio.to_thread(lambda: layout.mode() or provisioner.decision().mode)
-    _note(progress, BootPhase.PROVISION, f"provisioning the sandbox root ({mode.value})")
-    root = await _blocking(provisioner.provision, layout, Path(boot.image_rootfs))
+    await _refuse_if_running(layout)
+    root = await _provision(layout, boot, provisioner, progress)
     writable = layout.writable_root()
-    stats = None
-    if boot.project is not None:
-        _note(progress, BootPhase.SYNC, f"syncing {boot.project} into {WORKSPACE}")
-        stats = await _blocking(sync_project, Path(boot.project), layout.workspace,
-                                layout.sync_state)
-    ca = None if boot.ca_bundle is None else Path(boot.ca_bundle)
-    ca_placed = await _blocking(place_host_files, writable, ca)
-    env = build_sandbox_env(boot.image_env, boot.manifest_env, boot.config_env, boot.engine_url,
-                            boot.name, boot.backend, ca_placed)
-
+    stats = await _sync(layout, boot, progress)
+    env = await _place_host_files_and_env(writable, boot)
     fp = await asyncio.to_thread(_fingerprint, boot)
     marker = decode_marker(await asyncio.to_thread(read_file_beneath, writable, MARKER_RELPATH))
     prepared = Prepared(root=root, env=env, ran_setup=False, ran_install=False, reason=None,
@@ -178,6 +165,47 @@ async def prepare(layout: SandboxLayout, boot: BootSpec, provisioner: Provisione
     if marker is not None and marker.fingerprint == fp.digest:
         _note(progress, BootPhase.UP_TO_DATE, "dependencies up to date; skipping setup and install")
         return prepared
+    await _run_scripts(layout, boot, prepared, marker, fp, progress)
+    await _blocking(write_file_beneath, writable, MARKER_RELPATH, encode_marker(fp))
+    return prepared
+
+
+async def _refuse_if_running(layout: SandboxLayout) -> None:
+    running = await asyncio.to_thread(SandboxTask.reattach, layout)
+    if running is not None:
+        running.close()
+        raise Conflict(f"sandbox {layout.name!r} is running (launcher pid {running.pid}); "
+                       "stop it before preparing it again")
+
+
+async def _provision(layout: SandboxLayout, boot: BootSpec, provisioner: Provisioner,
+                     progress: Progress | None) -> RootSpec:
+    mode = await asyncio.to_thread(lambda: layout.mode() or provisioner.decision().mode)
+    _note(progress, BootPhase.PROVISION, f"provisioning the sandbox root ({mode.value})")
+    return await _blocking(provisioner.provision, layout, Path(boot.image_rootfs))
+
+
+async def _sync(layout: SandboxLayout, boot: BootSpec,
+                progress: Progress | None) -> SyncStats | None:
+    """Copy the project into the workspace (an image-only worker has none)."""
+    if boot.project is None:
+        return None
+    _note(progress, BootPhase.SYNC, f"syncing {boot.project} into {WORKSPACE}")
+    return await _blocking(sync_project, Path(boot.project), layout.workspace, layout.sync_state)
+
+
+async def _place_host_files_and_env(writable: Path, boot: BootSpec) -> dict[str, str]:
+    """Place the CA bundle (and other host files) in the root; the env then points at them."""
+    ca = None if boot.ca_bundle is None else Path(boot.ca_bundle)
+    ca_placed = await _blocking(place_host_files, writable, ca)
+    return build_sandbox_env(boot.image_env, boot.manifest_env, boot.config_env, boot.engine_url,
+                             boot.name, boot.backend, ca_placed)
+
+
+async def _run_scripts(layout: SandboxLayout, boot: BootSpec, prepared: Prepared,
+                       marker: Marker | None, fp: Fingerprint, progress: Progress | None) -> None:
+    """Setup on the first start, install whenever its inputs changed; ``prepared`` records it."""
+    root, env = prepared.root, prepared.env
     if marker is None:
         prepared.reason = "first start"
         if boot.setup.strip():
@@ -193,8 +221,6 @@ async def prepare(layout: SandboxLayout, boot: BootSpec, provisioner: Provisione
     if prepared.ran_setup or prepared.ran_install:
         await check_scripts_left_a_runnable_sandbox(
             layout, boot, root, env, "install" if prepared.ran_install else "setup")
-    await _blocking(write_file_beneath, writable, MARKER_RELPATH, encode_marker(fp))
-    return prepared
 
 
 async def check_scripts_left_a_runnable_sandbox(layout: SandboxLayout, boot: BootSpec,

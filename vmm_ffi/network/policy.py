@@ -225,49 +225,66 @@ def compile_policy(mode: str, engine_port: int | None, allow: Iterable[str],
     allowed = parse_rules(allow, "network.allow")
     denied = parse_rules(deny, "network.deny")
     auto = parse_rules(auto_allow, "network.auto_allow")
-    forward: list[tuple[int, int]] = [] if engine_port is None else [(engine_port, engine_port)]
-    all_loopback = False
-    for rule in auto + allowed:
-        if rule.is_loopback:
-            if rule.ports is None:
-                all_loopback = True
-            else:
-                forward.append(rule.ports)
-    forward = sorted(set(forward))
+    forward, all_loopback = _loopback_forwards(engine_port, auto + allowed)
     rulesets = {}
     for version in (4, 6):
         if version == 6 and not host.ipv6:
             continue
-        lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]",
-                 ":OUTPUT ACCEPT [0:0]", ":iii-refuse - [0:0]",
-                 "-A iii-refuse -p tcp -j REJECT --reject-with tcp-reset",
-                 "-A iii-refuse -j REJECT", "-A OUTPUT -o lo -j ACCEPT",
-                 # answers to what came in (another sandbox its policy let connect)
-                 "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"]
-        if version == 6:  # neighbour discovery (to ff02::/16 and fe80::/10) keeps IPv6 working
-            lines += [f"-A OUTPUT -p ipv6-icmp --icmpv6-type {kind} -j ACCEPT" for kind in
-                      ("neighbour-solicitation", "neighbour-advertisement",
-                       "router-solicitation")]
+        lines = _preamble_lines(version)
         if version == 4 and gateway is not None:
-            gw = Rule(ipaddress.ip_network(gateway))
-            gateway_rules = [gw] if all_loopback else [Rule(gw.network, r) for r in forward]
-            for rule in gateway_rules:
-                lines += _rule_lines(rule, "ACCEPT", tcp_only=True)
-        for server in host.nameservers:
-            if server.version == version:
-                lines += _rule_lines(Rule(ipaddress.ip_network(server), (53, 53)), "ACCEPT")
+            lines += _gateway_lines(gateway, forward, all_loopback)
+        lines += _nameserver_lines(host, version)
         lines += _lines_for(auto, version, "ACCEPT")
         lines += _lines_for(denied, version, "iii-refuse")
         lines += _lines_for(allowed, version, "ACCEPT")
-        if mode == "engine":
-            lines.append("-A OUTPUT -j iii-refuse")
-        else:
-            own = [n for n in [*host.addresses, *refuse] if n.version == version]
-            refused = [n for n in REFUSED_BY_EGRESS if n.version == version]
-            lines += _lines_for([Rule(n) for n in own + refused], version, "iii-refuse")
+        lines += _last_lines(mode, version, host, refuse)
         lines.append("COMMIT")
         rulesets[version] = "\n".join(lines) + "\n"
     return CompiledPolicy(forward, all_loopback, rulesets)
+
+
+def _loopback_forwards(engine_port: int | None,
+                       rules: list[Rule]) -> tuple[list[tuple[int, int]], bool]:
+    """The host loopback port ranges to forward, and whether an entry opened all of them."""
+    forward: list[tuple[int, int]] = [] if engine_port is None else [(engine_port, engine_port)]
+    forward += [rule.ports for rule in rules if rule.is_loopback and rule.ports is not None]
+    all_loopback = any(rule.is_loopback and rule.ports is None for rule in rules)
+    return sorted(set(forward)), all_loopback
+
+
+def _preamble_lines(version: int) -> list[str]:
+    """Chains, the ``iii-refuse`` target, loopback and established traffic (and IPv6's NDP)."""
+    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]",
+             ":OUTPUT ACCEPT [0:0]", ":iii-refuse - [0:0]",
+             "-A iii-refuse -p tcp -j REJECT --reject-with tcp-reset",
+             "-A iii-refuse -j REJECT", "-A OUTPUT -o lo -j ACCEPT",
+             # answers to what came in (another sandbox its policy let connect)
+             "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"]
+    if version == 6:  # neighbour discovery (to ff02::/16 and fe80::/10) keeps IPv6 working
+        lines += [f"-A OUTPUT -p ipv6-icmp --icmpv6-type {kind} -j ACCEPT" for kind in
+                  ("neighbour-solicitation", "neighbour-advertisement",
+                   "router-solicitation")]
+    return lines
+
+
+def _gateway_lines(gateway: str, forward: list[tuple[int, int]], all_loopback: bool) -> list[str]:
+    gw = Rule(ipaddress.ip_network(gateway))
+    gateway_rules = [gw] if all_loopback else [Rule(gw.network, r) for r in forward]
+    return [line for rule in gateway_rules for line in _rule_lines(rule, "ACCEPT", tcp_only=True)]
+
+
+def _nameserver_lines(host: HostView, version: int) -> list[str]:
+    dns = [Rule(ipaddress.ip_network(s), (53, 53)) for s in host.nameservers if s.version == version]
+    return [line for rule in dns for line in _rule_lines(rule, "ACCEPT")]
+
+
+def _last_lines(mode: str, version: int, host: HostView, refuse: Iterable[IPNetwork]) -> list[str]:
+    """``engine``: refuse the rest; ``egress``: refuse the host's and the private networks."""
+    if mode == "engine":
+        return ["-A OUTPUT -j iii-refuse"]
+    own = [n for n in [*host.addresses, *refuse] if n.version == version]
+    refused = [n for n in REFUSED_BY_EGRESS if n.version == version]
+    return _lines_for([Rule(n) for n in own + refused], version, "iii-refuse")
 
 
 def _lines_for(rules: Iterable[Rule], version: int, target: str) -> list[str]:
