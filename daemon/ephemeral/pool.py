@@ -100,11 +100,9 @@ class WarmPool:
         sandbox_id = str(uuid.uuid4())
         booted = await self.booter.boot(sandbox_id, cached, cpus=policy.default_cpus,
                                         memory_mb=policy.default_memory_mb, network=False)
-        return Sandbox(id=sandbox_id, image=image, oci_ref=oci_ref, layout=booted.layout,
-                       task=booted.task, sandbox_pid=booted.sandbox_pid, env=booted.env,
-                       workdir=booted.workdir, seccomp=booted.seccomp,
-                       cpus=policy.default_cpus, memory_mb=policy.default_memory_mb,
-                       network=False)
+        return Sandbox.from_booted(booted, id=sandbox_id, image=image, oci_ref=oci_ref,
+                                   cpus=policy.default_cpus,
+                                   memory_mb=policy.default_memory_mb, network=False)
 
     async def aclose(self) -> None:
         for ready in [*self._ready.values(), self._dead]:

@@ -7,11 +7,15 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from client.protocol.sandbox import SandboxSummary
 from daemon.ephemeral.errors import SCode, sandbox_error
 from daemon.ephemeral.zygote import ZygoteTask
 from daemon.sandboxes import SandboxLayout
+
+if TYPE_CHECKING:
+    from daemon.ephemeral.boot import Booted
 
 __all__ = ["Sandbox", "SandboxTable"]
 
@@ -40,6 +44,14 @@ class Sandbox:
     last_active: float = field(default_factory=time.monotonic)
     exec_in_flight: int = 0
     stopped: bool = False
+
+    @classmethod
+    def from_booted(cls, booted: Booted, *, id: str, image: str, oci_ref: str, cpus: int,
+                    memory_mb: int, network: bool) -> Sandbox:
+        """The record of a sandbox ``SandboxBooter.boot`` just started, as it was asked for."""
+        return cls(id=id, image=image, oci_ref=oci_ref, layout=booted.layout, task=booted.task,
+                   sandbox_pid=booted.sandbox_pid, env=booted.env, workdir=booted.workdir,
+                   seccomp=booted.seccomp, cpus=cpus, memory_mb=memory_mb, network=network)
 
     def touch(self) -> None:
         self.last_active = time.monotonic()

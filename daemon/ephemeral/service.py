@@ -93,10 +93,8 @@ class SandboxService(SandboxFiles):
         sandbox_id = str(uuid.uuid4())
         booted = await self.booter.boot(sandbox_id, cached, cpus=cpus, memory_mb=memory,
                                         network=network)
-        return Sandbox(id=sandbox_id, image=image, oci_ref=oci_ref, layout=booted.layout,
-                       task=booted.task, sandbox_pid=booted.sandbox_pid, env=booted.env,
-                       workdir=booted.workdir, seccomp=booted.seccomp, cpus=cpus,
-                       memory_mb=memory, network=network)
+        return Sandbox.from_booted(booted, id=sandbox_id, image=image, oci_ref=oci_ref,
+                                   cpus=cpus, memory_mb=memory, network=network)
 
     def _timeout_s(self, timeout_ms: int | None) -> float:
         limit = self.policy.max_exec_timeout_ms
