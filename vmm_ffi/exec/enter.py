@@ -35,7 +35,7 @@ from vmm_ffi.errors import LauncherError
 from vmm_ffi.exec import sandbox_fs
 from vmm_ffi.isolation import seccomp
 from vmm_ffi.isolation.namespace import resolve_program
-from vmm_ffi.network.policy import drop_net_admin
+from vmm_ffi.network.netns import drop_net_admin
 from vmm_ffi.params import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
 
 CGROUP_ROOT = "/sys/fs/cgroup"

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 import msgspec
 
-from vmm_ffi.network.policy import SEARCH_PATH
+from vmm_ffi.network.netns import SEARCH_PATH
 from vmm_ffi.params import BridgeParams
 
 POOL = ipaddress.IPv4Network("10.89.0.0/16")

@@ -42,6 +42,7 @@ from typing import Literal
 
 from vmm_ffi import syscalls as sc
 from vmm_ffi.errors import SetupFailed
+from vmm_ffi.network.netns import SEARCH_PATH
 
 NetworkMode = Literal["host", "pasta", "slirp4netns"]
 HelperMode = Literal["pasta", "slirp4netns"]
@@ -49,7 +50,6 @@ PASTA_READY_TIMEOUT_S = 5.0  # interface configured and the host's bound ports f
 PASTA_STOP_TIMEOUT_S = 2.0
 _POLL_S = 0.002
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
-_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASTA_HINT = ("install pasta (`apt-get install passt`), or set `network: host` in daemon.yaml "
               "to share the host's network on purpose")
 SLIRP_TAP = "tap0"
@@ -64,7 +64,7 @@ def find_pasta(environ: Mapping[str, str] = os.environ) -> str | None:
     explicit = environ.get("III_PASTA")
     if explicit:
         return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
-    return shutil.which("pasta", path=environ.get("PATH", "") + ":" + _SEARCH_PATH)
+    return shutil.which("pasta", path=environ.get("PATH", "") + ":" + SEARCH_PATH)
 
 
 def find_slirp4netns(environ: Mapping[str, str] = os.environ) -> str | None:
@@ -72,7 +72,7 @@ def find_slirp4netns(environ: Mapping[str, str] = os.environ) -> str | None:
     explicit = environ.get("III_SLIRP4NETNS")
     if explicit:
         return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
-    return shutil.which("slirp4netns", path=environ.get("PATH", "") + ":" + _SEARCH_PATH)
+    return shutil.which("slirp4netns", path=environ.get("PATH", "") + ":" + SEARCH_PATH)
 
 
 def find_helper(environ: Mapping[str, str] = os.environ) -> tuple[HelperMode, str] | None:

@@ -31,18 +31,20 @@ from vmm_ffi.network.helper import (
     find_pasta,
     find_slirp4netns,
 )
+from vmm_ffi.network.netns import (
+    allow_localnet,
+    allow_ping,
+    drop_net_admin,
+    load_rules,
+    loopback_up,
+)
 from vmm_ffi.network.policy import (
     CompiledPolicy,
     HostView,
     PolicyError,
-    allow_localnet,
-    allow_ping,
     compile_policy,
     describe,
     dnat_ruleset,
-    drop_net_admin,
-    load_rules,
-    loopback_up,
 )
 from vmm_ffi.params import BridgeParams, LaunchParams
 
