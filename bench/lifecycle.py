@@ -30,7 +30,7 @@ from daemon.events import EventBus
 from daemon.sandboxes import BootSpec, Provisioner, SandboxLayout, boot_sandbox
 from daemon.workers.launching.binary import start_binary
 from daemon.workers.supervision.desired import Why
-from daemon.workers.supervision.reconciler import BootSink, Launched
+from daemon.workers.supervision.runtime import BootSink, Launched
 from daemon.workers.supervision.state import WorkerState
 from daemon.workers.supervision.supervisor import Supervisor
 from tests.support.daemon import launchers_of
