@@ -45,12 +45,13 @@ def iii_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         monkeypatch.setenv("III_HOME", str(home))
         monkeypatch.delenv("III_CONFIG_PATH", raising=False)
         monkeypatch.delenv("III_SOCKET", raising=False)
-        monkeypatch.setenv("III_NO_AUTOSTART", "1")
         yield home
 
 
 @pytest.fixture(autouse=True)
 def _never_touch_real_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # Tests must never see the developer's ~/.iii or ~/.docker.
+    # Tests must never see the developer's ~/.iii or ~/.docker, nor start a daemon by the way
+    # (one the CLI autostarts outlives the test): a test that wants autostart says so.
     if "III_HOME" not in os.environ:
         monkeypatch.setenv("III_HOME", str(tmp_path / "iii-home"))
+    monkeypatch.setenv("III_NO_AUTOSTART", "1")

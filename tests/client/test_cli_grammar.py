@@ -115,13 +115,6 @@ FORMS: list[tuple[tuple[str, ...], bool]] = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _no_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A form left to typer runs its command for real (`worker status w`): it must find no daemon
-    # rather than start one that outlives the test.
-    monkeypatch.setenv("III_NO_AUTOSTART", "1")
-
-
 @pytest.mark.parametrize("argv, fast", FORMS, ids=[" ".join(a) for a, _ in FORMS])
 def test_the_fast_parser_passes_what_typer_passes(monkeypatch: pytest.MonkeyPatch,
                                                   argv: tuple[str, ...], fast: bool) -> None:
