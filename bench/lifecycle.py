@@ -25,15 +25,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from daemon.background import BackgroundTasks
-from daemon.config.entries import WorkerEntry
 from daemon.events import EventBus
 from daemon.sandboxes import BootSpec, Provisioner, SandboxLayout, boot_sandbox
-from daemon.workers.launching.binary import start_binary
 from daemon.workers.supervision.desired import Why
 from daemon.workers.supervision.runtime import BootSink, Launched
 from daemon.workers.supervision.state import WorkerState
 from daemon.workers.supervision.supervisor import Supervisor
-from tests.support.daemon import launchers_of
+from tests.support.daemon import launchers_of, start_sleeping_shell
 from tests.support.rootfs import make_busybox_rootfs
 
 STOP_TIMEOUT_S = 10.0
@@ -68,13 +66,8 @@ class ShellLaunch:
         self.home, self.launches = home, 0
 
     async def launch(self, name: str, progress: BootSink) -> Launched:
-        binary = self.home / f"{name}.sh"
-        binary.write_text("#!/bin/sh\nexec sleep 1000\n")
-        binary.chmod(0o755)
         self.launches += 1
-        task = await start_binary(SandboxLayout(self.home, name), WorkerEntry(name=name),
-                                  str(binary), "ws://127.0.0.1:9")
-        return Launched(task=task, isolation=None)
+        return await start_sleeping_shell(self.home, name)
 
 
 async def stop_during_install(base: Path, tasks: BackgroundTasks) -> tuple[float, float]:

@@ -29,11 +29,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from daemon.background import BackgroundTasks
-from daemon.config.entries import WorkerEntry
 from daemon.errors import DaemonError
 from daemon.events import EventBus
 from daemon.sandboxes import SandboxLayout, SandboxTask
-from daemon.workers.launching.binary import start_binary
 from daemon.workers.supervision.desired import (
     IDLE,
     Desired,
@@ -45,7 +43,7 @@ from daemon.workers.supervision.desired import (
 from daemon.workers.supervision.runtime import BootSink, Launched
 from daemon.workers.supervision.state import Backoff, WorkerState
 from daemon.workers.supervision.supervisor import Supervisor
-from tests.support.daemon import launchers_of
+from tests.support.daemon import launchers_of, start_sleeping_shell
 
 # III_MODEL_VERBOSE=1 prints every step Hypothesis takes.
 VERBOSITY = Verbosity.verbose if os.environ.get("III_MODEL_VERBOSE") else Verbosity.normal
@@ -63,13 +61,8 @@ class ShellWorkers:
 
     async def launch(self, name: str, progress: BootSink) -> Launched:
         await asyncio.sleep(self.random.choice((0.0, 0.05, 0.3)))  # cancellable, as install is
-        binary = self.home / f"{name}.sh"
-        binary.write_text("#!/bin/sh\nexec sleep 1000\n")
-        binary.chmod(0o755)
         self.launches += 1
-        task = await start_binary(SandboxLayout(self.home, name), WorkerEntry(name=name),
-                                  str(binary), "ws://127.0.0.1:9")
-        return Launched(task=task, isolation=None)
+        return await start_sleeping_shell(self.home, name)
 
 
 class LifecycleModel(RuleBasedStateMachine):

@@ -9,12 +9,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.support.wait import wait_until
 from vmm_ffi.network.helper import tun_problem
+
+if TYPE_CHECKING:
+    from daemon.workers.supervision.runtime import Launched
 
 III_CLI = str(Path(sys.executable).with_name("iii"))
 DAEMON_START_TIMEOUT_S = 20.0
@@ -83,6 +86,22 @@ class DaemonProcess:
 
     def worker(self, name: str) -> dict[str, Any]:
         return next(w for w in self.json("worker", "list")["workers"] if w["name"] == name)
+
+
+async def start_sleeping_shell(home: Path, name: str) -> Launched:
+    """A worker ``name`` that only sleeps, under a real host launcher: the launch function of
+    in-process supervisor tests and benches."""
+    from daemon.config.entries import WorkerEntry
+    from daemon.sandboxes import SandboxLayout
+    from daemon.workers.launching.binary import start_binary
+    from daemon.workers.supervision.runtime import Launched
+
+    binary = home / f"{name}.sh"
+    binary.write_text("#!/bin/sh\nexec sleep 1000\n")
+    binary.chmod(0o755)
+    task = await start_binary(SandboxLayout(home, name), WorkerEntry(name=name), str(binary),
+                              "ws://127.0.0.1:9")
+    return Launched(task=task, isolation=None)
 
 
 def launchers_of(home: Path, name: str) -> list[int]:

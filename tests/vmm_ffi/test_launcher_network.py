@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.proxy import tcp_service
 from tests.support.rootfs import extract_python_rootfs
 from tests.vmm_ffi.conftest import Sandboxes, workload_lines
 from vmm_ffi.errors import LaunchFailed
@@ -37,24 +37,8 @@ def own_net(request: pytest.FixtureRequest) -> dict[str, str]:
 @pytest.fixture
 def loopback_service() -> Iterator[int]:
     """A host service on 127.0.0.1 that greets every client; yields its port."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.sendall(b"hello from the host\n")
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    server.close()
+    with tcp_service() as port:
+        yield port
 
 
 def test_sandbox_has_its_own_network_namespace(sandboxes: Sandboxes,

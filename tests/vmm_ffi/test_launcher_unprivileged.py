@@ -59,14 +59,19 @@ def open_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def nobody_dirs(base: Path) -> None:
+    """The sandbox's upper, work, merged and state dirs, owned by uid 65534."""
+    for sub in ("upper", "work", "merged", "state"):
+        (base / sub).mkdir()
+        os.chown(base / sub, NOBODY, NOBODY)
+
+
 def test_unprivileged_user_gets_a_sandbox(open_dir: Path) -> None:
     python = interpreter_for_nobody()
     if python is None:
         pytest.skip("needs root, setpriv and a Python 3.11 that uid 65534 can run")
     lower = make_busybox_rootfs(open_dir / "image")
-    for sub in ("upper", "work", "merged", "state"):
-        (open_dir / sub).mkdir()
-        os.chown(open_dir / sub, NOBODY, NOBODY)
+    nobody_dirs(open_dir)
     params = LaunchParams(
         name="nb", backend="namespace",
         rootfs=OverlayRoot(lower=[str(lower)], upper=str(open_dir / "upper"),
@@ -90,9 +95,7 @@ def test_unprivileged_user_gets_its_own_network_through_pasta(open_dir: Path) ->
     if python is None or pasta is None:
         pytest.skip("needs root (to become uid 65534), setpriv, pasta and a usable Python")
     lower = make_busybox_rootfs(open_dir / "image")
-    for sub in ("upper", "work", "merged", "state"):
-        (open_dir / sub).mkdir()
-        os.chown(open_dir / sub, NOBODY, NOBODY)
+    nobody_dirs(open_dir)
     params = LaunchParams(
         name="nb", backend="namespace", network="pasta", pasta=pasta,
         rootfs=OverlayRoot(lower=[str(lower)], upper=str(open_dir / "upper"),
@@ -119,9 +122,7 @@ def test_unprivileged_user_gets_policy_none_without_a_helper(open_dir: Path) -> 
     if python is None:
         pytest.skip("needs root (to become uid 65534), setpriv and a usable Python")
     lower = make_busybox_rootfs(open_dir / "image")
-    for sub in ("upper", "work", "merged", "state"):
-        (open_dir / sub).mkdir()
-        os.chown(open_dir / sub, NOBODY, NOBODY)
+    nobody_dirs(open_dir)
     with socket.create_server(("127.0.0.1", 0)) as host_service:
         port = host_service.getsockname()[1]
         script = (f"nc -w 2 127.0.0.1 {port} </dev/null 2>/dev/null && echo reached "
@@ -175,9 +176,7 @@ def test_unprivileged_user_with_a_subordinate_range_gets_it(open_dir: Path,
     # as a non-root daemon's own extraction and home: the user owns the image and the dirs
     subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(lower)], check=True)
     os.chown(open_dir, NOBODY, NOBODY)
-    for sub in ("upper", "work", "merged", "state"):
-        (open_dir / sub).mkdir()
-        os.chown(open_dir / sub, NOBODY, NOBODY)
+    nobody_dirs(open_dir)
     script = ("cat /proc/self/uid_map; mkdir -p /var/cache/apt && chown 42:42 /var/cache/apt "
               "&& touch /var/cache/apt/pkg && chown 42 /var/cache/apt/pkg && echo chowned")
     params = LaunchParams(
